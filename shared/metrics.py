@@ -125,9 +125,7 @@ class _Family(Generic[_Child]):
 
     __slots__ = ("_children", "documentation", "labelnames", "name")
 
-    def __init__(
-        self, name: str, documentation: str, labelnames: Sequence[str] = ()
-    ) -> None:
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> None:
         if not name:
             raise ValueError("metric name must not be empty")
         self.name = name
@@ -241,9 +239,7 @@ class FastRegistry(Collector):
             raise ValueError(f"metric {family.name!r} is already registered")
         self._families[family.name] = family
 
-    def counter(
-        self, name: str, documentation: str, labelnames: Sequence[str] = ()
-    ) -> FastCounter:
+    def counter(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> FastCounter:
         metric = FastCounter(name, documentation, labelnames)
         self.register(metric)
         return metric
