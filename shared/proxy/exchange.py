@@ -1,0 +1,118 @@
+"""One request and its response as it crosses the proxy.
+
+An ``Exchange`` is the per-request record: it has ``__slots__`` and holds the parsed request head
+(as the bytes httptools gave), the request body chunks that arrived while no upstream connection
+was attached yet, the timeouts the handler chose, and what the response did. The client
+connection (``ServerConnection``) and the upstream connection move it along; a component's
+``RequestHandler`` decides what happens to it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from shared.proxy.server import ServerConnection
+    from shared.proxy.upstream import UpstreamConnection, UpstreamPool
+
+
+class RequestHandler(Protocol):
+    """A component's policy: what to do with each request the proxy parsed.
+
+    ``handle`` is called once the request head is parsed and must, now or later, call exactly
+    one of ``Exchange.respond`` or ``Exchange.forward`` (unless the exchange ends first: the
+    client went away or a timeout fired). ``finished`` is called exactly once for every handled
+    exchange, whatever the outcome, so that bookkeeping (breaker slots, stats) is released.
+    """
+
+    def handle(self, ex: Exchange) -> None: ...
+
+    def finished(self, ex: Exchange) -> None: ...
+
+
+class Exchange:
+    __slots__ = (
+        "aborted",
+        "body_buf",
+        "body_done",
+        "chunked",
+        "conn",
+        "deadline",
+        "done",
+        "forwarding",
+        "head",
+        "headers",
+        "idle_timeout",
+        "keep_alive",
+        "last_write",
+        "method",
+        "pool",
+        "request_bytes",
+        "response_bytes",
+        "response_started",
+        "start_deadline",
+        "started_at",
+        "status",
+        "tag",
+        "target",
+        "tunnel",
+        "upgrade",
+        "upstream",
+        "version",
+    )
+
+    def __init__(self, conn: ServerConnection) -> None:
+        self.conn = conn
+        self.method = b""
+        self.target = b""
+        self.version = "1.1"
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.keep_alive = True
+        self.upgrade = False
+        self.chunked = False
+        # Request body bytes that arrived before an upstream connection was attached.
+        self.body_buf: list[bytes] = []
+        self.body_done = False
+        self.request_bytes = 0
+        self.head = b""
+        self.pool: UpstreamPool | None = None
+        self.upstream: UpstreamConnection | None = None
+        self.forwarding = False
+        self.tunnel = False
+        self.status = 0
+        self.response_started = False
+        self.response_bytes = 0
+        self.done = False
+        self.aborted = False
+        # Timeouts, absolute on the time.monotonic() clock; 0.0 means none.
+        self.started_at = 0.0
+        self.deadline = 0.0
+        self.start_deadline = 0.0
+        self.idle_timeout = 0.0
+        self.last_write = 0.0
+        # The handler's own per-request state.
+        self.tag: Any = None
+
+    def __repr__(self) -> str:
+        state = "done" if self.done else ("forwarding" if self.forwarding else "pending")
+        return (
+            f"<Exchange {self.method.decode('latin-1')} {self.target.decode('latin-1')!r} "
+            f"{state} status={self.status}>"
+        )
+
+    def header(self, lname: bytes) -> bytes | None:
+        """The first value of a header, by lower-case name; a linear scan, for rare lookups."""
+        for name, value in self.headers:
+            if len(name) == len(lname) and name.lower() == lname:
+                return value
+        return None
+
+    def respond(self, data: bytes, *, status: int, keep_alive: bool = True) -> None:
+        """Answer with a complete response the proxy built (probe, error)."""
+        self.conn.respond(self, data, status, keep_alive)
+
+    def forward(self, pool: UpstreamPool, head: bytes) -> None:
+        """Send the request, with ``head`` as its rewritten head, to an upstream of ``pool``."""
+        self.head = head
+        self.pool = pool
+        pool.send(self)

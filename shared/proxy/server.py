@@ -1,0 +1,377 @@
+"""The client side of the proxy: one ``ServerConnection`` per accepted connection.
+
+Theory of operation: httptools parses the client's bytes and calls back per request. Once a
+request head is parsed, the connection's ``RequestHandler`` decides (answer it, reject it, queue
+it, forward it). One exchange per connection is served at a time; a pipelined request that
+arrives meanwhile waits in ``pipeline`` with the connection's reading paused, so a client can
+never make us buffer more than one socket read.
+
+Flow control, both ways: when the upstream cannot take the request body as fast as the client
+sends it (``pause_writing`` on the upstream transport), the client is paused, and when the client
+cannot take the response as fast as the upstream sends it, the upstream is paused. Nothing is
+buffered beyond the transports' high-water marks, so a 1 GiB body never sits in memory.
+
+Timeouts are checked by one sweep every ``TICK_S`` over the exchanges in flight rather than by a
+timer per request: a timer per request costs more than the request itself at 20k req/s, and
+Knative's timeouts are whole seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+
+import httptools
+
+from shared.proxy.exchange import Exchange, RequestHandler
+from shared.proxy.http1 import error_body, simple_response
+from shared.proxy.upstream import UpstreamConnection
+
+# The largest request head we parse. Go's net/http allows 1 MiB; h11 16 KiB, nginx 32 KiB. 64 KiB
+# leaves room for large cookies and tokens while bounding what a slow client can make us hold.
+MAX_HEAD_BYTES = 64 * 1024
+
+# How often timeouts are checked; Knative's timeouts are configured in whole seconds.
+TICK_S = 0.1
+
+# Why reading from the client is paused (a bit each; reading resumes when none is left).
+_PAUSE_PIPELINE = 1
+_PAUSE_WAIT = 2
+_PAUSE_UPSTREAM = 4
+
+_TIMEOUT_BODY = error_body("request timeout")
+
+
+class _HeadTooLarge(Exception):
+    pass
+
+
+class ProxyServer:
+    """What the connections of one listening proxy share: the handler and the sweep."""
+
+    def __init__(self, handler: RequestHandler, *, max_head_bytes: int = MAX_HEAD_BYTES) -> None:
+        self.handler = handler
+        self.max_head_bytes = max_head_bytes
+        self.connections: set[ServerConnection] = set()
+        self.live: set[Exchange] = set()
+        self.now = time.monotonic()
+        self._ticker: asyncio.TimerHandle | None = None
+
+    def __repr__(self) -> str:
+        return f"<ProxyServer connections={len(self.connections)} in_flight={len(self.live)}>"
+
+    def __call__(self) -> ServerConnection:
+        """Protocol factory for ``loop.create_server``."""
+        return ServerConnection(self)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._ticker = loop.call_later(TICK_S, self._tick, loop)
+
+    def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.now = now = time.monotonic()
+        if self.live:
+            for ex in list(self.live):
+                if ex.tunnel or ex.done:
+                    continue
+                if (
+                    (ex.deadline and now >= ex.deadline)
+                    or (ex.start_deadline and not ex.response_started and now >= ex.start_deadline)
+                    or (ex.idle_timeout and now - ex.last_write >= ex.idle_timeout)
+                ):
+                    ex.conn.timeout(ex)
+        self._ticker = loop.call_later(TICK_S, self._tick, loop)
+
+    def close_idle(self) -> None:
+        """Close every kept-alive connection that has no request in it (for a drain)."""
+        for conn in list(self.connections):
+            if conn.active is None and conn.parsing is None:
+                conn.close()
+
+    def abort_all(self) -> None:
+        for conn in list(self.connections):
+            conn.close()
+
+
+class ServerConnection(asyncio.Protocol):
+    __slots__ = (
+        "active",
+        "handler",
+        "head_bytes",
+        "in_head",
+        "parsed_bytes",
+        "parser",
+        "parsing",
+        "paused",
+        "pipeline",
+        "remote",
+        "server",
+        "transport",
+        "tunnel",
+        "write_paused",
+    )
+
+    def __init__(self, server: ProxyServer) -> None:
+        self.server = server
+        self.handler = server.handler
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.parser = httptools.HttpRequestParser(self)
+        self.parsing: Exchange | None = None
+        self.active: Exchange | None = None
+        self.pipeline: deque[Exchange] = deque()
+        self.paused = 0
+        self.write_paused = False
+        self.in_head = False
+        self.head_bytes = 0
+        self.parsed_bytes = 0
+        self.remote = ""
+        self.tunnel: UpstreamConnection | None = None
+
+    def __repr__(self) -> str:
+        return f"<ServerConnection {self.remote} active={self.active!r}>"
+
+    # -- asyncio.Protocol ---------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.remote = peer[0] if peer else ""
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        self.pipeline.clear()
+        ex = self.active
+        if ex is not None and not ex.done:
+            ex.aborted = True
+            self.finish(ex, reusable=False)
+
+    def data_received(self, data: bytes) -> None:
+        tunnel = self.tunnel
+        if tunnel is not None:
+            tunnel.transport.write(data)
+            return
+        ex = self.active
+        if ex is not None and ex.upgrade and ex.body_done:
+            # Bytes after an upgrade request, before the upstream answered: keep them for the
+            # tunnel (reading is paused meanwhile, so this is at most one read).
+            ex.body_buf.append(data)
+            self._pause(_PAUSE_WAIT)
+            return
+        if self.in_head:
+            self.head_bytes += len(data)
+            if self.head_bytes > self.server.max_head_bytes:
+                self._reject(431, "request header fields too large")
+                return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            ex = self.active if self.active is not None else self.parsing
+            rest = data[upgrade.args[0] :]
+            if ex is not None and rest:
+                ex.body_buf.append(rest)
+        except httptools.HttpParserCallbackError as err:
+            if isinstance(err.__context__, _HeadTooLarge):
+                self._reject(431, "request header fields too large")
+            else:
+                raise
+        except httptools.HttpParserError as err:
+            self._reject(400, f"malformed request: {err}")
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        ex = self.active
+        if ex is not None and ex.upstream is not None:
+            ex.upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        ex = self.active
+        if ex is not None and ex.upstream is not None:
+            ex.upstream.resume_reading()
+
+    # -- httptools callbacks ---------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.parsing = Exchange(self)
+        self.in_head = True
+        self.head_bytes = 0
+        self.parsed_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        ex = self.parsing
+        if ex is not None:
+            ex.target += url
+            self.parsed_bytes += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        ex = self.parsing
+        if ex is None:
+            return
+        ex.headers.append((name, value))
+        self.parsed_bytes += len(name) + len(value) + 4
+        if self.parsed_bytes > self.server.max_head_bytes:
+            raise _HeadTooLarge
+        if len(name) == 17 and name.lower() == b"transfer-encoding":
+            ex.chunked = True
+
+    def on_headers_complete(self) -> None:
+        ex = self.parsing
+        if ex is None:
+            return
+        parser = self.parser
+        self.in_head = False
+        ex.method = parser.get_method()
+        ex.version = parser.get_http_version()
+        ex.keep_alive = parser.should_keep_alive()
+        if parser.should_upgrade():
+            ex.upgrade = True
+            ex.body_done = True
+        if self.active is None:
+            self.active = ex
+            self.server.live.add(ex)
+            self.handler.handle(ex)
+        else:
+            self.pipeline.append(ex)
+            self._pause(_PAUSE_PIPELINE)
+
+    def on_body(self, data: bytes) -> None:
+        ex = self.parsing
+        if ex is None or ex.done:
+            return
+        ex.request_bytes += len(data)
+        up = ex.upstream
+        if up is not None:
+            up.send_body(ex, data)
+        else:
+            ex.body_buf.append(data)
+
+    def on_message_complete(self) -> None:
+        ex = self.parsing
+        self.parsing = None
+        if ex is None or ex.upgrade:
+            return
+        ex.body_done = True
+        up = ex.upstream
+        if up is not None and not ex.done:
+            up.end_body(ex)
+
+    # -- used by the handler and the upstream side --------------------------------------
+    def respond(self, ex: Exchange, data: bytes, status: int, keep_alive: bool) -> None:
+        if ex.done:
+            return
+        ex.status = status
+        ex.response_started = True
+        ex.response_bytes += len(data)
+        self.transport.write(data)
+        ex.keep_alive = ex.keep_alive and keep_alive
+        self.finish(ex, reusable=True)
+
+    def write(self, ex: Exchange, data: bytes) -> None:
+        ex.response_started = True
+        ex.response_bytes += len(data)
+        ex.last_write = self.server.now
+        self.transport.write(data)
+
+    def waiting_for_upstream(self, ex: Exchange) -> None:
+        if not ex.body_done:
+            self._pause(_PAUSE_WAIT)
+
+    def wait(self, ex: Exchange) -> None:
+        """The handler queued the request: stop reading its body until it may go."""
+        self._pause(_PAUSE_WAIT)
+
+    def upstream_attached(self, ex: Exchange) -> None:
+        if self.paused & _PAUSE_WAIT:
+            self._resume(_PAUSE_WAIT)
+        if self.write_paused and ex.upstream is not None:
+            ex.upstream.pause_reading()
+
+    def pause_reading_for_upstream(self) -> None:
+        self._pause(_PAUSE_UPSTREAM)
+
+    def resume_reading_for_upstream(self) -> None:
+        self._resume(_PAUSE_UPSTREAM)
+
+    def start_tunnel(self, ex: Exchange, up: UpstreamConnection) -> None:
+        """The upstream switched protocols (101): from now on bytes pass through untouched."""
+        ex.tunnel = True
+        self.tunnel = up
+        for data in ex.body_buf:
+            up.transport.write(data)
+        ex.body_buf.clear()
+        self._resume(_PAUSE_WAIT)
+
+    def upstream_failed(self, ex: Exchange, reason: str) -> None:
+        if ex.response_started:
+            self.abort(ex)
+        else:
+            # As Go's ReverseProxy: 502 when the upstream cannot be reached or breaks.
+            self.respond(ex, simple_response(502, error_body(reason), keep_alive=False), 502, False)
+
+    def timeout(self, ex: Exchange) -> None:
+        if ex.response_started:
+            self.abort(ex)
+        else:
+            # Knative's timeout handler answers 504 with the body "request timeout".
+            self.respond(ex, simple_response(504, _TIMEOUT_BODY, keep_alive=False), 504, False)
+
+    def abort(self, ex: Exchange) -> None:
+        """The response cannot be completed: the client must see a broken connection."""
+        ex.aborted = True
+        self.finish(ex, reusable=False)
+        self.transport.abort()
+
+    def finish(self, ex: Exchange, *, reusable: bool) -> None:
+        if ex.done:
+            return
+        ex.done = True
+        self.server.live.discard(ex)
+        up = ex.upstream
+        if up is not None:
+            ex.upstream = None
+            up.detach(reusable and ex.body_done and not ex.tunnel)
+        if self.tunnel is not None:
+            self.tunnel = None
+            reusable = False
+        if self.active is ex:
+            self.active = None
+        if self.paused & (_PAUSE_WAIT | _PAUSE_UPSTREAM):
+            self._resume(_PAUSE_WAIT | _PAUSE_UPSTREAM)
+        try:
+            self.handler.finished(ex)
+        finally:
+            if not (reusable and ex.keep_alive and ex.body_done and not ex.aborted) or ex.upgrade:
+                self.transport.close()
+            elif self.pipeline:
+                nxt = self.pipeline.popleft()
+                if not self.pipeline:
+                    self._resume(_PAUSE_PIPELINE)
+                self.active = nxt
+                self.server.live.add(nxt)
+                self.handler.handle(nxt)
+
+    def close(self) -> None:
+        self.transport.close()
+
+    # -- internals ---------------------------------------------------------------------
+    def _reject(self, status: int, reason: str) -> None:
+        """Bad input: answer once, then close; the rest of what the client sent is dropped."""
+        if self.active is None:
+            self.transport.write(simple_response(status, error_body(reason), keep_alive=False))
+        self.parsing = None
+        self.transport.close()
+
+    def _pause(self, reason: int) -> None:
+        if not self.paused and not self.transport.is_closing():
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def _resume(self, reason: int) -> None:
+        if self.paused & reason:
+            self.paused &= ~reason
+            if not self.paused and not self.transport.is_closing():
+                self.transport.resume_reading()
