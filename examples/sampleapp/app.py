@@ -18,7 +18,8 @@ Endpoints:
     GET  /sleep?ms=N                sleep N ms, then 200
     GET  /stats                     {"in_flight", "max_in_flight", "total"} (not counted)
     POST /stats/reset               zero the counters (in_flight keeps running requests)
-    GET  /headers                   the request as received: headers, method, path, version
+    GET  /headers                   the request as received: headers, method, path, version,
+                                    and the peer's address (ip:port)
     POST /echo                      the body streamed back as it is read (chunked)
     GET  /bytes?n=N&chunk=C         N bytes of the pattern 0x00..0xff repeated, C per write
     POST /consume                   {"bytes": n, "sha256": hex} of the body, read streaming
@@ -151,6 +152,14 @@ async def stats_reset(request: web.Request) -> web.Response:
     return web.json_response(counters.as_dict())
 
 
+def _peer(request: web.Request) -> str:
+    transport = request.transport
+    peername = transport.get_extra_info("peername") if transport is not None else None
+    if not peername:
+        return ""
+    return f"{peername[0]}:{peername[1]}"
+
+
 async def headers(request: web.Request) -> web.Response:
     joined: dict[str, str] = {}
     for name, value in request.headers.items():
@@ -160,6 +169,8 @@ async def headers(request: web.Request) -> web.Response:
             "method": request.method,
             "path": request.path_qs,
             "version": f"{request.version.major}.{request.version.minor}",
+            # The peer's port tells a test whether a proxy reused its upstream connection.
+            "peer": _peer(request),
             "headers": joined,
             "raw_headers": [
                 [k.decode("latin-1"), v.decode("latin-1")] for k, v in request.raw_headers
