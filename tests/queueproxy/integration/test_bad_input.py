@@ -16,7 +16,7 @@ pytestmark = pytest.mark.timeout(30)
     ("payload", "want"),
     [
         pytest.param(b"GARBAGE\r\n\r\n", 400, id="request-line-one-word"),
-        pytest.param(b"GET / HTTP/9.9\r\nHost: x\r\n\r\n", 400, id="request-line-bad-version"),
+        pytest.param(b"GET / HTXP/1.1\r\nHost: x\r\n\r\n", 400, id="request-line-bad-protocol"),
         pytest.param(b"GET /\x00 HTTP/1.1\r\nHost: x\r\n\r\n", 400, id="request-line-nul"),
         pytest.param(
             b"GET / HTTP/1.1\r\nHost: x\r\nthis is not a header\r\n\r\n", 400, id="header-no-colon"
