@@ -1,0 +1,3 @@
+module knpy/benchmarks/queueproxy/goproxy
+
+go 1.19
