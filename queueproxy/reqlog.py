@@ -34,7 +34,6 @@ from typing import Protocol, TextIO
 from shared.envconfig import ConfigError
 
 __all__ = [
-    "DEFAULT_REQUEST_LOG_TEMPLATE",
     "RequestLogRevision",
     "RequestLogger",
     "js_escape",
@@ -42,17 +41,6 @@ __all__ = [
 ]
 
 TEMPLATE_ENV = "SERVING_REQUEST_LOG_TEMPLATE"
-
-# Knative's DefaultRequestLogTemplate (pkg/observability/config.go).
-DEFAULT_REQUEST_LOG_TEMPLATE = (
-    '{"httpRequest": {"requestMethod": "{{.Request.Method}}", '
-    '"requestUrl": "{{js .Request.RequestURI}}", '
-    '"requestSize": "{{.Request.ContentLength}}", "status": {{.Response.Code}}, '
-    '"responseSize": "{{.Response.Size}}", "userAgent": "{{js .Request.UserAgent}}", '
-    '"remoteIp": "{{js .Request.RemoteAddr}}", "serverIp": "{{.Revision.PodIP}}", '
-    '"referer": "{{js .Request.Referer}}", "latency": "{{.Response.Latency}}s", '
-    '"protocol": "{{.Request.Proto}}"}, "traceId": "{{.TraceID}}"}'
-)
 
 
 @dataclass(frozen=True, slots=True)

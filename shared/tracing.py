@@ -28,7 +28,7 @@ from ``inject_headers`` to the upstream request.
 from __future__ import annotations
 
 import importlib
-from typing import Literal, Protocol
+from typing import Protocol
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -51,6 +51,7 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from shared.envconfig import ConfigError
+from shared.observability import TracingProtocol
 
 __all__ = [
     "TracingSettings",
@@ -60,8 +61,6 @@ __all__ = [
     "setup_tracing",
     "shutdown_tracing",
 ]
-
-TracingProtocol = Literal["none", "grpc", "http/protobuf", "stdout"]
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 _GRPC_EXPORTER_MODULE = "opentelemetry.exporter.otlp.proto.grpc.trace_exporter"

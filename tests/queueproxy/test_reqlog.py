@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 
 from queueproxy.reqlog import (
-    DEFAULT_REQUEST_LOG_TEMPLATE,
     RequestLogger,
     RequestLogRevision,
     js_escape,
     trace_id_from_headers,
 )
 from shared.envconfig import ConfigError
+from shared.observability import DEFAULT_REQUEST_LOG_TEMPLATE
 
 REVISION = RequestLogRevision(
     name="hello-00001",
