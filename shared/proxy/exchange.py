@@ -50,6 +50,7 @@ class Exchange:
         "request_bytes",
         "response_bytes",
         "response_started",
+        "span",
         "start_deadline",
         "started_at",
         "status",
@@ -59,6 +60,7 @@ class Exchange:
         "upgrade",
         "upstream",
         "version",
+        "wait_span",
     )
 
     def __init__(self, conn: ServerConnection) -> None:
@@ -90,8 +92,10 @@ class Exchange:
         self.start_deadline = 0.0
         self.idle_timeout = 0.0
         self.last_write = 0.0
-        # The handler's own per-request state.
+        # The handler's own per-request state, and its tracing spans when tracing is on.
         self.tag: Any = None
+        self.span: Any = None
+        self.wait_span: Any = None
 
     def __repr__(self) -> str:
         state = "done" if self.done else ("forwarding" if self.forwarding else "pending")
