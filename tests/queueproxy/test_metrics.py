@@ -178,3 +178,19 @@ def test_render_stat_prometheus_rejects_bad_period() -> None:
             pod="p",
             reporting_period_s=0,
         )
+
+
+def test_render_stat_prometheus_takes_the_stats_report() -> None:
+    from queueproxy.stats import StatReport
+
+    text = render_stat_prometheus(
+        StatReport(1.5, 0.5, 10, 4), 2.0, namespace="n", configuration="c", revision="r", pod="p"
+    )
+    _, samples = _parse(text)
+    labels = (
+        ("destination_configuration", "c"),
+        ("destination_namespace", "n"),
+        ("destination_pod", "p"),
+        ("destination_revision", "r"),
+    )
+    assert samples[("queue_proxied_operations_per_second", labels)] == 4

@@ -248,3 +248,15 @@ def test_trace_id_from_headers(traceparent: bytes | None, b3: bytes | None, want
 
 def test_repr() -> None:
     assert repr(RequestLogger("x", REVISION)) == "RequestLogger(template='x\\n', log_probes=False)"
+
+
+def test_from_observability_config() -> None:
+    from shared.observability import ObservabilityConfig
+
+    out = io.StringIO()
+    logger = RequestLogger.from_config(
+        ObservabilityConfig(enable_request_log=True), REVISION, stream=out
+    )
+    assert logger is not None
+    logger.log(**REQUEST)
+    assert json.loads(out.getvalue())["httpRequest"]["status"] == 200

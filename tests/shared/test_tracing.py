@@ -156,3 +156,12 @@ def test_invalid_traceparent_gives_a_root_context(
     ctx = extract_context(traceparent, tracestate)
     assert not trace.get_current_span(ctx).get_span_context().is_valid
     assert inject_headers(trace.get_current_span(ctx)) == []
+
+
+def test_setup_takes_the_observability_config() -> None:
+    from shared.observability import ObservabilityConfig
+
+    assert setup_tracing("queue-proxy", ObservabilityConfig()) is None
+    tracer = setup_tracing("queue-proxy", ObservabilityConfig(tracing_protocol="stdout"))
+    assert tracer is not None
+    shutdown_tracing(tracer)
