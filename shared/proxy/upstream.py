@@ -40,6 +40,7 @@ class UpstreamConnection(asyncio.Protocol):
         "read_paused",
         "received",
         "request_sent",
+        "response_done",
         "reused",
         "transport",
         "tunnel",
@@ -54,9 +55,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.reused = False
         self.received = False
         self.complete = False
+        self.response_done = False
         self.keep_alive = True
         self.head_only = False
         self.request_sent = False
+        self.response_done = False
         self.tunnel = False
         self.read_paused = False
 
@@ -116,6 +119,7 @@ class UpstreamConnection(asyncio.Protocol):
             if self.complete:
                 conn.write(ex, data)
                 self.complete = False
+                self.response_done = True
                 conn.finish(ex, reusable=True)
                 return
             self.keep_alive = False
@@ -128,6 +132,7 @@ class UpstreamConnection(asyncio.Protocol):
         conn.write(ex, data)
         if self.complete:
             self.complete = False
+            self.response_done = True
             conn.finish(ex, reusable=True)
 
     def pause_writing(self) -> None:
@@ -163,6 +168,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.reused = reused
         self.received = False
         self.complete = False
+        self.response_done = False
         self.keep_alive = True
         self.head_only = ex.method == b"HEAD"
         ex.upstream = self
@@ -199,7 +205,15 @@ class UpstreamConnection(asyncio.Protocol):
             self.read_paused = False
             if not self.closed:
                 self.transport.resume_reading()
-        if reusable and self.keep_alive and self.request_sent and not self.closed:
+        # Only a connection whose response ended cleanly can carry another request: one cut
+        # short (a timeout, the client gone) still has the rest of a response coming.
+        if (
+            reusable
+            and self.response_done
+            and self.keep_alive
+            and self.request_sent
+            and not self.closed
+        ):
             if self.head_only:
                 # The parser stopped in the middle of a message; start a fresh one.
                 self.parser = httptools.HttpResponseParser(self)
