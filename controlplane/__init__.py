@@ -1,0 +1,1 @@
+"""The local platform (`knpy serve`) and the Knative resource model."""
