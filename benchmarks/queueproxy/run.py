@@ -19,13 +19,21 @@ Per target, in order:
 3. fixed rate: k6 constant-arrival-rate at 5,000 req/s -> the tree's CPU time (utime+stime from
    /proc, via psutil, summed over the process and its descendants, e.g. nginx's worker) over the
    k6 run divided by the requests k6 completed = µs of CPU per request;
-4. (proxies only) half rate: k6 at half the proxy's own saturated req/s, capped at 10,000/s
-   (--half-rate-cap), once through the proxy and once straight to the same app process ->
-   added p50 = proxy p50 - app p50. Both runs have the app on core 0 beside k6, so the
-   difference is the hop alone. The cap is there because k6 sharing core 0 with the app holds
-   ~10,000 arrivals/s and no more (at nginx's 40,000/s it delivered half and measured its
-   own queueing); the rate actually used is printed in the table;
+4. (proxies only) half rate: k6 at half the proxy's own saturated req/s, capped at 5,000/s
+   (--half-rate-cap), through the proxy -> p50 (at the cap, step 3's run is reused);
 5. peak RSS: the tree's RSS sampled every 200 ms during steps 2-4.
+Last, a baseline session: the app alone on core 1 (as in its own row), k6 at each half rate
+used above -> added p50 = proxy p50 - app-alone p50 at the same rate (the app row's own
+5,000/s run is reused when it was measured).
+
+Why the baseline puts the app on core 1 and not on core 0 beside k6, as in the proxied runs:
+with k6 and the app sharing one core, each answer waits for k6 to yield the core, and the app
+direct came out *slower* than through a proxy on the other core (p50 0.55 ms vs 0.22 ms at
+10,000/s): a negative "added" latency. App alone on core 1 is the figure a user would call
+"without the proxy". The cap on the half rate is there because one core of k6 (beside the app)
+holds 5,000 arrivals/s with <1 % dropped but not 10,000 (2-9 % dropped, p50 inflated by k6's
+own queueing, which even made nginx come out faster than the app alone); at nginx's 40,000/s
+it delivered half. The rate actually used is printed in the table.
 
 k6 runs with GOGC=400: with Go's default GC, a single-core k6 stalls for milliseconds, drops
 arrivals at 5,000/s and adds ~10 ms to its own p99 (measured on this harness's 2-core VM).
@@ -66,7 +74,7 @@ TARGETS = ("app", "queue-proxy", "nginx", "go")
 
 FIXED_RATE_RPS = 5000
 # What k6 (GOGC=400) and the app together hold on one core with <1 % dropped arrivals.
-HALF_RATE_CAP_RPS = 10_000
+HALF_RATE_CAP_RPS = FIXED_RATE_RPS
 K6_VUS = 64  # preAllocatedVUs = maxVUs: one keep-alive connection each, like wrk's -c64.
 K6_GOGC = "400"  # see the module docstring
 RSS_SAMPLE_PERIOD_S = 0.2
@@ -172,6 +180,8 @@ def _die_with_parent() -> None:
 
 
 def _raise_exit(signum: int, _frame: object) -> None:
+    # Say so: a `pkill -f queueproxy` elsewhere on the machine also matches this script.
+    print(f"\nstopped by {signal.Signals(signum).name}; killing children", file=sys.stderr)
     raise SystemExit(128 + signum)
 
 
@@ -207,28 +217,31 @@ def rss_bytes(pid: int) -> int:
     return total
 
 
-def core_times() -> dict[int, tuple[float, float]]:
-    """(busy, total) jiffies per CPU from /proc/stat."""
-    out: dict[int, tuple[float, float]] = {}
+def core_times() -> dict[int, tuple[float, float, float, float]]:
+    """(busy, steal, total, irq + softirq) jiffies per CPU from /proc/stat."""
+    out: dict[int, tuple[float, float, float, float]] = {}
     with open("/proc/stat") as f:
         for line in f:
             m = re.match(r"cpu(\d+)\s+(.*)", line)
             if m:
                 v = [float(x) for x in m.group(2).split()]
                 idle = v[3] + v[4]  # idle + iowait
-                out[int(m.group(1))] = (sum(v[:8]) - idle, sum(v[:8]))
+                out[int(m.group(1))] = (sum(v[:8]) - idle, v[7], sum(v[:8]), v[5] + v[6])
     return out
 
 
 def core_busy(
-    before: dict[int, tuple[float, float]], after: dict[int, tuple[float, float]]
+    before: dict[int, tuple[float, float, float, float]],
+    after: dict[int, tuple[float, float, float, float]],
+    field: int = 0,
 ) -> dict[int, float]:
-    """% busy per CPU between two `core_times` readings."""
-    busy = {}
-    for cpu, (b1, t1) in after.items():
-        b0, t0 = before.get(cpu, (0.0, 0.0))
-        busy[cpu] = round(100.0 * (b1 - b0) / (t1 - t0), 1) if t1 > t0 else 0.0
-    return busy
+    """% busy (field 0), stolen (1) or in interrupts (3) per CPU between two readings."""
+    pct = {}
+    for cpu, a in after.items():
+        b = before.get(cpu, (0.0, 0.0, 0.0, 0.0))
+        total = a[2] - b[2]
+        pct[cpu] = round(100.0 * (a[field] - b[field]) / total, 1) if total > 0 else 0.0
+    return pct
 
 
 class RssPeak:
@@ -559,10 +572,12 @@ class Row:
     saturated: dict[str, Any] | None = None  # wrk
     cpu_pct_saturated: float | None = None  # the tree under test, % of one core
     core_busy_pct_saturated: dict[int, float] | None = None
+    core_steal_pct_saturated: dict[int, float] | None = None
+    core_irq_pct_saturated: dict[int, float] | None = None  # irq + softirq, no process's
     fixed_rate: dict[str, Any] | None = None  # k6 at FIXED_RATE_RPS
     cpu_us_per_request: float | None = None
     half_rate: dict[str, Any] | None = None  # k6 through the proxy at half its saturation
-    half_rate_app: dict[str, Any] | None = None  # k6 straight to the app, same rate
+    half_rate_app: dict[str, Any] | None = None  # k6 to the app alone (core 1), same rate
     added_p50_ms: float | None = None
     rss_idle_bytes: int | None = None
     rss_peak_bytes: int | None = None
@@ -575,7 +590,6 @@ def measure(h: Harness, name: str) -> Row:
     try:
         if name == "app":
             port, pid = start_app(h, h.test_core)
-            app_port = port
         else:
             app_port, _ = start_app(h, h.load_core)
             port, pid = PROXIES[name](h, app_port)
@@ -590,6 +604,8 @@ def measure(h: Harness, name: str) -> Row:
             cpu1, cores1, t1 = cpu_seconds(pid), core_times(), time.monotonic()
             row.cpu_pct_saturated = round(100.0 * (cpu1 - cpu0) / (t1 - t0), 1)
             row.core_busy_pct_saturated = core_busy(cores0, cores1)
+            row.core_steal_pct_saturated = core_busy(cores0, cores1, field=1)
+            row.core_irq_pct_saturated = core_busy(cores0, cores1, field=3)
 
             print(f"[{name}] fixed rate: k6 {FIXED_RATE_RPS}/s {h.duration_s:g}s", flush=True)
             cpu0 = cpu_seconds(pid)
@@ -600,10 +616,11 @@ def measure(h: Harness, name: str) -> Row:
 
             if name != "app":
                 half = max(1, min(round(row.saturated["rps"] / 2), h.half_rate_cap_rps))
-                print(f"[{name}] half rate: k6 {half}/s via proxy, then to the app", flush=True)
-                row.half_rate = h.k6_rate(url, half)
-                row.half_rate_app = h.k6_rate(f"http://127.0.0.1:{app_port}/", half)
-                row.added_p50_ms = round(row.half_rate["p50_ms"] - row.half_rate_app["p50_ms"], 3)
+                if half == FIXED_RATE_RPS:
+                    row.half_rate = row.fixed_rate
+                else:
+                    print(f"[{name}] half rate: k6 {half}/s {h.duration_s:g}s", flush=True)
+                    row.half_rate = h.k6_rate(url, half)
         row.rss_peak_bytes = peak.peak
     except Unavailable as e:
         row.available, row.reason = False, str(e)
@@ -615,6 +632,35 @@ def measure(h: Harness, name: str) -> Row:
     finally:
         h.children.stop_since(mark)
     return row
+
+
+def measure_baselines(h: Harness, rows: list[Row]) -> None:
+    """The app alone on the test core at each proxy's half rate; fills in the added p50."""
+    wanted = [r for r in rows if r.half_rate]
+    if not wanted:
+        return
+    mark = h.children.mark()
+    by_rate: dict[int, dict[str, Any]] = {}
+    app_row = next((r for r in rows if r.target == "app" and r.fixed_rate), None)
+    if app_row is not None:
+        assert app_row.fixed_rate is not None
+        by_rate[FIXED_RATE_RPS] = app_row.fixed_rate  # same placement, same rate
+    try:
+        port = 0
+        for r in wanted:
+            assert r.half_rate is not None
+            rate = r.half_rate["target_rps"]
+            if rate not in by_rate:
+                if not port:
+                    port, _ = start_app(h, h.test_core)
+                print(f"[baseline] app alone: k6 {rate}/s {h.duration_s:g}s", flush=True)
+                by_rate[rate] = h.k6_rate(f"http://127.0.0.1:{port}/", rate)
+            r.half_rate_app = by_rate[rate]
+            r.added_p50_ms = round(r.half_rate["p50_ms"] - r.half_rate_app["p50_ms"], 3)
+    except (Unavailable, RuntimeError, ValueError, KeyError) as e:
+        print(f"[baseline] failed: {e}", flush=True)
+    finally:
+        h.children.stop_since(mark)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -649,6 +695,16 @@ def _mib(v: int | None) -> str:
     return "—" if v is None else f"{v / 2**20:.0f}"
 
 
+def _others_on_test_core(r: Row) -> float | None:
+    """Busy % of core 1 during wrk not explained by the target nor by interrupt handling
+    (loopback TCP's softirq work): other load on the machine."""
+    busy = (r.core_busy_pct_saturated or {}).get(1)
+    irq = (r.core_irq_pct_saturated or {}).get(1, 0.0)
+    if busy is None or r.cpu_pct_saturated is None:
+        return None
+    return max(0.0, busy - irq - r.cpu_pct_saturated)
+
+
 def _not_held(k6: dict[str, Any]) -> bool:
     """k6 dropped more than 1 % of the arrivals: the rate was not held."""
     return bool(k6["dropped"] > 0.01 * (k6["dropped"] + k6["requests"]))
@@ -658,7 +714,7 @@ def markdown(rows: list[Row], half_rate_cap_rps: int) -> str:
     head = (
         "| target | req/s | p50 | p99 | vs nginx | vs Go | µs CPU/req @5k (vs nginx) "
         f"| added p50 @half (cap {half_rate_cap_rps / 1000:g}k) "
-        "| RSS idle / load MiB | CPU @sat (core0 busy) |\n"
+        "| RSS idle / load MiB | CPU @sat (core0 busy, others on core1) |\n"
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     lines = []
@@ -680,19 +736,30 @@ def markdown(rows: list[Row], half_rate_cap_rps: int) -> str:
         else:
             added = "(baseline)" if r.target == "app" else "—"
         core0 = (r.core_busy_pct_saturated or {}).get(0)
+        others = _others_on_test_core(r)
         lines.append(
             f"| {r.target} | {s['rps']:,.0f} | {s['p50_ms']:.2f} ms | {s['p99_ms']:.2f} ms "
             f"| {_fmt(r.ratios.get('rps_vs_nginx'), '.2f', 'x')} "
             f"| {_fmt(r.ratios.get('rps_vs_go'), '.2f', 'x')} | {cpu} | {added} "
             f"| {_mib(r.rss_idle_bytes)} / {_mib(r.rss_peak_bytes)} "
-            f"| {_fmt(r.cpu_pct_saturated, '.0f', '%')} ({_fmt(core0, '.0f', '%')}) |"
+            f"| {_fmt(r.cpu_pct_saturated, '.0f', '%')} ({_fmt(core0, '.0f', '%')}, "
+            f"{_fmt(others, '.0f', '%')}) |"
         )
     notes = (
         "\n† k6 dropped more than 1 % of its arrivals: the rate was not held (k6 on core 0 or "
         "the target was saturated; achieved rate shown for CPU/req); read with care.\n"
         "CPU @sat: CPU of the process tree under test during wrk, % of one core (≈100% = it was "
-        "the bottleneck); core0 busy: the load generator + app core over the same window.\n"
+        "the bottleneck); core0 busy: the load generator + app core over the same window; "
+        "others on core1: core 1's busy % not used by the target (other load on the machine).\n"
     )
+    for r in rows:
+        others = _others_on_test_core(r)
+        if others is not None and others > 5:
+            notes += (
+                f"WARNING {r.target}: other processes took ~{others:.0f}% of core 1 during wrk "
+                f"(steal {r.core_steal_pct_saturated}); its req/s is low. Rerun on a quiet "
+                "machine.\n"
+            )
     return head + "\n".join(lines) + "\n" + notes
 
 
@@ -714,6 +781,7 @@ def environment(cores: list[int]) -> dict[str, Any]:
             ),
             "unknown",
         ),
+        "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
         "python": sys.version.split()[0],
         "wrk": version(["wrk", "-v"]),
         "nginx": version(["nginx", "-v"]),
@@ -775,6 +843,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for name in args.targets:
             rows.append(measure(h, name))
+        measure_baselines(h, rows)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
