@@ -102,9 +102,9 @@ async def _exchange(port: int, data: bytes, *, until_close: bool = True) -> byte
 
 async def test_pipelined_requests_answered_in_order() -> None:
     async with proxy_to(echo_path) as (port, handler):
+        close = {3: b"Connection: close\r\n"}
         data = b"".join(
-            b"GET /%d HTTP/1.1\r\nHost: x\r\n%b\r\n" % (i, b"Connection: close\r\n" if i == 3 else b"")
-            for i in (1, 2, 3)
+            b"GET /%d HTTP/1.1\r\nHost: x\r\n%b\r\n" % (i, close.get(i, b"")) for i in (1, 2, 3)
         )
         out = await _exchange(port, data)
     assert out.count(b"HTTP/1.1 200 OK") == 3
@@ -156,7 +156,7 @@ async def test_client_gone_mid_request_finishes_once() -> None:
         w.close()
 
     async with proxy_to(slow) as (port, handler):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         await writer.drain()
         while not handler.handled or handler.handled[0].upstream is None:
@@ -183,7 +183,7 @@ async def test_client_gone_mid_request_finishes_once() -> None:
     ],
 )
 async def test_bad_input_answered_then_closed(request_bytes: bytes, status: bytes) -> None:
-    async with proxy_to(echo_path) as (port, handler):
+    async with proxy_to(echo_path) as (port, _):
         out = await _exchange(port, request_bytes)
         assert out.startswith(b"HTTP/1.1 " + status), out
         # Still serving.
