@@ -39,6 +39,7 @@ class Exchange:
         "conn",
         "deadline",
         "done",
+        "first_byte_at",
         "forwarding",
         "head",
         "headers",
@@ -83,6 +84,7 @@ class Exchange:
         self.tunnel = False
         self.status = 0
         self.response_started = False
+        self.first_byte_at = 0.0  # time.monotonic() of the first response byte written
         self.response_bytes = 0
         self.done = False
         self.aborted = False

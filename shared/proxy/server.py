@@ -264,14 +264,18 @@ class ServerConnection(asyncio.Protocol):
         if ex.done:
             return
         ex.status = status
-        ex.response_started = True
+        if not ex.response_started:
+            ex.response_started = True
+            ex.first_byte_at = time.monotonic()
         ex.response_bytes += len(data)
         self.transport.write(data)
         ex.keep_alive = ex.keep_alive and keep_alive
         self.finish(ex, reusable=True)
 
     def write(self, ex: Exchange, data: bytes) -> None:
-        ex.response_started = True
+        if not ex.response_started:
+            ex.response_started = True
+            ex.first_byte_at = time.monotonic()
         ex.response_bytes += len(data)
         ex.last_write = self.server.now
         self.transport.write(data)
