@@ -1,0 +1,209 @@
+"""The local platform's ingress: Knative's networking layer for one machine.
+
+Theory of operation. A request's Host names a route: ``<service>.<namespace>.localhost`` is the
+service's default route and ``<tag>-<service>.<namespace>.localhost`` a tag route (Knative's
+default domain template with ``localhost`` as the domain). A route is a list of
+revisions with percents; one is drawn at random with those weights (E.g. 80/20: a draw in
+[0, 0.8) picks the first). Then, as Knative's ServerlessService mode says:
+
+* serve mode with ready pods: straight to one pod's queue-proxy (round robin), Host kept;
+* proxy mode, or no ready pod yet: to the activator, with ``Knative-Serving-Revision`` and
+  ``Knative-Serving-Namespace`` naming the revision, as Knative's ingress does for a revision
+  whose public service points at the activator.
+
+A request that arrives while its revision has no pod at all is a cold start: the time from its
+arrival to the first byte of its response is observed (``ColdStarts``).
+
+The route table and the modes are set by the platform as they change; the ingress reads them per
+request without locks (one event loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from shared.proxy.exchange import Exchange
+from shared.proxy.http1 import HOP_BY_HOP, error_body, simple_response
+from shared.proxy.upstream import UpstreamPool
+from shared.seams import Endpoint, EndpointsSource, Mode, RevisionKey
+
+LOCAL_DOMAIN: Final = "localhost"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    key: RevisionKey
+    percent: int
+
+
+class Route:
+    """The weighted targets of one host; ``pick`` is a bisect over cumulative weights."""
+
+    __slots__ = ("_bounds", "targets")
+
+    def __init__(self, targets: tuple[Target, ...]) -> None:
+        live = tuple(t for t in targets if t.percent > 0)
+        if not live:
+            raise ValueError("a route needs at least one target with a percent above 0")
+        self.targets = live
+        total = sum(t.percent for t in live)
+        acc = 0
+        bounds = []
+        for t in live:
+            acc += t.percent
+            bounds.append(acc / total)
+        self._bounds = bounds
+
+    def __repr__(self) -> str:
+        return "<Route " + ", ".join(f"{t.key}={t.percent}%" for t in self.targets) + ">"
+
+    def pick(self, draw: float) -> RevisionKey:
+        """The target for a uniform ``draw`` in [0, 1)."""
+        i = bisect.bisect_right(self._bounds, draw)
+        return self.targets[min(i, len(self.targets) - 1)].key
+
+
+def route_host(service: str, namespace: str, tag: str | None = None) -> str:
+    """Knative's host names under the local domain."""
+    name = f"{tag}-{service}" if tag else service
+    return f"{name}.{namespace}.{LOCAL_DOMAIN}"
+
+
+class ColdStarts:
+    """Cold start durations (first request at zero pods to its first response byte)."""
+
+    BOUNDS_S: Final = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
+
+    def __init__(self) -> None:
+        self.by_revision: dict[RevisionKey, list[float]] = {}
+
+    def observe(self, key: RevisionKey, seconds: float) -> None:
+        self.by_revision.setdefault(key, []).append(seconds)
+
+    def summary(self, key: RevisionKey) -> dict[str, float] | None:
+        samples = sorted(self.by_revision.get(key, ()))
+        if not samples:
+            return None
+        return {
+            "count": float(len(samples)),
+            "last_s": self.by_revision[key][-1],
+            "p50_s": samples[len(samples) // 2],
+            "p99_s": samples[min(len(samples) - 1, int(len(samples) * 0.99))],
+        }
+
+
+# Exchange.tag for the ingress: the revision and, for a cold start, when it arrived.
+@dataclass(slots=True)
+class _Tag:
+    key: RevisionKey
+    cold_since: float
+
+
+class Ingress:
+    """A ``RequestHandler`` for ``shared.proxy.ProxyServer`` that routes by Host."""
+
+    def __init__(
+        self,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        endpoints: EndpointsSource,
+        mode_of: Callable[[RevisionKey], Mode],
+        activator: tuple[str, int],
+        cold_starts: ColdStarts | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.loop = loop
+        self.endpoints = endpoints
+        self.mode_of = mode_of
+        self.activator_pool = UpstreamPool(loop, activator[0], activator[1])
+        self.cold_starts = cold_starts if cold_starts is not None else ColdStarts()
+        self._draw = (rng or random.Random()).random
+        self.routes: dict[bytes, Route] = {}
+        self._pools: dict[tuple[str, int], UpstreamPool] = {}
+        self._next: dict[RevisionKey, int] = {}
+
+    def __repr__(self) -> str:
+        return f"<Ingress routes={len(self.routes)} pools={len(self._pools)}>"
+
+    def set_routes(self, routes: Mapping[str, tuple[Target, ...]]) -> None:
+        """Replace the route table (host -> targets); hosts are matched case-insensitively."""
+        self.routes = {host.lower().encode(): Route(targets) for host, targets in routes.items()}
+
+    # -- RequestHandler ---------------------------------------------------------------------
+    def handle(self, ex: Exchange) -> None:
+        host = ex.header(b"host") or b""
+        name = host.rsplit(b":", 1)[0] if not host.endswith(b"]") else host
+        route = self.routes.get(name.lower())
+        if route is None:
+            body = error_body(f"no route for host {host.decode('latin-1')!r}")
+            ex.respond(simple_response(404, body), status=404)
+            return
+        key = route.pick(self._draw())
+        pods = self.endpoints.endpoints(key)
+        now = time.monotonic()
+        ex.started_at = now
+        ex.tag = _Tag(key, now if not pods else 0.0)
+        ready = [p for p in pods if p.ready]
+        if ready and self.mode_of(key) is Mode.SERVE:
+            pod = self._round_robin(key, ready)
+            ex.forward(self._pool(pod), _head(ex, ()))
+        else:
+            extra = (
+                (b"Knative-Serving-Revision", key.name.encode()),
+                (b"Knative-Serving-Namespace", key.namespace.encode()),
+            )
+            ex.forward(self.activator_pool, _head(ex, extra))
+
+    def finished(self, ex: Exchange) -> None:
+        tag = ex.tag
+        if isinstance(tag, _Tag) and tag.cold_since and ex.first_byte_at:
+            self.cold_starts.observe(tag.key, ex.first_byte_at - tag.cold_since)
+
+    def close(self) -> None:
+        self.activator_pool.close()
+        for pool in self._pools.values():
+            pool.close()
+
+    # -- internals --------------------------------------------------------------------------
+    def _round_robin(self, key: RevisionKey, ready: list[Endpoint]) -> Endpoint:
+        i = self._next.get(key, 0)
+        self._next[key] = i + 1
+        return ready[i % len(ready)]
+
+    def _pool(self, pod: Endpoint) -> UpstreamPool:
+        addr = (pod.host, pod.port)
+        pool = self._pools.get(addr)
+        if pool is None:
+            pool = self._pools[addr] = UpstreamPool(self.loop, pod.host, pod.port)
+        return pool
+
+
+def _head(ex: Exchange, extra: tuple[tuple[bytes, bytes], ...]) -> bytes:
+    """The request head for the next hop: hop-by-hop headers dropped, X-Forwarded-* added."""
+    lines = [b"%b %b HTTP/%b\r\n" % (ex.method, ex.target, ex.version.encode())]
+    xff = None
+    for name, value in ex.headers:
+        lname = name.lower()
+        if lname in HOP_BY_HOP or lname.startswith(b"knative-serving-"):
+            continue
+        if lname == b"x-forwarded-for":
+            xff = value if xff is None else xff + b", " + value
+            continue
+        lines.append(b"%b: %b\r\n" % (name, value))
+    remote = ex.conn.remote.encode()
+    lines.append(b"X-Forwarded-For: %b\r\n" % (xff + b", " + remote if xff else remote))
+    if ex.header(b"x-forwarded-proto") is None:
+        lines.append(b"X-Forwarded-Proto: http\r\n")
+    lines.extend(b"%b: %b\r\n" % header for header in extra)
+    if ex.chunked:
+        lines.append(b"Transfer-Encoding: chunked\r\n")
+    if ex.upgrade:
+        lines.append(b"Connection: Upgrade\r\nUpgrade: %b\r\n" % (ex.header(b"upgrade") or b""))
+    lines.append(b"\r\n")
+    return b"".join(lines)

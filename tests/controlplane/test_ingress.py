@@ -1,0 +1,175 @@
+"""The ingress: weighted picks, host names, and routing by mode on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import pytest
+
+from controlplane.ingress import ColdStarts, Ingress, Route, Target, route_host
+from shared.proxy.server import ProxyServer
+from shared.seams import Endpoint, InMemoryCluster, Mode, RevisionKey
+
+R1 = RevisionKey("default", "hello-00001")
+R2 = RevisionKey("default", "hello-00002")
+
+
+@pytest.mark.parametrize(
+    ("draw", "want"),
+    [
+        pytest.param(0.0, R1, id="low end"),
+        pytest.param(0.7999, R1, id="just under 80 %"),
+        pytest.param(0.8, R2, id="80 % boundary"),
+        pytest.param(0.9999, R2, id="high end"),
+    ],
+)
+def test_route_pick(draw: float, want: RevisionKey) -> None:
+    assert Route((Target(R1, 80), Target(R2, 20))).pick(draw) == want
+
+
+def test_route_split_holds_over_many_draws() -> None:
+    route = Route((Target(R1, 80), Target(R2, 20), Target(RevisionKey("default", "x"), 0)))
+    rng = random.Random(7)
+    counts = Counter(route.pick(rng.random()) for _ in range(10_000))
+    assert abs(counts[R1] / 10_000 - 0.8) < 0.02
+    assert set(counts) == {R1, R2}
+
+
+def test_route_needs_a_live_target() -> None:
+    with pytest.raises(ValueError):
+        Route((Target(R1, 0),))
+
+
+@pytest.mark.parametrize(
+    ("tag", "want"),
+    [
+        pytest.param(None, "hello.default.localhost", id="default route"),
+        pytest.param("canary", "canary-hello.default.localhost", id="tag route"),
+    ],
+)
+def test_route_host(tag: str | None, want: str) -> None:
+    assert route_host("hello", "default", tag) == want
+
+
+def test_cold_start_summary() -> None:
+    cs = ColdStarts()
+    assert cs.summary(R1) is None
+    for s in (1.0, 3.0, 2.0):
+        cs.observe(R1, s)
+    assert cs.summary(R1) == {"count": 3.0, "last_s": 2.0, "p50_s": 2.0, "p99_s": 3.0}
+
+
+@dataclass
+class Upstream:
+    """A raw HTTP server that answers with its name and records the heads it saw."""
+
+    name: str
+    heads: list[bytes] = field(default_factory=list)
+    port: int = 0
+    server: asyncio.Server | None = None
+    writers: list[asyncio.StreamWriter] = field(default_factory=list)
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            self.heads.append(head)
+            body = self.name.encode()
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+            await writer.drain()
+        writer.close()
+
+    def close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for w in self.writers:
+            w.close()
+
+
+@asynccontextmanager
+async def ingress_with(
+    cluster: InMemoryCluster, modes: dict[RevisionKey, Mode]
+) -> AsyncIterator[tuple[int, Ingress, Upstream, list[Upstream]]]:
+    loop = asyncio.get_running_loop()
+    activator = Upstream("activator")
+    pods = [Upstream("pod-a"), Upstream("pod-b")]
+    for up in (activator, *pods):
+        await up.start()
+    ingress = Ingress(
+        loop=loop,
+        endpoints=cluster,
+        mode_of=lambda key: modes.get(key, Mode.PROXY),
+        activator=("127.0.0.1", activator.port),
+        rng=random.Random(1),
+    )
+    proxy = ProxyServer(ingress)
+    server = await loop.create_server(proxy, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1], ingress, activator, pods
+    finally:
+        proxy.abort_all()
+        server.close()
+        ingress.close()
+        for up in (activator, *pods):
+            up.close()
+        await asyncio.sleep(0.01)
+
+
+async def _get(port: int, host: str) -> tuple[int, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /x HTTP/1.1\r\nHost: %b\r\nConnection: close\r\n\r\n" % host.encode())
+    data = await asyncio.wait_for(reader.read(-1), 5)
+    writer.close()
+    status = int(data.split(b" ", 2)[1])
+    return status, data.split(b"\r\n\r\n", 1)[1]
+
+
+async def test_unknown_host_is_404_naming_it() -> None:
+    async with ingress_with(InMemoryCluster(), {}) as (port, _, _, _):
+        status, body = await _get(port, "nope.default.localhost")
+    assert status == 404
+    assert b"nope.default.localhost" in body
+
+
+async def test_serve_mode_round_robins_ready_pods_and_proxy_mode_uses_activator() -> None:
+    cluster = InMemoryCluster()
+    modes = {R1: Mode.SERVE}
+    async with ingress_with(cluster, modes) as (port, ingress, activator, pods):
+        ready = [Endpoint(f"p{i}", "127.0.0.1", up.port) for i, up in enumerate(pods)]
+        cluster.set_endpoints(R1, (*ready, Endpoint("unready", "127.0.0.1", 1, ready=False)))
+        ingress.set_routes({"hello.default.localhost": (Target(R1, 100),)})
+        bodies = [(await _get(port, "hello.default.localhost:8080"))[1] for _ in range(4)]
+        assert sorted(bodies) == [b"pod-a", b"pod-a", b"pod-b", b"pod-b"]
+        assert all(b"Knative-Serving-Revision" not in h for p in pods for h in p.heads)
+        assert all(b"X-Forwarded-For: 127.0.0.1" in h for p in pods for h in p.heads)
+
+        modes[R1] = Mode.PROXY
+        status, body = await _get(port, "HELLO.default.localhost")
+        assert (status, body) == (200, b"activator")
+        head = activator.heads[-1]
+        assert b"Knative-Serving-Revision: hello-00001" in head
+        assert b"Knative-Serving-Namespace: default" in head
+        assert b"Host: HELLO.default.localhost" in head
+
+
+async def test_request_at_zero_goes_to_activator_and_is_a_cold_start() -> None:
+    cluster = InMemoryCluster()
+    async with ingress_with(cluster, {R1: Mode.SERVE}) as (port, ingress, _, _):
+        ingress.set_routes({"hello.default.localhost": (Target(R1, 100),)})
+        status, body = await _get(port, "hello.default.localhost")
+        assert (status, body) == (200, b"activator")
+        summary = ingress.cold_starts.summary(R1)
+        assert summary is not None and summary["count"] == 1.0
+        assert 0 < summary["last_s"] < 1
