@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Final
 
 from queueproxy.drain import Drainer
 from queueproxy.forwarded import generate_forwarded
+from queueproxy.reqlog import trace_id_from_headers
 from queueproxy.stats import RequestStats
 from shared.breaker import Admission, Breaker
 from shared.proxy.exchange import Exchange
@@ -344,9 +345,11 @@ class QueueHandler:
         log = self.request_log
         assert log is not None
         span = ex.span
-        trace_id = ""
         if span is not None:
             trace_id = f"{span.get_span_context().trace_id:032x}"
+        else:
+            # As Knative: the trace the caller sent, when the queue-proxy itself is not tracing.
+            trace_id = trace_id_from_headers(ex.header(b"traceparent"), ex.header(b"x-b3-traceid"))
         log.log(
             method=ex.method.decode("latin-1"),
             uri=ex.target.decode("latin-1"),
@@ -360,6 +363,7 @@ class QueueHandler:
             response_size=ex.response_bytes,
             latency_s=now - ex.started_at if ex.started_at else 0.0,
             trace_id=trace_id,
+            probe=bool(ex.tag & _PROBE),
         )
 
 
