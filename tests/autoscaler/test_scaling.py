@@ -130,6 +130,7 @@ DELAY_GRADUAL: list[Scale | Update] = [
 # Steps from the start of TestAutoscalerUnpanicAfterSlowIncrease and ExtendPanicWindow.
 JUMP_10_TO_25 = Scale(T0, 10, 11, 25, ok(25, expected_ebc(1, 98, 25, 10)), panic_time=T0)
 TM = T0 + 0.5  # Go takes time.Now() again after the first decision
+START_IN_PANIC_SPEC = knative_spec(100, 11, panic_threshold=220.0)
 
 SCENARIOS = [
     pytest.param(
@@ -384,35 +385,18 @@ SCENARIOS = [
         ),
         id="TestAutoscalerUpdateTarget",
     ),
-    pytest.param(
-        Scenario(
-            knative_spec(100, 11, panic_threshold=220.0),
-            [],
-            created_ready=0,
-            in_panic_at_start=False,
-            max_panic_pods_at_start=0,
-        ),
-        id="TestStartInPanicMode/0-pods",
-    ),
-    pytest.param(
-        Scenario(
-            knative_spec(100, 11, panic_threshold=220.0),
-            [],
-            created_ready=1,
-            in_panic_at_start=False,
-            max_panic_pods_at_start=1,
-        ),
-        id="TestStartInPanicMode/1-pod",
-    ),
-    pytest.param(
-        Scenario(
-            knative_spec(100, 11, panic_threshold=220.0),
-            [],
-            created_ready=2,
-            in_panic_at_start=True,
-            max_panic_pods_at_start=2,
-        ),
-        id="TestStartInPanicMode/2-pods",
+    *(
+        pytest.param(
+            Scenario(
+                START_IN_PANIC_SPEC,
+                [],
+                created_ready=pods,
+                in_panic_at_start=pods > 1,
+                max_panic_pods_at_start=pods,
+            ),
+            id=f"TestStartInPanicMode/{pods}-pods",
+        )
+        for pods in (0, 1, 2)
     ),
     pytest.param(
         # Knative: the pod counter fails at creation, which counts as 0 pods.
