@@ -14,6 +14,7 @@ least likely to have been closed by the app's idle timer).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import httptools
@@ -22,6 +23,11 @@ from shared.proxy.http1 import LAST_CHUNK, chunk
 
 if TYPE_CHECKING:
     from shared.proxy.exchange import Exchange
+
+# Called when a new connection to the upstream cannot be made, before any byte of the request
+# was sent; returns True when it took the exchange over (the activator retries another pod),
+# False for the default 502.
+ConnectErrorHook = Callable[["UpstreamPool", "Exchange", OSError], bool]
 
 
 class _HeadResponseDone(Exception):
@@ -237,15 +243,22 @@ class UpstreamConnection(asyncio.Protocol):
 class UpstreamPool:
     """Kept-alive connections to one ``host:port``."""
 
-    __slots__ = ("_connecting", "host", "idle", "loop", "max_idle", "port")
+    __slots__ = ("_connecting", "host", "idle", "loop", "max_idle", "on_connect_error", "port")
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, host: str, port: int, *, max_idle: int = 1000
+        self,
+        loop: asyncio.AbstractEventLoop,
+        host: str,
+        port: int,
+        *,
+        max_idle: int = 1000,
+        on_connect_error: ConnectErrorHook | None = None,
     ) -> None:
         self.loop = loop
         self.host = host
         self.port = port
         self.max_idle = max_idle
+        self.on_connect_error = on_connect_error
         self.idle: list[UpstreamConnection] = []
         self._connecting: set[asyncio.Task[None]] = set()
 
@@ -270,7 +283,10 @@ class UpstreamPool:
                 lambda: UpstreamConnection(self), self.host, self.port
             )
         except OSError as err:
-            if not ex.done:
+            if ex.done:
+                return
+            hook = self.on_connect_error
+            if hook is None or not hook(self, ex, err):
                 ex.conn.upstream_failed(ex, f"error dialing upstream: {err.strerror or err}")
             return
         if ex.done:
@@ -284,6 +300,13 @@ class UpstreamPool:
         else:
             up.closed = True
             up.transport.close()
+
+    def close_idle(self) -> None:
+        """Close the kept-alive idle connections; exchanges in flight are left to finish."""
+        for up in self.idle:
+            up.closed = True
+            up.transport.close()
+        self.idle.clear()
 
     def close(self) -> None:
         for up in self.idle:
