@@ -1,0 +1,187 @@
+"""The activator process: wires the proxy, the revisions, the reporter and the stat link together.
+
+Two listeners, as Knative's activator: serving (8012: the requests, kubelet and network
+probes) and metrics (9090: Prometheus text at ``/metrics``; knpy adds ``/healthz``, the same
+health the kubelet probe sees, for hand use). Revisions and endpoints come through the seams
+(``RevisionSource``, ``EndpointsSource``), so the same object runs against the in-memory
+cluster of the tests, the static cluster file of ``python -m activator``, and later the local
+platform and Kubernetes.
+
+Drain, as Knative's main: on SIGTERM the kubelet probe fails at once ("received SIGTERM from
+kubelet") while requests are still served for ``drain_timeout_s`` (45 s, the time the
+non-readiness takes to reach the load balancers); then the listener closes, kept-alive idle
+connections are closed, and the requests in flight (queued ones included) get until their own
+deadlines to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from typing import Any
+
+from activator.config import ActivatorConfig
+from activator.handler import ActivatorHandler
+from activator.metrics import ActivatorMetrics
+from activator.reporter import ConcurrencyReporter
+from activator.revisions import ActiveRevision, RevisionTable
+from activator.statsink import StatSink
+from shared.proxy.exchange import Exchange
+from shared.proxy.http1 import error_body, simple_response
+from shared.proxy.local import LocalHandler
+from shared.proxy.server import ProxyServer
+from shared.seams import EndpointsSource, RevisionSource, RevisionSpec
+
+__all__ = ["Activator"]
+
+_PROM_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+_DRAIN_CHECK_S = 0.1
+_SIGTERM_REASON = "received SIGTERM from kubelet"
+
+
+class Activator:
+    """One activator: ``await start()``, serve, ``begin_drain()``, ``await drain()``, ``stop()``."""
+
+    def __init__(
+        self,
+        cfg: ActivatorConfig,
+        revisions: RevisionSource,
+        endpoints: EndpointsSource,
+        stat_sink: StatSink,
+    ) -> None:
+        self.cfg = cfg
+        self.stat_sink = stat_sink
+        self.metrics = ActivatorMetrics()
+        self.reporter = ConcurrencyReporter(cfg.pod_name, stat_sink, period_s=cfg.stats_period_s)
+        self.table = RevisionTable(revisions, endpoints, self._new_revision, cfg.own_address)
+        self.draining = False
+        self.handler: ActivatorHandler | None = None
+        self.proxy: ProxyServer | None = None
+        self.serving_port = cfg.serving_port
+        self.metrics_port = cfg.metrics_port
+        self._local: ProxyServer | None = None
+        self._servers: list[asyncio.Server] = []
+        self._tracer: Any = None
+
+    def __repr__(self) -> str:
+        return f"<Activator {self.cfg.own_address} {self.table!r} draining={self.draining}>"
+
+    def health(self) -> str | None:
+        """None when the activator should get traffic, else why not (Knative's newHealthCheck)."""
+        if self.draining:
+            return _SIGTERM_REASON
+        return self.stat_sink.status()
+
+    def revision(self, namespace: str, name: str) -> ActiveRevision | None:
+        """The revision's state, once a request for it arrived (for tests and debugging)."""
+        return self.table.lookup(namespace.encode(), name.encode())
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        loop = asyncio.get_running_loop()
+        obs = cfg.observability
+        if obs.tracing_protocol != "none":
+            from shared.tracing import setup_tracing
+
+            self._tracer = setup_tracing("activator", obs)
+        self.handler = ActivatorHandler(
+            self.table,
+            self.reporter,
+            health=self.health,
+            cluster_domain=cfg.cluster_domain,
+            tracer=self._tracer,
+        )
+        self.proxy = ProxyServer(self.handler)
+        self.proxy.start(loop)
+        serving = await loop.create_server(
+            self.proxy, cfg.bind_host, cfg.serving_port, backlog=4096, reuse_address=True
+        )
+        self.serving_port = serving.sockets[0].getsockname()[1]
+        self._local = ProxyServer(
+            LocalHandler({"/metrics": self._serve_metrics, "/healthz": self._serve_health})
+        )
+        self._local.start(loop)
+        local = await loop.create_server(
+            self._local, cfg.bind_host, cfg.metrics_port, reuse_address=True
+        )
+        self.metrics_port = local.sockets[0].getsockname()[1]
+        self._servers = [serving, local]
+        await self.stat_sink.start()
+        self.reporter.start()
+        self.table.start()
+
+    def _new_revision(self, spec: RevisionSpec) -> ActiveRevision:
+        assert self.handler is not None
+        rev = ActiveRevision(
+            spec,
+            endpoints=self.table.endpoints,
+            metrics=None,
+            queue_depth=self.cfg.queue_depth,
+            probe_timeout_s=self.cfg.probe_timeout_s,
+            probe_frequency_s=self.cfg.probe_frequency_s,
+            max_idle_conns=self.cfg.max_idle_conns_per_host,
+            on_connect_error=self.handler.connect_failed,
+        )
+        throttler = rev.throttler
+        rev.metrics = self.metrics.revision(
+            spec.key.namespace,
+            spec.key.name,
+            {
+                "queued": lambda: float(throttler.queued),
+                "active": lambda: float(throttler.active),
+                "capacity": lambda: float(throttler.capacity),
+                "pods": lambda: float(len(throttler.pod_trackers)),
+                "assigned_pods": lambda: float(len(throttler.assigned_trackers)),
+            },
+        )
+        return rev
+
+    def _serve_metrics(self, ex: Exchange) -> None:
+        body = self.metrics.render()
+        ex.respond(simple_response(200, body, content_type=_PROM_TYPE), status=200)
+
+    def _serve_health(self, ex: Exchange) -> None:
+        problem = self.health()
+        if problem is None:
+            ex.respond(simple_response(200, b"ok\n"), status=200)
+        else:
+            ex.respond(simple_response(500, error_body(problem)), status=500)
+
+    # -- drain ------------------------------------------------------------------------------
+    def begin_drain(self) -> None:
+        """SIGTERM: health fails from now on; requests are still served."""
+        if not self.draining:
+            self.draining = True
+            print(
+                f"activator: {_SIGTERM_REASON}; serving for {self.cfg.drain_timeout_s:g} s more",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    async def drain(self) -> None:
+        """Serve through the drain timeout, stop accepting, let the requests in flight end."""
+        assert self.proxy is not None
+        await asyncio.sleep(self.cfg.drain_timeout_s)
+        self._servers[0].close()
+        # Queued requests finish or time out on their own deadlines; the latest bounds this.
+        deadline = max((ex.deadline for ex in self.proxy.live), default=0.0)
+        while self.proxy.live and time.monotonic() < deadline + 1.0:
+            self.proxy.close_idle()
+            await asyncio.sleep(_DRAIN_CHECK_S)
+        self.proxy.close_idle()
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            server.close()
+        self.reporter.stop()
+        await self.table.stop()
+        for proxy in (self.proxy, self._local):
+            if proxy is not None:
+                proxy.stop()
+                proxy.abort_all()
+        await self.stat_sink.close()
+        if self._tracer is not None:
+            from shared.tracing import shutdown_tracing
+
+            shutdown_tracing(self._tracer)

@@ -1,0 +1,131 @@
+"""The activator's configuration, from the environment Knative gives its Deployment.
+
+Knative's activator reads POD_NAME, POD_IP, PROBE_TIMEOUT and PROBE_FREQUENCY (Go durations,
+cmd/activator/main.go) and hard-codes the rest: serving port 8012, metrics port 9090, the
+autoscaler's WebSocket at ``ws://autoscaler.<system namespace>:8080``, a revision breaker queue
+depth of 10,000 (pkg/activator/net/throttler.go ``breakerQueueDepth``), 45 s of drain
+(knative.dev/pkg network.DefaultDrainTimeout). knpy makes those knobs variables with Knative's
+values as defaults, so that several activators and autoscalers share one host in the local
+platform and tests can shorten the periods. Validated once; nothing below ``main`` reads
+``os.environ``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from shared.envconfig import ConfigError, env_float, env_int, env_port, env_str, quote
+from shared.observability import ObservabilityConfig
+
+__all__ = ["ActivatorConfig", "parse_go_duration"]
+
+# Knative's breakerQueueDepth: requests a revision may hold in one activator before 503s.
+DEFAULT_QUEUE_DEPTH = 10_000
+# Knative's probeTimeout and probeFrequency (pkg/activator/net/revision_backends.go).
+DEFAULT_PROBE_TIMEOUT_S = 0.3
+DEFAULT_PROBE_FREQUENCY_S = 0.2
+# knative.dev/pkg network.DefaultDrainTimeout: how long a SIGTERMed activator keeps serving
+# while its non-readiness propagates to the load balancers.
+DEFAULT_DRAIN_TIMEOUT_S = 45.0
+# Knative's reportInterval (pkg/activator/handler/concurrency_reporter.go).
+DEFAULT_STATS_PERIOD_S = 1.0
+# Knative's MaxIdleProxyConnsPerHost default.
+DEFAULT_MAX_IDLE_CONNS_PER_HOST = 100
+# knative.dev/pkg websocket.NewDurableSendingConnection retries with this back-off bound.
+DEFAULT_RECONNECT_MAX_S = 5.0
+
+_GO_DURATION = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|ms|s|m|h)")
+_UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_go_duration(name: str, raw: str) -> float:
+    """Seconds in a Go duration string ("300ms", "1m30s"), as Knative's PROBE_* variables.
+
+    Raises:
+        ConfigError: not a non-negative Go duration.
+    """
+    pos = 0
+    total = 0.0
+    for match in _GO_DURATION.finditer(raw):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNIT_S[match.group(2)]
+        pos = match.end()
+    if pos != len(raw) or not raw:
+        raise ConfigError(name, f'must be a Go duration such as "300ms", got {quote(raw)}')
+    return total
+
+
+def _duration(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    return parse_go_duration(name, raw) if raw else default
+
+
+@dataclass(frozen=True, slots=True)
+class ActivatorConfig:
+    """Everything the activator process needs, resolved and checked once at start-up."""
+
+    pod_name: str = "activator"
+    pod_ip: str = "127.0.0.1"
+    bind_host: str = "0.0.0.0"
+    serving_port: int = 8012
+    metrics_port: int = 9090
+    # This activator's address as it appears in the activators' endpoints (for the split).
+    own_address: str = ""
+    autoscaler_url: str = "ws://127.0.0.1:8080"
+    queue_depth: int = DEFAULT_QUEUE_DEPTH
+    probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S
+    probe_frequency_s: float = DEFAULT_PROBE_FREQUENCY_S
+    drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
+    stats_period_s: float = DEFAULT_STATS_PERIOD_S
+    reconnect_max_s: float = DEFAULT_RECONNECT_MAX_S
+    max_idle_conns_per_host: int = DEFAULT_MAX_IDLE_CONNS_PER_HOST
+    cluster_domain: str = "cluster.local"
+    observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
+
+    def __post_init__(self) -> None:
+        """Raises: ConfigError when the autoscaler URL is not ws:// or wss://, or ports clash."""
+        url = urlsplit(self.autoscaler_url)
+        if url.scheme not in ("ws", "wss") or not url.hostname:
+            raise ConfigError(
+                "ACTIVATOR_AUTOSCALER_URL",
+                f"must be a ws:// or wss:// URL, got {quote(self.autoscaler_url)}",
+            )
+        if self.serving_port == self.metrics_port:
+            raise ConfigError(
+                "ACTIVATOR_METRICS_PORT", f"must differ from the serving port {self.serving_port}"
+            )
+        if not self.own_address:
+            object.__setattr__(self, "own_address", f"{self.pod_ip}:{self.serving_port}")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ActivatorConfig:
+        """Raises: ConfigError naming the variable at fault."""
+        serving_port = env_port(env, "ACTIVATOR_SERVING_PORT", 8012)
+        pod_ip = env_str(env, "POD_IP", "127.0.0.1")
+        return cls(
+            pod_name=env_str(env, "POD_NAME", "activator"),
+            pod_ip=pod_ip,
+            bind_host=env_str(env, "ACTIVATOR_BIND_HOST", "0.0.0.0"),
+            serving_port=serving_port,
+            metrics_port=env_port(env, "ACTIVATOR_METRICS_PORT", 9090),
+            own_address=env_str(env, "ACTIVATOR_ADDRESS", f"{pod_ip}:{serving_port}"),
+            autoscaler_url=env_str(env, "ACTIVATOR_AUTOSCALER_URL", "ws://127.0.0.1:8080"),
+            queue_depth=env_int(env, "ACTIVATOR_QUEUE_DEPTH", DEFAULT_QUEUE_DEPTH, minimum=1),
+            probe_timeout_s=_duration(env, "PROBE_TIMEOUT", DEFAULT_PROBE_TIMEOUT_S),
+            probe_frequency_s=_duration(env, "PROBE_FREQUENCY", DEFAULT_PROBE_FREQUENCY_S),
+            drain_timeout_s=env_float(
+                env, "ACTIVATOR_DRAIN_TIMEOUT_SECONDS", DEFAULT_DRAIN_TIMEOUT_S, minimum=0
+            ),
+            stats_period_s=env_float(
+                env, "ACTIVATOR_STATS_PERIOD_SECONDS", DEFAULT_STATS_PERIOD_S, minimum=0.01
+            ),
+            max_idle_conns_per_host=env_int(
+                env, "MAX_IDLE_PROXY_CONNS_PER_HOST", DEFAULT_MAX_IDLE_CONNS_PER_HOST, minimum=0
+            ),
+            cluster_domain=env_str(env, "CLUSTER_DOMAIN", "cluster.local"),
+            observability=ObservabilityConfig.from_env(env),
+        )
