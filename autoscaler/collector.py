@@ -28,6 +28,7 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
+from autoscaler import config
 from autoscaler.aggregation import TimedFloat64Buckets, WeightedFloat64Buckets
 from shared.seams import RevisionKey
 from shared.stat import StatData
@@ -41,14 +42,14 @@ __all__ = [
 ]
 
 # Knative's config.BucketSize: the windows keep one bucket per second, the scrape period.
-BUCKET_SIZE_S = 1.0
+BUCKET_SIZE_S = config.BUCKET_SIZE_S
 
 
 class Aggregation(enum.Enum):
     """autoscaling.knative.dev/metric-aggregation-algorithm."""
 
-    LINEAR = "linear"
-    WEIGHTED_EXPONENTIAL = "weightedExponential"
+    LINEAR = config.LINEAR
+    WEIGHTED_EXPONENTIAL = config.WEIGHTED_EXPONENTIAL
 
 
 @dataclass(frozen=True, slots=True)

@@ -171,7 +171,7 @@ class HttpScrapeClient:
                         raise ScrapeError(f"GET {url}: Stat body over {MAX_STAT_BYTES} bytes")
                     body = await resp.read()
             except (aiohttp.ClientError, TimeoutError, OSError) as err:
-                raise ScrapeError(f"GET {url}: {err!r}") from err
+                raise ScrapeError(f"GET {url}: {type(err).__name__}: {err}") from err
         if len(body) > MAX_STAT_BYTES:
             raise ScrapeError(f"GET {url}: Stat body over {MAX_STAT_BYTES} bytes")
         try:

@@ -1,0 +1,450 @@
+"""The autoscaler service: the asyncio shell around the collector, the deciders and the KPA.
+
+Theory of operation. ``AutoscalerService`` wires Knative's autoscaler process
+(cmd/autoscaler/main.go) around the seams of shared/seams.py:
+
+- revisions come from a ``RevisionSource`` watch; each one's ``autoscaling.knative.dev/*``
+  annotations and the ``config-autoscaler`` ConfigMap resolve to a ``RevisionScaling``
+  (decider spec, KPA bounds, metric windows). A revision whose annotations are invalid is
+  logged and left alone (Knative's webhook would have refused it);
+- every second each revision's ready pods (``EndpointsSource.endpoints``) are sampled and
+  scraped (scraper.py) into the collector; a revision whose previous scrape is still running
+  skips the tick, like Knative's per-collection ticker;
+- activators push Stats to the stat server (WebSocket on the stat port); each is recorded at
+  its own timestamp and may poke its revision's decider;
+- every 2 s every revision is decided and reconciled (multiscaler.py, kpa.py), and a decision
+  that changed is published through the ``Scaler`` seam;
+- Prometheus metrics on the metrics port (metrics.py).
+
+Failure never travels between revisions: a scrape error is counted and logged (once per
+change of error, as Knative's collector does), records nothing, and the revision keeps its
+last decision; an exception while ticking one revision is logged and the next is ticked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import aiohttp
+import yaml
+from aiohttp import web
+
+from autoscaler import config
+from autoscaler.collector import Aggregation, MetricCollector, MetricSpec
+from autoscaler.config import AutoscalerConfig, RevisionAutoscaling, decider_spec
+from autoscaler.kpa import KpaSpec
+from autoscaler.metrics import AutoscalerMetrics, RevisionLabels
+from autoscaler.multiscaler import TICK_INTERVAL_S, MultiScaler, RevisionScaling, Tick
+from autoscaler.scraper import HttpScrapeClient, ScrapeClient, ScrapeError, StatsScraper
+from autoscaler.statserver import StatServer
+from shared.envconfig import ConfigError, env_int, env_port, env_str
+from shared.metrics import render_text
+from shared.seams import (
+    Endpoint,
+    EndpointsSource,
+    RevisionKey,
+    RevisionSource,
+    RevisionSpec,
+    Scaler,
+)
+from shared.stat import StatData
+
+__all__ = [
+    "SCRAPE_INTERVAL_S",
+    "AutoscalerService",
+    "ServiceConfig",
+    "parse_configmap",
+    "resolve_scaling",
+]
+
+log = logging.getLogger(__name__)
+
+# Knative's scrapeTickInterval.
+SCRAPE_INTERVAL_S = 1.0
+# Revisions decided between two yields to the event loop: keeps a 10,000-revision tick from
+# holding the loop (and the stat server) for more than a few milliseconds at a time.
+TICK_BATCH = 256
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
+Clock = Callable[[], float]
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+
+
+def parse_configmap(text: str) -> dict[str, str]:
+    """The ``data`` of a config-autoscaler ConfigMap given as YAML or JSON text.
+
+    Accepts a whole ConfigMap manifest (its ``data`` is used) or the bare key/value mapping.
+    Values are kept as the strings Knative would see; YAML's 1 or true become "1", "true".
+
+    Raises:
+        ConfigError: not a mapping of keys to scalars.
+    """
+    try:
+        doc: Any = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as err:
+        raise ConfigError("config-autoscaler", f"not YAML or JSON: {err}") from err
+    if isinstance(doc, dict) and doc.get("kind") == "ConfigMap":
+        doc = doc.get("data") or {}
+    if not isinstance(doc, dict):
+        raise ConfigError("config-autoscaler", "must be a mapping of keys to values")
+    data: dict[str, str] = {}
+    for key, value in doc.items():
+        if isinstance(value, (dict, list)):
+            raise ConfigError(str(key), "must be a scalar")
+        if isinstance(value, bool):
+            data[str(key)] = "true" if value else "false"
+        elif value is not None:
+            data[str(key)] = str(value)
+    return data
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    """The autoscaler process's configuration, resolved once."""
+
+    autoscaler: AutoscalerConfig = field(
+        default_factory=lambda: AutoscalerConfig.from_configmap({})
+    )
+    bind_host: str = "0.0.0.0"
+    stat_port: int = 8080  # 0: any free port (tests)
+    metrics_port: int = 9090
+    max_scrapes_in_flight: int = 100
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str], configmap: Mapping[str, str] = MappingProxyType({})
+    ) -> ServiceConfig:
+        """Build from the environment and the config-autoscaler data.
+
+        Raises:
+            ConfigError: a variable or ConfigMap key is invalid.
+        """
+        return cls(
+            autoscaler=AutoscalerConfig.from_configmap(dict(configmap)),
+            bind_host=env_str(env, "AUTOSCALER_BIND_HOST", "0.0.0.0"),
+            stat_port=env_port(env, "AUTOSCALER_STAT_PORT", 8080),
+            metrics_port=env_port(env, "AUTOSCALER_METRICS_PORT", 9090),
+            max_scrapes_in_flight=env_int(
+                env, "AUTOSCALER_MAX_SCRAPES_IN_FLIGHT", 100, minimum=1, maximum=10_000
+            ),
+        )
+
+
+def resolve_scaling(spec: RevisionSpec, cfg: AutoscalerConfig) -> RevisionScaling | None:
+    """A revision's decider spec, KPA bounds and metric windows (Knative's MakeDecider/Metric).
+
+    Returns:
+        None for a revision of another autoscaler class (the HPA's), which the KPA leaves alone.
+
+    Raises:
+        ConfigError: an ``autoscaling.knative.dev/*`` annotation is invalid.
+    """
+    cc = spec.container_concurrency
+    ra = RevisionAutoscaling.from_annotations(spec.annotations, cc, cfg)
+    if ra.autoscaler_class != config.KPA:
+        return None
+    decider = decider_spec(cfg, ra, cc)
+    min_scale, max_scale = config.scale_bounds(cfg, ra)
+    kpa = KpaSpec(
+        min_scale=min_scale,
+        max_scale=max_scale,
+        initial_scale=decider.initial_scale,
+        reachable=decider.reachable,
+        enable_scale_to_zero=cfg.enable_scale_to_zero,
+        stable_window_s=decider.stable_window,
+        scale_to_zero_grace_period_s=cfg.scale_to_zero_grace_period,
+        scale_to_zero_pod_retention_s=config.scale_to_zero_pod_retention(cfg, ra),
+        target_burst_capacity=decider.target_burst_capacity,
+        total_value=decider.total_value,
+        activator_capacity=decider.activator_capacity,
+    )
+    metric = MetricSpec(
+        stable_window_s=decider.stable_window,
+        panic_window_s=config.panic_window(cfg, ra),
+        aggregation=Aggregation(ra.metric_aggregation_algorithm),
+        # Knative's resolveScrapeTarget: TBC -1 keeps the activator in the path, so the pods
+        # are not scraped and the activator's stats are all there is.
+        scraped=decider.target_burst_capacity != -1,
+    )
+    return RevisionScaling(decider, kpa, metric)
+
+
+def _labels(spec: RevisionSpec) -> RevisionLabels:
+    return (spec.key.namespace, spec.service, spec.configuration, spec.key.name)
+
+
+def _ready(endpoints: tuple[Endpoint, ...]) -> int:
+    return sum(1 for e in endpoints if e.ready)
+
+
+# --------------------------------------------------------------------------------------------
+# The service
+
+
+class AutoscalerService:
+    """Knative's autoscaler process as a library object; see the module docstring.
+
+    Use ``async with AutoscalerService(...) as svc:`` (or ``start``/``stop``); the actual
+    ports are ``svc.stat_port`` and ``svc.metrics_port`` once started.
+    """
+
+    def __init__(
+        self,
+        cfg: ServiceConfig,
+        revisions: RevisionSource,
+        endpoints: EndpointsSource,
+        scaler: Scaler,
+        clock: Clock = time.time,
+        *,
+        scrape_client: ScrapeClient | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self._revisions = revisions
+        self._endpoints = endpoints
+        self._scaler = scaler
+        self._clock = clock
+        self._rng = rng if rng is not None else random.Random()
+        self._scrape_client = scrape_client
+        self.collector = MetricCollector()
+        self.multiscaler = MultiScaler(self.collector)
+        self.metrics = AutoscalerMetrics()
+        self.stat_server = StatServer(self._on_stat)
+        self._specs: dict[RevisionKey, RevisionSpec] = {}
+        self._scraping: set[RevisionKey] = set()
+        self._poked: set[RevisionKey] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
+        self._runners: list[web.AppRunner] = []
+        self._session: aiohttp.ClientSession | None = None
+        self._scraper: StatsScraper | None = None
+        self.stat_port = 0
+        self.metrics_port = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<AutoscalerService revisions={len(self.multiscaler)} "
+            f"stat_port={self.stat_port} metrics_port={self.metrics_port}>"
+        )
+
+    async def __aenter__(self) -> AutoscalerService:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Bind the stat and metrics ports and start the watch, scrape and decide loops."""
+        client = self._scrape_client
+        if client is None:
+            connector = aiohttp.TCPConnector(
+                limit=self.cfg.max_scrapes_in_flight, limit_per_host=0, keepalive_timeout=30
+            )
+            self._session = aiohttp.ClientSession(connector=connector)
+            client = HttpScrapeClient(self._session, self.cfg.max_scrapes_in_flight)
+        self._scraper = StatsScraper(client, self._rng)
+        self.stat_port = await self._serve(self.stat_server.app, self.cfg.stat_port)
+        metrics_app = web.Application()
+        metrics_app.router.add_get("/metrics", self._handle_metrics)
+        self.metrics_port = await self._serve(metrics_app, self.cfg.metrics_port)
+        self._tasks = [
+            asyncio.create_task(self._watch_revisions(), name="autoscaler-watch"),
+            asyncio.create_task(self._scrape_loop(), name="autoscaler-scrape"),
+            asyncio.create_task(self._decide_loop(), name="autoscaler-decide"),
+        ]
+        log.info(
+            "autoscaler listening: stats on %s:%d, metrics on %s:%d",
+            self.cfg.bind_host,
+            self.stat_port,
+            self.cfg.bind_host,
+            self.metrics_port,
+        )
+
+    async def stop(self) -> None:
+        """Close activator connections (code 1012), stop the loops, release the ports."""
+        for task in [*self._tasks, *self._background]:
+            task.cancel()
+        for task in [*self._tasks, *self._background]:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _serve(self, app: web.Application, port: int) -> int:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        self._runners.append(runner)
+        site = web.TCPSite(runner, self.cfg.bind_host, port, reuse_address=True)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        return int(sockets[0].getsockname()[1]) if sockets else port
+
+    # -- revisions ---------------------------------------------------------------------------
+    async def _watch_revisions(self) -> None:
+        async for revisions in self._revisions.watch_revisions():
+            self.sync_revisions(revisions)
+
+    def sync_revisions(self, revisions: Mapping[RevisionKey, RevisionSpec]) -> None:
+        """Start, update and stop deciding so that the revisions known are exactly these."""
+        now = self._clock()
+        for key in [k for k in self._specs if k not in revisions]:
+            log.info("%s: deleted, no longer scaled", key)
+            del self._specs[key]
+            self.multiscaler.delete(key)
+            self.metrics.remove(key)
+        for key, spec in revisions.items():
+            if self._specs.get(key) == spec:
+                continue
+            try:
+                scaling = resolve_scaling(spec, self.cfg.autoscaler)
+            except (ConfigError, ValueError) as err:
+                log.error("%s: not scaled, invalid autoscaling: %s", key, err)
+                continue
+            if scaling is None:
+                log.info("%s: not a KPA-class revision, not scaled here", key)
+                continue
+            ready = _ready(self._endpoints.endpoints(key))
+            self.multiscaler.create_or_update(key, scaling, ready, now)
+            self._specs[key] = spec
+
+    # -- stats -------------------------------------------------------------------------------
+    def _on_stat(self, key: RevisionKey, stat: StatData) -> None:
+        """An activator's Stat: record it, and poke a revision at zero (cmd/autoscaler)."""
+        self.metrics.stat_messages.value += 1
+        # Knative stamps a Stat without a timestamp on arrival and records at its timestamp.
+        now = float(stat.timestamp) if stat.timestamp else self._clock()
+        self.collector.record(key, now, stat)
+        if key not in self._poked and self.multiscaler.wants_poke(key, stat):
+            self._poked.add(key)
+            self._spawn(self._poke(key))
+
+    async def _poke(self, key: RevisionKey) -> None:
+        try:
+            await self._tick_one(key, self._clock())
+        finally:
+            self._poked.discard(key)
+
+    async def _scrape_loop(self) -> None:
+        async for _ in _ticker(SCRAPE_INTERVAL_S):
+            now = self._clock()
+            for key in self.collector.revisions():
+                spec = self.collector.spec(key)
+                if spec is None or not spec.scraped or key in self._scraping:
+                    continue
+                self._scraping.add(key)
+                self._spawn(self._scrape(key, spec.stable_window_s, now))
+
+    async def _scrape(self, key: RevisionKey, window_s: float, now: float) -> None:
+        assert self._scraper is not None
+        started = time.perf_counter()
+        try:
+            stat = await self._scraper.scrape(self._endpoints.endpoints(key), window_s, now)
+        except ScrapeError as err:
+            self.metrics.scrape_failed.value += 1
+            if self.collector.set_error(key, str(err)):
+                log.warning("%s: scrape failed: %s", key, err)
+            return
+        finally:
+            self._scraping.discard(key)
+        if stat is None:
+            return  # no ready pods: nothing to record, as Knative's emptyStat
+        self.metrics.scrape_ok.value += 1
+        self.metrics.scrape_duration.observe(time.perf_counter() - started)
+        if self.collector.set_error(key, None):
+            log.info("%s: scraping again", key)
+        # Knative records a scrape at the time it finished.
+        self.collector.record(key, self._clock(), stat)
+
+    # -- decisions ---------------------------------------------------------------------------
+    async def _decide_loop(self) -> None:
+        async for _ in _ticker(TICK_INTERVAL_S):
+            await self.tick_all(self._clock())
+
+    async def tick_all(self, now: float) -> None:
+        """Decide every revision once, yielding to the loop every TICK_BATCH revisions."""
+        for i, key in enumerate(self.multiscaler.revisions()):
+            if i and i % TICK_BATCH == 0:
+                await asyncio.sleep(0)
+            await self._tick_one(key, now)
+
+    async def _tick_one(self, key: RevisionKey, now: float) -> None:
+        spec = self._specs.get(key)
+        if spec is None:
+            return
+        try:
+            tick = self.multiscaler.tick(key, _ready(self._endpoints.endpoints(key)), now)
+        except Exception:
+            log.exception("%s: decision failed", key)
+            return
+        if tick is None:
+            return
+        self.metrics.record(_labels(spec), tick, tick_metric(self.multiscaler, key))
+        if tick.changed:
+            await self._publish(tick)
+
+    async def _publish(self, tick: Tick) -> None:
+        d = tick.decision
+        log.info(
+            "%s: scale %d, %s mode, %d activators, ebc %g",
+            d.key,
+            d.desired_scale,
+            d.mode.value,
+            d.activators,
+            d.excess_burst_capacity,
+        )
+        try:
+            await self._scaler.apply(d)
+        except Exception:
+            # Not marked published, so the next tick tries again (Knative's reconciler
+            # requeues a failed update the same way).
+            log.exception("%s: publishing the decision failed", d.key)
+            return
+        self.multiscaler.mark_published(d)
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _handle_metrics(self, _request: web.Request) -> web.Response:
+        return web.Response(
+            body=render_text(self.metrics), headers={"Content-Type": PROMETHEUS_TEXT}
+        )
+
+
+def tick_metric(multiscaler: MultiScaler, key: RevisionKey) -> str:
+    scaling = multiscaler.scaling(key)
+    return "concurrency" if scaling is None else scaling.decider.scaling_metric
+
+
+async def _ticker(interval_s: float) -> AsyncIterator[None]:
+    """Yield every interval_s on the loop's clock, skipping ticks that were missed."""
+    loop = asyncio.get_running_loop()
+    next_at = loop.time() + interval_s
+    while True:
+        await asyncio.sleep(max(0.0, next_at - loop.time()))
+        yield
+        now = loop.time()
+        next_at += interval_s
+        if next_at <= now:  # overran: drop missed ticks, as Go's ticker does
+            next_at = now + interval_s
