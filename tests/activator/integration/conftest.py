@@ -1,0 +1,49 @@
+"""Fixtures: the queue-proxy harness's children and stacks, an autoscaler stand-in, a cluster."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from shared.seams import InMemoryCluster
+from tests.queueproxy.integration.conftest import (  # noqa: F401  (fixtures, by name)
+    children,
+    stack,
+    start_app,
+    start_queue_proxy,
+)
+
+from .harness import AutoscalerStandIn, StartActivator, activators
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[AutoscalerStandIn]:
+    server = AutoscalerStandIn()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+def cluster() -> InMemoryCluster:
+    return InMemoryCluster()
+
+
+@pytest.fixture
+async def start_activator(
+    cluster: InMemoryCluster, standin: AutoscalerStandIn
+) -> AsyncIterator[StartActivator]:
+    async with activators(cluster, standin) as start:
+        yield start
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=30)
+    ) as session:
+        yield session

@@ -1,0 +1,175 @@
+"""The activator integration harness: an autoscaler stand-in and in-process activators.
+
+The activator runs in the test's event loop as a library object over an ``InMemoryCluster``
+the test drives; the pods (sample app + queue-proxy) are real processes started by the
+queue-proxy harness (tests/queueproxy/integration/qpharness.py), and the autoscaler stand-in
+is a real WebSocket server on loopback that speaks Knative's stat protocol: binary
+WireStatMessages frames, one per activator report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+from activator.app import Activator
+from activator.config import ActivatorConfig
+from activator.statsink import WebSocketStatSink
+from shared.seams import Endpoint, InMemoryCluster, RevisionKey, RevisionSpec
+from shared.stat import WireStat, decode_wire_stats
+from tests.queueproxy.integration.qpharness import LOOPBACK, Stack, free_port
+
+KEY = RevisionKey("default", "hello-00001")
+ROUTE = {"Knative-Serving-Namespace": KEY.namespace, "Knative-Serving-Revision": KEY.name}
+
+
+@dataclass
+class Received:
+    at: float  # time.monotonic() when the frame arrived
+    stats: list[WireStat]
+
+
+@dataclass
+class AutoscalerStandIn:
+    """Knative's autoscaler stat server, reduced to recording what arrives."""
+
+    port: int = 0
+    received: list[Received] = field(default_factory=list)
+    connections: int = 0
+    _runner: web.AppRunner | None = None
+    _sockets: set[web.WebSocketResponse] = field(default_factory=set)
+    _arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def url(self) -> str:
+        return f"ws://{LOOPBACK}:{self.port}"
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/", self._ws)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, LOOPBACK, self.port or free_port())
+        await site.start()
+        self.port = site._port
+
+    async def stop(self) -> None:
+        for ws in list(self._sockets):
+            await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _ws(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self.connections += 1
+        self._sockets.add(ws)
+        try:
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.BINARY:
+                    self.received.append(Received(time.monotonic(), decode_wire_stats(msg.data)))
+                    self._arrived.set()
+        finally:
+            self._sockets.discard(ws)
+        return ws
+
+    def first_for(self, key: RevisionKey, after: float = 0.0) -> Received | None:
+        for rec in self.received:
+            if rec.at >= after and any(
+                (ns, name) == (key.namespace, key.name) for ns, name, _ in rec.stats
+            ):
+                return rec
+        return None
+
+    async def wait_for(self, pred: Callable[[], bool], timeout_s: float = 5.0) -> None:
+        async with asyncio.timeout(timeout_s):
+            while not pred():
+                self._arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._arrived.wait(), 0.1)
+
+
+def endpoint_of(stack: Stack, ready: bool = True, name: str = "") -> Endpoint:
+    return Endpoint(
+        pod_name=name or f"hello-00001-{stack.qp.serving_port}",
+        host=LOOPBACK,
+        port=stack.qp.serving_port,
+        metrics_port=stack.qp.metrics_port,
+        ready=ready,
+    )
+
+
+def activator_config(
+    autoscaler_url: str, *, serving_port: int = 0, **overrides: object
+) -> ActivatorConfig:
+    serving_port = serving_port or free_port()
+    values: dict[str, object] = {
+        "pod_name": f"activator-{serving_port}",
+        "pod_ip": LOOPBACK,
+        "bind_host": LOOPBACK,
+        "serving_port": serving_port,
+        "metrics_port": free_port(),
+        "autoscaler_url": autoscaler_url,
+        "drain_timeout_s": 0.2,
+        **overrides,
+    }
+    return ActivatorConfig(**values)  # type: ignore[arg-type]
+
+
+@dataclass
+class RunningActivator:
+    activator: Activator
+    sink: WebSocketStatSink
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.activator.serving_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.activator.metrics_port}"
+
+
+StartActivator = Callable[..., Awaitable[RunningActivator]]
+
+
+@contextlib.asynccontextmanager
+async def activators(
+    cluster: InMemoryCluster, standin: AutoscalerStandIn
+) -> AsyncIterator[StartActivator]:
+    """A factory of in-process activators over ``cluster``, all stopped at exit."""
+    started: list[RunningActivator] = []
+
+    async def start(**overrides: object) -> RunningActivator:
+        cfg = activator_config(standin.url, **overrides)
+        sink = WebSocketStatSink(cfg.autoscaler_url, reconnect_max_s=0.5)
+        act = Activator(cfg, cluster, cluster, sink)
+        await act.start()
+        running = RunningActivator(act, sink)
+        started.append(running)
+        return running
+
+    try:
+        yield start
+    finally:
+        for running in started:
+            await running.activator.stop()
+
+
+def put_revision(cluster: InMemoryCluster, cc: int, timeout_s: float = 30.0) -> None:
+    cluster.put_revision(RevisionSpec(KEY, container_concurrency=cc, timeout_s=timeout_s))
+
+
+async def until(pred: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.02)
