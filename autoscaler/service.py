@@ -216,7 +216,7 @@ class AutoscalerService:
         self._scaler = scaler
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
-        self._scrape_client = scrape_client
+        self._scraper = None if scrape_client is None else StatsScraper(scrape_client, self._rng)
         self.collector = MetricCollector()
         self.multiscaler = MultiScaler(self.collector)
         self.metrics = AutoscalerMetrics()
@@ -228,7 +228,6 @@ class AutoscalerService:
         self._background: set[asyncio.Task[None]] = set()
         self._runners: list[web.AppRunner] = []
         self._session: aiohttp.ClientSession | None = None
-        self._scraper: StatsScraper | None = None
         self.stat_port = 0
         self.metrics_port = 0
 
@@ -248,14 +247,13 @@ class AutoscalerService:
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         """Bind the stat and metrics ports and start the watch, scrape and decide loops."""
-        client = self._scrape_client
-        if client is None:
+        if self._scraper is None:
             connector = aiohttp.TCPConnector(
                 limit=self.cfg.max_scrapes_in_flight, limit_per_host=0, keepalive_timeout=30
             )
             self._session = aiohttp.ClientSession(connector=connector)
             client = HttpScrapeClient(self._session, self.cfg.max_scrapes_in_flight)
-        self._scraper = StatsScraper(client, self._rng)
+            self._scraper = StatsScraper(client, self._rng)
         self.stat_port = await self._serve(self.stat_server.app, self.cfg.stat_port)
         metrics_app = web.Application()
         metrics_app.router.add_get("/metrics", self._handle_metrics)
@@ -338,6 +336,7 @@ class AutoscalerService:
             self._spawn(self._poke(key))
 
     async def _poke(self, key: RevisionKey) -> None:
+        """Tick one revision now (Knative's pokeCh), outside the 2-s ticker."""
         try:
             await self._tick_one(key, self._clock())
         finally:
@@ -345,13 +344,22 @@ class AutoscalerService:
 
     async def _scrape_loop(self) -> None:
         async for _ in _ticker(SCRAPE_INTERVAL_S):
-            now = self._clock()
-            for key in self.collector.revisions():
-                spec = self.collector.spec(key)
-                if spec is None or not spec.scraped or key in self._scraping:
-                    continue
-                self._scraping.add(key)
-                self._spawn(self._scrape(key, spec.stable_window_s, now))
+            self._start_scrapes(self._clock())
+
+    def _start_scrapes(self, now: float) -> list[asyncio.Task[None]]:
+        """One scrape per scraped revision whose previous scrape has finished."""
+        started = []
+        for key in self.collector.revisions():
+            spec = self.collector.spec(key)
+            if spec is None or not spec.scraped or key in self._scraping:
+                continue
+            self._scraping.add(key)
+            started.append(self._spawn(self._scrape(key, spec.stable_window_s, now)))
+        return started
+
+    async def scrape_all(self) -> None:
+        """Scrape every revision once and wait for all of them (tests, benchmarks)."""
+        await asyncio.gather(*self._start_scrapes(self._clock()))
 
     async def _scrape(self, key: RevisionKey, window_s: float, now: float) -> None:
         assert self._scraper is not None
@@ -421,10 +429,11 @@ class AutoscalerService:
         self.multiscaler.mark_published(d)
 
     # -- plumbing ----------------------------------------------------------------------------
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     async def _handle_metrics(self, _request: web.Request) -> web.Response:
         return web.Response(
