@@ -71,7 +71,7 @@ async def test_cold_burst(
     stat = standin.first_for(KEY, after=start)
     assert stat is not None, standin.received
     assert stat.at - start <= COLD_STAT_WITHIN_S, f"first stat after {stat.at - start:.3f} s"
-    (ns, name, cold) = next(s for s in stat.stats if s[1] == KEY.name)
+    cold = next(st for _, n, st in stat.stats if n == KEY.name)
     assert cold.average_concurrent_requests == 1.0 and cold.request_count == 1.0
     seen = [await app_stats(client, p.app.url) for p in pods]
     assert all(s["max_in_flight"] <= CC for s in seen), seen
