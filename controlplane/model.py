@@ -472,12 +472,12 @@ def _encode(value: object) -> object:
             # Go's omitempty. Optional numbers and booleans are pointers in Go, so an
             # explicit 0 or false is kept (``percent: 0``, ``latestRevision: false``), and
             # only None is left out; a plain int or bool is left out at 0 or false.
-            empty = v is None or (v in ("", 0) and type(v) in (str, int, bool))
-            if empty and (v is None or not _optional(type(value), name)):
+            optional = _optional(type(value), name)
+            if v is None or (v in ("", 0) and type(v) in (str, int, bool) and not optional):
                 continue
             encoded = _encode(v)
-            if encoded in ({}, []):
-                continue
+            if encoded in ({}, []) and not optional:
+                continue  # an optional object is a Go pointer: ``tcpSocket: {}`` is kept
             out[key] = encoded
         return out
     if isinstance(value, tuple):
