@@ -1,4 +1,4 @@
-"""``python -m autoscaler [--cluster-file PATH]``: Knative's autoscaler, configured by env.
+"""``python -m autoscaler [--cluster-file PATH | --platform URL]``: Knative's autoscaler.
 
 Environment (nothing below this module reads it):
     AUTOSCALER_STAT_PORT     the activators' stat WebSocket (default 8080)
@@ -11,8 +11,9 @@ Environment (nothing below this module reads it):
     AUTOSCALER_MAX_SCRAPES_IN_FLIGHT   pod scrapes at once (default 100)
     AUTOSCALER_LOG_LEVEL     DEBUG, INFO (default), WARNING, ERROR
 
-Revisions and their pods come from ``--cluster-file`` until the local platform serves them
-over its HTTP API: the activator's cluster file (activator/cluster_file.py), in which the
+With ``--platform URL`` revisions and pods come from the local platform's API (``knpy serve``
+passes its own) and decisions go back to it (shared/seams_http.py). Otherwise they come from
+``--cluster-file``: the activator's cluster file (activator/cluster_file.py), in which the
 autoscaler also reads, per revision, ``annotations`` (the autoscaling.knative.dev/* ones),
 ``service`` and ``configuration``, and per endpoint ``metricsPort`` (the queue-proxy's stats
 port, default 9090) and ``startedAt`` (Unix seconds, default 0: "old"). Decisions go to the
@@ -104,7 +105,7 @@ def _key(rev: dict[str, Any]) -> Any:
     return RevisionKey(str(rev.get("namespace", "default")), str(rev.get("name", "")))
 
 
-async def _serve(service_cfg: Any, cluster: Any) -> None:
+async def _serve(service_cfg: Any, cluster: Any, platform: str | None = None) -> None:
     import asyncio
     import signal
 
@@ -114,13 +115,24 @@ async def _serve(service_cfg: Any, cluster: Any) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if platform is not None:
+        from shared.seams_http import http_cluster
+
+        async with (
+            http_cluster(platform) as remote,
+            AutoscalerService(service_cfg, remote, remote, remote),
+        ):
+            await stop.wait()
+        return
     async with AutoscalerService(service_cfg, cluster, cluster, cluster):
         await stop.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="autoscaler", description=__doc__.splitlines()[0])
-    parser.add_argument("--cluster-file", type=Path, help="static revisions and endpoints")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--cluster-file", type=Path, help="static revisions and endpoints")
+    source.add_argument("--platform", metavar="URL", help="the local platform's API (knpy serve)")
     args = parser.parse_args(argv)
     env = dict(os.environ)
     logging.basicConfig(
@@ -138,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import uvloop
 
-    uvloop.run(_serve(cfg, cluster))
+    uvloop.run(_serve(cfg, cluster, args.platform))
     return 0
 
 
