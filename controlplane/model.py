@@ -188,8 +188,7 @@ class Problem:
         for line in render_field_errors(self.errors):
             first, _, details = line.partition("\n")
             out.append(f"{self.where}: {first}")
-            if details:
-                out.append(f"  {details}")
+            out.extend(f"  {line}" for line in details.splitlines())
         return out
 
 
@@ -445,7 +444,9 @@ _KINDS: Final[Mapping[tuple[str, str], type[Resource]]] = MappingProxyType(
 def describe(resource: Resource) -> str:
     """``Service default/hello``: how errors and logs name a resource."""
     meta = resource.metadata
-    name = f"{meta.namespace}/{meta.name}" if meta.namespace else meta.name or "<no name>"
+    name = meta.name or "<no name>"
+    if meta.namespace:
+        name = f"{meta.namespace}/{name}"
     return f"{resource.KIND} {name}"
 
 
