@@ -206,8 +206,8 @@ class Store:
         counts = dict(
             self._db.execute("SELECT kind, COUNT(*) FROM objects GROUP BY kind").fetchall()
         )
-        inner = " ".join(f"{k.lower()}s={n}" for k, n in sorted(counts.items()))
-        return f"<Store {self.path} {inner}>".replace("  ", " ")
+        parts = [str(self.path), *(f"{k.lower()}s={n}" for k, n in sorted(counts.items()))]
+        return f"<Store {' '.join(parts)}>"
 
     def close(self) -> None:
         self._db.close()
