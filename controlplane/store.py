@@ -80,6 +80,8 @@ from .validation import (
     AnnotationCheck,
     ConfigMapCheck,
     ValidationContext,
+    check_autoscaler_config,
+    check_autoscaling_annotations,
     field_errors,
     update_errors,
 )
@@ -159,9 +161,9 @@ class Store:
     Args:
         state_dir: created if missing.
         clock: Unix time for creation timestamps and condition transitions.
-        check_autoscaling_annotations, check_autoscaler_config: the autoscaler's validation of
-            ``autoscaling.knative.dev/*`` annotations and of config-autoscaler (see
-            ``validation.ValidationContext``); without them those are not checked.
+        check_autoscaling_annotations, check_autoscaler_config: the validation of
+            ``autoscaling.knative.dev/*`` annotations and of config-autoscaler; the
+            autoscaler's own by default, None to skip it.
     """
 
     def __init__(
@@ -169,8 +171,8 @@ class Store:
         state_dir: str | Path,
         *,
         clock: Callable[[], float] = time.time,
-        check_autoscaling_annotations: AnnotationCheck | None = None,
-        check_autoscaler_config: ConfigMapCheck | None = None,
+        check_autoscaling_annotations: AnnotationCheck | None = check_autoscaling_annotations,
+        check_autoscaler_config: ConfigMapCheck | None = check_autoscaler_config,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)

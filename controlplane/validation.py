@@ -18,9 +18,10 @@ platform adds one rule: a container needs a ``command`` (knpy runs it; it pulls 
 ``validate_update(new, old)`` adds the checks against what is stored: a Revision's spec is
 immutable, and a template whose name the user fixed may not change without a new name.
 
-Autoscaling annotations and config-autoscaler belong to the autoscaler: ``ValidationContext``
-takes its checks as plain functions raising ``ConfigError(name, reason)`` and reports their
-errors at ``metadata.annotations.<key>`` and ``data.<key>``.
+Autoscaling annotations and config-autoscaler belong to the autoscaler (autoscaler/config.py,
+Knative's rules): ``ValidationContext`` calls its parsers through two plain functions raising
+``ConfigError(name, reason)`` and reports their errors at
+``spec.template.metadata.annotations.<key>`` and ``data.<key>``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 
+from autoscaler.config import AutoscalerConfig, RevisionAutoscaling
 from shared.envconfig import ConfigError
 
 from .defaults import DefaultsConfig, set_defaults
@@ -65,10 +67,15 @@ __all__ = [
     "FieldError",
     "ValidationContext",
     "ValidationError",
+    "check_autoscaler_config",
+    "check_autoscaling_annotations",
+    "diff",
+    "dns1035_problems",
     "field_errors",
     "update_errors",
     "validate",
     "validate_update",
+    "verify_name_change",
 ]
 
 AUTOSCALING_GROUP: Final = "autoscaling.knative.dev"
@@ -87,10 +94,27 @@ _DNS1123: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _QUALIFIED: Final = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
 
 # Raises ConfigError(annotation key, reason) for bad autoscaling annotations, given the
-# template's annotations, its containerConcurrency and config-autoscaler's data.
-AnnotationCheck = Callable[[Mapping[str, str], int, Mapping[str, str]], None]
+# template's annotations, its containerConcurrency and config-autoscaler's data; an error with
+# an ``errors`` tuple of (key, reason) pairs reports each of them.
+AnnotationCheck = Callable[[Mapping[str, str], int, Mapping[str, str]], object]
 # Raises ConfigError(key, reason) for bad config-autoscaler data.
 ConfigMapCheck = Callable[[Mapping[str, str]], object]
+
+
+def check_autoscaling_annotations(
+    annotations: Mapping[str, str], container_concurrency: int, autoscaler_data: Mapping[str, str]
+) -> None:
+    """The autoscaler's own validation of ``autoscaling.knative.dev/*`` annotations."""
+    try:
+        cfg = AutoscalerConfig.from_configmap(autoscaler_data)
+    except ConfigError:
+        cfg = AutoscalerConfig()  # config-autoscaler is checked where it is applied
+    RevisionAutoscaling.from_annotations(annotations, container_concurrency, cfg)
+
+
+def check_autoscaler_config(data: Mapping[str, str]) -> None:
+    """The autoscaler's own validation of config-autoscaler's data."""
+    AutoscalerConfig.from_configmap(data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +123,8 @@ class ValidationContext:
 
     defaults: DefaultsConfig = field(default_factory=DefaultsConfig)
     autoscaler_data: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    check_autoscaling_annotations: AnnotationCheck | None = None
-    check_autoscaler_config: ConfigMapCheck | None = None
+    check_autoscaling_annotations: AnnotationCheck | None = check_autoscaling_annotations
+    check_autoscaler_config: ConfigMapCheck | None = check_autoscaler_config
 
 
 def validate(resource: Resource, ctx: ValidationContext | None = None) -> None:
@@ -290,7 +314,13 @@ def _annotations(
     try:
         check(annotations, spec.container_concurrency or 0, ctx.autoscaler_data)
     except ConfigError as e:
-        return [FieldError(e.reason, (e.name if e.name in annotations else "",))]
+        pairs: Sequence[tuple[str, str]] = getattr(e, "errors", ((e.name, e.reason),))
+        # containerConcurrency is the spec's own check; every other key is an annotation's.
+        return [
+            FieldError(reason, (key if key in annotations else "",))
+            for key, reason in pairs
+            if key != "containerConcurrency"
+        ]
     return []
 
 

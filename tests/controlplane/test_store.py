@@ -339,3 +339,31 @@ def test_child_name(parent: str, suffix: str, expected: str) -> None:
     name = child_name(parent, suffix)
     assert name == expected
     assert len(name) <= 63 and name.endswith(suffix)
+
+
+def test_config_autoscaler_limits_later_annotations(store: Store) -> None:
+    config_autoscaler = """\
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: config-autoscaler, namespace: knative-serving}
+data: {max-scale-limit: "5", max-scale: "5"}
+---
+"""
+    annotated = """\
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {name: hello}
+spec:
+  template:
+    metadata:
+      annotations: {autoscaling.knative.dev/max-scale: "10"}
+    spec:
+      containers: [{command: [./run]}]
+"""
+    with pytest.raises(ValidationError) as e:
+        store.apply_text(config_autoscaler + annotated)
+    assert str(e.value) == (
+        "Service default/hello: expected 1 <= 10 <= 5: "
+        "spec.template.metadata.annotations.autoscaling.knative.dev/max-scale"
+    )
+    assert store.configmap("config-autoscaler") is None  # refused with the Service

@@ -579,3 +579,20 @@ def test_field_error_via_flattens_like_knative() -> None:
     assert e.paths == ("spec.traffic[1].percent",)
     assert FieldError("sum", ("",)).via("traffic").via("spec").paths == ("spec.traffic",)
     assert field_errors(from_dict(service())) == []
+
+
+def test_autoscalers_own_rules_by_default() -> None:
+    annotations = {
+        "autoscaling.knative.dev/min-scale": "-1",
+        "autoscaling.knative.dev/max-scale": "x",
+        "autoscaling.knative.dev/target": "5",
+    }
+    doc = with_(
+        service, lambda d: d["spec"]["template"].update(metadata={"annotations": annotations})
+    )
+    prefix = "spec.template.metadata.annotations.autoscaling.knative.dev"
+    assert errors_of(doc) == [
+        S + f"expected 0 <= -1 <= 2147483647: {prefix}/min-scale",
+        S + f"invalid value: x: {prefix}/max-scale",
+    ]
+    validate(from_dict(doc), ValidationContext(check_autoscaling_annotations=None))
