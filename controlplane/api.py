@@ -26,6 +26,7 @@ from typing import Any, Final, Protocol, TypeVar
 
 from aiohttp import web
 
+from controlplane.ingress import ColdStarts
 from shared.seams import (
     Endpoint,
     InMemoryCluster,
@@ -96,6 +97,9 @@ class PlatformSeams(InMemoryCluster):
         self._latest.pop(key, None)
         self._endpoints.pop(key, None)
 
+    def revision_keys(self) -> set[RevisionKey]:
+        return set(self._revisions.value)
+
     def watch_all_endpoints(self) -> AsyncIterator[Mapping[RevisionKey, tuple[Endpoint, ...]]]:
         return self._all_endpoints.watch()
 
@@ -132,7 +136,7 @@ class Platform(Protocol):
         """
         ...
 
-    def list(self, kind: str, namespace: str | None) -> list[Json]: ...
+    def list_kind(self, kind: str, namespace: str | None) -> list[Json]: ...
 
     def get(self, kind: str, namespace: str, name: str) -> Json | None: ...
 
@@ -147,10 +151,12 @@ class PlatformApi:
         seams: PlatformSeams,
         platform: Platform | None = None,
         *,
+        cold_starts: ColdStarts | None = None,
         keepalive_s: float = KEEPALIVE_S,
     ) -> None:
         self.seams = seams
         self.platform = platform
+        self.cold_starts = cold_starts
         self.keepalive_s = keepalive_s
         self._closing = asyncio.Event()
         self.app = web.Application(client_max_size=MAX_APPLY_BYTES)
@@ -168,6 +174,7 @@ class PlatformApi:
                 web.get("/apis/v1/{kind}/{namespace}/{name}", self._get),
                 web.delete("/apis/v1/services/{namespace}/{name}", self._delete),
                 web.get("/healthz", self._healthz),
+                web.get("/metrics", self._metrics),
             ]
         )
 
@@ -289,7 +296,7 @@ class PlatformApi:
         if kind not in RESOURCE_KINDS:
             return _error(404, [f"unknown resource kind {kind!r}; one of {RESOURCE_KINDS}"])
         try:
-            items = self._require_platform().list(kind, request.match_info.get("namespace"))
+            items = self._require_platform().list_kind(kind, request.match_info.get("namespace"))
         except ApiError as err:
             return _error(err.status, err.messages)
         return web.json_response({"apiVersion": "v1", "kind": "List", "items": items})
@@ -318,6 +325,32 @@ class PlatformApi:
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        text = render_cold_starts(self.cold_starts) if self.cold_starts is not None else ""
+        return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+
+def render_cold_starts(cold: ColdStarts) -> str:
+    """The cold starts as a Prometheus histogram, one series per revision.
+
+    Rendered from the samples when scraped: a scrape every 15 s costs less than keeping
+    bucket counters beside the ingress's own record.
+    """
+    name = "knpy_cold_start_seconds"
+    lines = [
+        f"# HELP {name} First request of a revision at zero pods to its first response byte.",
+        f"# TYPE {name} histogram",
+    ]
+    for key, samples in sorted(cold.by_revision.items()):
+        labels = f'namespace="{key.namespace}",revision="{key.name}"'
+        for bound in ColdStarts.BOUNDS_S:
+            count = sum(1 for s in samples if s <= bound)
+            lines.append(f'{name}_bucket{{{labels},le="{bound}"}} {count}')
+        lines.append(f'{name}_bucket{{{labels},le="+Inf"}} {len(samples)}')
+        lines.append(f"{name}_sum{{{labels}}} {sum(samples)}")
+        lines.append(f"{name}_count{{{labels}}} {len(samples)}")
+    return "\n".join(lines) + "\n"
 
 
 def _error(status: int, messages: list[str]) -> web.Response:

@@ -53,7 +53,9 @@ __all__ = [
     "PodTemplate",
     "ProbeSettings",
     "ScalePlan",
+    "free_port",
     "plan_scale",
+    "terminate",
 ]
 
 _log = logging.getLogger(__name__)
@@ -493,7 +495,7 @@ class PodManager:
                     start_new_session=True,
                 )
         except OSError:
-            await _terminate(pod.user, 0.0)
+            await terminate(pod.user, 0.0)
             raise
         rev.pods[name] = pod
         loop = asyncio.get_running_loop()
@@ -522,8 +524,8 @@ class PodManager:
         template = pod.template
         queue_limit = self.drain_period_s + template.timeout_s + QUEUE_STOP_MARGIN_S
         try:
-            await _terminate(pod.queue, queue_limit)
-            await _terminate(pod.user, USER_STOP_GRACE_S)
+            await terminate(pod.queue, queue_limit)
+            await terminate(pod.user, USER_STOP_GRACE_S)
         finally:
             if rev.pods.get(pod.name) is pod:
                 del rev.pods[pod.name]
@@ -605,7 +607,7 @@ async def _probe_once(
         return False
 
 
-async def _terminate(proc: asyncio.subprocess.Process | None, grace_s: float) -> None:
+async def terminate(proc: asyncio.subprocess.Process | None, grace_s: float) -> None:
     """SIGTERM, wait up to ``grace_s``, then SIGKILL; always reaps the process."""
     if proc is None or proc.returncode is not None:
         if proc is not None:

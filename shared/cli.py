@@ -1,16 +1,47 @@
-"""``knpy``: one command, a subcommand per component."""
+"""``knpy``: one command, a subcommand per component, and the local platform's commands.
+
+``knpy serve`` runs the platform in the foreground (controlplane/serve.py); ``apply``, ``get``
+and ``delete`` talk to its API (``--api``, the local one by default) with the standard
+library's HTTP client, so they start fast and need no event loop.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import runpy
 import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 _COMPONENTS = {
     "queue-proxy": ("queueproxy", "the per-pod sidecar (configured by Knative's environment)"),
     "activator": ("activator", "the shared buffering proxy"),
     "autoscaler": ("autoscaler", "stats collection and the KPA decider"),
 }
+DEFAULT_API = "http://127.0.0.1:9080"
+API_TIMEOUT_S = 30.0
+# Plural resource names of the API, by every name a person may type (kubectl's and kn's).
+KINDS = {
+    "services": "services",
+    "service": "services",
+    "ksvc": "services",
+    "revisions": "revisions",
+    "revision": "revisions",
+    "rev": "revisions",
+    "routes": "routes",
+    "route": "routes",
+}
+
+Json = dict[str, Any]
+
+
+class ApiFailure(Exception):
+    """The API refused a request or could not be reached; the message is for a person."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="a sample app behind a queue-proxy, a short load, metrics")
     demo.add_argument("--seconds", type=float, default=5.0, help="length of the load")
     demo.add_argument("--concurrency", type=int, default=8, help="concurrent clients")
+    _platform_commands(sub)
     args, rest = parser.parse_known_args(argv)
     if args.command is None:
         parser.print_help()
@@ -31,10 +63,219 @@ def main(argv: list[str] | None = None) -> int:
         from shared.demo import run_demo
 
         return run_demo(seconds=args.seconds, concurrency=args.concurrency)
-    module = _COMPONENTS[args.command][0]
-    sys.argv = [f"knpy {args.command}", *rest]
-    runpy.run_module(module, run_name="__main__", alter_sys=True)
+    if args.command in _COMPONENTS:
+        module = _COMPONENTS[args.command][0]
+        sys.argv = [f"knpy {args.command}", *rest]
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        return 0
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except ApiFailure as err:
+        print(f"Error: {err}", file=sys.stderr)
+        return 1
+
+
+def _platform_commands(sub: Any) -> None:
+    serve = sub.add_parser("serve", help="the local platform: Knative Service YAML on one machine")
+    serve.add_argument("--port", type=int, default=8080, help="the ingress port")
+    serve.add_argument("--api-port", type=int, default=9080, help="the platform API port")
+    serve.add_argument(
+        "--state-dir", type=Path, default=Path(".knpy"), help="resources, revision history, logs"
+    )
+    serve.add_argument("-f", "--filename", action="append", default=[], type=Path, help="apply")
+    serve.set_defaults(run=_serve)
+
+    def with_api(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--api", default=os.environ.get("KNPY_API", DEFAULT_API), help="API URL")
+        return p
+
+    apply = with_api(sub.add_parser("apply", help="create or update resources from YAML/JSON"))
+    apply.add_argument("-f", "--filename", action="append", required=True, help="file, or -")
+    apply.set_defaults(run=_apply)
+
+    get = with_api(sub.add_parser("get", help="show services, revisions or routes"))
+    get.add_argument("kind", choices=sorted(KINDS), metavar="services|revisions|routes")
+    get.add_argument("name", nargs="?")
+    get.add_argument("-n", "--namespace", default=None, help="default: every namespace")
+    get.add_argument("-o", "--output", choices=("json", "yaml"), default=None)
+    get.set_defaults(run=_get)
+
+    delete = with_api(sub.add_parser("delete", help="delete a service and what it owns"))
+    delete.add_argument("kind", choices=("service", "services", "ksvc"), metavar="service")
+    delete.add_argument("name")
+    delete.add_argument("-n", "--namespace", default="default")
+    delete.set_defaults(run=_delete)
+
+
+# -- the commands --------------------------------------------------------------------------------
+def _serve(args: argparse.Namespace) -> int:
+    from controlplane.serve import ServeConfig, run_serve
+
+    return run_serve(
+        ServeConfig(
+            port=args.port,
+            api_port=args.api_port,
+            state_dir=args.state_dir,
+            files=tuple(args.filename),
+        )
+    )
+
+
+def _apply(args: argparse.Namespace) -> int:
+    for name in args.filename:
+        text = sys.stdin.read() if name == "-" else _read(Path(name))
+        result = call(args.api, "POST", "/apis/v1/apply", text.encode(), "application/yaml")
+        for line in apply_lines(result):
+            print(line)
     return 0
+
+
+def _get(args: argparse.Namespace) -> int:
+    kind = KINDS[args.kind]
+    if args.name:
+        path = f"/apis/v1/{kind}/{args.namespace or 'default'}/{args.name}"
+        items = [call(args.api, "GET", path)]
+    else:
+        path = f"/apis/v1/{kind}" + (f"/{args.namespace}" if args.namespace else "")
+        items = call(args.api, "GET", path)["items"]
+    if args.output == "json":
+        doc = items[0] if args.name else {"apiVersion": "v1", "kind": "List", "items": items}
+        print(json.dumps(doc, indent=2))
+    elif args.output == "yaml":
+        import yaml
+
+        doc = items[0] if args.name else {"apiVersion": "v1", "kind": "List", "items": items}
+        print(yaml.safe_dump(doc, sort_keys=False), end="")
+    elif not items:
+        print(f"No {kind} found.")
+    else:
+        print(render_table(kind, items))
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    call(args.api, "DELETE", f"/apis/v1/services/{args.namespace}/{args.name}")
+    print(f"Service '{args.name}' deleted in namespace '{args.namespace}'.")
+    return 0
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as err:
+        raise ApiFailure(f"cannot read {path}: {err.strerror}") from None
+
+
+# -- the API client ------------------------------------------------------------------------------
+def call(
+    api: str, method: str, path: str, body: bytes | None = None, content_type: str = ""
+) -> Json:
+    """One request to the platform API; its JSON answer, or ApiFailure with its message."""
+    request = urllib.request.Request(api.rstrip("/") + path, data=body, method=method)
+    if content_type:
+        request.add_header("Content-Type", content_type)
+    try:
+        with urllib.request.urlopen(request, timeout=API_TIMEOUT_S) as resp:
+            answer: Json = json.loads(resp.read())
+            return answer
+    except urllib.error.HTTPError as err:
+        raise ApiFailure(_status_message(err.read()) or f"{err.code} {err.reason}") from None
+    except urllib.error.URLError as err:
+        raise ApiFailure(
+            f"cannot reach the knpy API at {api} ({err.reason}); is `knpy serve` running?"
+        ) from None
+
+
+def _status_message(body: bytes) -> str:
+    try:
+        status = json.loads(body)
+    except ValueError:
+        return body.decode(errors="replace").strip()
+    return str(status.get("message", "")) if isinstance(status, dict) else ""
+
+
+# -- output --------------------------------------------------------------------------------------
+def apply_lines(result: Json) -> list[str]:
+    """kubectl's one line per resource: ``service.serving.knative.dev/hello created``."""
+    return [f"{r['kind'].lower()}/{r['name']} {r['action']}" for r in result.get("results", [])]
+
+
+def render_table(kind: str, items: Sequence[Json]) -> str:
+    """kn's columns for each kind (cold start figures for revisions when there are some)."""
+    rows: list[list[str]]
+    if kind == "services":
+        header = ["NAMESPACE", "NAME", "URL", "LATEST", "READY"]
+        rows = [
+            [
+                _meta(i, "namespace"),
+                _meta(i, "name"),
+                _status(i, "url"),
+                _status(i, "latestReadyRevisionName"),
+                _ready(i),
+            ]
+            for i in items
+        ]
+    elif kind == "routes":
+        header = ["NAMESPACE", "NAME", "URL", "READY"]
+        rows = [
+            [_meta(i, "namespace"), _meta(i, "name"), _status(i, "url"), _ready(i)] for i in items
+        ]
+    else:
+        header = ["NAMESPACE", "NAME", "SERVICE", "TRAFFIC", "TAGS", "ACTUAL", "DESIRED", "READY"]
+        header += ["COLD STARTS", "COLD P50", "COLD P99"]
+        rows = []
+        for i in items:
+            labels = i.get("metadata", {}).get("labels", {})
+            cold = i.get("status", {}).get("coldStarts") or {}
+            rows.append(
+                [
+                    _meta(i, "namespace"),
+                    _meta(i, "name"),
+                    labels.get("serving.knative.dev/service", ""),
+                    _percent(i),
+                    ",".join(i.get("status", {}).get("tags", [])),
+                    _status(i, "actualReplicas", "0"),
+                    _status(i, "desiredReplicas", "0"),
+                    _ready(i),
+                    str(cold.get("count", "")),
+                    _secs(cold, "p50_s"),
+                    _secs(cold, "p99_s"),
+                ]
+            )
+    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
+    return "\n".join(
+        "   ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *rows]
+    )
+
+
+def _meta(item: Json, key: str) -> str:
+    return str(item.get("metadata", {}).get(key, ""))
+
+
+def _status(item: Json, key: str, default: str = "") -> str:
+    value = item.get("status", {}).get(key)
+    return default if value is None else str(value)
+
+
+def _ready(item: Json) -> str:
+    for cond in item.get("status", {}).get("conditions", []):
+        if cond.get("type") == "Ready":
+            return str(cond.get("status", "Unknown"))
+    return "Unknown"
+
+
+def _percent(item: Json) -> str:
+    percent = item.get("status", {}).get("trafficPercent")
+    return f"{percent}%" if percent else ""
+
+
+def _secs(cold: Json, key: str) -> str:
+    value = cold.get(key)
+    return f"{value:.2f}s" if isinstance(value, int | float) else ""
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -13,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from controlplane.api import PlatformApi, PlatformSeams, start_api
+from controlplane.pods import free_port
 from shared.seams import Endpoint, Mode, RevisionKey, RevisionSpec, ScaleDecision
 from shared.seams_http import (
     HttpCluster,
@@ -44,13 +44,6 @@ def test_wire_round_trips() -> None:
     assert decision_from_json(decision_to_json(decision)) == decision
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @dataclass
 class Server:
     seams: PlatformSeams
@@ -75,7 +68,7 @@ class Server:
 
 @pytest.fixture
 async def server() -> AsyncIterator[Server]:
-    srv = Server(PlatformSeams(), _free_port())
+    srv = Server(PlatformSeams(), free_port())
     srv.seams.on_decision = srv.decisions.append
     await srv.start()
     try:
@@ -175,7 +168,7 @@ async def test_stream_shape_and_keepalive(server: Server) -> None:
 
 
 async def test_start_without_a_platform_does_not_fail() -> None:
-    client = HttpCluster(f"http://127.0.0.1:{_free_port()}")
+    client = HttpCluster(f"http://127.0.0.1:{free_port()}")
     try:
         assert await client.start(0.3) is False
         assert client.get(KEY) is None
