@@ -2,7 +2,8 @@
 
 Theory of operation. A request's Host names a route: ``<service>.<namespace>.localhost`` is the
 service's default route and ``<tag>-<service>.<namespace>.localhost`` a tag route (Knative's
-default domain template with ``localhost`` as the domain). A route is a list of
+default domain template with ``localhost`` as the domain; the names come from
+``controlplane.traffic.host_name`` and the table from ``Store.hosts()``). A route is a list of
 revisions with percents; one is drawn at random with those weights (E.g. 80/20: a draw in
 [0, 0.8) picks the first). Then, as Knative's ServerlessService mode says:
 
@@ -32,8 +33,6 @@ from shared.proxy.exchange import Exchange
 from shared.proxy.http1 import HOP_BY_HOP, error_body, simple_response
 from shared.proxy.upstream import UpstreamPool
 from shared.seams import Endpoint, EndpointsSource, Mode, RevisionKey
-
-LOCAL_DOMAIN: Final = "localhost"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,12 +66,6 @@ class Route:
         """The target for a uniform ``draw`` in [0, 1)."""
         i = bisect.bisect_right(self._bounds, draw)
         return self.targets[min(i, len(self.targets) - 1)].key
-
-
-def route_host(service: str, namespace: str, tag: str | None = None) -> str:
-    """Knative's host names under the local domain."""
-    name = f"{tag}-{service}" if tag else service
-    return f"{name}.{namespace}.{LOCAL_DOMAIN}"
 
 
 class ColdStarts:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from controlplane.ingress import ColdStarts, Ingress, Route, Target, route_host
+from controlplane.ingress import ColdStarts, Ingress, Route, Target
 from shared.proxy.server import ProxyServer
 from shared.seams import Endpoint, InMemoryCluster, Mode, RevisionKey
 
@@ -43,17 +43,6 @@ def test_route_split_holds_over_many_draws() -> None:
 def test_route_needs_a_live_target() -> None:
     with pytest.raises(ValueError):
         Route((Target(R1, 0),))
-
-
-@pytest.mark.parametrize(
-    ("tag", "want"),
-    [
-        pytest.param(None, "hello.default.localhost", id="default route"),
-        pytest.param("canary", "canary-hello.default.localhost", id="tag route"),
-    ],
-)
-def test_route_host(tag: str | None, want: str) -> None:
-    assert route_host("hello", "default", tag) == want
 
 
 def test_cold_start_summary() -> None:
