@@ -12,6 +12,7 @@ import asyncio
 import json
 import sys
 import time
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -25,13 +26,29 @@ async def _get(client: aiohttp.ClientSession, url: str, headers: dict[str, str])
         return 0
 
 
+async def _first(url: str, headers: dict[str, str]) -> tuple[float, asyncio.Task[int]]:
+    """Send the first request by hand, so that its send time is known to the microsecond."""
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    path = parts.path + ("?" + parts.query if parts.query else "")
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n{lines}\r\n".encode())
+    await writer.drain()
+    sent = time.monotonic()
+
+    async def status() -> int:
+        line = await reader.readline()
+        writer.close()
+        return int(line.split()[1]) if line else 0
+
+    return sent, asyncio.ensure_future(status())
+
+
 async def main(url: str, n: int, headers: dict[str, str]) -> None:
     async with aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=60)
     ) as client:
-        started = time.monotonic()
-        first = asyncio.ensure_future(_get(client, url, headers))
-        await asyncio.sleep(0.001)  # the first request leaves before the rest
+        started, first = await _first(url, headers)
         rest = [asyncio.ensure_future(_get(client, url, headers)) for _ in range(n - 1)]
         statuses = await asyncio.gather(first, *rest)
     print(json.dumps({"started": started, "statuses": statuses}), flush=True)
