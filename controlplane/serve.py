@@ -255,8 +255,8 @@ class LocalPlatform:
                 scale = initial_scale(spec.annotations, spec.container_concurrency, data)
                 self.pods.scale(spec.key, scale if wanted else 0)
         for key in self.seams.revision_keys() - keys:
+            self.pods.forget(key)  # publishes no endpoints, then the revision goes
             self.seams.delete_revision(key)
-            self.pods.forget(key)
             self._ready_once.discard(key)
 
     def _sync_routes(self) -> None:
@@ -584,7 +584,12 @@ async def serve(cfg: ServeConfig, stop: asyncio.Event) -> int:
         print(f"knpy serve: {err}", file=sys.stderr)
         platform.store.close()
         return 1
-    await platform.start()
+    try:
+        await platform.start()
+    except OSError as err:  # a port in use, most likely
+        print(f"knpy serve: cannot start: {err}", file=sys.stderr)
+        await platform.stop()
+        return 1
     print(
         f"knpy serve: ingress http://{cfg.host}:{cfg.port} (Host: <service>.<namespace>.localhost),"
         f" API {platform.api_url}, state {platform.state_dir}",
