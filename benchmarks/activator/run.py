@@ -1,0 +1,305 @@
+"""Activator benchmark: a queue-proxy reached directly, through the activator, and through nginx.
+
+Theory of operation. One session of fresh processes on 127.0.0.1, reusing the queue-proxy
+benchmark's harness (benchmarks/queueproxy/run.py: process groups, wrk/k6 runners, RSS):
+
+    core 0: the app (benchmarks/queueproxy/app.py) and the load generator (wrk, k6)
+    core 1: the queue-proxy, and the activator or nginx in front of it
+
+1. saturation, ``wrk -t1 -c64``: direct to the queue-proxy; through ``python -m activator``
+   (containerConcurrency 0, the revision routed by Knative-Serving-* headers); through nginx
+   (one worker, keep-alive upstream) -> req/s, and activator / nginx.
+2. added p50 at half saturation: k6 constant-arrival-rate at half the activator's saturated
+   rate (capped as the queue-proxy benchmark caps it), direct and through the activator, same
+   headers -> p50 through the activator minus p50 direct.
+3. memory of a cold queue: 10,000 requests to a revision with no pod, each on its own
+   connection, held by the activator (its queue depth is Knative's 10,000) -> the activator's
+   RSS before and with all of them queued.
+4. time to first request: a revision whose only pod is not up yet; 100 requests held; the
+   pod's queue-proxy is started, and this process polls it (``K-Network-Probe: queue``,
+   every 2 ms) -> time from its first 200 to the first held request's response (an upper
+   bound of "reached the pod"). The activator probes every 200 ms (Knative's probeFrequency).
+
+The activator gets a cluster file (revisions and endpoints; activator/cluster_file.py) and an
+autoscaler URL nobody listens on: its stats are dropped, which costs it nothing.
+
+Run: .venv/bin/python benchmarks/activator/run.py [--quick] [--out PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+
+
+def _load_qpbench() -> ModuleType:
+    """The queue-proxy benchmark module, imported by path (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("qpbench", REPO / "benchmarks/queueproxy/run.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["qpbench"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+qp = _load_qpbench()
+
+NAMESPACE = "bench"
+WARM = "bench-00001"
+COLD = "cold-00001"
+LATE = "late-00001"
+ROUTE = {"Knative-Serving-Namespace": NAMESPACE, "Knative-Serving-Revision": WARM}
+QUEUED_REQUESTS = 10_000
+LATE_REQUESTS = 100
+READY_POLL_S = 0.002
+
+K6_SCRIPT = qp.K6_SCRIPT.replace(
+    "http.get(__ENV.URL);",
+    "http.get(__ENV.URL, { headers: %s });" % json.dumps(ROUTE),
+)
+
+
+def start_activator(h: Any, cluster: dict[str, Any]) -> tuple[int, int, int]:
+    """python -m activator on the test core; returns (serving port, metrics port, pid)."""
+    cluster_file = h.workdir / "cluster.json"
+    cluster_file.write_text(json.dumps(cluster))
+    port, metrics, dead = qp.free_port(), qp.free_port(), qp.free_port()
+    env = {
+        "PYTHONPATH": str(REPO),
+        "POD_NAME": "activator-bench",
+        "POD_IP": "127.0.0.1",
+        "ACTIVATOR_BIND_HOST": "127.0.0.1",
+        "ACTIVATOR_SERVING_PORT": str(port),
+        "ACTIVATOR_METRICS_PORT": str(metrics),
+        "ACTIVATOR_AUTOSCALER_URL": f"ws://127.0.0.1:{dead}",
+        "ACTIVATOR_DRAIN_TIMEOUT_SECONDS": "0",
+    }
+    argv = [sys.executable, "-m", "activator", "--cluster-file", str(cluster_file)]
+    proc = h.children.spawn("activator", argv, core=h.test_core, env=env, cwd=REPO)
+    qp.wait_ready(proc, h.children, port, headers=ROUTE, body=qp.APP_BODY)
+    return port, metrics, proc.pid
+
+
+def wrk(h: Any, url: str, headers: dict[str, str]) -> dict[str, Any]:
+    argv = ["wrk", "-t1", f"-c{h.connections}", f"-d{h.duration_s:g}s", "--latency"]
+    for name, value in headers.items():
+        argv += ["-H", f"{name}: {value}"]
+    return dict(qp.parse_wrk(h._run_tool(h._name("wrk"), [*argv, url])))
+
+
+async def _hold(port: int, revision: str, n: int) -> list[asyncio.StreamWriter]:
+    """Open n connections, each with one request for ``revision`` left waiting."""
+    request = (
+        f"GET / HTTP/1.1\r\nHost: bench\r\nKnative-Serving-Namespace: {NAMESPACE}\r\n"
+        f"Knative-Serving-Revision: {revision}\r\n\r\n"
+    ).encode()
+    writers: list[asyncio.StreamWriter] = []
+    for _ in range(n):
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request)
+        writers.append(writer)
+    return writers
+
+
+async def _queued(metrics_port: int, revision: str) -> float:
+    reader, writer = await asyncio.open_connection("127.0.0.1", metrics_port)
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
+    data = await reader.read(-1)
+    writer.close()
+    needle = f'kn_revision_request_queued{{k8s_namespace_name="{NAMESPACE}",kn_revision_name="{revision}"}} '
+    for line in data.decode().splitlines():
+        if line.startswith(needle):
+            return float(line[len(needle) :])
+    return 0.0
+
+
+def measure_queue_rss(port: int, metrics_port: int, pid: int) -> dict[str, Any]:
+    async def run() -> dict[str, Any]:
+        before = qp.rss_bytes(pid)
+        start = time.monotonic()
+        writers = await _hold(port, COLD, QUEUED_REQUESTS)
+        while await _queued(metrics_port, COLD) < QUEUED_REQUESTS:
+            if time.monotonic() - start > 60:
+                raise RuntimeError("the activator never held all the requests")
+            await asyncio.sleep(0.2)
+        held = qp.rss_bytes(pid)
+        for writer in writers:
+            writer.close()
+        return {
+            "requests": QUEUED_REQUESTS,
+            "rss_before_mib": round(before / 2**20, 1),
+            "rss_queued_mib": round(held / 2**20, 1),
+            "per_request_bytes": round((held - before) / QUEUED_REQUESTS),
+            "queue_filled_s": round(time.monotonic() - start, 2),
+        }
+
+    return asyncio.run(run())
+
+
+def measure_first_request(h: Any, port: int, late_port: int, app_port: int) -> dict[str, Any]:
+    async def probe_ready() -> float:
+        while True:
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", late_port)
+            except OSError:
+                await asyncio.sleep(READY_POLL_S)
+                continue
+            writer.write(b"GET / HTTP/1.1\r\nHost: q\r\nK-Network-Probe: queue\r\n\r\n")
+            line = await reader.readline()
+            writer.close()
+            if b" 200 " in line:
+                return time.monotonic()
+            await asyncio.sleep(READY_POLL_S)
+
+    async def first_response(readers: list[asyncio.StreamReader]) -> float:
+        waits = [asyncio.ensure_future(r.readline()) for r in readers]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        at = time.monotonic()
+        for w in waits:
+            w.cancel()
+        return at
+
+    async def run() -> dict[str, Any]:
+        request = (
+            f"GET / HTTP/1.1\r\nHost: bench\r\nKnative-Serving-Namespace: {NAMESPACE}\r\n"
+            f"Knative-Serving-Revision: {LATE}\r\n\r\n"
+        ).encode()
+        conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(LATE_REQUESTS)]
+        for _, writer in conns:
+            writer.write(request)
+        await asyncio.sleep(1.0)  # held, and the activator probing the absent pod
+        answered = asyncio.ensure_future(first_response([r for r, _ in conns]))
+        ready = asyncio.ensure_future(probe_ready())
+        start_late_queueproxy(h, app_port, late_port)
+        ready_at, first_at = await ready, await answered
+        for _, writer in conns:
+            writer.close()
+        return {"held": LATE_REQUESTS, "ready_to_first_ms": round((first_at - ready_at) * 1000, 1)}
+
+    return asyncio.run(run())
+
+
+def start_late_queueproxy(h: Any, app_port: int, port: int) -> None:
+    """The queue-proxy of the late pod, on the port the cluster file promised."""
+    env = {
+        "SERVING_NAMESPACE": NAMESPACE,
+        "SERVING_CONFIGURATION": "late",
+        "SERVING_REVISION": LATE,
+        "SERVING_POD": "late-pod",
+        "SERVING_POD_IP": "127.0.0.1",
+        "QUEUE_SERVING_PORT": str(port),
+        "QUEUE_ADMIN_PORT": str(qp.free_port()),
+        "QUEUE_METRICS_PORT": str(qp.free_port()),
+        "USER_METRICS_PORT": str(qp.free_port()),
+        "USER_PORT": str(app_port),
+        "CONTAINER_CONCURRENCY": "0",
+        "PYTHONPATH": str(REPO),
+    }
+    h.children.spawn(
+        "late-queue-proxy", [sys.executable, "-m", "queueproxy"], core=h.test_core, env=env
+    )
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 s runs instead of 10 s")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--out", type=Path, default=REPO / "results" / "activator-latest.json")
+    args = parser.parse_args(argv)
+    k6 = shutil.which("k6", path=str(qp.VENV_BIN)) or shutil.which("k6")
+    if shutil.which("wrk") is None or k6 is None:
+        print("wrk and k6 are required", file=sys.stderr)
+        return 2
+    cores = sorted(os.sched_getaffinity(0))
+    load_core, test_core = (cores[0], cores[1]) if len(cores) >= 2 else (None, None)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, qp._raise_exit)
+    workdir = Path(tempfile.mkdtemp(prefix="knpy-bench-act-"))
+    (workdir / "fixed-rate.js").write_text(K6_SCRIPT)  # Harness.k6_rate uses it as it is
+    children = qp.Children(workdir)
+    duration = 3.0 if args.quick else 10.0
+    h = qp.Harness(workdir, children, duration, args.connections, load_core, test_core, k6)
+    result: dict[str, Any] = {"benchmark": "activator", "when": time.strftime("%Y-%m-%dT%H:%M")}
+    try:
+        app_port, _ = qp.start_app(h, load_core)
+        qp_port, _ = qp.start_queueproxy(h, app_port)
+        late_port = qp.free_port()
+        assert _free(late_port)
+        cluster = {
+            "revisions": [
+                {
+                    "namespace": NAMESPACE,
+                    "name": WARM,
+                    "containerConcurrency": 0,
+                    "endpoints": [{"pod": "bench-pod", "host": "127.0.0.1", "port": qp_port}],
+                },
+                {"namespace": NAMESPACE, "name": COLD, "containerConcurrency": 1},
+                {
+                    "namespace": NAMESPACE,
+                    "name": LATE,
+                    "containerConcurrency": 10,
+                    "endpoints": [
+                        {"pod": "late-pod", "host": "127.0.0.1", "port": late_port, "ready": False}
+                    ],
+                },
+            ]
+        }
+        act_port, act_metrics, act_pid = start_activator(h, cluster)
+        direct_url = f"http://127.0.0.1:{qp_port}/"
+        act_url = f"http://127.0.0.1:{act_port}/"
+        sat_direct = wrk(h, direct_url, ROUTE)
+        sat_act = wrk(h, act_url, ROUTE)
+        act_idle_rss = qp.rss_bytes(act_pid)
+        nginx_port, _ = qp.start_nginx(h, qp_port)
+        sat_nginx = wrk(h, f"http://127.0.0.1:{nginx_port}/", {})
+        half = min(int(sat_act["rps"] / 2), h.half_rate_cap_rps)
+        k6_direct = h.k6_rate(direct_url, half)
+        k6_act = h.k6_rate(act_url, half)
+        result["saturation_rps"] = {
+            "queue-proxy direct": sat_direct["rps"],
+            "activator -> queue-proxy": sat_act["rps"],
+            "nginx -> queue-proxy": sat_nginx["rps"],
+            "activator / nginx": round(sat_act["rps"] / sat_nginx["rps"], 3),
+        }
+        result["half_rate"] = {
+            "rate_rps": half,
+            "p50_direct_ms": k6_direct["p50_ms"],
+            "p50_activator_ms": k6_act["p50_ms"],
+            "added_p50_ms": round(k6_act["p50_ms"] - k6_direct["p50_ms"], 3),
+            "dropped": [k6_direct["dropped"], k6_act["dropped"]],
+        }
+        result["activator_idle_rss_mib"] = round(act_idle_rss / 2**20, 1)
+        result["queue_memory"] = measure_queue_rss(act_port, act_metrics, act_pid)
+        result["first_request"] = measure_first_request(h, act_port, late_port, app_port)
+    finally:
+        children.kill_all()
+        shutil.rmtree(workdir, ignore_errors=True)
+    text = json.dumps(result, indent=2)
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
