@@ -420,7 +420,7 @@ class LocalServe:
         self.cfg = cfg
         self.state_dir = cfg.state_dir.resolve()
         self.api_url = f"http://{LOOPBACK}:{cfg.api_port}"
-        self.store = Store(self.state_dir, **_autoscaler_checks())
+        self.store = Store(self.state_dir)
         self.seams = PlatformSeams()
         self.cold_starts = ColdStarts()
         self.base_env = {**os.environ, **cfg.child_env}
@@ -559,19 +559,6 @@ class LocalServe:
             await asyncio.sleep(_INGRESS_CHECK_S)
         proxy.stop()
         proxy.abort_all()
-
-
-def _autoscaler_checks() -> dict[str, Any]:
-    """The autoscaler's own validation of annotations and config-autoscaler, for the store."""
-    from autoscaler.config import AutoscalerConfig, RevisionAutoscaling
-
-    def annotations(ann: Mapping[str, str], cc: int, data: Mapping[str, str]) -> None:
-        RevisionAutoscaling.from_annotations(ann, cc, AutoscalerConfig.from_configmap(data))
-
-    return {
-        "check_autoscaling_annotations": annotations,
-        "check_autoscaler_config": AutoscalerConfig.from_configmap,
-    }
 
 
 async def serve(cfg: ServeConfig, stop: asyncio.Event) -> int:
