@@ -70,7 +70,7 @@ READY_POLL_S = 0.002
 
 K6_SCRIPT = qp.K6_SCRIPT.replace(
     "http.get(__ENV.URL);",
-    "http.get(__ENV.URL, { headers: %s });" % json.dumps(ROUTE),
+    f"http.get(__ENV.URL, {{ headers: {json.dumps(ROUTE)} }});",
 )
 
 
@@ -121,7 +121,8 @@ async def _queued(metrics_port: int, revision: str) -> float:
     writer.write(b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
     data = await reader.read(-1)
     writer.close()
-    needle = f'kn_revision_request_queued{{k8s_namespace_name="{NAMESPACE}",kn_revision_name="{revision}"}} '
+    labels = f'k8s_namespace_name="{NAMESPACE}",kn_revision_name="{revision}"'
+    needle = f"kn_revision_request_queued{{{labels}}} "
     for line in data.decode().splitlines():
         if line.startswith(needle):
             return float(line[len(needle) :])
@@ -183,10 +184,11 @@ def measure_first_request(h: Any, port: int, late_port: int, app_port: int) -> d
         for _, writer in conns:
             writer.write(request)
         await asyncio.sleep(1.0)  # held, and the activator probing the absent pod
-        answered = asyncio.ensure_future(first_response([r for r, _ in conns]))
-        ready = asyncio.ensure_future(probe_ready())
+        # The queue-proxy takes a few hundred ms to start: both watches are up well before.
         start_late_queueproxy(h, app_port, late_port)
-        ready_at, first_at = await ready, await answered
+        ready_at, first_at = await asyncio.gather(
+            probe_ready(), first_response([r for r, _ in conns])
+        )
         for _, writer in conns:
             writer.close()
         return {"held": LATE_REQUESTS, "ready_to_first_ms": round((first_at - ready_at) * 1000, 1)}

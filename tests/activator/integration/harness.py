@@ -106,10 +106,8 @@ def endpoint_of(stack: Stack, ready: bool = True, name: str = "") -> Endpoint:
     )
 
 
-def activator_config(
-    autoscaler_url: str, *, serving_port: int = 0, **overrides: object
-) -> ActivatorConfig:
-    serving_port = serving_port or free_port()
+def activator_config(autoscaler_url: str, **overrides: object) -> ActivatorConfig:
+    serving_port = overrides.pop("serving_port", 0) or free_port()
     values: dict[str, object] = {
         "pod_name": f"activator-{serving_port}",
         "pod_ip": LOOPBACK,
