@@ -334,22 +334,20 @@ class PlatformApi:
 def render_cold_starts(cold: ColdStarts) -> str:
     """The cold starts as a Prometheus histogram, one series per revision.
 
-    Rendered from the samples when scraped: a scrape every 15 s costs less than keeping
-    bucket counters beside the ingress's own record.
+    The ingress keeps the counters; this only formats them.
     """
     name = "knpy_cold_start_seconds"
     lines = [
         f"# HELP {name} First request of a revision at zero pods to its first response byte.",
         f"# TYPE {name} histogram",
     ]
-    for key, samples in sorted(cold.by_revision.items()):
+    for key, series in sorted(cold.by_revision.items()):
         labels = f'namespace="{key.namespace}",revision="{key.name}"'
-        for bound in ColdStarts.BOUNDS_S:
-            count = sum(1 for s in samples if s <= bound)
+        for bound, count in zip(ColdStarts.BOUNDS_S, series.bucket_counts, strict=True):
             lines.append(f'{name}_bucket{{{labels},le="{bound}"}} {count}')
-        lines.append(f'{name}_bucket{{{labels},le="+Inf"}} {len(samples)}')
-        lines.append(f"{name}_sum{{{labels}}} {sum(samples)}")
-        lines.append(f"{name}_count{{{labels}}} {len(samples)}")
+        lines.append(f'{name}_bucket{{{labels},le="+Inf"}} {series.count}')
+        lines.append(f"{name}_sum{{{labels}}} {series.total_s}")
+        lines.append(f"{name}_count{{{labels}}} {series.count}")
     return "\n".join(lines) + "\n"
 
 

@@ -25,8 +25,9 @@ import asyncio
 import bisect
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from shared.proxy.exchange import Exchange
@@ -68,24 +69,50 @@ class Route:
         return self.targets[min(i, len(self.targets) - 1)].key
 
 
+@dataclass(slots=True)
+class ColdStartSeries:
+    """One revision's cold starts: cumulative histogram counts, and a window for quantiles."""
+
+    bucket_counts: list[int]
+    count: int = 0
+    total_s: float = 0.0
+    last_s: float = 0.0
+    recent: deque[float] = field(default_factory=lambda: deque(maxlen=ColdStarts.RECENT))
+
+
 class ColdStarts:
-    """Cold start durations (first request at zero pods to its first response byte)."""
+    """Cold start durations (first request at zero pods to its first response byte).
+
+    Memory stays bounded however long the platform runs: the histogram is counters, and the
+    median and p99 are taken over the last ``RECENT`` cold starts only.
+    """
 
     BOUNDS_S: Final = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
+    RECENT: Final = 1000
 
     def __init__(self) -> None:
-        self.by_revision: dict[RevisionKey, list[float]] = {}
+        self.by_revision: dict[RevisionKey, ColdStartSeries] = {}
 
     def observe(self, key: RevisionKey, seconds: float) -> None:
-        self.by_revision.setdefault(key, []).append(seconds)
+        series = self.by_revision.get(key)
+        if series is None:
+            series = self.by_revision[key] = ColdStartSeries([0] * len(self.BOUNDS_S))
+        for i, bound in enumerate(self.BOUNDS_S):
+            if seconds <= bound:
+                series.bucket_counts[i] += 1
+        series.count += 1
+        series.total_s += seconds
+        series.last_s = seconds
+        series.recent.append(seconds)
 
     def summary(self, key: RevisionKey) -> dict[str, float] | None:
-        samples = sorted(self.by_revision.get(key, ()))
-        if not samples:
+        series = self.by_revision.get(key)
+        if series is None:
             return None
+        samples = sorted(series.recent)
         return {
-            "count": float(len(samples)),
-            "last_s": self.by_revision[key][-1],
+            "count": float(series.count),
+            "last_s": series.last_s,
             "p50_s": samples[len(samples) // 2],
             "p99_s": samples[min(len(samples) - 1, int(len(samples) * 0.99))],
         }
