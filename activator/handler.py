@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Final
 
 from activator.revisions import ActivatorRequest, ActiveRevision, RevisionTable
 from shared.breaker import Admission
+from shared.proxy.head import Tracing, connection_tokens, drop_listed, finish_head
 from shared.proxy.http1 import error_body, simple_response
 
 if TYPE_CHECKING:
@@ -112,12 +113,7 @@ class ActivatorHandler:
         self.health = health
         self.cluster_domain = cluster_domain.encode()
         self.tracer = tracer
-        if tracer is not None:
-            # Imported only when tracing is on: OpenTelemetry's SDK is ~10 MB of memory.
-            from shared.tracing import extract_context, inject_headers
-
-            self._extract = extract_context
-            self._inject = inject_headers
+        self.tracing = Tracing(tracer) if tracer is not None else None
 
     def __repr__(self) -> str:
         return f"<ActivatorHandler {self.table!r}>"
@@ -159,7 +155,7 @@ class ActivatorHandler:
             elif kind == _XFF:
                 xff = value if xff is None else xff + b", " + value
             elif kind == _CONNECTION:
-                drop.extend(t.strip().lower() for t in value.split(b","))
+                drop.extend(connection_tokens(value))
             elif kind == _TRACEPARENT:
                 traceparent = value
             elif kind == _TRACESTATE:
@@ -183,34 +179,22 @@ class ActivatorHandler:
             return
 
         if drop:
-            # Headers named in Connection are hop-by-hop too (RFC 9110 section 7.6.1).
-            out = [out[0]] + [
-                line for line in out[1:] if line.split(b":", 1)[0].lower() not in drop
-            ]
-            append = out.append
+            drop_listed(out, drop)
         append(_PROXY_LINE)
         if original_host is None:
             original_host = host
         if original_host is not None:
             append(b"K-Original-Host: %b\r\n" % original_host)
-        remote = ex.conn.remote.encode()
-        append(b"X-Forwarded-For: %b\r\n" % (xff + b", " + remote if xff else remote))
-        if ex.chunked:
-            append(b"Transfer-Encoding: chunked\r\n")
-        if ex.upgrade:
-            append(b"Connection: Upgrade\r\nUpgrade: %b\r\n" % (ex.header(b"upgrade") or b""))
-        tracer = self.tracer
-        if tracer is not None:
-            span = tracer.start_span(
-                "kn.activator.proxy", context=self._extract(traceparent, tracestate)
-            )
-            ex.span = span
-            for hname, value in self._inject(span):
-                append(b"%b: %b\r\n" % (hname, value))
-        elif traceparent is not None:
-            append(b"traceparent: %b\r\n" % traceparent)
-            if tracestate is not None:
-                append(b"tracestate: %b\r\n" % tracestate)
+        head = finish_head(
+            out,
+            ex,
+            xff=xff,
+            traceparent=traceparent,
+            tracestate=tracestate,
+            tracing=self.tracing,
+            span_name="kn.activator.proxy",
+            terminate=False,  # the pod's Host line and the blank line follow per pod
+        )
 
         stats = rev.stats
         if stats.removed:
@@ -218,7 +202,7 @@ class ActivatorHandler:
         stats.req_in(now)
         if rev.metrics is not None:
             rev.metrics.in_flight.value += 1
-        ex.tag = ActivatorRequest(rev, b"".join(out), stats)
+        ex.tag = ActivatorRequest(rev, head, stats)
         ex.deadline = now + rev.timeout_s
         if rev.response_start_timeout_s:
             ex.start_deadline = now + rev.response_start_timeout_s

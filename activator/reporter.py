@@ -21,9 +21,9 @@ import asyncio
 import time
 
 from activator.statsink import StatSink
-from queueproxy.stats import RequestStats
 from shared.seams import RevisionKey
 from shared.stat import StatData, WireStat, encode_wire_stats
+from shared.stats import RequestStats
 
 __all__ = ["ConcurrencyReporter", "RevisionStats"]
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from shared.proxy.exchange import Exchange
+from shared.proxy.head import connection_tokens, drop_listed, finish_head
 from shared.proxy.http1 import HOP_BY_HOP, error_body, simple_response
 from shared.proxy.upstream import UpstreamPool
 from shared.seams import Endpoint, EndpointsSource, Mode, RevisionKey
@@ -206,24 +207,23 @@ class Ingress:
 
 def _head(ex: Exchange, extra: tuple[tuple[bytes, bytes], ...]) -> bytes:
     """The request head for the next hop: hop-by-hop headers dropped, X-Forwarded-* added."""
-    lines = [b"%b %b HTTP/%b\r\n" % (ex.method, ex.target, ex.version.encode())]
+    out = [b"%b %b HTTP/%b\r\n" % (ex.method, ex.target, ex.version.encode())]
     xff = None
+    drop: list[bytes] = []
     for name, value in ex.headers:
         lname = name.lower()
-        if lname in HOP_BY_HOP or lname.startswith(b"knative-serving-"):
-            continue
         if lname == b"x-forwarded-for":
             xff = value if xff is None else xff + b", " + value
-            continue
-        lines.append(b"%b: %b\r\n" % (name, value))
-    remote = ex.conn.remote.encode()
-    lines.append(b"X-Forwarded-For: %b\r\n" % (xff + b", " + remote if xff else remote))
+        elif lname == b"connection":
+            drop.extend(connection_tokens(value))
+        elif lname not in HOP_BY_HOP and not lname.startswith(b"knative-serving-"):
+            out.append(b"%b: %b\r\n" % (name, value))
+    if drop:
+        drop_listed(out, drop)
     if ex.header(b"x-forwarded-proto") is None:
-        lines.append(b"X-Forwarded-Proto: http\r\n")
-    lines.extend(b"%b: %b\r\n" % header for header in extra)
-    if ex.chunked:
-        lines.append(b"Transfer-Encoding: chunked\r\n")
-    if ex.upgrade:
-        lines.append(b"Connection: Upgrade\r\nUpgrade: %b\r\n" % (ex.header(b"upgrade") or b""))
-    lines.append(b"\r\n")
-    return b"".join(lines)
+        out.append(b"X-Forwarded-Proto: http\r\n")
+    out.extend(b"%b: %b\r\n" % header for header in extra)
+    # Trace context passes through with the other headers: the ingress does not trace.
+    return finish_head(
+        out, ex, xff=xff, traceparent=None, tracestate=None, tracing=None, span_name=""
+    )

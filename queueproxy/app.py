@@ -18,7 +18,6 @@ from queueproxy.drain import Drainer, DrainState
 from queueproxy.handler import QueueHandler
 from queueproxy.metrics import UserMetrics, render_stat_prometheus
 from queueproxy.readiness import ReadinessProber
-from queueproxy.stats import RequestStats, StatReport
 from shared.breaker import Breaker
 from shared.proxy.exchange import Exchange
 from shared.proxy.http1 import simple_response
@@ -26,6 +25,7 @@ from shared.proxy.local import LocalHandler
 from shared.proxy.server import ProxyServer
 from shared.proxy.upstream import UpstreamPool
 from shared.stat import StatData, encode_stat
+from shared.stats import RequestStats, StatReport
 
 _PROTOBUF = b"application/protobuf"
 _PROM_TYPE = b"text/plain; version=0.0.4; charset=utf-8"

@@ -27,11 +27,12 @@ from typing import TYPE_CHECKING, Final
 from queueproxy.drain import Drainer
 from queueproxy.forwarded import generate_forwarded
 from queueproxy.reqlog import trace_id_from_headers
-from queueproxy.stats import RequestStats
 from shared.breaker import Admission, Breaker
 from shared.proxy.exchange import Exchange
+from shared.proxy.head import Tracing, connection_tokens, drop_listed, finish_head
 from shared.proxy.http1 import error_body, simple_response
 from shared.proxy.upstream import UpstreamPool
+from shared.stats import RequestStats
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -133,12 +134,7 @@ class QueueHandler:
         self.request_log = request_log
         self.log_probes = log_probes
         self.tracer = tracer
-        if tracer is not None:
-            # Imported only when tracing is on: OpenTelemetry's SDK costs ~10 MB per pod.
-            from shared.tracing import extract_context, inject_headers
-
-            self._extract = extract_context
-            self._inject = inject_headers
+        self.tracing = Tracing(tracer) if tracer is not None else None
         self._probes: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
@@ -191,7 +187,7 @@ class QueueHandler:
                 forwarded = True
                 append(b"%b: %b\r\n" % (name, value))
             elif kind == _CONNECTION:
-                drop.extend(t.strip().lower() for t in value.split(b","))
+                drop.extend(connection_tokens(value))
             elif kind == _TRACEPARENT:
                 traceparent = value
             elif kind == _TRACESTATE:
@@ -215,37 +211,22 @@ class QueueHandler:
             ex.idle_timeout = self.idle_timeout_s
 
         if drop:
-            # Headers named in Connection are hop-by-hop too (RFC 9110 section 7.6.1).
-            out = [out[0]] + [
-                line for line in out[1:] if line.split(b":", 1)[0].lower() not in drop
-            ]
-            append = out.append
+            drop_listed(out, drop)
         if original_host is not None:
             host = original_host
         if host is not None:
             append(b"Host: %b\r\n" % host)
         if not forwarded and (xff or xfp or xfh):
             append(b"Forwarded: %b\r\n" % generate_forwarded(xff, xfp, xfh))
-        remote = ex.conn.remote.encode()
-        append(b"X-Forwarded-For: %b\r\n" % (xff + b", " + remote if xff else remote))
-        if ex.chunked:
-            append(b"Transfer-Encoding: chunked\r\n")
-        if ex.upgrade:
-            append(b"Connection: Upgrade\r\nUpgrade: %b\r\n" % (ex.header(b"upgrade") or b""))
-        tracer = self.tracer
-        if tracer is not None:
-            span = tracer.start_span(
-                "kn.queueproxy.proxy", context=self._extract(traceparent, tracestate)
-            )
-            ex.span = span
-            for name, value in self._inject(span):
-                append(b"%b: %b\r\n" % (name, value))
-        elif traceparent is not None:
-            append(b"traceparent: %b\r\n" % traceparent)
-            if tracestate is not None:
-                append(b"tracestate: %b\r\n" % tracestate)
-        append(b"\r\n")
-        ex.head = b"".join(out)
+        ex.head = finish_head(
+            out,
+            ex,
+            xff=xff,
+            traceparent=traceparent,
+            tracestate=tracestate,
+            tracing=self.tracing,
+            span_name="kn.queueproxy.proxy",
+        )
 
         breaker = self.breaker
         if breaker is None:
@@ -257,8 +238,8 @@ class QueueHandler:
             ex.forward(self.pool, ex.head)
         elif admission is Admission.QUEUED:
             ex.tag = tag | _QUEUED
-            if tracer is not None:
-                ex.wait_span = tracer.start_span(
+            if self.tracer is not None:
+                ex.wait_span = self.tracer.start_span(
                     "kn.queueproxy.wait", context=_span_context(ex.span)
                 )
             ex.conn.wait(ex)
