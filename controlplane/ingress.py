@@ -12,8 +12,11 @@ revisions with percents; one is drawn at random with those weights (E.g. 80/20: 
   ``Knative-Serving-Namespace`` naming the revision, as Knative's ingress does for a revision
   whose public service points at the activator.
 
-A request that arrives while its revision has no pod at all is a cold start: the time from its
-arrival to the first byte of its response is observed (``ColdStarts``).
+A request that arrives while its revision has no pod at all starts a cold start: the time from
+its arrival to the first byte of its response is observed (``ColdStarts``). Only that first
+request counts; the others that arrive before a pod exists wait on the same cold start, and
+counting them too would turn one burst of 100 into, say, 9 "cold starts" of near-equal length.
+The next cold start can begin once that first request has finished.
 
 The route table and the modes are set by the platform as they change; the ingress reads them per
 request without locks (one event loop).
@@ -148,6 +151,8 @@ class Ingress:
         self.routes: dict[bytes, Route] = {}
         self._pools: dict[tuple[str, int], UpstreamPool] = {}
         self._next: dict[RevisionKey, int] = {}
+        # Revisions whose cold start's first request is still in flight.
+        self._cold: set[RevisionKey] = set()
 
     def __repr__(self) -> str:
         return f"<Ingress routes={len(self.routes)} pools={len(self._pools)}>"
@@ -169,7 +174,10 @@ class Ingress:
         pods = self.endpoints.endpoints(key)
         now = time.monotonic()
         ex.started_at = now
-        ex.tag = _Tag(key, now if not pods else 0.0)
+        cold = not pods and key not in self._cold
+        if cold:
+            self._cold.add(key)
+        ex.tag = _Tag(key, now if cold else 0.0)
         ready = [p for p in pods if p.ready]
         if ready and self.mode_of(key) is Mode.SERVE:
             pod = self._round_robin(key, ready)
@@ -183,8 +191,10 @@ class Ingress:
 
     def finished(self, ex: Exchange) -> None:
         tag = ex.tag
-        if isinstance(tag, _Tag) and tag.cold_since and ex.first_byte_at:
-            self.cold_starts.observe(tag.key, ex.first_byte_at - tag.cold_since)
+        if isinstance(tag, _Tag) and tag.cold_since:
+            self._cold.discard(tag.key)
+            if ex.first_byte_at:
+                self.cold_starts.observe(tag.key, ex.first_byte_at - tag.cold_since)
 
     def close(self) -> None:
         self.activator_pool.close()

@@ -59,6 +59,7 @@ class Upstream:
 
     name: str
     heads: list[bytes] = field(default_factory=list)
+    delay_s: float = 0.0  # before each answer: a cold start's wait, seen from the ingress
     port: int = 0
     server: asyncio.Server | None = None
     writers: list[asyncio.StreamWriter] = field(default_factory=list)
@@ -75,6 +76,7 @@ class Upstream:
             except (asyncio.IncompleteReadError, ConnectionError):
                 break
             self.heads.append(head)
+            await asyncio.sleep(self.delay_s)
             body = self.name.encode()
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
             await writer.drain()
@@ -162,3 +164,19 @@ async def test_request_at_zero_goes_to_activator_and_is_a_cold_start() -> None:
         summary = ingress.cold_starts.summary(R1)
         assert summary is not None and summary["count"] == 1.0
         assert 0 < summary["last_s"] < 1
+
+
+async def test_a_burst_at_zero_is_one_cold_start() -> None:
+    """The requests that arrive while the first waits share its cold start: one is counted."""
+    cluster = InMemoryCluster()
+    async with ingress_with(cluster, {R1: Mode.SERVE}) as (port, ingress, activator, _):
+        activator.delay_s = 0.2
+        ingress.set_routes({"hello.default.localhost": (Target(R1, 100),)})
+        answers = await asyncio.gather(*(_get(port, "hello.default.localhost") for _ in range(5)))
+        assert [status for status, _ in answers] == [200] * 5
+        summary = ingress.cold_starts.summary(R1)
+        assert summary is not None and summary["count"] == 1.0
+        # Once it finished, the next request at zero is the next cold start.
+        await _get(port, "hello.default.localhost")
+        summary = ingress.cold_starts.summary(R1)
+        assert summary is not None and summary["count"] == 2.0
