@@ -28,6 +28,8 @@ from shared.seams import Endpoint, InMemoryCluster, RevisionKey, RevisionSpec
 
 __all__ = ["load_cluster_file"]
 
+_PORT_MAX = 65535
+
 
 def _field(obj: dict[str, Any], key: str, kind: type, default: Any, where: str) -> Any:
     value = obj.get(key, default)
@@ -35,6 +37,15 @@ def _field(obj: dict[str, Any], key: str, kind: type, default: Any, where: str) 
         value = float(value)
     if not isinstance(value, kind) or isinstance(value, bool) is not (kind is bool):
         raise ConfigError(f"{where}.{key}", f"must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def _at_least(
+    obj: dict[str, Any], key: str, kind: type, default: Any, minimum: float, where: str
+) -> Any:
+    value = _field(obj, key, kind, default, where)
+    if value < minimum:
+        raise ConfigError(f"{where}.{key}", f"must be >= {minimum:g}, got {value!r}")
     return value
 
 
@@ -58,6 +69,7 @@ def load_cluster_file(path: Path) -> InMemoryCluster:
     revisions = doc.get("revisions", [])
     if not isinstance(revisions, list):
         raise ConfigError("revisions", "must be a list")
+    seen: set[RevisionKey] = set()
     for i, rev in enumerate(revisions):
         where = f"revisions[{i}]"
         if not isinstance(rev, dict):
@@ -67,30 +79,39 @@ def load_cluster_file(path: Path) -> InMemoryCluster:
         )
         if not key.name:
             raise ConfigError(f"{where}.name", "required")
-        cc = _field(rev, "containerConcurrency", int, 0, where)
-        if cc < 0:
-            raise ConfigError(f"{where}.containerConcurrency", f"must be >= 0, got {cc}")
+        if key in seen:
+            # A second entry would silently replace the first: a hand-written file's mistake.
+            raise ConfigError(f"{where}.name", f"duplicate revision {key}")
+        seen.add(key)
+        cc = _at_least(rev, "containerConcurrency", int, 0, 0, where)
         cluster.put_revision(
             RevisionSpec(
                 key,
                 container_concurrency=cc,
-                timeout_s=_field(rev, "timeoutSeconds", float, 300.0, where),
-                response_start_timeout_s=_field(
-                    rev, "responseStartTimeoutSeconds", float, 0.0, where
+                # 0 would put every request's deadline at its arrival: refuse it here.
+                timeout_s=_at_least(rev, "timeoutSeconds", float, 300.0, 1e-3, where),
+                response_start_timeout_s=_at_least(
+                    rev, "responseStartTimeoutSeconds", float, 0.0, 0, where
                 ),
-                idle_timeout_s=_field(rev, "idleTimeoutSeconds", float, 0.0, where),
+                idle_timeout_s=_at_least(rev, "idleTimeoutSeconds", float, 0.0, 0, where),
             )
         )
+        raw_endpoints = rev.get("endpoints") or []
+        if not isinstance(raw_endpoints, list):
+            raise ConfigError(f"{where}.endpoints", "must be a list")
         endpoints = []
-        for j, ep in enumerate(rev.get("endpoints", []) or []):
+        for j, ep in enumerate(raw_endpoints):
             ewhere = f"{where}.endpoints[{j}]"
             if not isinstance(ep, dict):
                 raise ConfigError(ewhere, "must be a mapping")
+            port = _field(ep, "port", int, 8012, ewhere)
+            if not 1 <= port <= _PORT_MAX:
+                raise ConfigError(f"{ewhere}.port", f"must be in [1, {_PORT_MAX}], got {port}")
             endpoints.append(
                 Endpoint(
                     pod_name=_field(ep, "pod", str, f"{key.name}-{j}", ewhere),
                     host=_field(ep, "host", str, "127.0.0.1", ewhere),
-                    port=_field(ep, "port", int, 8012, ewhere),
+                    port=port,
                     ready=_field(ep, "ready", bool, True, ewhere),
                 )
             )

@@ -44,17 +44,21 @@ _UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
 def parse_go_duration(name: str, raw: str) -> float:
     """Seconds in a Go duration string ("300ms", "1m30s"), as Knative's PROBE_* variables.
 
+    Go's time.ParseDuration grammar, but for negative values, which no period can be.
+
     Raises:
         ConfigError: not a non-negative Go duration.
     """
-    pos = 0
+    if raw == "0":  # Go's special case: a bare zero needs no unit
+        return 0.0
+    pos = 1 if raw.startswith("+") else 0  # Go takes a sign; "-" is refused, as negative
     total = 0.0
-    for match in _GO_DURATION.finditer(raw):
+    for match in _GO_DURATION.finditer(raw, pos):
         if match.start() != pos:
             break
         total += float(match.group(1)) * _UNIT_S[match.group(2)]
         pos = match.end()
-    if pos != len(raw) or not raw:
+    if pos != len(raw) or pos == 0 or raw == "+":
         raise ConfigError(name, f'must be a Go duration such as "300ms", got {quote(raw)}')
     return total
 
@@ -122,6 +126,9 @@ class ActivatorConfig:
             ),
             stats_period_s=env_float(
                 env, "ACTIVATOR_STATS_PERIOD_SECONDS", DEFAULT_STATS_PERIOD_S, minimum=0.01
+            ),
+            reconnect_max_s=env_float(
+                env, "ACTIVATOR_RECONNECT_MAX_SECONDS", DEFAULT_RECONNECT_MAX_S, minimum=0.01
             ),
             max_idle_conns_per_host=env_int(
                 env, "MAX_IDLE_PROXY_CONNS_PER_HOST", DEFAULT_MAX_IDLE_CONNS_PER_HOST, minimum=0

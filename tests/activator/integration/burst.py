@@ -32,9 +32,13 @@ async def _first(url: str, headers: dict[str, str]) -> tuple[float, asyncio.Task
     reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
     lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     path = parts.path + ("?" + parts.query if parts.query else "")
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n{lines}\r\n".encode())
-    await writer.drain()
+    request = f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n{lines}\r\n".encode()
+    # Read the clock before the write: the activator can answer (and the autoscaler stand-in
+    # record its cold stat) before this process runs again after the write, and a time taken
+    # after it would then come later than the stat. Before, the bound only gets stricter.
     sent = time.monotonic()
+    writer.write(request)
+    await writer.drain()
 
     async def status() -> int:
         line = await reader.readline()

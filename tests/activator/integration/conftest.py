@@ -1,4 +1,7 @@
-"""Fixtures: the queue-proxy harness's children and stacks, an autoscaler stand-in, a cluster."""
+"""Fixtures: the queue-proxy harness's children and stacks, a cluster, in-process activators.
+
+The autoscaler stand-in (``standin``) comes from tests/activator/conftest.py.
+"""
 
 from __future__ import annotations
 
@@ -16,16 +19,6 @@ from tests.queueproxy.integration.conftest import (  # noqa: F401  (fixtures, by
 )
 
 from .harness import AutoscalerStandIn, StartActivator, activators
-
-
-@pytest.fixture
-async def standin() -> AsyncIterator[AutoscalerStandIn]:
-    server = AutoscalerStandIn()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture

@@ -1,0 +1,136 @@
+"""Tests for activator.statsink: the WebSocket to the autoscaler, against a real server.
+
+The autoscaler side is an aiohttp WebSocket server on 127.0.0.1 that decodes every binary
+frame with ``shared.stat.decode_wire_stats``, as Knative's autoscaler stat server does. What
+must hold (Knative's durable sending connection, and the issue): the link comes back on its
+own after the autoscaler goes away and returns, with a back-off rather than a busy loop;
+``send`` never waits, whatever the link's state; and what waits for the link is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import socket
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from activator.statsink import INITIAL_BACKOFF_S, MAX_BUFFERED, WebSocketStatSink
+from shared.stat import StatData, WireStat, encode_wire_stats
+from tests.activator.integration.harness import AutoscalerStandIn
+
+pytestmark = pytest.mark.timeout(20)
+
+
+def payload(i: int) -> bytes:
+    stat = StatData(pod_name="activator", average_concurrent_requests=float(i), request_count=1)
+    return encode_wire_stats([("default", f"rev-{i}", stat)])
+
+
+def names(received: list[list[WireStat]]) -> list[str]:
+    return [name for stats in received for _, name, _ in stats]
+
+
+@contextlib.asynccontextmanager
+async def running(url: str, reconnect_max_s: float = 0.2) -> AsyncIterator[WebSocketStatSink]:
+    sink = WebSocketStatSink(url, reconnect_max_s=reconnect_max_s)
+    await sink.start()
+    try:
+        yield sink
+    finally:
+        await sink.close()
+
+
+async def test_sends_each_payload_as_one_binary_frame(standin: AutoscalerStandIn) -> None:
+    async with running(standin.url) as sink:
+        await standin.wait_for(lambda: sink.connected)
+        assert sink.status() is None
+        for i in range(5):
+            sink.send(payload(i))
+        await standin.wait_for(lambda: len(standin.received) == 5)
+        assert names([r.stats for r in standin.received]) == [f"rev-{i}" for i in range(5)]
+        first = standin.received[0].stats[0][2]
+        assert first == StatData(
+            pod_name="activator", average_concurrent_requests=0.0, request_count=1.0
+        )
+        assert sink.sent == 5
+        assert repr(sink) == f"<WebSocketStatSink {standin.url} connected sent=5 buffered=0>"
+
+
+async def test_reconnects_after_the_autoscaler_comes_back(standin: AutoscalerStandIn) -> None:
+    async with running(standin.url) as sink:
+        await standin.wait_for(lambda: sink.connected)
+        sink.send(payload(0))
+        await standin.wait_for(lambda: len(standin.received) == 1)
+
+        await standin.stop()  # the autoscaler goes away (a restart, a new leader)
+        await standin.wait_for(lambda: not sink.connected)
+        assert sink.status() == f"not connected to the autoscaler at {standin.url}"
+        sink.send(payload(1))  # e.g. a cold-start stat while the link is down
+        sink.send(payload(2))
+
+        await standin.start()  # back on the same address
+        await standin.wait_for(lambda: sink.connected, timeout_s=5)
+        await standin.wait_for(lambda: len(standin.received) == 3)
+        # What waited for the link arrives, in order, once.
+        assert names([r.stats for r in standin.received]) == ["rev-0", "rev-1", "rev-2"]
+        assert standin.connections == 2
+        assert sink.status() is None
+
+
+async def test_send_never_blocks_and_the_buffer_is_bounded() -> None:
+    with socket.socket() as s:  # a port nobody listens on: every dial is refused
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    async with running(f"ws://127.0.0.1:{dead}") as sink:
+        started = time.perf_counter()
+        for i in range(10_000):
+            sink.send(payload(i))
+        elapsed = time.perf_counter() - started
+        assert elapsed < 0.5, f"10,000 sends took {elapsed:.3f} s"
+        assert len(sink._buffer) == MAX_BUFFERED
+        assert sink.dropped == 10_000 - MAX_BUFFERED
+        # The newest are kept: they carry the latest demand.
+        assert list(sink._buffer) == [payload(i) for i in range(10_000 - MAX_BUFFERED, 10_000)]
+        assert sink.status() is not None
+
+
+async def test_backs_off_between_attempts() -> None:
+    """An autoscaler that accepts and hangs up at once gets a few dials, not a storm."""
+    attempts: list[float] = []
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        attempts.append(time.monotonic())
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with running(f"ws://127.0.0.1:{port}", reconnect_max_s=0.2):
+            await asyncio.sleep(1.0)
+    finally:
+        server.close()
+        await server.wait_closed()
+    # aiohttp itself retries a GET once on a connection closed before the response: count
+    # the connections within 50 ms of each other as one dial of ours.
+    dials = [t for i, t in enumerate(attempts) if i == 0 or t - attempts[i - 1] > 0.05]
+    # Waits of 0.1, 0.2, 0.2, ... s: about 6 dials in 1 s; a busy loop would make thousands.
+    assert 3 <= len(dials) <= 9, dials
+    gaps = [b - a for a, b in itertools.pairwise(dials)]
+    assert gaps[0] >= INITIAL_BACKOFF_S * 0.9, gaps
+    assert all(gap >= 0.18 for gap in gaps[1:]), gaps  # doubled, then capped at 0.2 s
+
+
+async def test_close_while_disconnected_is_prompt() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    sink = WebSocketStatSink(f"ws://127.0.0.1:{dead}", reconnect_max_s=5.0)
+    await sink.start()
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    await sink.close()
+    assert time.monotonic() - started < 0.5
