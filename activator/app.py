@@ -128,6 +128,7 @@ class Activator:
             spec.key.namespace,
             spec.key.name,
             {
+                "concurrency": lambda: float(throttler.in_flight),
                 "queued": lambda: float(throttler.queued),
                 "active": lambda: float(throttler.active),
                 "capacity": lambda: float(throttler.capacity),

@@ -51,6 +51,7 @@ __all__ = ["MAX_CONNECT_RETRIES", "ActivatorHandler"]
 # of a scale-down, not enough to turn one request into a storm.
 MAX_CONNECT_RETRIES = 3
 
+_PASS: Final = 0  # any other header: passed through as it came
 _DROP: Final = 1
 _HOST: Final = 2
 _ORIGINAL_HOST: Final = 3
@@ -86,6 +87,25 @@ _KINDS: Final[dict[bytes, int]] = {
     b"tracestate": _TRACESTATE,
     b"k-network-hash": _NETWORK_HASH,
 }
+
+# The kinds of header names as clients spell them ("Host", "host", "HOST"), learnt as they
+# come: a client sends the same few spellings on every request, so the hot path does one dict
+# lookup per header instead of a lower() and a lookup. Bounded, so that a client inventing
+# names cannot grow it; past the bound a new spelling is looked up the slow way each time.
+_SPELLINGS: dict[bytes, int] = {}
+_MAX_SPELLINGS: Final = 4096
+
+# The request line's tail per HTTP version, built once ("1.1" -> b" HTTP/1.1\r\n").
+_VERSION_TAILS: Final = {v: b" HTTP/%b\r\n" % v.encode() for v in ("1.0", "1.1")}
+
+
+def _kind(name: bytes) -> int:
+    """The kind of a header name not seen in this spelling yet; remembers it if there is room."""
+    kind = _KINDS.get(name.lower(), _PASS)
+    if len(_SPELLINGS) < _MAX_SPELLINGS:
+        _SPELLINGS[name] = kind
+    return kind
+
 
 _KUBE_PROBE_AGENT: Final = b"kube-probe/"
 _ACTIVATOR: Final = b"activator"
@@ -123,16 +143,19 @@ class ActivatorHandler:
         now = time.monotonic()
         ex.started_at = now
         ex.last_write = now
-        kinds = _KINDS
-        out = [b"%b %b HTTP/%b\r\n" % (ex.method, ex.target, ex.version.encode())]
+        spellings = _SPELLINGS
+        tail = _VERSION_TAILS.get(ex.version) or b" HTTP/%b\r\n" % ex.version.encode()
+        out = [b"%b %b%b" % (ex.method, ex.target, tail)]
         append = out.append
         name = namespace = host = original_host = probe = xff = None
         traceparent = tracestate = network_hash = None
         kubelet = False
         drop: list[bytes] = []
         for hname, value in ex.headers:
-            kind = kinds.get(hname.lower())
+            kind = spellings.get(hname)
             if kind is None:
+                kind = _kind(hname)
+            if kind == _PASS:
                 append(b"%b: %b\r\n" % (hname, value))
             elif kind == _REVISION:
                 name = value
@@ -200,8 +223,6 @@ class ActivatorHandler:
         if stats.removed:
             stats = rev.stats = self.reporter.entry(rev.key, now)
         stats.req_in(now)
-        if rev.metrics is not None:
-            rev.metrics.in_flight.value += 1
         ex.tag = ActivatorRequest(rev, head, stats)
         ex.deadline = now + rev.timeout_s
         if rev.response_start_timeout_s:

@@ -17,15 +17,16 @@ otelhttp server duration), plus three knpy gauges the issue asks for:
   knpy_activator_revision_assigned_pods      gauge     those this activator sends to
   ========================================== ========= ========================================
 
-Labels: k8s_namespace_name, kn_revision_name. Gauges other than concurrency are read from the
-throttler at scrape time, so the hot path touches one counter and one histogram per request.
+Labels: k8s_namespace_name, kn_revision_name. The gauges are read from the throttler at scrape
+time (concurrency is its in_flight: admitted plus queued, the requests the activator holds),
+so the hot path touches one histogram per request and nothing else here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from shared.metrics import FastRegistry, GaugeValue, HistogramValue, render_text
+from shared.metrics import FastRegistry, HistogramValue, render_text
 
 __all__ = ["ActivatorMetrics", "RevisionMetrics"]
 
@@ -38,16 +39,14 @@ _LABELS = ("k8s_namespace_name", "kn_revision_name")
 class RevisionMetrics:
     """One revision's series, with the children the hot path touches kept at hand."""
 
-    __slots__ = ("_by_status", "_duration", "_labels", "in_flight")
+    __slots__ = ("_by_status", "_duration", "_labels")
 
     def __init__(self, metrics: ActivatorMetrics, labels: tuple[str, str]) -> None:
         self._labels = labels
         self._duration = metrics.duration
         self._by_status: dict[int, HistogramValue] = {}
-        self.in_flight: GaugeValue = metrics.concurrency.labels(*labels)
 
     def request_finished(self, status: int, duration_s: float) -> None:
-        self.in_flight.value -= 1
         child = self._by_status.get(status)
         if child is None:
             child = self._by_status[status] = self._duration.labels(*self._labels, str(status))
@@ -63,12 +62,12 @@ class ActivatorMetrics:
             LATENCY_BOUNDS_S,
             (*_LABELS, "http_response_status_code"),
         )
-        self.concurrency = self.registry.gauge(
-            "kn_revision_request_concurrency",
-            "Concurrent requests that are routed to Activator",
-            _LABELS,
-        )
         self._read_at_scrape = {
+            "concurrency": self.registry.gauge(
+                "kn_revision_request_concurrency",
+                "Concurrent requests that are routed to Activator",
+                _LABELS,
+            ),
             "queued": self.registry.gauge(
                 "kn_revision_request_queued",
                 "Number of requests currently queued in the activator waiting for capacity",

@@ -3,15 +3,25 @@
 Theory of operation. One session of fresh processes on 127.0.0.1, reusing the queue-proxy
 benchmark's harness (benchmarks/queueproxy/run.py: process groups, wrk/k6 runners, RSS):
 
-    core 0: the app (benchmarks/queueproxy/app.py) and the load generator (wrk, k6)
-    core 1: the queue-proxy, and the activator or nginx in front of it
+    --placement shared (the default; the layout of the first figures):
+        core 0: the app (benchmarks/queueproxy/app.py) and the load generator (wrk, k6)
+        core 1: the queue-proxy, and the activator or nginx in front of it
+    --placement own-core (Knative's: the activator runs on another node than the pod):
+        core 0: the app, the queue-proxy and the load generator
+        core 1: the activator or nginx, alone
+
+With ``shared``, every request through the activator makes two processes take turns on
+core 1, so the added latency includes that hand-over; with ``own-core`` it includes a
+crossing between cores instead, and "direct" has the queue-proxy beside the load generator.
+Neither is a cluster; both are reported.
 
 1. saturation, ``wrk -t1 -c64``: direct to the queue-proxy; through ``python -m activator``
    (containerConcurrency 0, the revision routed by Knative-Serving-* headers); through nginx
    (one worker, keep-alive upstream) -> req/s, and activator / nginx.
 2. added p50 at half saturation: k6 constant-arrival-rate at half the activator's saturated
    rate (capped as the queue-proxy benchmark caps it), direct and through the activator, same
-   headers -> p50 through the activator minus p50 direct.
+   headers, alternated ``--pairs`` times -> the median of (p50 through the activator minus
+   p50 direct), and the activator's CPU time per request.
 3. memory of a cold queue: 10,000 requests to a revision with no pod, each on its own
    connection, held by the activator (its queue depth is Knative's 10,000) -> the activator's
    RSS before and with all of them queued.
@@ -36,6 +46,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -74,8 +85,13 @@ K6_SCRIPT = qp.K6_SCRIPT.replace(
 )
 
 
-def start_activator(h: Any, cluster: dict[str, Any]) -> tuple[int, int, int]:
-    """python -m activator on the test core; returns (serving port, metrics port, pid)."""
+def start_activator(
+    h: Any, cluster: dict[str, Any], python_args: list[str] | None = None
+) -> tuple[int, int, int]:
+    """python -m activator on the test core; returns (serving port, metrics port, pid).
+
+    ``python_args`` go before ``-m activator`` (profile.py passes ``-m cProfile -o PATH``).
+    """
     cluster_file = h.workdir / "cluster.json"
     cluster_file.write_text(json.dumps(cluster))
     port, metrics, dead = qp.free_port(), qp.free_port(), qp.free_port()
@@ -89,7 +105,8 @@ def start_activator(h: Any, cluster: dict[str, Any]) -> tuple[int, int, int]:
         "ACTIVATOR_AUTOSCALER_URL": f"ws://127.0.0.1:{dead}",
         "ACTIVATOR_DRAIN_TIMEOUT_SECONDS": "0",
     }
-    argv = [sys.executable, "-m", "activator", "--cluster-file", str(cluster_file)]
+    argv = [sys.executable, *(python_args or []), "-m", "activator"]
+    argv += ["--cluster-file", str(cluster_file)]
     proc = h.children.spawn("activator", argv, core=h.test_core, env=env, cwd=REPO)
     qp.wait_ready(proc, h.children, port, headers=ROUTE, body=qp.APP_BODY)
     return port, metrics, proc.pid
@@ -217,6 +234,46 @@ def start_late_queueproxy(h: Any, app_port: int, port: int) -> None:
     )
 
 
+def measure_half_rate(
+    h: Any, direct_url: str, act_url: str, act_pid: int, rate: int, pairs: int
+) -> dict[str, Any]:
+    """k6 at ``rate``, direct then through the activator, ``pairs`` times; medians.
+
+    One pair is two runs a few seconds apart on a VM whose other tenants come and go, and
+    its difference moved by +-0.3 ms between runs of the same code (even below zero: an idle
+    vCPU wakes slower than a busy one). Alternating the two and taking the median of the
+    pairs' differences cancels the drift; the activator's CPU time per request, taken over
+    its runs, is the figure that does not depend on the neighbours.
+    """
+    rows: list[dict[str, Any]] = []
+    for _ in range(pairs):
+        direct = h.k6_rate(direct_url, rate)
+        cpu_before = qp.cpu_seconds(act_pid)
+        through = h.k6_rate(act_url, rate)
+        cpu = qp.cpu_seconds(act_pid) - cpu_before
+        rows.append(
+            {
+                "p50_direct_ms": direct["p50_ms"],
+                "p50_activator_ms": through["p50_ms"],
+                "added_p50_ms": round(through["p50_ms"] - direct["p50_ms"], 3),
+                "dropped": [direct["dropped"], through["dropped"]],
+                "activator_cpu_us_per_request": round(cpu / max(through["requests"], 1) * 1e6, 1),
+            }
+        )
+
+    def median(key: str) -> float:
+        return round(float(statistics.median(row[key] for row in rows)), 3)
+
+    return {
+        "rate_rps": rate,
+        "pairs": rows,
+        "p50_direct_ms": median("p50_direct_ms"),
+        "p50_activator_ms": median("p50_activator_ms"),
+        "added_p50_ms": median("added_p50_ms"),
+        "activator_cpu_us_per_request": median("activator_cpu_us_per_request"),
+    }
+
+
 def _free(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) != 0
@@ -226,6 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 s runs instead of 10 s")
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--pairs", type=int, default=3, help="direct/activator k6 runs at the half rate"
+    )
+    parser.add_argument("--placement", choices=("shared", "own-core"), default="shared")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "activator-latest.json")
     args = parser.parse_args(argv)
     k6 = shutil.which("k6", path=str(qp.VENV_BIN)) or shutil.which("k6")
@@ -241,10 +302,18 @@ def main(argv: list[str] | None = None) -> int:
     children = qp.Children(workdir)
     duration = 3.0 if args.quick else 10.0
     h = qp.Harness(workdir, children, duration, args.connections, load_core, test_core, k6)
-    result: dict[str, Any] = {"benchmark": "activator", "when": time.strftime("%Y-%m-%dT%H:%M")}
+    result: dict[str, Any] = {
+        "benchmark": "activator",
+        "when": time.strftime("%Y-%m-%dT%H:%M"),
+        "placement": args.placement,
+    }
+    # Where the queue-proxies run; the activator and nginx always get h.test_core.
+    pod_core = test_core if args.placement == "shared" else load_core
     try:
         app_port, _ = qp.start_app(h, load_core)
+        h.test_core = pod_core
         qp_port, _ = qp.start_queueproxy(h, app_port)
+        h.test_core = test_core
         late_port = qp.free_port()
         assert _free(late_port)
         cluster = {
@@ -275,23 +344,17 @@ def main(argv: list[str] | None = None) -> int:
         nginx_port, _ = qp.start_nginx(h, qp_port)
         sat_nginx = wrk(h, f"http://127.0.0.1:{nginx_port}/", {})
         half = min(int(sat_act["rps"] / 2), h.half_rate_cap_rps)
-        k6_direct = h.k6_rate(direct_url, half)
-        k6_act = h.k6_rate(act_url, half)
+        half_rate = measure_half_rate(h, direct_url, act_url, act_pid, half, args.pairs)
         result["saturation_rps"] = {
             "queue-proxy direct": sat_direct["rps"],
             "activator -> queue-proxy": sat_act["rps"],
             "nginx -> queue-proxy": sat_nginx["rps"],
             "activator / nginx": round(sat_act["rps"] / sat_nginx["rps"], 3),
         }
-        result["half_rate"] = {
-            "rate_rps": half,
-            "p50_direct_ms": k6_direct["p50_ms"],
-            "p50_activator_ms": k6_act["p50_ms"],
-            "added_p50_ms": round(k6_act["p50_ms"] - k6_direct["p50_ms"], 3),
-            "dropped": [k6_direct["dropped"], k6_act["dropped"]],
-        }
+        result["half_rate"] = half_rate
         result["activator_idle_rss_mib"] = round(act_idle_rss / 2**20, 1)
         result["queue_memory"] = measure_queue_rss(act_port, act_metrics, act_pid)
+        h.test_core = pod_core
         result["first_request"] = measure_first_request(h, act_port, late_port, app_port)
     finally:
         children.kill_all()

@@ -78,15 +78,19 @@ async def test_request_rewritten_as_knative(
     put_revision(cluster, cc=0)
     cluster.set_endpoints(KEY, (endpoint_of(s),))
     act = await start_activator()
-    headers = {**ROUTE, "Host": "hello.default.example.com", "K-Proxy-Request": "forged"}
-    async with client.get(act.url + "/headers", headers=headers) as resp:
-        assert resp.status == 200, await resp.text()
-        seen = await resp.json()
-    got = {k.lower(): v for k, v in seen["headers"].items()}
-    assert got["k-proxy-request"] == "activator"
-    assert got["host"] == "hello.default.example.com"
-    assert "knative-serving-revision" not in got
-    assert got["x-forwarded-for"].startswith("127.0.0.1")
+    usual = {**ROUTE, "Host": "hello.default.example.com", "K-Proxy-Request": "forged"}
+    # Header names are case-insensitive: the activator remembers each spelling it meets.
+    odd = {name.upper() if i % 2 else name.lower(): v for i, (name, v) in enumerate(usual.items())}
+    for headers in (usual, odd, usual):
+        async with client.get(act.url + "/headers", headers=headers) as resp:
+            assert resp.status == 200, await resp.text()
+            seen = await resp.json()
+        got = {k.lower(): v for k, v in seen["headers"].items()}
+        assert got["k-proxy-request"] == "activator"
+        assert got["host"] == "hello.default.example.com"
+        assert "knative-serving-revision" not in got
+        assert "knative-serving-namespace" not in got
+        assert got["x-forwarded-for"].startswith("127.0.0.1")
 
 
 async def test_routing_by_cluster_local_host(
@@ -147,3 +151,4 @@ async def test_metrics_per_revision(
     assert f"knpy_activator_throttler_capacity{{{labels}}} 2.0" in text
     assert f"knpy_activator_revision_pods{{{labels}}} 1.0" in text
     assert f"kn_revision_request_queued{{{labels}}} 0.0" in text
+    assert f"kn_revision_request_concurrency{{{labels}}} 0.0" in text
