@@ -73,6 +73,10 @@ CHILD_HEALTHY_S: Final = 30.0
 # stopped, so nothing new arrives; Knative's 45 s is for a cluster's load balancers to notice.
 ACTIVATOR_DRAIN_S: Final = 1.0
 CHILD_STOP_GRACE_S: Final = 10.0
+# The activator is ready ~0.5-1 s after it is spawned here (Python start, the seams' first
+# sync, the autoscaler's WebSocket); 30 s means something is wrong, and its log says what.
+ACTIVATOR_READY_S: Final = 30.0
+_ACTIVATOR_POLL_S: Final = 0.02
 # In-flight ingress requests get this long to finish at shutdown before they are cut.
 INGRESS_DRAIN_S: Final = 30.0
 _INGRESS_CHECK_S: Final = 0.05
@@ -492,13 +496,52 @@ class LocalServe:
         )
         self._ingress_proxy = ProxyServer(self.ingress)
         self._ingress_proxy.start(loop)
+        # Bound now (a port in use stops start-up before anything runs), served only once the
+        # activator is ready: until then a request for a revision in proxy mode or at zero
+        # would be refused by a port nobody listens on yet (a 502; seen in tests/e2e about
+        # 0.1-0.2 s after the first route went live). Connections made meanwhile wait in the
+        # backlog. Knative's ingress likewise only reaches activators that pass readiness.
         self._ingress_server = await loop.create_server(
-            self._ingress_proxy, cfg.host, cfg.port, backlog=4096, reuse_address=True
+            self._ingress_proxy,
+            cfg.host,
+            cfg.port,
+            backlog=4096,
+            reuse_address=True,
+            start_serving=False,
         )
         self.seams.set_activators((f"{LOOPBACK}:{self.activator_port}",))
         self.platform.sync()
         self.ingress.set_routes(self.platform.routes)
         self._start_children()
+        await self._activator_ready()
+        await self._ingress_server.start_serving()
+
+    async def _activator_ready(self) -> None:
+        """Wait until the activator's ``/healthz`` answers 200 (Knative's activator readiness:
+        serving, its revisions synced from the API, connected to the autoscaler).
+
+        Raises:
+            OSError: not ready within ACTIVATOR_READY_S; ``serve`` then stops, as for a port
+                in use.
+        """
+        deadline = time.monotonic() + ACTIVATOR_READY_S
+        request = f"GET /healthz HTTP/1.1\r\nHost: {LOOPBACK}\r\nConnection: close\r\n\r\n"
+        while True:
+            with contextlib.suppress(OSError):
+                reader, writer = await asyncio.open_connection(
+                    LOOPBACK, self.activator_metrics_port
+                )
+                try:
+                    writer.write(request.encode())
+                    status_line = await reader.readline()
+                finally:
+                    writer.close()
+                if status_line.split(b" ", 2)[1:2] == [b"200"]:
+                    return
+            if time.monotonic() > deadline:
+                log = self.state_dir / "logs" / "activator.log"
+                raise OSError(f"the activator was not ready within {ACTIVATOR_READY_S:g} s ({log})")
+            await asyncio.sleep(_ACTIVATOR_POLL_S)
 
     def _start_children(self) -> None:
         logs = self.state_dir / "logs"
