@@ -122,11 +122,21 @@ class ColdStarts:
         }
 
 
-# Exchange.tag for the ingress: the revision and, for a cold start, when it arrived.
+# A connection that could not be made carried no byte of the request, so the request may be
+# sent again: to the activator after a short wait (it restarts, or has not started yet), for
+# up to RETRY_BUDGET_S; and a pod that refuses (it is going away) hands over to the activator,
+# which knows which pods are still alive. Knative's ingresses retry the same way on
+# connect-failure.
+RETRY_INTERVAL_S: Final = 0.1
+RETRY_BUDGET_S: Final = 10.0
+
+
+# Exchange.tag for the ingress: the revision, for a cold start when it arrived, and retries.
 @dataclass(slots=True)
 class _Tag:
     key: RevisionKey
     cold_since: float
+    retries: int = 0
 
 
 class Ingress:
@@ -145,7 +155,9 @@ class Ingress:
         self.loop = loop
         self.endpoints = endpoints
         self.mode_of = mode_of
-        self.activator_pool = UpstreamPool(loop, activator[0], activator[1])
+        self.activator_pool = UpstreamPool(
+            loop, activator[0], activator[1], on_connect_error=self._connect_failed
+        )
         self.cold_starts = cold_starts if cold_starts is not None else ColdStarts()
         self._draw = (rng or random.Random()).random
         self.routes: dict[bytes, Route] = {}
@@ -183,11 +195,7 @@ class Ingress:
             pod = self._round_robin(key, ready)
             ex.forward(self._pool(pod), _head(ex, ()))
         else:
-            extra = (
-                (b"Knative-Serving-Revision", key.name.encode()),
-                (b"Knative-Serving-Namespace", key.namespace.encode()),
-            )
-            ex.forward(self.activator_pool, _head(ex, extra))
+            ex.forward(self.activator_pool, _activator_head(ex, key))
 
     def finished(self, ex: Exchange) -> None:
         tag = ex.tag
@@ -211,8 +219,38 @@ class Ingress:
         addr = (pod.host, pod.port)
         pool = self._pools.get(addr)
         if pool is None:
-            pool = self._pools[addr] = UpstreamPool(self.loop, pod.host, pod.port)
+            pool = self._pools[addr] = UpstreamPool(
+                self.loop, pod.host, pod.port, on_connect_error=self._connect_failed
+            )
         return pool
+
+    def _connect_failed(self, pool: UpstreamPool, ex: Exchange, err: OSError) -> bool:
+        """Send the request again (see RETRY_BUDGET_S); False lets the proxy answer 502."""
+        tag = ex.tag
+        if not isinstance(tag, _Tag) or ex.done:
+            return False
+        if pool is not self.activator_pool:
+            ex.forward(self.activator_pool, _activator_head(ex, tag.key))
+            return True
+        if tag.retries * RETRY_INTERVAL_S >= RETRY_BUDGET_S:
+            return False
+        tag.retries += 1
+        self.loop.call_later(RETRY_INTERVAL_S, self._retry, ex)
+        return True
+
+    def _retry(self, ex: Exchange) -> None:
+        if not ex.done:
+            ex.forward(self.activator_pool, ex.head)
+
+
+def _activator_head(ex: Exchange, key: RevisionKey) -> bytes:
+    """As Knative's ingress sends a request for a revision whose public service is the
+    activator: the revision named in Knative-Serving-Revision/-Namespace."""
+    extra = (
+        (b"Knative-Serving-Revision", key.name.encode()),
+        (b"Knative-Serving-Namespace", key.namespace.encode()),
+    )
+    return _head(ex, extra)
 
 
 def _head(ex: Exchange, extra: tuple[tuple[bytes, bytes], ...]) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -180,3 +181,48 @@ async def test_a_burst_at_zero_is_one_cold_start() -> None:
         await _get(port, "hello.default.localhost")
         summary = ingress.cold_starts.summary(R1)
         assert summary is not None and summary["count"] == 2.0
+
+
+async def test_activator_not_listening_yet_is_retried() -> None:
+    """A request that found no activator waits for it (a restart) instead of a 502."""
+    loop = asyncio.get_running_loop()
+    late = Upstream("activator")
+    with socket.socket() as s:  # a free port, listened on only later
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cluster = InMemoryCluster()
+    ingress = Ingress(
+        loop=loop, endpoints=cluster, mode_of=lambda key: Mode.PROXY, activator=("127.0.0.1", port)
+    )
+    ingress.set_routes({"hello.default.localhost": (Target(R1, 100),)})
+    proxy = ProxyServer(ingress)
+    server = await loop.create_server(proxy, "127.0.0.1", 0)
+
+    async def start_late() -> None:
+        await asyncio.sleep(0.35)
+        late.server = await asyncio.start_server(late._serve, "127.0.0.1", port)
+
+    try:
+        starter = asyncio.create_task(start_late())
+        status, body = await _get(server.sockets[0].getsockname()[1], "hello.default.localhost")
+        await starter
+        assert (status, body) == (200, b"activator")
+    finally:
+        proxy.abort_all()
+        server.close()
+        ingress.close()
+        late.close()
+        await asyncio.sleep(0.01)
+
+
+async def test_pod_refusing_hands_over_to_the_activator() -> None:
+    cluster = InMemoryCluster()
+    async with ingress_with(cluster, {R1: Mode.SERVE}) as (port, ingress, activator, _):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            gone = s.getsockname()[1]
+        cluster.set_endpoints(R1, (Endpoint("gone", "127.0.0.1", gone),))
+        ingress.set_routes({"hello.default.localhost": (Target(R1, 100),)})
+        status, body = await _get(port, "hello.default.localhost")
+        assert (status, body) == (200, b"activator")
+        assert b"Knative-Serving-Revision: hello-00001" in activator.heads[-1]
