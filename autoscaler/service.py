@@ -157,8 +157,8 @@ def resolve_scaling(spec: RevisionSpec, cfg: AutoscalerConfig) -> RevisionScalin
     ra = RevisionAutoscaling.from_annotations(spec.annotations, cc, cfg)
     if ra.autoscaler_class != config.KPA:
         return None
-    decider = decider_spec(cfg, ra, cc)
-    min_scale, max_scale = config.scale_bounds(cfg, ra)
+    decider = decider_spec(cfg, ra, cc, reachable=spec.reachable)
+    min_scale, max_scale = config.scale_bounds(cfg, ra, reachable=spec.reachable)
     kpa = KpaSpec(
         min_scale=min_scale,
         max_scale=max_scale,

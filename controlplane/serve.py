@@ -98,7 +98,7 @@ class ServeConfig:
 
 
 # -- Knative resources to the data plane's view --------------------------------------------------
-def revision_spec(rev: Revision) -> RevisionSpec:
+def revision_spec(rev: Revision, *, reachable: bool = True) -> RevisionSpec:
     """The seams' RevisionSpec of a stored (defaulted) Revision."""
     meta, spec = rev.metadata, rev.spec
     return RevisionSpec(
@@ -110,6 +110,7 @@ def revision_spec(rev: Revision) -> RevisionSpec:
         annotations=MappingProxyType(dict(meta.annotations)),
         service=meta.labels.get(SERVICE_LABEL, ""),
         configuration=meta.labels.get(CONFIGURATION_LABEL, ""),
+        reachable=reachable,
     )
 
 
@@ -247,10 +248,13 @@ class LocalPlatform:
         revisions = self.store.list_revisions()
         keys = set()
         for rev in revisions:
-            spec = revision_spec(rev)
-            keys.add(spec.key)
+            key = RevisionKey(rev.metadata.namespace, rev.metadata.name)
             if _ready(rev):
-                self._ready_once.add(spec.key)
+                self._ready_once.add(key)
+            # As Knative's revision reconciler: routed, or new and not routed yet (Unknown,
+            # which the autoscaler treats as reachable).
+            spec = revision_spec(rev, reachable=key in routed or key not in self._ready_once)
+            keys.add(spec.key)
             if self.seams.get(spec.key) != spec:
                 self.seams.put_revision(spec)
             if not self.pods.known(spec.key):

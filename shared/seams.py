@@ -45,6 +45,9 @@ class RevisionSpec:
     annotations: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     service: str = ""
     configuration: str = ""
+    # Knative's PodAutoscaler reachability: a route sends traffic to the revision (or it is new
+    # and not routed yet). An unreachable revision ignores min-scale and scales down at once.
+    reachable: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,6 +76,7 @@ def revision_to_json(spec: RevisionSpec) -> Json:
         "annotations": dict(spec.annotations),
         "service": spec.service,
         "configuration": spec.configuration,
+        "reachable": spec.reachable,
     }
 
 
@@ -91,6 +92,7 @@ def revision_from_json(obj: Json) -> RevisionSpec:
         ),
         service=str(obj.get("service", "")),
         configuration=str(obj.get("configuration", "")),
+        reachable=bool(obj.get("reachable", True)),
     )
 
 

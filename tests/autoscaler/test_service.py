@@ -270,3 +270,25 @@ async def test_publish_failure_is_retried_next_tick() -> None:
     assert scaler.calls >= 2
     assert h.latest()[0] == 3
     await h.svc.stop()
+
+
+@pytest.mark.parametrize(
+    ("reachable", "want_min", "want_reachable"),
+    [
+        pytest.param(True, 2, True, id="routed: min-scale holds"),
+        pytest.param(False, 0, False, id="unreachable: min-scale ignored, no rate limit"),
+    ],
+)
+def test_resolve_scaling_follows_reachability(
+    reachable: bool, want_min: int, want_reachable: bool
+) -> None:
+    """Knative's PodAutoscaler reachability: only a routed revision keeps its min-scale."""
+    spec = RevisionSpec(
+        RevisionKey("default", "old-00001"),
+        annotations=MappingProxyType({"autoscaling.knative.dev/min-scale": "2"}),
+        reachable=reachable,
+    )
+    scaling = resolve_scaling(spec, AutoscalerConfig())
+    assert scaling is not None
+    assert scaling.kpa.min_scale == want_min
+    assert scaling.decider.reachable is want_reachable

@@ -179,3 +179,16 @@ async def test_start_without_a_platform_does_not_fail() -> None:
 def test_bad_url_fails_fast() -> None:
     with pytest.raises(ValueError, match="http://"):
         HttpCluster("127.0.0.1:9080")
+
+
+@pytest.mark.parametrize("reachable", [True, False], ids=["reachable", "unreachable"])
+def test_revision_json_round_trip(reachable: bool) -> None:
+    spec = RevisionSpec(
+        RevisionKey("default", "hello-00001"),
+        container_concurrency=10,
+        annotations=MappingProxyType({"autoscaling.knative.dev/max-scale": "3"}),
+        service="hello",
+        configuration="hello",
+        reachable=reachable,
+    )
+    assert revision_from_json(revision_to_json(spec)) == spec
