@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 from activator.app import Activator
-from activator.cluster_file import load_cluster_file
 from activator.config import ActivatorConfig
 from activator.statsink import WebSocketStatSink
+from shared.cluster_file import load_cluster_file
 from shared.seams import InMemoryCluster
 
 __all__ = ["serve"]

@@ -59,9 +59,9 @@ def load_cluster(path: Path) -> Any:
     """The activator's cluster file, plus the keys only the autoscaler reads.
 
     Raises:
-        ConfigError: as activator.cluster_file.load_cluster_file, or a bad extra key.
+        ConfigError: as shared.cluster_file.load_cluster_file, or a bad extra key.
     """
-    from activator.cluster_file import load_cluster_file
+    from shared.cluster_file import load_cluster_file
 
     cluster = load_cluster_file(path)
     doc = yaml.safe_load(path.read_text())  # JSON is YAML; already checked to be a mapping

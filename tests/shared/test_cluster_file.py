@@ -1,4 +1,4 @@
-"""Tests for activator.cluster_file: the static cluster of ``python -m activator --cluster-file``.
+"""Tests for shared.cluster_file: the static cluster of ``python -m activator --cluster-file``.
 
 A hand-written file is where typos happen, so every kind of mistake must stop the activator at
 start-up with the path of the field at fault (``revisions[1].endpoints[0].port``), never start
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from activator.cluster_file import load_cluster_file
+from shared.cluster_file import load_cluster_file
 from shared.envconfig import ConfigError
 from shared.seams import Endpoint, InMemoryCluster, RevisionKey, RevisionSpec
 

@@ -1,7 +1,8 @@
-"""A static cluster description for ``python -m activator --cluster-file``.
+"""A static cluster description for ``--cluster-file`` (activator, autoscaler).
 
-Until the local platform serves revisions and endpoints, a hand-run activator reads them from
-a JSON or YAML file into the in-memory seams. The keys are Knative's where it has them::
+A hand-run activator or autoscaler, without the local platform's API (``--platform``), reads
+revisions and endpoints from a JSON or YAML file into the in-memory seams. The keys are
+Knative's where it has them::
 
     activators: ["127.0.0.1:8012"]        # optional; the split's activator addresses
     revisions:
