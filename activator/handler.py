@@ -33,7 +33,16 @@ from typing import TYPE_CHECKING, Final
 
 from activator.revisions import ActivatorRequest, ActiveRevision, RevisionTable
 from shared.breaker import Admission
-from shared.proxy.head import Tracing, connection_tokens, drop_listed, finish_head
+from shared.proxy.head import (
+    DROP,
+    PASS,
+    HeaderKinds,
+    Tracing,
+    connection_tokens,
+    drop_listed,
+    finish_head,
+    request_line,
+)
 from shared.proxy.http1 import error_body, simple_response
 
 if TYPE_CHECKING:
@@ -51,8 +60,6 @@ __all__ = ["MAX_CONNECT_RETRIES", "ActivatorHandler"]
 # of a scale-down, not enough to turn one request into a storm.
 MAX_CONNECT_RETRIES = 3
 
-_PASS: Final = 0  # any other header: passed through as it came
-_DROP: Final = 1
 _HOST: Final = 2
 _ORIGINAL_HOST: Final = 3
 _NETWORK_PROBE: Final = 4
@@ -66,46 +73,23 @@ _NETWORK_HASH: Final = 11
 _REVISION: Final = 12
 _NAMESPACE: Final = 13
 
-_KINDS: Final[dict[bytes, int]] = {
-    b"knative-serving-revision": _REVISION,
-    b"knative-serving-namespace": _NAMESPACE,
-    b"k-proxy-request": _DROP,  # set below, as Knative's r.Header.Set
-    b"keep-alive": _DROP,
-    b"proxy-connection": _DROP,
-    b"te": _DROP,
-    b"trailer": _DROP,
-    b"transfer-encoding": _DROP,
-    b"upgrade": _DROP,
-    b"host": _HOST,
-    b"k-original-host": _ORIGINAL_HOST,
-    b"k-network-probe": _NETWORK_PROBE,
-    b"k-kubelet-probe": _KUBELET_PROBE,
-    b"user-agent": _USER_AGENT,
-    b"x-forwarded-for": _XFF,
-    b"connection": _CONNECTION,
-    b"traceparent": _TRACEPARENT,
-    b"tracestate": _TRACESTATE,
-    b"k-network-hash": _NETWORK_HASH,
-}
-
-# The kinds of header names as clients spell them ("Host", "host", "HOST"), learnt as they
-# come: a client sends the same few spellings on every request, so the hot path does one dict
-# lookup per header instead of a lower() and a lookup. Bounded, so that a client inventing
-# names cannot grow it; past the bound a new spelling is looked up the slow way each time.
-_SPELLINGS: dict[bytes, int] = {}
-_MAX_SPELLINGS: Final = 4096
-
-# The request line's tail per HTTP version, built once ("1.1" -> b" HTTP/1.1\r\n").
-_VERSION_TAILS: Final = {v: b" HTTP/%b\r\n" % v.encode() for v in ("1.0", "1.1")}
-
-
-def _kind(name: bytes) -> int:
-    """The kind of a header name not seen in this spelling yet; remembers it if there is room."""
-    kind = _KINDS.get(name.lower(), _PASS)
-    if len(_SPELLINGS) < _MAX_SPELLINGS:
-        _SPELLINGS[name] = kind
-    return kind
-
+_KINDS: Final = HeaderKinds(
+    {
+        b"knative-serving-revision": _REVISION,
+        b"knative-serving-namespace": _NAMESPACE,
+        b"k-proxy-request": DROP,  # set below, as Knative's r.Header.Set
+        b"host": _HOST,
+        b"k-original-host": _ORIGINAL_HOST,
+        b"k-network-probe": _NETWORK_PROBE,
+        b"k-kubelet-probe": _KUBELET_PROBE,
+        b"user-agent": _USER_AGENT,
+        b"x-forwarded-for": _XFF,
+        b"connection": _CONNECTION,
+        b"traceparent": _TRACEPARENT,
+        b"tracestate": _TRACESTATE,
+        b"k-network-hash": _NETWORK_HASH,
+    }
+)
 
 _KUBE_PROBE_AGENT: Final = b"kube-probe/"
 _ACTIVATOR: Final = b"activator"
@@ -143,9 +127,8 @@ class ActivatorHandler:
         now = time.monotonic()
         ex.started_at = now
         ex.last_write = now
-        spellings = _SPELLINGS
-        tail = _VERSION_TAILS.get(ex.version) or b" HTTP/%b\r\n" % ex.version.encode()
-        out = [b"%b %b%b" % (ex.method, ex.target, tail)]
+        spellings = _KINDS.spellings
+        out = [request_line(ex)]
         append = out.append
         name = namespace = host = original_host = probe = xff = None
         traceparent = tracestate = network_hash = None
@@ -154,8 +137,8 @@ class ActivatorHandler:
         for hname, value in ex.headers:
             kind = spellings.get(hname)
             if kind is None:
-                kind = _kind(hname)
-            if kind == _PASS:
+                kind = _KINDS.learn(hname)
+            if kind == PASS:
                 append(b"%b: %b\r\n" % (hname, value))
             elif kind == _REVISION:
                 name = value
@@ -163,7 +146,7 @@ class ActivatorHandler:
                 namespace = value
             elif kind == _HOST:
                 host = value
-            elif kind == _DROP:
+            elif kind == DROP:
                 pass
             elif kind == _USER_AGENT:
                 if value.startswith(_KUBE_PROBE_AGENT):

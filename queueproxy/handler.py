@@ -29,7 +29,16 @@ from queueproxy.forwarded import generate_forwarded
 from queueproxy.reqlog import trace_id_from_headers
 from shared.breaker import Admission, Breaker
 from shared.proxy.exchange import Exchange
-from shared.proxy.head import Tracing, connection_tokens, drop_listed, finish_head
+from shared.proxy.head import (
+    DROP,
+    PASS,
+    HeaderKinds,
+    Tracing,
+    connection_tokens,
+    drop_listed,
+    finish_head,
+    request_line,
+)
 from shared.proxy.http1 import error_body, simple_response
 from shared.proxy.upstream import UpstreamPool
 from shared.stats import RequestStats
@@ -44,7 +53,6 @@ if TYPE_CHECKING:
     from queueproxy.reqlog import RequestLogger
 
 # Header kinds the policy looks at; every other header passes through untouched.
-_DROP: Final = 1
 _HOST: Final = 2
 _ORIGINAL_HOST: Final = 3
 _NETWORK_PROBE: Final = 4
@@ -60,30 +68,26 @@ _TRACEPARENT: Final = 13
 _TRACESTATE: Final = 14
 _NETWORK_HASH: Final = 15
 
-_KINDS: Final[dict[bytes, int]] = {
-    b"knative-serving-revision": _DROP,
-    b"knative-serving-namespace": _DROP,
-    b"keep-alive": _DROP,
-    b"proxy-connection": _DROP,
-    b"te": _DROP,
-    b"trailer": _DROP,
-    b"transfer-encoding": _DROP,
-    b"upgrade": _DROP,
-    b"host": _HOST,
-    b"k-original-host": _ORIGINAL_HOST,
-    b"k-network-probe": _NETWORK_PROBE,
-    b"k-kubelet-probe": _KUBELET_PROBE,
-    b"user-agent": _USER_AGENT,
-    b"k-proxy-request": _PROXY_REQUEST,
-    b"x-forwarded-for": _XFF,
-    b"x-forwarded-proto": _XFP,
-    b"x-forwarded-host": _XFH,
-    b"forwarded": _FORWARDED,
-    b"connection": _CONNECTION,
-    b"traceparent": _TRACEPARENT,
-    b"tracestate": _TRACESTATE,
-    b"k-network-hash": _NETWORK_HASH,
-}
+_KINDS: Final = HeaderKinds(
+    {
+        b"knative-serving-revision": DROP,
+        b"knative-serving-namespace": DROP,
+        b"host": _HOST,
+        b"k-original-host": _ORIGINAL_HOST,
+        b"k-network-probe": _NETWORK_PROBE,
+        b"k-kubelet-probe": _KUBELET_PROBE,
+        b"user-agent": _USER_AGENT,
+        b"k-proxy-request": _PROXY_REQUEST,
+        b"x-forwarded-for": _XFF,
+        b"x-forwarded-proto": _XFP,
+        b"x-forwarded-host": _XFH,
+        b"forwarded": _FORWARDED,
+        b"connection": _CONNECTION,
+        b"traceparent": _TRACEPARENT,
+        b"tracestate": _TRACESTATE,
+        b"k-network-hash": _NETWORK_HASH,
+    }
+)
 
 # User agents whose requests are health checks (knative.dev/networking header constants:
 # kubelet's "kube-probe/", and the activator's and autoscaler's probes).
@@ -145,8 +149,8 @@ class QueueHandler:
         now = time.monotonic()
         ex.started_at = now
         ex.last_write = now
-        kinds = _KINDS
-        out = [b"%b %b HTTP/%b\r\n" % (ex.method, ex.target, ex.version.encode())]
+        spellings = _KINDS.spellings
+        out = [request_line(ex)]
         append = out.append
         host = original_host = probe = xff = xfp = xfh = None
         traceparent = tracestate = network_hash = None
@@ -154,12 +158,14 @@ class QueueHandler:
         drop: list[bytes] = []
         tag = 0
         for name, value in ex.headers:
-            kind = kinds.get(name.lower())
+            kind = spellings.get(name)
             if kind is None:
+                kind = _KINDS.learn(name)
+            if kind == PASS:
                 append(b"%b: %b\r\n" % (name, value))
             elif kind == _HOST:
                 host = value
-            elif kind == _DROP:
+            elif kind == DROP:
                 pass
             elif kind == _USER_AGENT:
                 if value.startswith(_PROBE_AGENTS):

@@ -10,12 +10,59 @@ caller's untouched when it is off.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Final
 
 from shared.proxy.exchange import Exchange
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import Tracer
+
+
+# Header kinds every component shares; each adds its own from 2 up.
+PASS: Final = 0  # passed through untouched
+DROP: Final = 1  # not forwarded
+
+# Hop-by-hop headers the proxy re-states itself (framing, upgrade) or must not forward; the
+# Connection header, also hop-by-hop, is a kind of each component's (it lists more to drop).
+_HOP_BY_HOP: Final = (b"keep-alive", b"proxy-connection", b"te", b"trailer")
+_RESTATED: Final = (b"transfer-encoding", b"upgrade")
+
+# The request line's tail per HTTP version, built once ("1.1" -> b" HTTP/1.1\r\n").
+_VERSION_TAILS: Final = {v: b" HTTP/%b\r\n" % v.encode() for v in ("1.0", "1.1")}
+
+
+def request_line(ex: Exchange) -> bytes:
+    tail = _VERSION_TAILS.get(ex.version) or b" HTTP/%b\r\n" % ex.version.encode()
+    return b"%b %b%b" % (ex.method, ex.target, tail)
+
+
+class HeaderKinds:
+    """A component's header name -> kind table, looked up by the client's own spelling.
+
+    A client sends the same few spellings ("Host", "host") on every request, so the hot path does
+    one dict lookup per header instead of a ``lower()`` and a lookup. The spellings learnt are
+    bounded, so that a client inventing names cannot grow the table; past the bound a new
+    spelling is looked up the slow way each time.
+    """
+
+    __slots__ = ("_kinds", "_max", "spellings")
+
+    def __init__(self, kinds: Mapping[bytes, int], *, max_spellings: int = 4096) -> None:
+        self._kinds = {name: DROP for name in (*_HOP_BY_HOP, *_RESTATED)}
+        self._kinds.update(kinds)
+        self._max = max_spellings
+        self.spellings: dict[bytes, int] = {}
+
+    def __repr__(self) -> str:
+        return f"<HeaderKinds kinds={len(self._kinds)} spellings={len(self.spellings)}>"
+
+    def learn(self, name: bytes) -> int:
+        """The kind of a name not seen in this spelling yet; remembered if there is room."""
+        kind = self._kinds.get(name.lower(), PASS)
+        if len(self.spellings) < self._max:
+            self.spellings[name] = kind
+        return kind
 
 
 class Tracing:

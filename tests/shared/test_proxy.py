@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 import pytest
 
 from shared.proxy.exchange import Exchange
+from shared.proxy.head import DROP, PASS, HeaderKinds
 from shared.proxy.http1 import HOP_BY_HOP
 from shared.proxy.server import ProxyServer
 from shared.proxy.upstream import UpstreamPool
@@ -189,3 +190,11 @@ async def test_bad_input_answered_then_closed(request_bytes: bytes, status: byte
         # Still serving.
         ok = await _exchange(port, b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert ok.endswith(b"path=/ok")
+
+
+def test_header_kinds_learn_spellings_up_to_the_bound() -> None:
+    kinds = HeaderKinds({b"host": 2}, max_spellings=2)
+    assert kinds.learn(b"Host") == 2
+    assert kinds.learn(b"Upgrade") == DROP  # hop-by-hop, restated by the proxy itself
+    assert kinds.learn(b"X-Other") == PASS
+    assert kinds.spellings == {b"Host": 2, b"Upgrade": DROP}  # the bound holds
