@@ -21,6 +21,9 @@ Theory of operation. What Kubernetes does for a Knative revision's Deployment, o
   So no request is lost.
 * A process that exits on its own is a crash: the pod is removed and a replacement started,
   after a back-off that doubles with each consecutive crash (Kubernetes' CrashLoopBackOff).
+  Once the user process has crashed CRASH_LOOP_FAILURES times in a row, each further crash is
+  reported as a ``ContainerFailure`` (exit code, last log line): what Knative's revision
+  reconciler reads from the pod's last termination state to mark ContainerHealthy False.
 
 Which pods to start or stop is decided by the pure ``plan_scale``; the ``PodManager`` does it.
 """
@@ -48,6 +51,7 @@ import aiohttp
 from shared.seams import Endpoint, RevisionKey
 
 __all__ = [
+    "ContainerFailure",
     "PodManager",
     "PodStatus",
     "PodTemplate",
@@ -85,6 +89,14 @@ CRASH_BACKOFF_FIRST_S: Final = 0.5
 CRASH_BACKOFF_MAX_S: Final = 30.0
 # A pod that ran this long before it crashed resets the back-off.
 CRASH_BACKOFF_RESET_S: Final = 60.0
+# The user process crashed this often in a row: the kubelet would show the container as
+# CrashLoopBackOff (it is now waiting out the back-off, 0.5 s then 1 s, ~2 s after the first
+# start), so it is reported as failing. One or two crashes may be a port race or a slow
+# dependency; three with a growing back-off between them are the app's own fault.
+CRASH_LOOP_FAILURES: Final = 3
+# How much of the end of a crashed container's log is read for its last line (Kubernetes'
+# FallbackToLogsOnError, which Knative sets on user containers, keeps at most 2048 bytes).
+TERMINATION_LOG_TAIL_BYTES: Final = 2048
 _PROBE_HEADERS: Final = {"K-Network-Probe": "queue", "K-Kubelet-Probe": "queue"}
 _PROBE_USER_AGENT: Final = "kube-probe/knpy"
 _INTERPRETERS: Final = frozenset({"python", "python3"})
@@ -181,6 +193,41 @@ def plan_scale(pods: Sequence[PodStatus], desired: int) -> ScalePlan:
         return ScalePlan()
     ranked = sorted(live, key=lambda p: (p.ready, -p.started_at, p.name))
     return ScalePlan(stop=tuple(p.name for p in ranked[:excess]))
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerFailure:
+    """A revision's user container keeps exiting (its last termination, as the kubelet has it)."""
+
+    exit_code: int  # 128 + signal for a process killed by a signal, as Kubernetes reports it
+    last_log_line: str = ""
+
+    @property
+    def reason(self) -> str:
+        """Knative's v1.ExitCodeReason: ``ExitCode1``."""
+        return f"ExitCode{self.exit_code}"
+
+    @property
+    def message(self) -> str:
+        """Knative's v1.RevisionContainerExitingMessage (its fallback for no message)."""
+        return f"Container failed with: {self.last_log_line or 'container exited with no error'}"
+
+
+def exit_code(returncode: int) -> int:
+    """Kubernetes' exit code of a process: killed by signal N is 128 + N (SIGKILL: 137)."""
+    return returncode if returncode >= 0 else 128 - returncode
+
+
+def last_log_line(path: Path) -> str:
+    """The last non-blank line of a container's log ("" if there is none)."""
+    try:
+        with path.open("rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - TERMINATION_LOG_TAIL_BYTES))
+            tail = log.read()
+    except OSError:
+        return ""
+    lines = [line.strip() for line in tail.decode(errors="replace").splitlines()]
+    return next((line for line in reversed(lines) if line), "")
 
 
 def crash_backoff_s(consecutive_crashes: int) -> float:
@@ -335,6 +382,7 @@ class _Revision:
 
 
 Publish = Callable[[RevisionKey, tuple[Endpoint, ...]], None]
+OnContainerFailure = Callable[[RevisionKey, ContainerFailure], None]
 
 
 class PodManager:
@@ -353,6 +401,7 @@ class PodManager:
         base_env: Mapping[str, str] | None = None,
         python: str = sys.executable,
         clock: Callable[[], float] = time.time,
+        on_container_failure: OnContainerFailure | None = None,
     ) -> None:
         if drain_period_s < 0:
             raise ValueError(f"drain period must be >= 0, got {drain_period_s}")
@@ -362,6 +411,7 @@ class PodManager:
         self.base_env: Mapping[str, str] = dict(os.environ if base_env is None else base_env)
         self.python = python
         self.clock = clock
+        self.on_container_failure = on_container_failure
         self._revisions: dict[RevisionKey, _Revision] = {}
         self._draining: set[asyncio.Task[None]] = set()
         self._seq = itertools.count(1)
@@ -464,7 +514,7 @@ class PodManager:
         name = f"{key.name}-pod-{next(self._seq)}"
         ports = PodPorts.allocate()
         pod = _Pod(name, template, ports, self.clock())
-        log_dir = self.state_dir / "pods" / key.namespace / name
+        log_dir = self._log_dir(key, name)
         log_dir.mkdir(parents=True, exist_ok=True)
         command = list(template.command)
         if command[0] in _INTERPRETERS:
@@ -506,6 +556,9 @@ class PodManager:
             pod.tasks.add(task)
             task.add_done_callback(pod.tasks.discard)
         _log.info("pod %s started (serving %s:%d)", name, LOOPBACK, ports.serving)
+
+    def _log_dir(self, key: RevisionKey, pod_name: str) -> Path:
+        return self.state_dir / "pods" / key.namespace / pod_name
 
     def _stop(self, key: RevisionKey, rev: _Revision, pod: _Pod) -> None:
         """Take the pod out of the endpoints now; drain and stop its processes in the back."""
@@ -555,6 +608,16 @@ class PodManager:
         pod.tasks.discard(asyncio.current_task())
         self._stop(key, rev, pod)
         rev.dirty.set()
+        if which == "user" and rev.crashes >= CRASH_LOOP_FAILURES:
+            self._container_failed(key, pod)
+
+    def _container_failed(self, key: RevisionKey, pod: _Pod) -> None:
+        assert pod.user is not None and pod.user.returncode is not None
+        log = self._log_dir(key, pod.name) / "user.log"
+        failure = ContainerFailure(exit_code(pod.user.returncode), last_log_line(log))
+        _log.warning("revision %s is crash-looping: %s", key, failure.message)
+        if self.on_container_failure is not None and self._revisions.get(key) is not None:
+            self.on_container_failure(key, failure)
 
     async def _probe_loop(self, key: RevisionKey, rev: _Revision, pod: _Pod) -> None:
         settings = ProbeSettings.from_probe(pod.template.readiness_probe)

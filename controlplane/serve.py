@@ -15,7 +15,10 @@ knpy serve ── store (SQLite, state dir) ── LocalPlatform ── PodManag
   revision new to this run starts at its initial scale if it is routed or never was ready
   (Knative makes every new revision reach readiness once); from then on the autoscaler's
   decisions drive its scale. The first ready pod of a revision marks it Ready in the store,
-  which is what lets routes that follow the latest revision move to it.
+  which is what lets routes that follow the latest revision move to it. A revision whose app
+  crash-loops before it was ever ready is marked failed (Ready and ContainerHealthy False,
+  "ExitCode1", the last log line), as Knative's revision reconciler does; its pods keep being
+  retried with the back-off, and a pod that turns ready makes it Ready after all.
 * The autoscaler and the activator are child processes (``--platform`` = this API), restarted
   with a back-off if they die. Their ports are chosen once per run, so the activator's address
   in the seams stays valid across its restarts. A changed config-autoscaler restarts the
@@ -56,7 +59,7 @@ from .model import (
     ValidationError,
     to_dict,
 )
-from .pods import LOOPBACK, PodManager, PodPorts, PodTemplate, terminate
+from .pods import LOOPBACK, ContainerFailure, PodManager, PodPorts, PodTemplate, terminate
 from .store import Store
 from .traffic import TargetError
 
@@ -303,8 +306,27 @@ class LocalPlatform:
         self.seams.set_endpoints(key, endpoints)
         if key not in self._ready_once and any(e.ready for e in endpoints):
             self._ready_once.add(key)
-            self.store.set_revision_status(key.namespace, key.name, ready=True)
+            self.store.set_revision_status(
+                key.namespace, key.name, ready=True, container_healthy=True
+            )
             self._sync_routes()
+
+    def container_failed(self, key: RevisionKey, failure: ContainerFailure) -> None:
+        """The pod manager's crash loop: a revision never ready is failed, as in Knative.
+
+        A revision that was ready keeps its status: routes that reached it stay as they are.
+        """
+        if key in self._ready_once:
+            return
+        self.store.set_revision_status(
+            key.namespace,
+            key.name,
+            ready=False,
+            reason=failure.reason,
+            message=failure.message,
+            container_healthy=False,
+        )
+        self._sync_routes()
 
     def on_decision(self, decision: ScaleDecision) -> None:
         self.pods.scale(decision.key, decision.desired_scale)
@@ -438,6 +460,7 @@ class LocalServe:
             drain_period_s=cfg.drain_period_s,
             base_env=self.base_env,
             python=cfg.python,
+            on_container_failure=self._container_failed,
         )
         self.platform = LocalPlatform(
             self.store,
@@ -465,6 +488,9 @@ class LocalServe:
 
     def _publish(self, key: RevisionKey, endpoints: tuple[Endpoint, ...]) -> None:
         self.platform.publish(key, endpoints)
+
+    def _container_failed(self, key: RevisionKey, failure: ContainerFailure) -> None:
+        self.platform.container_failed(key, failure)
 
     def _set_routes(self, routes: Mapping[str, tuple[Target, ...]]) -> None:
         if self.ingress is not None:

@@ -148,6 +148,29 @@ def _condition(
     return Condition(type=type_, status=status, reason=reason, message=message)
 
 
+def _with_condition(
+    conditions: tuple[Condition, ...],
+    type_: str,
+    true: bool,
+    reason: str,
+    message: str,
+    now: str,
+) -> tuple[Condition, ...]:
+    """``conditions`` with ``type_`` set; its transition time moves only if its status does.
+
+    A condition keeps its place; a new Ready goes first, any other new one last.
+    """
+    new: tr.ConditionStatus = "True" if true else "False"
+    old = next((c for c in conditions if c.type == type_), None)
+    if old is not None and (old.status, old.reason, old.message) == (new, reason, message):
+        return conditions
+    since = now if old is None or old.status != new else old.last_transition_time
+    condition = Condition(type_, new, reason, message, since)
+    if old is not None:
+        return tuple(condition if c is old else c for c in conditions)
+    return (condition, *conditions) if type_ == "Ready" else (*conditions, condition)
+
+
 def _ready_of(conditions: Sequence[Condition]) -> tr.ConditionStatus:
     for c in conditions:
         if c.type == "Ready" and c.status in ("True", "False"):
@@ -513,27 +536,31 @@ class Store:
         ready: bool | None = None,
         reason: str = "",
         message: str = "",
+        container_healthy: bool | None = None,
         actual_replicas: int | None = None,
         desired_replicas: int | None = None,
     ) -> Revision | None:
-        """Record what the platform observed of a revision; None if there is no such revision."""
+        """Record what the platform observed of a revision; None if there is no such revision.
+
+        ``reason`` and ``message`` go with ``ready`` and, when it is False, with
+        ``container_healthy`` too: as Knative's Ready, which takes a failed dependent
+        condition's reason and message (ContainerHealthy False, "ExitCode1").
+        """
         with self._transaction():
             rev = self._get(Revision, namespace, name)
             if rev is None:
                 return None
             status = rev.status
+            conditions = status.conditions
+            now = _rfc3339(self._clock())
             if ready is not None:
-                new: tr.ConditionStatus = "True" if ready else "False"
-                old = next((c for c in status.conditions if c.type == "Ready"), None)
-                if old is None or (old.status, old.reason, old.message) != (new, reason, message):
-                    since = (
-                        _rfc3339(self._clock())
-                        if old is None or old.status != new
-                        else old.last_transition_time
-                    )
-                    ready_condition = Condition("Ready", new, reason, message, since)
-                    others = tuple(c for c in status.conditions if c.type != "Ready")
-                    status = dataclasses.replace(status, conditions=(ready_condition, *others))
+                conditions = _with_condition(conditions, "Ready", ready, reason, message, now)
+            if container_healthy is not None:
+                why = ("", "") if container_healthy else (reason, message)
+                conditions = _with_condition(
+                    conditions, "ContainerHealthy", container_healthy, *why, now
+                )
+            status = dataclasses.replace(status, conditions=conditions)
             if actual_replicas is not None:
                 status = dataclasses.replace(status, actual_replicas=actual_replicas)
             if desired_replicas is not None:

@@ -14,6 +14,8 @@ import aiohttp
 import pytest
 
 from controlplane.pods import (
+    CRASH_LOOP_FAILURES,
+    ContainerFailure,
     PodManager,
     PodPorts,
     PodStatus,
@@ -21,6 +23,8 @@ from controlplane.pods import (
     ProbeSettings,
     ScalePlan,
     crash_backoff_s,
+    exit_code,
+    last_log_line,
     local_readiness_probe,
     plan_scale,
     queue_env,
@@ -83,6 +87,57 @@ def test_plan_scale(pods: list[PodStatus], desired: int, want: ScalePlan) -> Non
 )
 def test_crash_backoff(crashes: int, want: float) -> None:
     assert crash_backoff_s(crashes) == want
+
+
+NO_ERROR = "Container failed with: container exited with no error"  # Knative's fallback
+
+
+@pytest.mark.parametrize(
+    ("failure", "reason", "message"),
+    [
+        pytest.param(
+            ContainerFailure(1, "KeyError: 'DATABASE_URL'"),
+            "ExitCode1",
+            "Container failed with: KeyError: 'DATABASE_URL'",
+            id="exit-1-last-line",
+        ),
+        pytest.param(ContainerFailure(0), "ExitCode0", NO_ERROR, id="exit-0-no-log"),
+        pytest.param(ContainerFailure(137), "ExitCode137", NO_ERROR, id="killed-no-log"),
+    ],
+)
+def test_container_failure_speaks_knative(
+    failure: ContainerFailure, reason: str, message: str
+) -> None:
+    assert (failure.reason, failure.message) == (reason, message)
+
+
+@pytest.mark.parametrize(
+    ("returncode", "want"),
+    [
+        pytest.param(0, 0, id="clean"),
+        pytest.param(1, 1, id="error"),
+        pytest.param(-signal.SIGKILL, 137, id="sigkill-is-128-plus-9"),
+        pytest.param(-signal.SIGTERM, 143, id="sigterm"),
+    ],
+)
+def test_exit_code(returncode: int, want: int) -> None:
+    assert exit_code(returncode) == want
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        pytest.param(None, "", id="no-log"),
+        pytest.param("", "", id="empty"),
+        pytest.param("starting\nboom\n\n  \n", "boom", id="last-non-blank"),
+        pytest.param("x" * 5000 + "\ntail line", "tail line", id="long-log-tail-only"),
+    ],
+)
+def test_last_log_line(tmp_path: Path, text: str | None, want: str) -> None:
+    log = tmp_path / "user.log"
+    if text is not None:
+        log.write_text(text)
+    assert last_log_line(log) == want
 
 
 PORTS = PodPorts(user=40001, serving=40002, admin=40003, metrics=40004, user_metrics=40005)
@@ -306,3 +361,47 @@ async def test_bad_command_backs_off(manager: tuple[PodManager, Published]) -> N
     started = {e.pod_name for eps in published.history for e in eps}
     assert 1 <= len(started) <= 4
     assert pods._revisions[KEY].crashes >= 1
+
+
+async def test_crash_loop_is_reported_with_exit_code_and_last_line(tmp_path: Path) -> None:
+    published = Published()
+    failures: list[tuple[RevisionKey, ContainerFailure]] = []
+    reported = asyncio.Event()
+
+    def on_failure(key: RevisionKey, failure: ContainerFailure) -> None:
+        failures.append((key, failure))
+        reported.set()
+
+    pods = PodManager(tmp_path, published, drain_period_s=0.5, on_container_failure=on_failure)
+    crash = "import sys; print('starting'); sys.exit('no DATABASE_URL')"
+    try:
+        pods.set_template(_template(command=(sys.executable, "-c", crash)))
+        pods.scale(KEY, 1)
+        # Crashes 1-3 with 0.5 s and 1 s of back-off between them: reported after ~2 s.
+        async with asyncio.timeout(STEP_TIMEOUT_S):
+            await reported.wait()
+        assert pods._revisions[KEY].crashes >= CRASH_LOOP_FAILURES
+        assert failures[0] == (KEY, ContainerFailure(1, "no DATABASE_URL"))
+        started = {e.pod_name for eps in published.history for e in eps}
+        assert len(started) >= CRASH_LOOP_FAILURES
+    finally:
+        await asyncio.wait_for(pods.close(), STEP_TIMEOUT_S)
+
+
+async def test_queue_proxy_crash_is_not_a_container_failure(tmp_path: Path) -> None:
+    failures: list[ContainerFailure] = []
+    published = Published()
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    pods = PodManager(
+        tmp_path, published, drain_period_s=0.5, base_env=env,
+        on_container_failure=lambda _, failure: failures.append(failure),
+    )  # fmt: skip
+    try:
+        pods.set_template(_template(queue_env={"QUEUE_SERVING_PORT": "not-a-port"}))
+        pods.scale(KEY, 1)
+        async with asyncio.timeout(STEP_TIMEOUT_S):
+            while pods._revisions[KEY].crashes < CRASH_LOOP_FAILURES + 1:
+                await asyncio.sleep(0.05)
+        assert failures == []
+    finally:
+        await asyncio.wait_for(pods.close(), STEP_TIMEOUT_S)

@@ -323,6 +323,50 @@ def test_failed_revision_marks_the_service(store: Store) -> None:
     assert store.set_revision_status("default", "nope", ready=True) is None
 
 
+def test_crash_loop_fails_the_revision_until_a_pod_is_ready(tmp_path: Path) -> None:
+    now = [1000.0]
+    store = Store(tmp_path, clock=lambda: now[0])
+    store.apply_text(service())
+    message = "Container failed with: no DATABASE_URL"
+
+    def conditions() -> dict[str, tuple[str, str, str, str]]:
+        rev = store.get_revision("default", "hello-00001")
+        assert rev is not None
+        return {
+            c.type: (c.status, c.reason, c.message, c.last_transition_time)
+            for c in rev.status.conditions
+        }
+
+    now[0] = 1010.0
+    store.set_revision_status(
+        "default", "hello-00001", ready=False, reason="ExitCode1", message=message,
+        container_healthy=False,
+    )  # fmt: skip
+    failed = conditions()
+    assert failed["Ready"][:3] == ("False", "ExitCode1", message)
+    assert failed["ContainerHealthy"][:3] == ("False", "ExitCode1", message)
+    # The same failure again (each further crash) keeps the transition time.
+    now[0] = 1020.0
+    store.set_revision_status(
+        "default", "hello-00001", ready=False, reason="ExitCode1", message=message,
+        container_healthy=False,
+    )  # fmt: skip
+    assert conditions() == failed
+    svc = store.get_service("default", "hello")
+    assert svc is not None and svc.status.latest_ready_revision_name == ""
+    # A pod turned ready: the revision recovers, and its route follows.
+    now[0] = 1030.0
+    store.set_revision_status("default", "hello-00001", ready=True, container_healthy=True)
+    recovered = conditions()
+    assert recovered["Ready"][:3] == recovered["ContainerHealthy"][:3] == ("True", "", "")
+    assert recovered["Ready"][3] != failed["Ready"][3]
+    rev = store.get_revision("default", "hello-00001")
+    assert rev is not None and rev.status.conditions[0].type == "Ready"
+    svc = store.get_service("default", "hello")
+    assert svc is not None and svc.status.latest_ready_revision_name == "hello-00001"
+    store.close()
+
+
 @pytest.mark.parametrize(
     "parent, suffix, expected",
     [

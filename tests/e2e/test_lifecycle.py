@@ -97,6 +97,61 @@ async def test_restart_restores_the_services(serve: Callable[..., Serve]) -> Non
     assert await again.stop(signal.SIGINT) == 0
 
 
+def crashing_yaml(marker: Path) -> str:
+    """A Service whose app exits 1 ("config missing") until ``marker`` exists."""
+    app = EXAMPLES / "sampleapp" / "app.py"
+    script = (
+        f"import os, runpy, sys; os.path.exists('{marker}') or sys.exit('config missing');"
+        f" runpy.run_path('{app}', run_name='__main__')"
+    )
+    return f"""
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {{name: crashy, namespace: default}}
+spec:
+  template:
+    spec:
+      containers:
+        - image: knpy/crashy
+          command: [python, -c, "{script}"]
+"""
+
+
+async def test_crash_looping_revision_fails_then_recovers(
+    serve: Callable[..., Serve], tmp_path: Path
+) -> None:
+    s = serve()
+    marker = tmp_path / "config-present"
+    await s.apply(crashing_yaml(marker))
+
+    async def conditions() -> dict[str, Json]:
+        rev = await s.revision("crashy-00001")
+        return {c["type"]: c for c in rev["status"].get("conditions", [])}
+
+    async def failed() -> bool:
+        return (await conditions())["Ready"]["status"] == "False"
+
+    # Three crashes with 0.5 s and 1 s of back-off between them: failed after ~2-3 s.
+    await s.until(failed, "crashy-00001 to be marked failed")
+    cond = await conditions()
+    for kind in ("Ready", "ContainerHealthy"):
+        assert cond[kind]["status"] == "False"
+        assert cond[kind]["reason"] == "ExitCode1"
+        assert cond[kind]["message"] == "Container failed with: config missing"
+    _, table, _ = await s.knpy("get", "revisions")
+    header, row = table.splitlines()
+    assert row.split()[:2] == ["default", "crashy-00001"]
+    assert row[header.index("READY") :].split()[0] == "False", table
+    svc = await s.get("services", "crashy")
+    assert {c["type"]: c["status"] for c in svc["status"]["conditions"]}["Ready"] == "False"
+
+    # Fixed: the next replacement (still retried with the back-off) turns ready.
+    marker.touch()
+    await s.answers("crashy.default.localhost", "crashy-00001")
+    cond = await conditions()
+    assert cond["Ready"]["status"] == cond["ContainerHealthy"]["status"] == "True"
+
+
 def _names_and_generations(items: list[Json]) -> dict[str, int | None]:
     return {
         f"{i['metadata']['namespace']}/{i['metadata']['name']}": i["metadata"].get("generation")
