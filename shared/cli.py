@@ -199,8 +199,11 @@ def _status_message(body: bytes) -> str:
 
 # -- output --------------------------------------------------------------------------------------
 def apply_lines(result: Json) -> list[str]:
-    """kubectl's one line per resource: ``service.serving.knative.dev/hello created``."""
-    return [f"{r['kind'].lower()}/{r['name']} {r['action']}" for r in result.get("results", [])]
+    """kubectl's one line per resource: ``service.serving.knative.dev/hello created``.
+
+    The API words them (``store.Applied``), so ``knpy apply`` and ``knpy serve -f`` agree.
+    """
+    return [str(r["line"]) for r in result.get("results", [])]
 
 
 def render_table(kind: str, items: Sequence[Json]) -> str:

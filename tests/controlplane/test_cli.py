@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from controlplane.pods import free_port
-from shared.cli import render_table
+from shared.cli import apply_lines, render_table
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_APP = REPO_ROOT / "examples" / "sampleapp" / "app.py"
@@ -52,6 +52,7 @@ class Serve:
     api: str
     state_dir: Path
     stderr: Path
+    stdout: Path
 
     def knpy(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
@@ -97,19 +98,20 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Serve]]:
     def start(*files: Path) -> Serve:
         port, api_port = free_port(), free_port()
         stderr = tmp_path / f"serve-{len(started)}.stderr"
+        stdout = stderr.with_suffix(".stdout")
         args = ["--port", str(port), "--api-port", str(api_port)]
         args += ["--state-dir", str(tmp_path / "state")]
         for f in files:
             args += ["-f", str(f)]
-        with stderr.open("wb") as err:
+        with stderr.open("wb") as err, stdout.open("wb") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "shared.cli", "serve", *args],
                 cwd=REPO_ROOT,
                 env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-                stdout=subprocess.DEVNULL,
+                stdout=out,
                 stderr=err,
             )
-        s = Serve(proc, port, f"http://127.0.0.1:{api_port}", tmp_path / "state", stderr)
+        s = Serve(proc, port, f"http://127.0.0.1:{api_port}", tmp_path / "state", stderr, stdout)
         started.append(s)
         _until(
             lambda: b"knpy serve: ingress" in stderr.read_bytes() or proc.poll() is not None,
@@ -131,7 +133,7 @@ def test_apply_get_route_delete_and_clean_stop(serve: Callable[..., Serve], tmp_
     (tmp_path / "hello.yaml").write_text(HELLO)
     s = serve()
     out = s.knpy("apply", "-f", str(tmp_path / "hello.yaml")).stdout
-    assert out.strip() == "service/hello created"
+    assert out.strip() == "service.serving.knative.dev/hello created"
     _until(lambda: s.request("hello.default.localhost")[0] == 200, "hello to answer")
     status, text = s.request("nope.default.localhost")
     assert status == 404 and "nope.default.localhost" in text
@@ -157,6 +159,8 @@ def test_restart_restores_services(serve: Callable[..., Serve], tmp_path: Path) 
     s = serve(tmp_path / "hello.yaml")
     _until(lambda: s.request("hello.default.localhost")[0] == 200, "hello to answer")
     assert s.stop() == 0
+    # serve -f says what it applied as knpy apply does (kubectl's wording).
+    assert s.stdout.read_text() == "service.serving.knative.dev/hello created\n"
     again = serve()
     _until(lambda: again.request("hello.default.localhost")[0] == 200, "hello after restart")
     assert "hello" in again.knpy("get", "services").stdout
@@ -181,6 +185,31 @@ def test_scale_to_zero_and_cold_start_through_the_activator(
     assert doc["status"]["coldStarts"]["count"] == 1
     assert "COLD P50" in s.knpy("get", "revisions").stdout
     assert s.stop() == 0
+    assert s.stdout.read_text().splitlines() == [
+        "configmap/config-autoscaler created",
+        "service.serving.knative.dev/hello created",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("results", "want"),
+    [
+        pytest.param([], [], id="nothing"),
+        pytest.param(
+            [
+                {"kind": "Service", "name": "hello", "action": "configured",
+                 "line": "service.serving.knative.dev/hello configured"},
+                {"kind": "ConfigMap", "name": "config-autoscaler", "action": "unchanged",
+                 "line": "configmap/config-autoscaler unchanged"},
+            ],
+            ["service.serving.knative.dev/hello configured",
+             "configmap/config-autoscaler unchanged"],
+            id="the-apis-kubectl-lines",
+        ),
+    ],
+)  # fmt: skip
+def test_apply_lines(results: list[dict[str, str]], want: list[str]) -> None:
+    assert apply_lines({"results": results, "revisionsCreated": []}) == want
 
 
 def test_render_table_for_revisions() -> None:

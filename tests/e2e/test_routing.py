@@ -46,7 +46,7 @@ async def test_template_change_makes_revision_2_and_moves_traffic(
     await s.apply(hello_yaml())
     await s.answers(HELLO, "hello-00001")
     _, out, _ = await s.apply(hello_yaml(env="2"))
-    assert out.strip() == "service/hello configured"
+    assert out.strip() == "service.serving.knative.dev/hello configured"
     await s.answers(HELLO, "hello-00002")
     # Once moved, every answer is from revision 2: latestRevision follows the newest ready one.
     result = await s.load(HELLO, clients=4, requests=200)
@@ -59,7 +59,7 @@ async def test_template_change_makes_revision_2_and_moves_traffic(
     ]
     # Applying the same template again changes nothing: no revision 3.
     _, out, _ = await s.apply(hello_yaml(env="2"))
-    assert out.strip() == "service/hello unchanged"
+    assert out.strip() == "service.serving.knative.dev/hello unchanged"
     assert await s.revision_names("hello") == ["hello-00001", "hello-00002"]
 
 
