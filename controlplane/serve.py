@@ -380,8 +380,9 @@ class Child:
         self.env = dict(env)
         self.log = log
         self.proc: asyncio.subprocess.Process | None = None
-        self.restarts = 0
+        self.restarts = 0  # after it died; planned restarts (``restart``) are not counted
         self._stopping = False
+        self._planned = ""  # why ``restart`` stopped the running process, until it is restarted
         self._task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -410,6 +411,10 @@ class Child:
             code = await self.proc.wait()
             if self._stopping:
                 return
+            if self._planned:
+                _log.info("%s restarting %s", self.name, self._planned)
+                self._planned = ""
+                continue
             lived_s = time.monotonic() - started
             if lived_s >= CHILD_HEALTHY_S:
                 backoff_s = CHILD_BACKOFF_FIRST_S
@@ -434,12 +439,16 @@ class Child:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def restart(self) -> None:
-        """Stop the running process; the supervisor starts a new one at once."""
+    async def restart(self, why: str) -> None:
+        """Stop the running process; the supervisor starts a new one at once, logging ``why``
+        ("with the new config-autoscaler"). Nothing running (it died and waits out its
+        back-off): the next start has the new settings anyway.
+        """
         proc = self.proc
         if proc is not None and proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
+                self._planned = why
 
 
 # -- the whole platform ---------------------------------------------------------------------------
@@ -499,7 +508,8 @@ class LocalServe:
     def _autoscaler_config_changed(self, data: Mapping[str, str]) -> None:
         if self._autoscaler is not None:
             self._autoscaler.env["AUTOSCALER_CONFIG"] = json.dumps(dict(data))
-            asyncio.get_running_loop().create_task(self._autoscaler.restart())
+            restart = self._autoscaler.restart(f"with the new {CONFIG_AUTOSCALER}")
+            asyncio.get_running_loop().create_task(restart)
 
     def apply_files(self, files: Sequence[Path]) -> list[str]:
         """Apply ``-f`` files before anything runs. Raises ApiError (or OSError) on a bad one."""
