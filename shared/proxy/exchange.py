@@ -50,7 +50,6 @@ class Exchange:
         "pool",
         "request_bytes",
         "response_bytes",
-        "response_started",
         "span",
         "start_deadline",
         "started_at",
@@ -83,8 +82,8 @@ class Exchange:
         self.forwarding = False
         self.tunnel = False
         self.status = 0
-        self.response_started = False
-        self.first_byte_at = 0.0  # time.monotonic() of the first response byte written
+        # time.monotonic() of the first response byte written; 0.0 until the response started.
+        self.first_byte_at = 0.0
         self.response_bytes = 0
         self.done = False
         self.aborted = False

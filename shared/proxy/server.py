@@ -81,7 +81,7 @@ class ProxyServer:
                     continue
                 if (
                     (ex.deadline and now >= ex.deadline)
-                    or (ex.start_deadline and not ex.response_started and now >= ex.start_deadline)
+                    or (ex.start_deadline and not ex.first_byte_at and now >= ex.start_deadline)
                     or (ex.idle_timeout and now - ex.last_write >= ex.idle_timeout)
                 ):
                     ex.conn.timeout(ex)
@@ -264,17 +264,12 @@ class ServerConnection(asyncio.Protocol):
         if ex.done:
             return
         ex.status = status
-        if not ex.response_started:
-            ex.response_started = True
-            ex.first_byte_at = time.monotonic()
-        ex.response_bytes += len(data)
-        self.transport.write(data)
+        self.write(ex, data)
         ex.keep_alive = ex.keep_alive and keep_alive
         self.finish(ex, reusable=True)
 
     def write(self, ex: Exchange, data: bytes) -> None:
-        if not ex.response_started:
-            ex.response_started = True
+        if not ex.first_byte_at:
             ex.first_byte_at = time.monotonic()
         ex.response_bytes += len(data)
         ex.last_write = self.server.now
@@ -310,14 +305,14 @@ class ServerConnection(asyncio.Protocol):
         self._resume(_PAUSE_WAIT)
 
     def upstream_failed(self, ex: Exchange, reason: str) -> None:
-        if ex.response_started:
+        if ex.first_byte_at:
             self.abort(ex)
         else:
             # As Go's ReverseProxy: 502 when the upstream cannot be reached or breaks.
             self.respond(ex, simple_response(502, error_body(reason), keep_alive=False), 502, False)
 
     def timeout(self, ex: Exchange) -> None:
-        if ex.response_started:
+        if ex.first_byte_at:
             self.abort(ex)
         else:
             # Knative's timeout handler answers 504 with the body "request timeout".

@@ -37,7 +37,6 @@ class _HeadResponseDone(Exception):
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "closed",
-        "complete",
         "ex",
         "head_only",
         "keep_alive",
@@ -60,8 +59,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.reused = False
         self.received = False
-        self.complete = False
-        self.response_done = False
         self.keep_alive = True
         self.head_only = False
         self.request_sent = False
@@ -90,7 +87,7 @@ class UpstreamConnection(asyncio.Protocol):
             # A response without a length ends when the upstream closes (RFC 9112 section
             # 6.3 rule 8); httptools has no EOF call, so a response that said it would close
             # is taken as complete, and any other is truncated: the client must see a break.
-            if not self.keep_alive and ex.response_started:
+            if not self.keep_alive and ex.first_byte_at:
                 conn.finish(ex, reusable=False)
             else:
                 conn.abort(ex)
@@ -121,24 +118,18 @@ class UpstreamConnection(asyncio.Protocol):
             conn.start_tunnel(ex, self)
             return
         except httptools.HttpParserError:
-            # Includes the callback error a HEAD response ends with on purpose.
-            if self.complete:
-                conn.write(ex, data)
-                self.complete = False
-                self.response_done = True
-                conn.finish(ex, reusable=True)
+            # A HEAD response stops the parser on purpose once its head is complete; any
+            # other parse error is a broken upstream.
+            if not self.response_done:
+                self.keep_alive = False
+                if ex.first_byte_at:
+                    conn.abort(ex)
+                else:
+                    conn.upstream_failed(ex, "upstream sent an invalid response")
+                self.transport.abort()
                 return
-            self.keep_alive = False
-            if ex.response_started:
-                conn.abort(ex)
-            else:
-                conn.upstream_failed(ex, "upstream sent an invalid response")
-            self.transport.abort()
-            return
         conn.write(ex, data)
-        if self.complete:
-            self.complete = False
-            self.response_done = True
+        if self.response_done:
             conn.finish(ex, reusable=True)
 
     def pause_writing(self) -> None:
@@ -159,21 +150,20 @@ class UpstreamConnection(asyncio.Protocol):
             ex.status = status
             self.keep_alive = self.parser.should_keep_alive()
             if self.head_only:
-                self.complete = True
+                self.response_done = True
                 raise _HeadResponseDone
 
     def on_message_complete(self) -> None:
         # Interim 1xx responses (100 Continue, 103 Early Hints) pass through; the exchange
         # ends with the final response.
         if self.parser.get_status_code() >= 200:
-            self.complete = True
+            self.response_done = True
 
     # -- used by the pool and the client connection ------------------------------------
     def attach(self, ex: Exchange, reused: bool) -> None:
         self.ex = ex
         self.reused = reused
         self.received = False
-        self.complete = False
         self.response_done = False
         self.keep_alive = True
         self.head_only = ex.method == b"HEAD"
