@@ -116,7 +116,6 @@ class ActivatorHandler:
         self.reporter = reporter
         self.health = health
         self.cluster_domain = cluster_domain.encode()
-        self.tracer = tracer
         self.tracing = Tracing(tracer) if tracer is not None else None
 
     def __repr__(self) -> str:
@@ -265,12 +264,8 @@ class ActivatorHandler:
         if admission is Admission.ADMITTED:
             rev.go(ex)
         elif admission is Admission.QUEUED:
-            if self.tracer is not None and ex.span is not None:
-                from opentelemetry import trace
-
-                ex.wait_span = self.tracer.start_span(
-                    "kn.activator.throttler_try", context=trace.set_span_in_context(ex.span)
-                )
+            if self.tracing is not None:
+                ex.wait_span = self.tracing.start_child("kn.activator.throttler_try", ex.span)
             ex.conn.wait(ex)
         else:
             ex.respond(_QUEUE_FULL, status=503)

@@ -44,9 +44,7 @@ from shared.proxy.upstream import UpstreamPool
 from shared.stats import RequestStats
 
 if TYPE_CHECKING:
-    from opentelemetry.context import Context
     from opentelemetry.sdk.trace import Tracer
-    from opentelemetry.trace import Span
 
     from queueproxy.metrics import UserMetrics
     from queueproxy.readiness import ReadinessProber
@@ -137,7 +135,6 @@ class QueueHandler:
         self.idle_timeout_s = idle_timeout_s
         self.request_log = request_log
         self.log_probes = log_probes
-        self.tracer = tracer
         self.tracing = Tracing(tracer) if tracer is not None else None
         self._probes: set[asyncio.Task[None]] = set()
 
@@ -244,10 +241,8 @@ class QueueHandler:
             ex.forward(self.pool, ex.head)
         elif admission is Admission.QUEUED:
             ex.tag = tag | _QUEUED
-            if self.tracer is not None:
-                ex.wait_span = self.tracer.start_span(
-                    "kn.queueproxy.wait", context=_span_context(ex.span)
-                )
+            if self.tracing is not None:
+                ex.wait_span = self.tracing.start_child("kn.queueproxy.wait", ex.span)
             ex.conn.wait(ex)
         else:
             ex.respond(_QUEUE_FULL, status=503)
@@ -284,12 +279,7 @@ class QueueHandler:
         if ex.wait_span is not None:
             ex.wait_span.end()
             ex.wait_span = None
-        if ex.done:
-            # Cannot happen (a finished waiter is cancelled), but a slot must never leak.
-            waiter = self.breaker.release() if self.breaker is not None else None
-            if waiter is not None:
-                self._admit(waiter)  # type: ignore[arg-type]
-            return
+        # Never a finished exchange: finished() cancels a queued waiter in the breaker.
         ex.forward(self.pool, ex.head)
 
     def _health(
@@ -352,9 +342,3 @@ class QueueHandler:
             trace_id=trace_id,
             probe=bool(ex.tag & _PROBE),
         )
-
-
-def _span_context(span: Span | None) -> Context | None:
-    from opentelemetry import trace
-
-    return trace.set_span_in_context(span) if span is not None else None

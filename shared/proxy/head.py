@@ -17,6 +17,7 @@ from shared.proxy.exchange import Exchange
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import Tracer
+    from opentelemetry.trace import Span
 
 
 # Header kinds every component shares; each adds its own from 2 up.
@@ -72,14 +73,22 @@ class Tracing:
     should not pay it.
     """
 
-    __slots__ = ("_extract", "_inject", "tracer")
+    __slots__ = ("_extract", "_in_context", "_inject", "tracer")
 
     def __init__(self, tracer: Tracer) -> None:
+        from opentelemetry.trace import set_span_in_context
+
         from shared.tracing import extract_context, inject_headers
 
         self.tracer = tracer
         self._extract = extract_context
         self._inject = inject_headers
+        self._in_context = set_span_in_context
+
+    def start_child(self, name: str, parent: Span | None) -> Span:
+        """A span under ``parent`` (the request's), e.g. for the wait in a breaker."""
+        context = self._in_context(parent) if parent is not None else None
+        return self.tracer.start_span(name, context=context)
 
     def __repr__(self) -> str:
         return f"<Tracing {self.tracer!r}>"

@@ -72,6 +72,7 @@ async def test_any_path_upgrades(running: Running) -> None:
     async with connect(running.url + "/some/path") as ws:
         await ws.send(encode_wire_stats([("default", "a", STAT)]))
         await wait_for(running, 1)
+    assert running.got == [(RevisionKey("default", "a"), STAT)]
 
 
 async def test_bad_frames_are_dropped_and_the_connection_stays(running: Running) -> None:
