@@ -34,8 +34,16 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from shared.proxy.exchange import Exchange
-from shared.proxy.head import connection_tokens, drop_listed, finish_head
-from shared.proxy.http1 import HOP_BY_HOP, error_body, simple_response
+from shared.proxy.head import (
+    DROP,
+    PASS,
+    HeaderKinds,
+    connection_tokens,
+    drop_listed,
+    finish_head,
+    request_line,
+)
+from shared.proxy.http1 import error_body, simple_response
 from shared.proxy.upstream import UpstreamPool
 from shared.seams import Endpoint, EndpointsSource, Mode, RevisionKey
 
@@ -175,7 +183,7 @@ class Ingress:
 
     # -- RequestHandler ---------------------------------------------------------------------
     def handle(self, ex: Exchange) -> None:
-        host = ex.header(b"host") or b""
+        host, lines, xff = _scan(ex)
         name = host.rsplit(b":", 1)[0] if not host.endswith(b"]") else host
         route = self.routes.get(name.lower())
         if route is None:
@@ -193,9 +201,9 @@ class Ingress:
         ready = [p for p in pods if p.ready]
         if ready and self.mode_of(key) is Mode.SERVE:
             pod = self._round_robin(key, ready)
-            ex.forward(self._pool(pod), _head(ex, ()))
+            ex.forward(self._pool(pod), _finish(ex, lines, xff))
         else:
-            ex.forward(self.activator_pool, _activator_head(ex, key))
+            ex.forward(self.activator_pool, _finish(ex, lines, xff, key))
 
     def finished(self, ex: Exchange) -> None:
         tag = ex.tag
@@ -243,35 +251,69 @@ class Ingress:
             ex.forward(self.activator_pool, ex.head)
 
 
-def _activator_head(ex: Exchange, key: RevisionKey) -> bytes:
-    """As Knative's ingress sends a request for a revision whose public service is the
-    activator: the revision named in Knative-Serving-Revision/-Namespace."""
-    extra = (
-        (b"Knative-Serving-Revision", key.name.encode()),
-        (b"Knative-Serving-Namespace", key.namespace.encode()),
-    )
-    return _head(ex, extra)
+_HOST: Final = 2
+_XFF: Final = 3
+_XFP: Final = 4
+_CONNECTION: Final = 5
+_KINDS: Final = HeaderKinds(
+    {
+        b"host": _HOST,
+        b"x-forwarded-for": _XFF,
+        b"x-forwarded-proto": _XFP,
+        b"connection": _CONNECTION,
+    },
+    # A client cannot route itself: the ingress alone names the revision for the activator.
+    prefixes={b"knative-serving-": DROP},
+)
 
 
-def _head(ex: Exchange, extra: tuple[tuple[bytes, bytes], ...]) -> bytes:
-    """The request head for the next hop: hop-by-hop headers dropped, X-Forwarded-* added."""
-    out = [b"%b %b HTTP/%b\r\n" % (ex.method, ex.target, ex.version.encode())]
+def _scan(ex: Exchange) -> tuple[bytes, list[bytes], bytes | None]:
+    """One pass over the client's headers: its Host, the lines to pass on, X-Forwarded-For."""
+    spellings = _KINDS.spellings
+    lines = [request_line(ex)]
+    append = lines.append
+    host = b""
     xff = None
+    xfp = False
     drop: list[bytes] = []
     for name, value in ex.headers:
-        lname = name.lower()
-        if lname == b"x-forwarded-for":
+        kind = spellings.get(name)
+        if kind is None:
+            kind = _KINDS.learn(name)
+        if kind == PASS:
+            append(b"%b: %b\r\n" % (name, value))
+        elif kind == _HOST:
+            host = value
+            append(b"%b: %b\r\n" % (name, value))
+        elif kind == _XFF:
             xff = value if xff is None else xff + b", " + value
-        elif lname == b"connection":
+        elif kind == _XFP:
+            xfp = True
+            append(b"%b: %b\r\n" % (name, value))
+        elif kind == _CONNECTION:
             drop.extend(connection_tokens(value))
-        elif lname not in HOP_BY_HOP and not lname.startswith(b"knative-serving-"):
-            out.append(b"%b: %b\r\n" % (name, value))
     if drop:
-        drop_listed(out, drop)
-    if ex.header(b"x-forwarded-proto") is None:
-        out.append(b"X-Forwarded-Proto: http\r\n")
-    out.extend(b"%b: %b\r\n" % header for header in extra)
-    # Trace context passes through with the other headers: the ingress does not trace.
+        drop_listed(lines, drop)
+    if not xfp:
+        append(b"X-Forwarded-Proto: http\r\n")
+    return host, lines, xff
+
+
+def _finish(
+    ex: Exchange, lines: list[bytes], xff: bytes | None, activator_for: RevisionKey | None = None
+) -> bytes:
+    """The head for the next hop; for the activator, naming the revision in
+    Knative-Serving-Revision/-Namespace as Knative's ingress does for a revision whose public
+    service is the activator. Trace context passes through: the ingress does not trace."""
+    if activator_for is not None:
+        lines.append(b"Knative-Serving-Revision: %b\r\n" % activator_for.name.encode())
+        lines.append(b"Knative-Serving-Namespace: %b\r\n" % activator_for.namespace.encode())
     return finish_head(
-        out, ex, xff=xff, traceparent=None, tracestate=None, tracing=None, span_name=""
+        lines, ex, xff=xff, traceparent=None, tracestate=None, tracing=None, span_name=""
     )
+
+
+def _activator_head(ex: Exchange, key: RevisionKey) -> bytes:
+    """A fresh head for the activator (after a pod refused the request)."""
+    _, lines, xff = _scan(ex)
+    return _finish(ex, lines, xff, key)

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
 from shared.proxy.exchange import Exchange
+from shared.proxy.http1 import HOP_BY_HOP
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import Tracer
@@ -24,10 +25,9 @@ if TYPE_CHECKING:
 PASS: Final = 0  # passed through untouched
 DROP: Final = 1  # not forwarded
 
-# Hop-by-hop headers the proxy re-states itself (framing, upgrade) or must not forward; the
-# Connection header, also hop-by-hop, is a kind of each component's (it lists more to drop).
-_HOP_BY_HOP: Final = (b"keep-alive", b"proxy-connection", b"te", b"trailer")
-_RESTATED: Final = (b"transfer-encoding", b"upgrade")
+# Hop-by-hop headers (Go's ReverseProxy list) are not forwarded; the proxy re-states framing and
+# upgrade itself. Connection, hop-by-hop too, is a kind of each component's: it names more.
+_NOT_FORWARDED: Final = HOP_BY_HOP - {b"connection"}
 
 # The request line's tail per HTTP version, built once ("1.1" -> b" HTTP/1.1\r\n").
 _VERSION_TAILS: Final = {v: b" HTTP/%b\r\n" % v.encode() for v in ("1.0", "1.1")}
@@ -47,11 +47,18 @@ class HeaderKinds:
     spelling is looked up the slow way each time.
     """
 
-    __slots__ = ("_kinds", "_max", "spellings")
+    __slots__ = ("_kinds", "_max", "_prefixes", "spellings")
 
-    def __init__(self, kinds: Mapping[bytes, int], *, max_spellings: int = 4096) -> None:
-        self._kinds = {name: DROP for name in (*_HOP_BY_HOP, *_RESTATED)}
+    def __init__(
+        self,
+        kinds: Mapping[bytes, int],
+        *,
+        prefixes: Mapping[bytes, int] | None = None,
+        max_spellings: int = 4096,
+    ) -> None:
+        self._kinds = dict.fromkeys(_NOT_FORWARDED, DROP)
         self._kinds.update(kinds)
+        self._prefixes = tuple((prefixes or {}).items())
         self._max = max_spellings
         self.spellings: dict[bytes, int] = {}
 
@@ -60,7 +67,10 @@ class HeaderKinds:
 
     def learn(self, name: bytes) -> int:
         """The kind of a name not seen in this spelling yet; remembered if there is room."""
-        kind = self._kinds.get(name.lower(), PASS)
+        lower = name.lower()
+        kind = self._kinds.get(lower)
+        if kind is None:
+            kind = next((k for prefix, k in self._prefixes if lower.startswith(prefix)), PASS)
         if len(self.spellings) < self._max:
             self.spellings[name] = kind
         return kind

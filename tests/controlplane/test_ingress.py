@@ -226,3 +226,23 @@ async def test_pod_refusing_hands_over_to_the_activator() -> None:
         status, body = await _get(port, "hello.default.localhost")
         assert (status, body) == (200, b"activator")
         assert b"Knative-Serving-Revision: hello-00001" in activator.heads[-1]
+
+
+async def test_client_cannot_name_the_revision_and_hop_by_hop_is_dropped() -> None:
+    cluster = InMemoryCluster()
+    async with ingress_with(cluster, {R1: Mode.PROXY}) as (port, ingress, activator, _):
+        ingress.set_routes({"hello.default.localhost": (Target(R1, 100),)})
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"GET / HTTP/1.1\r\nHost: hello.default.localhost\r\n"
+            b"Knative-Serving-Revision: other-00009\r\nKNATIVE-SERVING-DEFAULT-ROUTE: x\r\n"
+            b"Proxy-Authorization: secret\r\nX-Keep: yes\r\nConnection: close, X-Keep\r\n\r\n"
+        )
+        assert (await asyncio.wait_for(reader.read(-1), 5)).endswith(b"activator")
+        writer.close()
+    head = activator.heads[-1]
+    assert head.count(b"Knative-Serving-Revision") == 1
+    assert b"Knative-Serving-Revision: hello-00001" in head
+    for gone in (b"KNATIVE-SERVING-DEFAULT-ROUTE", b"Proxy-Authorization", b"X-Keep"):
+        assert gone not in head, gone
+    assert b"X-Forwarded-Proto: http" in head
