@@ -29,6 +29,13 @@ KEY = RevisionKey("default", "hello-00001")
 ROUTE = {"Knative-Serving-Namespace": KEY.namespace, "Knative-Serving-Revision": KEY.name}
 
 
+async def get_status(client: aiohttp.ClientSession, url: str) -> int:
+    """GET the test revision through the activator; the status, the body read."""
+    async with client.get(url, headers=ROUTE) as resp:
+        await resp.read()
+        return resp.status
+
+
 @dataclass
 class Received:
     at: float  # time.monotonic() when the frame arrived

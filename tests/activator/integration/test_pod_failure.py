@@ -10,19 +10,13 @@ import pytest
 from shared.seams import InMemoryCluster
 from tests.queueproxy.integration.qpharness import StartStack
 
-from .harness import KEY, ROUTE, StartActivator, endpoint_of, put_revision, until
+from .harness import KEY, StartActivator, endpoint_of, get_status, put_revision, until
 
 pytestmark = pytest.mark.timeout(40)
 
 CC = 2
 PODS = 3
 QUEUED = 12
-
-
-async def _get(client: aiohttp.ClientSession, url: str) -> int:
-    async with client.get(url, headers=ROUTE) as resp:
-        await resp.read()
-        return resp.status
 
 
 async def test_pod_killed_under_load(
@@ -41,9 +35,9 @@ async def test_pod_killed_under_load(
 
     # Fill every slot with long requests, and queue more behind them.
     url = act.url + "/sleep?ms=1000"
-    in_pods = [asyncio.ensure_future(_get(client, url)) for _ in range(CC * PODS)]
+    in_pods = [asyncio.ensure_future(get_status(client, url)) for _ in range(CC * PODS)]
     await until(lambda: rev.throttler.active == CC * PODS, 5, "every slot to be taken")
-    queued = [asyncio.ensure_future(_get(client, url)) for _ in range(QUEUED)]
+    queued = [asyncio.ensure_future(get_status(client, url)) for _ in range(QUEUED)]
     await until(lambda: rev.throttler.queued == QUEUED, 5, "the queue to fill")
 
     # first_available packs the first pod (by address) first: kill its queue-proxy. The

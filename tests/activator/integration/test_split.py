@@ -10,17 +10,11 @@ import pytest
 from shared.seams import InMemoryCluster
 from tests.queueproxy.integration.qpharness import StartStack, app_stats, free_port
 
-from .harness import KEY, ROUTE, StartActivator, endpoint_of, put_revision, until
+from .harness import KEY, StartActivator, endpoint_of, get_status, put_revision, until
 
 pytestmark = pytest.mark.timeout(40)
 
 PODS = 5
-
-
-async def _get(client: aiohttp.ClientSession, url: str) -> int:
-    async with client.get(url, headers=ROUTE) as resp:
-        await resp.read()
-        return resp.status
 
 
 async def test_capacity_split_across_two_activators(
@@ -48,7 +42,11 @@ async def test_capacity_split_across_two_activators(
 
     # Both loaded at once: no pod ever sees more than its containerConcurrency of 1.
     statuses = await asyncio.gather(
-        *(_get(client, act.url + "/sleep?ms=200") for act in (first, second) for _ in range(10))
+        *(
+            get_status(client, act.url + "/sleep?ms=200")
+            for act in (first, second)
+            for _ in range(10)
+        )
     )
     assert statuses == [200] * 20
     seen = [await app_stats(client, p.app.url) for p in pods]
