@@ -40,14 +40,12 @@ class Exchange:
         "deadline",
         "done",
         "first_byte_at",
-        "forwarding",
         "head",
         "headers",
         "idle_timeout",
         "keep_alive",
         "last_write",
         "method",
-        "pool",
         "request_bytes",
         "response_bytes",
         "span",
@@ -77,9 +75,7 @@ class Exchange:
         self.body_done = False
         self.request_bytes = 0
         self.head = b""
-        self.pool: UpstreamPool | None = None
         self.upstream: UpstreamConnection | None = None
-        self.forwarding = False
         self.tunnel = False
         self.status = 0
         # time.monotonic() of the first response byte written; 0.0 until the response started.
@@ -99,7 +95,7 @@ class Exchange:
         self.wait_span: Any = None
 
     def __repr__(self) -> str:
-        state = "done" if self.done else ("forwarding" if self.forwarding else "pending")
+        state = "done" if self.done else ("forwarding" if self.upstream is not None else "pending")
         return (
             f"<Exchange {self.method.decode('latin-1')} {self.target.decode('latin-1')!r} "
             f"{state} status={self.status}>"
@@ -119,5 +115,4 @@ class Exchange:
     def forward(self, pool: UpstreamPool, head: bytes) -> None:
         """Send the request, with ``head`` as its rewritten head, to an upstream of ``pool``."""
         self.head = head
-        self.pool = pool
         pool.send(self)

@@ -183,7 +183,6 @@ class UpstreamConnection(asyncio.Protocol):
         if ex.body_done and ex.chunked:
             write(LAST_CHUNK)
         self.request_sent = ex.body_done
-        ex.forwarding = True
         ex.conn.upstream_attached(ex)
 
     def send_body(self, ex: Exchange, data: bytes) -> None:
