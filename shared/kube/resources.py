@@ -1,0 +1,129 @@
+"""The Kubernetes resources knpy reads and writes, and Knative's labels on them.
+
+Objects travel as plain JSON dicts (``Obj``), exactly as the API server sends them: the
+kubernetes-asyncio models are slow to build for cluster-wide lists, and the data plane reads
+only a handful of fields. Knative's label and annotation names are kept verbatim
+(pkg/apis/serving/register.go, networking's register.go).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+__all__ = [
+    "CONFIGMAPS",
+    "CONFIGURATIONS",
+    "DEPLOYMENTS",
+    "ENDPOINTS",
+    "ENDPOINTSLICES",
+    "KSERVICES",
+    "LEASES",
+    "METRICS",
+    "NAMESPACES",
+    "PODAUTOSCALERS",
+    "PODS",
+    "REVISIONS",
+    "ROUTES",
+    "SERVERLESSSERVICES",
+    "SERVICES",
+    "Obj",
+    "Resource",
+]
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """A group/version/plural and its kind: enough to build any REST path for it."""
+
+    group: str  # "" for the core group
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool = True
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(
+        self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
+    ) -> str:
+        """The REST path: the collection (all namespaces when ``namespace`` is None), an object
+        or one of its subresources (``status``, ``scale``)."""
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace is not None:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        if name is not None:
+            base += f"/{name}"
+            if subresource is not None:
+                base += f"/{subresource}"
+        return base
+
+    def __str__(self) -> str:
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+
+KSERVICES: Final = Resource("serving.knative.dev", "v1", "services", "Service")
+CONFIGURATIONS: Final = Resource("serving.knative.dev", "v1", "configurations", "Configuration")
+REVISIONS: Final = Resource("serving.knative.dev", "v1", "revisions", "Revision")
+ROUTES: Final = Resource("serving.knative.dev", "v1", "routes", "Route")
+PODAUTOSCALERS: Final = Resource(
+    "autoscaling.internal.knative.dev", "v1alpha1", "podautoscalers", "PodAutoscaler"
+)
+METRICS: Final = Resource("autoscaling.internal.knative.dev", "v1alpha1", "metrics", "Metric")
+SERVERLESSSERVICES: Final = Resource(
+    "networking.internal.knative.dev", "v1alpha1", "serverlessservices", "ServerlessService"
+)
+DEPLOYMENTS: Final = Resource("apps", "v1", "deployments", "Deployment")
+PODS: Final = Resource("", "v1", "pods", "Pod")
+SERVICES: Final = Resource("", "v1", "services", "Service")
+ENDPOINTS: Final = Resource("", "v1", "endpoints", "Endpoints")
+CONFIGMAPS: Final = Resource("", "v1", "configmaps", "ConfigMap")
+NAMESPACES: Final = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
+LEASES: Final = Resource("coordination.k8s.io", "v1", "leases", "Lease")
+ENDPOINTSLICES: Final = Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
+
+# -- Knative's labels and annotations --------------------------------------------------------
+SERVICE_LABEL: Final = "serving.knative.dev/service"
+CONFIGURATION_LABEL: Final = "serving.knative.dev/configuration"
+CONFIGURATION_GENERATION_LABEL: Final = "serving.knative.dev/configurationGeneration"
+REVISION_LABEL: Final = "serving.knative.dev/revision"
+REVISION_UID_LABEL: Final = "serving.knative.dev/revisionUID"
+ROUTE_LABEL: Final = "serving.knative.dev/route"
+SKS_LABEL: Final = "networking.internal.knative.dev/serverlessservice"
+SERVICE_TYPE_LABEL: Final = "networking.internal.knative.dev/serviceType"
+SERVICE_TYPE_PUBLIC: Final = "Public"
+SERVICE_TYPE_PRIVATE: Final = "Private"
+CLASS_ANNOTATION: Final = "autoscaling.knative.dev/class"
+KPA_CLASS: Final = "kpa.autoscaling.knative.dev"
+METRIC_ANNOTATION: Final = "autoscaling.knative.dev/metric"
+# The system namespace Knative's components run in (SYSTEM_NAMESPACE in their manifests).
+SYSTEM_NAMESPACE: Final = "knative-serving"
+ACTIVATOR_SERVICE: Final = "activator-service"
+AUTOSCALER_SERVICE: Final = "autoscaler"
+
+
+def meta(obj: Obj) -> Obj:
+    """``metadata`` of an object (an empty dict when absent), for terse reads."""
+    m = obj.get("metadata")
+    return m if isinstance(m, dict) else {}
+
+
+def key_of(obj: Obj) -> tuple[str, str]:
+    """(namespace, name) of an object; namespace "" for cluster-scoped ones."""
+    m = meta(obj)
+    return str(m.get("namespace", "")), str(m.get("name", ""))
+
+
+def labels_of(obj: Obj) -> dict[str, str]:
+    labels = meta(obj).get("labels")
+    return labels if isinstance(labels, dict) else {}
+
+
+def annotations_of(obj: Obj) -> dict[str, str]:
+    annotations = meta(obj).get("annotations")
+    return annotations if isinstance(annotations, dict) else {}
