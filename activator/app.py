@@ -2,10 +2,11 @@
 
 Two listeners, as Knative's activator: serving (8012: the requests, kubelet and network
 probes) and metrics (9090: Prometheus text at ``/metrics``; knpy adds ``/healthz``, the same
-health the kubelet probe sees, for hand use). Revisions and endpoints come through the seams
-(``RevisionSource``, ``EndpointsSource``), so the same object runs against the in-memory
-cluster of the tests, the static cluster file of ``python -m activator``, and later the local
-platform and Kubernetes.
+health the kubelet probe sees, for hand use). Revisions and Endpoints come from informers
+(shared/kube): the Kubernetes API in a cluster and under ``knpy serve``, an in-memory
+FakeCluster in unit tests. The ConfigMaps config-logging and config-observability in the
+system namespace are followed (the log level; tracing and the request log), as Knative's
+configmap watcher does.
 
 Drain, as Knative's main: on SIGTERM the kubelet probe fails at once ("received SIGTERM from
 kubelet") while requests are still served for ``drain_timeout_s`` (45 s, the time the
@@ -21,19 +22,27 @@ import sys
 import time
 from typing import Any
 
+from activator.cluster import RevisionSpec
 from activator.config import ActivatorConfig
+from activator.configmaps import ConfigMaps
 from activator.handler import ActivatorHandler
 from activator.metrics import ActivatorMetrics
 from activator.reporter import ConcurrencyReporter
 from activator.revisions import ActiveRevision, RevisionTable
 from activator.statsink import StatSink
+from shared.kube.informer import InformerFactory
+from shared.observability import ObservabilityConfig
 from shared.proxy.exchange import Exchange
 from shared.proxy.http1 import error_body, simple_response
 from shared.proxy.local import LocalHandler
 from shared.proxy.server import ProxyServer
-from shared.seams import EndpointsSource, RevisionSource, RevisionSpec
 
 __all__ = ["Activator"]
+
+
+def _tracing_of(obs: ObservabilityConfig) -> tuple[str, str, float]:
+    return obs.tracing_protocol, obs.tracing_endpoint, obs.tracing_sampling_rate
+
 
 _PROM_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 _DRAIN_CHECK_S = 0.1
@@ -46,15 +55,21 @@ class Activator:
     def __init__(
         self,
         cfg: ActivatorConfig,
-        revisions: RevisionSource,
-        endpoints: EndpointsSource,
+        informers: InformerFactory,
         stat_sink: StatSink,
     ) -> None:
         self.cfg = cfg
         self.stat_sink = stat_sink
         self.metrics = ActivatorMetrics()
         self.reporter = ConcurrencyReporter(cfg.pod_name, stat_sink, period_s=cfg.stats_period_s)
-        self.table = RevisionTable(revisions, endpoints, self._new_revision, cfg.own_address)
+        self.table = RevisionTable(informers, self._new_revision)
+        self.configmaps = ConfigMaps(
+            informers,
+            cfg.system_namespace,
+            self._observability_changed,
+            logging_name=cfg.logging_configmap,
+            observability_name=cfg.observability_configmap,
+        )
         self.draining = False
         self.handler: ActivatorHandler | None = None
         self.proxy: ProxyServer | None = None
@@ -63,9 +78,10 @@ class Activator:
         self._local: ProxyServer | None = None
         self._servers: list[asyncio.Server] = []
         self._tracer: Any = None
+        self._observability: ObservabilityConfig | None = None
 
     def __repr__(self) -> str:
-        return f"<Activator {self.cfg.own_address} {self.table!r} draining={self.draining}>"
+        return f"<Activator {self.table!r} draining={self.draining}>"
 
     def health(self) -> str | None:
         """None when the activator should get traffic, else why not (Knative's newHealthCheck)."""
@@ -78,19 +94,14 @@ class Activator:
         return self.table.lookup(namespace.encode(), name.encode())
 
     async def start(self) -> None:
+        """Bind, then follow the informers (the caller starts the factory)."""
         cfg = self.cfg
         loop = asyncio.get_running_loop()
-        obs = cfg.observability
-        if obs.tracing_protocol != "none":
-            from shared.tracing import setup_tracing
-
-            self._tracer = setup_tracing("activator", obs)
         self.handler = ActivatorHandler(
             self.table,
             self.reporter,
             health=self.health,
             cluster_domain=cfg.cluster_domain,
-            tracer=self._tracer,
         )
         self.proxy = ProxyServer(self.handler)
         self.proxy.start(loop)
@@ -107,15 +118,35 @@ class Activator:
         )
         self.metrics_port = local.sockets[0].getsockname()[1]
         self._servers = [serving, local]
+        # This activator as the revisions' public Endpoints list it (activator/cluster.py).
+        self.table.own_address = f"{cfg.pod_ip}:{self.serving_port}"
+        self.configmaps.start()
+        self._observability_changed()
         await self.stat_sink.start()
         self.reporter.start()
         self.table.start()
+
+    def _observability_changed(self) -> None:
+        """config-observability changed (or at start): tracing and request log settings."""
+        obs = self.configmaps.observability or self.cfg.observability
+        if self.handler is None or obs == self._observability:
+            return
+        old_tracing = self._observability
+        self._observability = obs
+        if old_tracing is None or _tracing_of(old_tracing) != _tracing_of(obs):
+            from shared.tracing import setup_tracing, shutdown_tracing
+
+            if self._tracer is not None:
+                shutdown_tracing(self._tracer)
+                self._tracer = None
+            if obs.tracing_protocol != "none":
+                self._tracer = setup_tracing("activator", obs)
+            self.handler.set_tracer(self._tracer)
 
     def _new_revision(self, spec: RevisionSpec) -> ActiveRevision:
         assert self.handler is not None
         rev = ActiveRevision(
             spec,
-            endpoints=self.table.endpoints,
             metrics=None,
             queue_depth=self.cfg.queue_depth,
             probe_timeout_s=self.cfg.probe_timeout_s,

@@ -1,11 +1,13 @@
-"""Which pods of one revision may take requests: Knative's revisionWatcher, over the seams.
+"""Which pods of one revision may take requests: Knative's revisionWatcher.
 
 Theory of operation (pkg/activator/net/revision_backends.go):
 
-- The endpoints seam yields the revision's pods, ready or not. A pod is *healthy* (usable)
-  once its queue-proxy answered a ``K-Network-Probe: queue`` probe, whether or not the
-  platform marked it ready yet: Knative's probe optimisation (on by default), which is what
-  lets a cold request reach a pod the moment its app is up rather than a kubelet period later.
+- ``set_dests`` gets the revision's pods, ready or not, from its private Endpoints (the
+  RevisionTable calls it with the informer's current object on every change: level based).
+- A pod is *healthy* (usable) once its queue-proxy answered a ``K-Network-Probe: queue``
+  probe, whether or not Kubernetes marked it ready yet: Knative's probe optimisation (on by
+  default), which lets a cold request reach a pod the moment its app is up rather than a
+  kubelet period later.
 - Pods not yet healthy are probed at once on every endpoints change and then every
   ``probe_frequency_s`` (200 ms) until they answer; each probe is bounded by
   ``probe_timeout_s`` (300 ms). A healthy pod is not probed again, unless it went from ready
@@ -20,36 +22,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
-from typing import TypeVar
+from collections.abc import Callable
 
+from activator.cluster import Endpoint, RevisionKey
 from activator.probe import probe_queue
-from shared.seams import Endpoint, EndpointsSource, RevisionKey
 
 __all__ = ["RevisionBackends"]
 
 HealthyUpdate = Callable[[frozenset[str]], None]
-_T = TypeVar("_T")
-
-
-async def _next(it: AsyncIterator[_T]) -> _T:
-    return await anext(it)
 
 
 class RevisionBackends:
-    """Watches one revision's endpoints and probes its pods into a healthy set."""
+    """Follows one revision's endpoints and probes its pods into a healthy set."""
 
     def __init__(
         self,
         key: RevisionKey,
-        source: EndpointsSource,
         on_update: HealthyUpdate,
         *,
         probe_timeout_s: float,
         probe_frequency_s: float,
     ) -> None:
         self.key = key
-        self.source = source
         self.on_update = on_update
         self.probe_timeout_s = probe_timeout_s
         self.probe_frequency_s = probe_frequency_s
@@ -80,30 +74,8 @@ class RevisionBackends:
         self._recheck.set()
         return True
 
-    # -- internals ---------------------------------------------------------------------
-    async def _run(self) -> None:
-        watch = self.source.watch_endpoints(self.key)
-        loop = asyncio.get_running_loop()
-        next_eps = loop.create_task(_next(watch))
-        recheck: asyncio.Task[bool] = loop.create_task(self._recheck.wait())
-        try:
-            while True:
-                timeout = self.probe_frequency_s if len(self.healthy) < len(self.dests) else None
-                done, _ = await asyncio.wait(
-                    {next_eps, recheck}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                )
-                if next_eps in done:
-                    self._set_dests(next_eps.result())
-                    next_eps = loop.create_task(_next(watch))
-                if recheck in done:
-                    self._recheck.clear()
-                    recheck = loop.create_task(self._recheck.wait())
-                await self._check()
-        finally:
-            next_eps.cancel()
-            recheck.cancel()
-
-    def _set_dests(self, endpoints: tuple[Endpoint, ...]) -> None:
+    def set_dests(self, endpoints: tuple[Endpoint, ...]) -> None:
+        """The revision's pods now (Knative's endpointsUpdated): drop the gone, probe the new."""
         prev = self.dests
         self.dests = {ep.address: ep for ep in endpoints}
         # Knative's becameNonReady: a healthy pod the platform now calls not ready is probed
@@ -117,6 +89,18 @@ class RevisionBackends:
         if healthy != self.healthy:
             self.healthy = healthy
             self.on_update(healthy)
+        if len(healthy) < len(self.dests):
+            self._recheck.set()
+
+    # -- internals ---------------------------------------------------------------------
+    async def _run(self) -> None:
+        while True:
+            timeout = self.probe_frequency_s if len(self.healthy) < len(self.dests) else None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._recheck.wait()
+            self._recheck.clear()
+            await self._check()
 
     async def _check(self) -> None:
         to_probe = [ep for address, ep in self.dests.items() if address not in self.healthy]

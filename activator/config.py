@@ -1,13 +1,16 @@
 """The activator's configuration, from the environment Knative gives its Deployment.
 
-Knative's activator reads POD_NAME, POD_IP, PROBE_TIMEOUT and PROBE_FREQUENCY (Go durations,
-cmd/activator/main.go) and hard-codes the rest: serving port 8012, metrics port 9090, the
-autoscaler's WebSocket at ``ws://autoscaler.<system namespace>:8080``, a revision breaker queue
-depth of 10,000 (pkg/activator/net/throttler.go ``breakerQueueDepth``), 45 s of drain
-(knative.dev/pkg network.DefaultDrainTimeout). knpy makes those knobs variables with Knative's
-values as defaults, so that several activators and autoscalers share one host in the local
-platform and tests can shorten the periods. Validated once; nothing below ``main`` reads
-``os.environ``.
+Knative's activator reads POD_NAME and POD_IP (both required), PROBE_TIMEOUT and
+PROBE_FREQUENCY (Go durations), SYSTEM_NAMESPACE (default knative-serving), CLUSTER_DOMAIN
+(default cluster.local), CONFIG_LOGGING_NAME and CONFIG_OBSERVABILITY_NAME
+(cmd/activator/main.go, knative.dev/pkg system and network), and hard-codes the rest: serving
+port 8012, metrics port 9090, the autoscaler's WebSocket at
+``ws://autoscaler.<system namespace>.svc.<cluster domain>:8080``, a revision breaker queue depth
+of 10,000 (pkg/activator/net/throttler.go ``breakerQueueDepth``), 45 s of drain
+(knative.dev/pkg network.DefaultDrainTimeout). knpy makes those knobs ``ACTIVATOR_*``
+variables with Knative's values as defaults, so that several activators share one host in the
+local platform (which has no cluster DNS: ACTIVATOR_AUTOSCALER_URL) and tests can shorten the
+periods. Validated once; nothing below ``main`` reads ``os.environ``.
 """
 
 from __future__ import annotations
@@ -34,8 +37,13 @@ DEFAULT_DRAIN_TIMEOUT_S = 45.0
 DEFAULT_STATS_PERIOD_S = 1.0
 # Knative's MaxIdleProxyConnsPerHost default.
 DEFAULT_MAX_IDLE_CONNS_PER_HOST = 100
-# knative.dev/pkg websocket.NewDurableSendingConnection retries with this back-off bound.
-DEFAULT_RECONNECT_MAX_S = 5.0
+# knative.dev/pkg websocket's connection back-off: 100 ms x 1.3 per step, 20 steps, so the
+# longest wait is 0.1 x 1.3^19 = 14.6 s; knpy can cap it lower (ACTIVATOR_RECONNECT_MAX_SECONDS).
+DEFAULT_RECONNECT_MAX_S = 0.1 * 1.3**19
+DEFAULT_SYSTEM_NAMESPACE = "knative-serving"
+DEFAULT_CLUSTER_DOMAIN = "cluster.local"
+# The autoscaler's stat server port (cmd/activator/main.go autoscalerPort).
+AUTOSCALER_PORT = 8080
 
 _GO_DURATION = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|ms|s|m|h)")
 _UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -73,13 +81,16 @@ class ActivatorConfig:
     """Everything the activator process needs, resolved and checked once at start-up."""
 
     pod_name: str = "activator"
-    pod_ip: str = "127.0.0.1"
+    pod_ip: str = "127.0.0.1"  # with the serving port, how the public Endpoints list us
     bind_host: str = "0.0.0.0"
     serving_port: int = 8012
     metrics_port: int = 9090
-    # This activator's address as it appears in the activators' endpoints (for the split).
-    own_address: str = ""
-    autoscaler_url: str = "ws://127.0.0.1:8080"
+    system_namespace: str = DEFAULT_SYSTEM_NAMESPACE
+    logging_configmap: str = "config-logging"
+    observability_configmap: str = "config-observability"
+    autoscaler_url: str = (
+        f"ws://autoscaler.{DEFAULT_SYSTEM_NAMESPACE}.svc.{DEFAULT_CLUSTER_DOMAIN}:{AUTOSCALER_PORT}"
+    )
     queue_depth: int = DEFAULT_QUEUE_DEPTH
     probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S
     probe_frequency_s: float = DEFAULT_PROBE_FREQUENCY_S
@@ -87,7 +98,7 @@ class ActivatorConfig:
     stats_period_s: float = DEFAULT_STATS_PERIOD_S
     reconnect_max_s: float = DEFAULT_RECONNECT_MAX_S
     max_idle_conns_per_host: int = DEFAULT_MAX_IDLE_CONNS_PER_HOST
-    cluster_domain: str = "cluster.local"
+    cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
     observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
 
     def __post_init__(self) -> None:
@@ -98,26 +109,30 @@ class ActivatorConfig:
                 "ACTIVATOR_AUTOSCALER_URL",
                 f"must be a ws:// or wss:// URL, got {quote(self.autoscaler_url)}",
             )
-        if self.serving_port == self.metrics_port:
+        if self.serving_port and self.serving_port == self.metrics_port:
             raise ConfigError(
                 "ACTIVATOR_METRICS_PORT", f"must differ from the serving port {self.serving_port}"
             )
-        if not self.own_address:
-            object.__setattr__(self, "own_address", f"{self.pod_ip}:{self.serving_port}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ActivatorConfig:
         """Raises: ConfigError naming the variable at fault."""
-        serving_port = env_port(env, "ACTIVATOR_SERVING_PORT", 8012)
-        pod_ip = env_str(env, "POD_IP", "127.0.0.1")
+        namespace = env_str(env, "SYSTEM_NAMESPACE", DEFAULT_SYSTEM_NAMESPACE)
+        domain = env_str(env, "CLUSTER_DOMAIN", DEFAULT_CLUSTER_DOMAIN)
+        # Knative's GetServiceHostname("autoscaler", system.Namespace()) + ":8080".
+        autoscaler = f"ws://autoscaler.{namespace}.svc.{domain}:{AUTOSCALER_PORT}"
         return cls(
-            pod_name=env_str(env, "POD_NAME", "activator"),
-            pod_ip=pod_ip,
+            pod_name=env_str(env, "POD_NAME", required=True),
+            pod_ip=env_str(env, "POD_IP", required=True),
             bind_host=env_str(env, "ACTIVATOR_BIND_HOST", "0.0.0.0"),
-            serving_port=serving_port,
+            serving_port=env_port(env, "ACTIVATOR_SERVING_PORT", 8012),
             metrics_port=env_port(env, "ACTIVATOR_METRICS_PORT", 9090),
-            own_address=env_str(env, "ACTIVATOR_ADDRESS", f"{pod_ip}:{serving_port}"),
-            autoscaler_url=env_str(env, "ACTIVATOR_AUTOSCALER_URL", "ws://127.0.0.1:8080"),
+            system_namespace=namespace,
+            logging_configmap=env_str(env, "CONFIG_LOGGING_NAME", "config-logging"),
+            observability_configmap=env_str(
+                env, "CONFIG_OBSERVABILITY_NAME", "config-observability"
+            ),
+            autoscaler_url=env_str(env, "ACTIVATOR_AUTOSCALER_URL", autoscaler),
             queue_depth=env_int(env, "ACTIVATOR_QUEUE_DEPTH", DEFAULT_QUEUE_DEPTH, minimum=1),
             probe_timeout_s=_duration(env, "PROBE_TIMEOUT", DEFAULT_PROBE_TIMEOUT_S),
             probe_frequency_s=_duration(env, "PROBE_FREQUENCY", DEFAULT_PROBE_FREQUENCY_S),
@@ -133,6 +148,6 @@ class ActivatorConfig:
             max_idle_conns_per_host=env_int(
                 env, "MAX_IDLE_PROXY_CONNS_PER_HOST", DEFAULT_MAX_IDLE_CONNS_PER_HOST, minimum=0
             ),
-            cluster_domain=env_str(env, "CLUSTER_DOMAIN", "cluster.local"),
+            cluster_domain=domain,
             observability=ObservabilityConfig.from_env(env),
         )

@@ -121,6 +121,10 @@ class ActivatorHandler:
     def __repr__(self) -> str:
         return f"<ActivatorHandler {self.table!r}>"
 
+    def set_tracer(self, tracer: Tracer | None) -> None:
+        """config-observability changed the tracing settings: spans from now on go here."""
+        self.tracing = Tracing(tracer) if tracer is not None else None
+
     # -- RequestHandler ---------------------------------------------------------------------
     def handle(self, ex: Exchange) -> None:
         now = time.monotonic()

@@ -1,6 +1,6 @@
 """Probing a pod's queue-proxy, as Knative's revisionWatcher does before sending it requests.
 
-The probe is ``GET /`` with ``K-Network-Probe: queue`` and the activator's user agent; the
+The probe is ``GET /healthz`` with ``K-Network-Probe: queue`` and the activator's user agent; the
 queue-proxy answers it itself, 200 with body ``queue`` once its app is ready (Knative's
 pkg/activator/net/revision_backends.go probe: status 200 and body == queue.Name). It is one
 raw request on a fresh connection: a probe happens a few times per new pod, and an HTTP client
@@ -29,7 +29,7 @@ async def probe_queue(host: str, port: int, timeout_s: float) -> bool:
     unexpected answer are all "not yet".
     """
     request = (
-        b"GET / HTTP/1.1\r\nHost: %b:%d\r\nK-Network-Probe: queue\r\nUser-Agent: %b\r\n"
+        b"GET /healthz HTTP/1.1\r\nHost: %b:%d\r\nK-Network-Probe: queue\r\nUser-Agent: %b\r\n"
         b"Connection: close\r\n\r\n" % (host.encode(), port, ACTIVATOR_USER_AGENT)
     )
     writer: asyncio.StreamWriter | None = None

@@ -20,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from activator.cluster import RevisionKey
 from activator.statsink import StatSink
-from shared.seams import RevisionKey
 from shared.stat import StatData, WireStat, encode_wire_stats
 from shared.stats import RequestStats
 

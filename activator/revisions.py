@@ -12,9 +12,14 @@ Theory of operation (pkg/activator/net/throttler.go Throttler, revision_backends
   timer: the proxy's one timeout sweep ends a request that waited too long (504), and the
   handler's ``finished`` gives back what it held.
 - ``RevisionTable`` finds the ActiveRevision of a request (a dict lookup on the raw routing
-  header bytes), creates it on first use from the revision seam, forgets deleted revisions,
-  and tells every revision where this activator stands among all of them (Knative's
-  activator-endpoints watch), so the throttler can take its slice of the pods.
+  header bytes) and creates it on first use from the Revisions informer's cache. It follows
+  three informers, as Knative's Throttler and revisionBackendsManager do: Revisions (a
+  deleted one is forgotten), the revisions' private Endpoints (their pods, to the
+  RevisionBackends) and their public Endpoints (which activators front the revision, so the
+  throttler takes this activator's slice of the pods: Knative's per-revision activatorIndex
+  and numActivators). Level based: an informer event only names the revision; what is
+  applied is read from the informers' caches, so a missed or coalesced event converges on
+  the next one, and a revision created after its Endpoints reads them from the cache.
 """
 
 from __future__ import annotations
@@ -25,15 +30,28 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from activator.backends import RevisionBackends
+from activator.cluster import (
+    PRIVATE_ENDPOINTS_SELECTOR,
+    PUBLIC_ENDPOINTS_SELECTOR,
+    Endpoint,
+    RevisionKey,
+    RevisionSpec,
+    activator_share,
+    endpoints_revision,
+    port_name,
+    private_endpoints,
+    public_addresses,
+    revision_spec,
+)
 from activator.reporter import RevisionStats, removed_stats
-from activator.split import activator_index
 from activator.throttler import RevisionThrottler
+from shared.kube.informer import EventType, Informer, InformerFactory
+from shared.kube.resources import ENDPOINTS, REVISIONS, Obj, key_of
 from shared.proxy.upstream import ConnectErrorHook, UpstreamPool
-from shared.seams import EndpointsSource, RevisionKey, RevisionSource, RevisionSpec
 
 if TYPE_CHECKING:
     from activator.lb_policy import PodTracker
-    from activator.metrics import ActivatorMetrics, RevisionMetrics
+    from activator.metrics import RevisionMetrics
     from shared.proxy.exchange import Exchange
 
 __all__ = ["ActivatorRequest", "ActiveRevision", "RevisionTable"]
@@ -74,7 +92,6 @@ class ActiveRevision:
         self,
         spec: RevisionSpec,
         *,
-        endpoints: EndpointsSource,
         metrics: RevisionMetrics | None,
         queue_depth: int,
         probe_timeout_s: float,
@@ -90,9 +107,9 @@ class ActiveRevision:
         self.throttler = RevisionThrottler(
             str(spec.key), spec.container_concurrency, queue_depth=queue_depth
         )
+        self.port_name = port_name(spec.protocol)
         self.backends = RevisionBackends(
             spec.key,
-            endpoints,
             self.update_pods,
             probe_timeout_s=probe_timeout_s,
             probe_frequency_s=probe_frequency_s,
@@ -135,8 +152,11 @@ class ActiveRevision:
                 del self.pods[address]
         self.wake(self.throttler.update_pods(healthy))
 
-    def update_activators(self, index: int, count: int) -> None:
-        self.wake(self.throttler.update_activators(index, count))
+    def update_activators(self, share: tuple[int, int] | None) -> None:
+        """This activator's (index, count) among the revision's activators. None (it is not
+        among them) keeps the last split, at first every pod (Knative's handlePubEpsUpdate)."""
+        if share is not None:
+            self.wake(self.throttler.update_activators(*share))
 
     def pod_failed(self, address: str) -> None:
         """A connection to the pod was refused: drop it (and its slots) until it answers."""
@@ -165,33 +185,40 @@ RevisionFactory = Callable[[RevisionSpec], ActiveRevision]
 
 
 class RevisionTable:
-    """The revisions this activator has seen requests for, by routing key."""
+    """The revisions this activator has seen requests for, by routing key, following the
+    Revision and Endpoints informers (see the module docstring).
+
+    Args:
+        informers: where the three informers come from; the caller starts the factory.
+        factory: makes the ActiveRevision of a spec (the Activator wires metrics into it).
+        own_address: this activator's ``POD_IP:port`` as its public Endpoints list it; may
+            be set later (the serving port is known once bound), before start().
+    """
 
     def __init__(
-        self,
-        revisions: RevisionSource,
-        endpoints: EndpointsSource,
-        factory: RevisionFactory,
-        own_address: str,
-        metrics: ActivatorMetrics | None = None,
+        self, informers: InformerFactory, factory: RevisionFactory, own_address: str = ""
     ) -> None:
-        self.revisions = revisions
-        self.endpoints = endpoints
         self.factory = factory
         self.own_address = own_address
-        self.metrics = metrics
+        self.revisions: Informer = informers.informer(REVISIONS)
+        self.private: Informer = informers.informer(
+            ENDPOINTS, label_selector=PRIVATE_ENDPOINTS_SELECTOR
+        )
+        self.public: Informer = informers.informer(
+            ENDPOINTS, label_selector=PUBLIC_ENDPOINTS_SELECTOR
+        )
         self.by_key: dict[RevisionKey, ActiveRevision] = {}
         # Raw (namespace, name) header bytes -> revision: the per-request lookup.
         self._by_raw: dict[tuple[bytes, bytes], ActiveRevision] = {}
-        self.activator_index = -1
-        self.activator_count = 0
-        self._tasks: list[asyncio.Task[None]] = []
+        # Revision -> (namespace, name) of its private and public Endpoints objects. Knative
+        # names them <rev>-private (hash-truncated past 63 characters) and <rev>, but the
+        # label is what it trusts, so the index is built from the labels of what arrives.
+        self._private_of: dict[RevisionKey, tuple[str, str]] = {}
+        self._public_of: dict[RevisionKey, tuple[str, str]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
-        return (
-            f"<RevisionTable revisions={len(self.by_key)} "
-            f"activator={self.activator_index}/{self.activator_count}>"
-        )
+        return f"<RevisionTable {self.own_address} revisions={len(self.by_key)}>"
 
     def lookup(self, namespace: bytes, name: bytes) -> ActiveRevision | None:
         rev = self._by_raw.get((namespace, name))
@@ -200,58 +227,98 @@ class RevisionTable:
         key = RevisionKey(namespace.decode("latin-1"), name.decode("latin-1"))
         rev = self.by_key.get(key)
         if rev is None:
-            spec = self.revisions.get(key)
-            if spec is None:
+            obj = self.revisions.get(key.namespace, key.name)
+            if obj is None:
                 return None
-            rev = self.by_key[key] = self.factory(spec)
+            rev = self.by_key[key] = self.factory(revision_spec(obj))
             rev.backends.start()
-            if self.activator_index >= 0:
-                rev.update_activators(self.activator_index, self.activator_count)
+            rev.update_activators(self.share(key, rev.port_name))
+            rev.backends.set_dests(self.endpoints(key, rev.port_name))
         self._by_raw[(namespace, name)] = rev
         return rev
 
+    # -- reading the caches --------------------------------------------------------------
+    def endpoints(self, key: RevisionKey, port: str = "http") -> tuple[Endpoint, ...]:
+        """The revision's pods, from its private Endpoints in the informer's cache."""
+        where = self._private_of.get(key)
+        obj = self.private.get(*where) if where is not None else None
+        return private_endpoints(obj, port) if obj is not None else ()
+
+    def share(self, key: RevisionKey, port: str = "http") -> tuple[int, int] | None:
+        """This activator's (index, count) in the revision's public Endpoints, or None."""
+        where = self._public_of.get(key)
+        obj = self.public.get(*where) if where is not None else None
+        if obj is None:
+            return None
+        return activator_share(public_addresses(obj, port), self.own_address)
+
+    # -- informer events: hints that name a revision --------------------------------------
     def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self._watch_activators()))
-        self._tasks.append(loop.create_task(self._watch_revisions()))
+        """Follow the informers (handlers run at once for what is cached)."""
+        self.private.add_handler(self._on_private)
+        self.public.add_handler(self._on_public)
+        self.revisions.add_handler(self._on_revision)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
+        for rev in list(self.by_key.values()):
+            await rev.close()
+        self.by_key.clear()
+        self._by_raw.clear()
+        for task in list(self._closing):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for rev in self.by_key.values():
-            await rev.close()
 
-    async def _watch_activators(self) -> None:
-        async for addresses in self.endpoints.watch_activators():
-            index = activator_index(self.own_address, addresses)
-            if index == -1:
-                # Not listed yet: keep the last split (at first, every pod), as Knative does.
-                continue
-            self.activator_index = index
-            self.activator_count = len(set(addresses))
-            for rev in list(self.by_key.values()):
-                rev.update_activators(index, self.activator_count)
+    def _on_revision(self, event: EventType, obj: Obj) -> None:
+        namespace, name = key_of(obj)
+        key = RevisionKey(namespace, name)
+        rev = self.by_key.get(key)
+        if rev is None:
+            return
+        current = self.revisions.get(namespace, name)
+        if current is None:  # deleted (Knative's revisionDeleted)
+            self._forget(key)
+            return
+        spec = revision_spec(current)
+        if spec != rev.spec:
+            # Revisions are immutable but for their timeouts' defaults being filled in;
+            # containerConcurrency never changes (Knative keeps the throttler).
+            rev.spec = spec
+            rev.timeout_s = spec.timeout_s
+            rev.response_start_timeout_s = spec.response_start_timeout_s
+            rev.idle_timeout_s = spec.idle_timeout_s
 
-    async def _watch_revisions(self) -> None:
-        async for specs in self.revisions.watch_revisions():
-            for key, rev in list(self.by_key.items()):
-                spec = specs.get(key)
-                if spec is None:
-                    self._forget(key)
-                    await rev.close()
-                elif spec != rev.spec:
-                    # Revisions are immutable but for their timeouts' defaults being filled
-                    # in; containerConcurrency never changes (Knative keeps the throttler).
-                    rev.spec = spec
-                    rev.timeout_s = spec.timeout_s
-                    rev.response_start_timeout_s = spec.response_start_timeout_s
-                    rev.idle_timeout_s = spec.idle_timeout_s
+    def _on_private(self, event: EventType, obj: Obj) -> None:
+        key = self._index(self._private_of, self.private, event, obj)
+        rev = self.by_key.get(key) if key is not None else None
+        if rev is not None and key is not None:
+            rev.backends.set_dests(self.endpoints(key, rev.port_name))
+
+    def _on_public(self, event: EventType, obj: Obj) -> None:
+        key = self._index(self._public_of, self.public, event, obj)
+        rev = self.by_key.get(key) if key is not None else None
+        if rev is not None and key is not None:
+            rev.update_activators(self.share(key, rev.port_name))
+
+    @staticmethod
+    def _index(
+        index: dict[RevisionKey, tuple[str, str]], informer: Informer, event: EventType, obj: Obj
+    ) -> RevisionKey | None:
+        """Keep revision -> Endpoints name current; the revision the event is about."""
+        key = endpoints_revision(obj)
+        if key is None:
+            return None  # not a revision's (Knative logs and ignores it)
+        where = key_of(obj)
+        if informer.get(*where) is not None:
+            index[key] = where
+        elif index.get(key) == where:
+            del index[key]
+        return key
 
     def _forget(self, key: RevisionKey) -> None:
-        del self.by_key[key]
-        for raw, rev in list(self._by_raw.items()):
-            if rev.key == key:
+        rev = self.by_key.pop(key)
+        for raw, r in list(self._by_raw.items()):
+            if r is rev:
                 del self._by_raw[raw]
+        task = asyncio.get_running_loop().create_task(rev.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)

@@ -1,42 +1,128 @@
-"""Run one activator process until SIGTERM (or SIGINT) and its drain."""
+"""Run one activator process against the Kubernetes API until SIGTERM (or SIGINT) and its drain.
+
+Knative's cmd/activator/main.go order: read ``config-network`` once (its absence is fatal),
+start the informers and wait for their first lists, then serve; on SIGTERM fail the kubelet
+probe, keep serving through the drain, stop.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 import sys
-from pathlib import Path
+import time
+from collections.abc import Mapping
 
 from activator.app import Activator
 from activator.config import ActivatorConfig
-from activator.statsink import WebSocketStatSink
-from shared.cluster_file import load_cluster_file
-from shared.seams import InMemoryCluster
+from activator.configmaps import NETWORK_CONFIGMAP, data_of, network_warnings
+from activator.statsink import StatSink, WebSocketStatSink
+from shared.kube.client import ApiError, KubeClient
+from shared.kube.informer import InformerFactory
+from shared.kube.resources import CONFIGMAPS, Obj
 
-__all__ = ["serve"]
+__all__ = ["StartupError", "fetch_network_config", "run", "serve"]
+
+# Knative polls the API this long at start ("we sometimes start faster than we can reach
+# kube-api") before giving up.
+API_WAIT_S = 60.0
+_API_RETRY_S = 1.0
 
 
-async def serve(cfg: ActivatorConfig, cluster_file: Path | None) -> None:
-    """Raises: ConfigError for a bad cluster file."""
-    cluster = load_cluster_file(cluster_file) if cluster_file is not None else InMemoryCluster()
-    sink = WebSocketStatSink(cfg.autoscaler_url, reconnect_max_s=cfg.reconnect_max_s)
-    activator = Activator(cfg, cluster, cluster, sink)
-    await activator.start()
-    loop = asyncio.get_running_loop()
-    sigterm = asyncio.Event()
+class StartupError(Exception):
+    """The activator cannot start (config-network missing, the API unreachable)."""
 
-    def on_signal() -> None:
+
+async def fetch_network_config(
+    client: KubeClient, namespace: str, wait_s: float = API_WAIT_S
+) -> Obj:
+    """GET config-network, retrying while the API is unreachable.
+
+    Raises:
+        StartupError: it does not exist, or the API did not answer within ``wait_s``.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            obj = await client.get(CONFIGMAPS, namespace, NETWORK_CONFIGMAP)
+        except (ApiError, OSError) as err:
+            if time.monotonic() >= deadline:
+                raise StartupError(f"failed to fetch network config: {err}") from err
+            await asyncio.sleep(_API_RETRY_S)
+            continue
+        if obj is None:
+            raise StartupError(
+                f'failed to fetch network config: configmaps "{NETWORK_CONFIGMAP}" not found '
+                f"in namespace {namespace}"
+            )
+        return obj
+
+
+async def run(
+    cfg: ActivatorConfig,
+    client: KubeClient,
+    informers: InformerFactory,
+    *,
+    stat_sink: StatSink | None = None,
+    stop: asyncio.Event | None = None,
+) -> Activator:
+    """Serve until SIGTERM/SIGINT (or ``stop`` is set), then drain and stop.
+
+    Raises:
+        StartupError: see fetch_network_config.
+    """
+    network = await fetch_network_config(client, cfg.system_namespace)
+    for warning in network_warnings(data_of(network)):
+        print(f"activator: {NETWORK_CONFIGMAP}: {warning}", file=sys.stderr, flush=True)
+    sink = stat_sink or WebSocketStatSink(cfg.autoscaler_url, reconnect_max_s=cfg.reconnect_max_s)
+    activator = Activator(cfg, informers, sink)
+    await informers.start()
+    try:
+        for informer in (
+            activator.table.revisions,
+            activator.table.private,
+            activator.table.public,
+            activator.configmaps.informer,
+        ):
+            await informer.wait_synced()
+        await activator.start()
+        sigterm = stop or asyncio.Event()
+
+        def on_signal() -> None:
+            activator.begin_drain()
+            sigterm.set()
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+        print(
+            f"activator {cfg.pod_name}: serving :{activator.serving_port} as "
+            f"{activator.table.own_address}, metrics :{activator.metrics_port}, "
+            f"stats to {cfg.autoscaler_url}",
+            file=sys.stderr,
+            flush=True,
+        )
+        await sigterm.wait()
         activator.begin_drain()
-        sigterm.set()
+        await activator.drain()
+        await activator.stop()
+    finally:
+        await informers.stop()
+    return activator
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal)
-    print(
-        f"activator {cfg.pod_name}: serving :{activator.serving_port}, metrics "
-        f":{activator.metrics_port}, stats to {cfg.autoscaler_url}",
-        file=sys.stderr,
-        flush=True,
-    )
-    await sigterm.wait()
-    await activator.drain()
-    await activator.stop()
+
+async def serve(cfg: ActivatorConfig, env: Mapping[str, str], kubeconfig: str | None) -> None:
+    """``run`` against the Kubernetes API: in cluster, or by kubeconfig (shared/kube/config.py).
+
+    Raises:
+        StartupError, KubeConfigError.
+    """
+    from shared.kube.config import load_api_client
+    from shared.kube.kubeclient import ApiKubeClient
+    from shared.kube.kubeinformer import KubeInformerFactory
+
+    api = await load_api_client(env, kubeconfig)
+    try:
+        await run(cfg, ApiKubeClient(api), KubeInformerFactory(api))
+    finally:
+        await api.close()

@@ -4,9 +4,10 @@ Theory of operation (Knative's pkg/activator/net/throttler.go: inferIndex, pickI
 assignSlice, calculateCapacity):
 
 - Every activator sees the same sorted list of the revision's pod addresses and the same
-  sorted list of activator addresses, so each can work out its own share with no
-  coordination. This activator's *index* is its place in the sorted activator list; -1 means
-  it is not in that list yet (it just started, or the endpoints have not caught up) and then
+  sorted list of the revision's activators (its public Endpoints; activator/cluster.py
+  activator_share), so each can work out its own share with no coordination. This
+  activator's *index* is its place in the sorted activator list; -1 means it is not in that
+  list yet (it just started, or the endpoints have not caught up) and then
   it takes every pod, as Knative does: too much capacity for a moment beats none.
 - With P pods and A activators (P >= A) each activator takes a contiguous slice of
   P // A pods, and the P % A leftover pods at the tail go one each to the first activators.
@@ -23,26 +24,11 @@ Pure functions of their arguments: no I/O, no clock.
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from shared.breaker import MAX_BREAKER_CAPACITY
 
-__all__ = ["activator_index", "assign_slice", "pick_indices", "revision_capacity"]
-
-
-def activator_index(own_address: str, activator_addresses: Iterable[str]) -> int:
-    """This activator's index among all of them (Knative's inferIndex), or -1 if absent.
-
-    The addresses are sorted as strings, as every activator sorts them, so all agree on the
-    order; duplicates count once. The activator count to go with it is the number of
-    distinct addresses.
-    """
-    ordered = sorted(set(activator_addresses))
-    i = bisect.bisect_left(ordered, own_address)
-    if i == len(ordered) or ordered[i] != own_address:
-        return -1
-    return i
+__all__ = ["assign_slice", "pick_indices", "revision_capacity"]
 
 
 def pick_indices(num_pods: int, activator_index: int, num_activators: int) -> tuple[int, int, int]:

@@ -1,9 +1,10 @@
 """Tests for activator.config: Knative's activator variables, knpy's knobs, defaults, errors.
 
-Knative's cmd/activator/main.go reads POD_NAME, POD_IP, MAX_IDLE_PROXY_CONNS_PER_HOST (100),
-PROBE_TIMEOUT ("300ms") and PROBE_FREQUENCY ("200ms"); the rest are knpy's variables whose
-defaults are Knative's hard-coded values (8012, 9090, queue depth 10,000, 45 s drain, 1 s
-reports). Every bad value must fail at start-up with the variable's name first.
+Knative's cmd/activator/main.go reads POD_NAME and POD_IP (required),
+MAX_IDLE_PROXY_CONNS_PER_HOST (100), PROBE_TIMEOUT ("300ms") and PROBE_FREQUENCY ("200ms"),
+SYSTEM_NAMESPACE and CLUSTER_DOMAIN (the autoscaler's address); the rest are knpy's variables
+whose defaults are Knative's hard-coded values (8012, 9090, queue depth 10,000, 45 s drain,
+1 s reports). Every bad value must fail at start-up with the variable's name first.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from activator.config import ActivatorConfig, parse_go_duration
 from shared.envconfig import ConfigError
 from shared.observability import ObservabilityConfig
 
+POD = {"POD_NAME": "activator", "POD_IP": "127.0.0.1"}
+
 
 def test_defaults_are_knatives() -> None:
-    cfg = ActivatorConfig.from_env({})
+    cfg = ActivatorConfig.from_env(POD)
     assert cfg == ActivatorConfig()
     assert (cfg.serving_port, cfg.metrics_port) == (8012, 9090)
     assert cfg.queue_depth == 10_000  # pkg/activator/net/throttler.go breakerQueueDepth
@@ -27,9 +30,14 @@ def test_defaults_are_knatives() -> None:
     assert cfg.drain_timeout_s == 45.0  # knative.dev/pkg network.DefaultDrainTimeout
     assert cfg.stats_period_s == 1.0  # concurrency_reporter.go reportInterval
     assert cfg.max_idle_conns_per_host == 100  # main.go MaxIdleProxyConnsPerHost
-    assert cfg.reconnect_max_s == 5.0
+    assert cfg.reconnect_max_s == pytest.approx(14.6, abs=0.1)  # 100 ms x 1.3^19
     assert cfg.cluster_domain == "cluster.local"
-    assert cfg.own_address == "127.0.0.1:8012"  # filled in from pod IP and serving port
+    assert cfg.system_namespace == "knative-serving"
+    assert cfg.autoscaler_url == "ws://autoscaler.knative-serving.svc.cluster.local:8080"
+    assert (cfg.logging_configmap, cfg.observability_configmap) == (
+        "config-logging",
+        "config-observability",
+    )
     assert cfg.observability == ObservabilityConfig()
 
 
@@ -37,20 +45,31 @@ def test_defaults_are_knatives() -> None:
     ("env", "changes"),
     [
         pytest.param({"POD_NAME": "activator-7f"}, {"pod_name": "activator-7f"}, id="pod-name"),
+        pytest.param({"POD_IP": "10.1.2.3"}, {"pod_ip": "10.1.2.3"}, id="pod-ip"),
         pytest.param(
-            {"POD_IP": "10.1.2.3"},
-            {"pod_ip": "10.1.2.3", "own_address": "10.1.2.3:8012"},
-            id="pod-ip-gives-own-address",
+            {"ACTIVATOR_SERVING_PORT": "18012"}, {"serving_port": 18012}, id="serving-port"
         ),
         pytest.param(
-            {"POD_IP": "10.1.2.3", "ACTIVATOR_SERVING_PORT": "18012"},
-            {"pod_ip": "10.1.2.3", "serving_port": 18012, "own_address": "10.1.2.3:18012"},
-            id="serving-port-in-own-address",
+            {"SYSTEM_NAMESPACE": "kn-system"},
+            {
+                "system_namespace": "kn-system",
+                "autoscaler_url": "ws://autoscaler.kn-system.svc.cluster.local:8080",
+            },
+            id="system-namespace-names-the-autoscaler",
         ),
         pytest.param(
-            {"ACTIVATOR_ADDRESS": "activator-0:8012"},
-            {"own_address": "activator-0:8012"},
-            id="own-address",
+            {"SYSTEM_NAMESPACE": "kn-system", "CLUSTER_DOMAIN": "corp.internal"},
+            {
+                "system_namespace": "kn-system",
+                "cluster_domain": "corp.internal",
+                "autoscaler_url": "ws://autoscaler.kn-system.svc.corp.internal:8080",
+            },
+            id="cluster-domain-in-the-autoscaler-url",
+        ),
+        pytest.param(
+            {"CONFIG_LOGGING_NAME": "log-cm", "CONFIG_OBSERVABILITY_NAME": "obs-cm"},
+            {"logging_configmap": "log-cm", "observability_configmap": "obs-cm"},
+            id="configmap-names",
         ),
         pytest.param(
             {"ACTIVATOR_BIND_HOST": "127.0.0.1"}, {"bind_host": "127.0.0.1"}, id="bind-host"
@@ -81,10 +100,7 @@ def test_defaults_are_knatives() -> None:
         pytest.param(
             {"MAX_IDLE_PROXY_CONNS_PER_HOST": "0"}, {"max_idle_conns_per_host": 0}, id="idle-0"
         ),
-        pytest.param(
-            {"CLUSTER_DOMAIN": "example.org"}, {"cluster_domain": "example.org"}, id="domain"
-        ),
-        pytest.param({"ACTIVATOR_QUEUE_DEPTH": "", "POD_NAME": ""}, {}, id="empty-means-default"),
+        pytest.param({"ACTIVATOR_QUEUE_DEPTH": ""}, {}, id="empty-means-default"),
         pytest.param(
             {"SERVING_ENABLE_REQUEST_LOG": "true"},
             {"observability": ObservabilityConfig(enable_request_log=True)},
@@ -94,16 +110,14 @@ def test_defaults_are_knatives() -> None:
 )
 def test_each_variable(env: dict[str, str], changes: dict[str, Any]) -> None:
     expected = dataclasses.replace(ActivatorConfig(), **changes)
-    if "own_address" not in changes:
-        expected = dataclasses.replace(
-            expected, own_address=f"{expected.pod_ip}:{expected.serving_port}"
-        )
-    assert ActivatorConfig.from_env(env) == expected
+    assert ActivatorConfig.from_env({**POD, **env}) == expected
 
 
 @pytest.mark.parametrize(
     ("env", "message"),
     [
+        pytest.param({"POD_NAME": ""}, "POD_NAME: required but not set", id="no-pod-name"),
+        pytest.param({"POD_IP": ""}, "POD_IP: required but not set", id="no-pod-ip"),
         pytest.param(
             {"ACTIVATOR_SERVING_PORT": "0"}, "ACTIVATOR_SERVING_PORT: must be", id="port-0"
         ),
@@ -165,7 +179,7 @@ def test_each_variable(env: dict[str, str], changes: dict[str, Any]) -> None:
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as err:
-        ActivatorConfig.from_env(env)
+        ActivatorConfig.from_env({**POD, **env})
     assert str(err.value).startswith(message), str(err.value)
 
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from activator.cluster import RevisionKey
 from activator.reporter import ConcurrencyReporter, RevisionStats, removed_stats
-from shared.seams import RevisionKey
 from shared.stat import StatData, WireStat, decode_wire_stats
 
 POD = "the-best-activator"

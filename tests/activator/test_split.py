@@ -1,31 +1,14 @@
-"""Tests for activator.split, ported from Knative's throttler_test.go (TestInferIndex,
-TestPickIndices, TestAssignSlice, TestThrottlerUpdateCapacity, TestThrottlerCalculateCapacity,
-TestPodAssignmentFinite) plus the issue's two-activator case."""
+"""Tests for activator.split, ported from Knative's throttler_test.go (TestPickIndices,
+TestAssignSlice, TestThrottlerUpdateCapacity, TestThrottlerCalculateCapacity,
+TestPodAssignmentFinite) plus the issue's two-activator case. TestInferIndex is in
+test_cluster.py (activator_share)."""
 
 from __future__ import annotations
 
 import pytest
 
-from activator.split import activator_index, assign_slice, pick_indices, revision_capacity
+from activator.split import assign_slice, pick_indices, revision_capacity
 from shared.breaker import MAX_BREAKER_CAPACITY as MAX
-
-MY_IP = "10.10.10.3"
-
-
-@pytest.mark.parametrize(
-    ("ips", "want"),
-    [
-        pytest.param([], -1, id="empty"),
-        pytest.param(["11.11.11.11", "11.11.11.12"], -1, id="missing"),
-        pytest.param(["10.10.10.3", "11.11.11.11"], 0, id="first"),
-        pytest.param(["10.10.10.1", "10.10.10.2", "10.10.10.3", "11.11.11.11"], 2, id="middle"),
-        pytest.param(["10.10.10.1", "10.10.10.2", "10.10.10.3"], 2, id="last"),
-        pytest.param(["11.11.11.11", "10.10.10.3", "10.10.10.1"], 1, id="unsorted input"),
-        pytest.param(["10.10.10.1", "10.10.10.1", "10.10.10.3"], 1, id="duplicates count once"),
-    ],
-)
-def test_activator_index(ips: list[str], want: int) -> None:
-    assert activator_index(MY_IP, ips) == want
 
 
 @pytest.mark.parametrize(

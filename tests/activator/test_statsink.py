@@ -12,13 +12,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import random
 import socket
 import time
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
+from aiohttp import web
 
-from activator.statsink import INITIAL_BACKOFF_S, MAX_BUFFERED, WebSocketStatSink
+from activator.statsink import (
+    BACKOFF_STEPS,
+    INITIAL_BACKOFF_S,
+    MAX_BUFFERED,
+    WebSocketStatSink,
+    backoff_delays,
+)
 from shared.stat import StatData, WireStat, encode_wire_stats
 from tests.activator.integration.harness import AutoscalerStandIn
 
@@ -118,11 +127,25 @@ async def test_backs_off_between_attempts() -> None:
     # aiohttp itself retries a GET once on a connection closed before the response: count
     # the connections within 50 ms of each other as one dial of ours.
     dials = [t for i, t in enumerate(attempts) if i == 0 or t - attempts[i - 1] > 0.05]
-    # Waits of 0.1, 0.2, 0.2, ... s: about 6 dials in 1 s; a busy loop would make thousands.
+    # Waits of 0.1, 0.13, 0.169, then capped at 0.2 s, each with up to 50 % jitter: about 6
+    # dials in 1 s; a busy loop would make thousands.
     assert 3 <= len(dials) <= 9, dials
     gaps = [b - a for a, b in itertools.pairwise(dials)]
-    assert gaps[0] >= INITIAL_BACKOFF_S * 0.9, gaps
-    assert all(gap >= 0.18 for gap in gaps[1:]), gaps  # doubled, then capped at 0.2 s
+    for i, gap in enumerate(gaps):
+        step = INITIAL_BACKOFF_S * 1.3**i
+        assert min(step, 0.2) * 0.9 <= gap <= min(step * 1.5, 0.2) + 0.1, (i, gaps)
+
+
+def test_backoff_is_knatives() -> None:
+    """knative.dev/pkg websocket: at once, then 100 ms x 1.3^k (+ up to 50 % jitter) for 19
+    waits, then over again (its connect loop restarts ExponentialBackoff after 20 tries)."""
+    delays = list(itertools.islice(backoff_delays(60.0, random.Random(7)), 2 * BACKOFF_STEPS))
+    assert delays[0] == 0.0 and delays[BACKOFF_STEPS] == 0.0
+    for k, d in enumerate(delays[1:BACKOFF_STEPS]):
+        assert 0.1 * 1.3**k <= d <= 0.15 * 1.3**k, (k, d)
+    assert delays[BACKOFF_STEPS + 1 :] == pytest.approx(delays[1:BACKOFF_STEPS], rel=0.5)
+    capped = list(itertools.islice(backoff_delays(0.2, random.Random(7)), BACKOFF_STEPS))
+    assert max(capped) == 0.2
 
 
 async def test_close_while_disconnected_is_prompt() -> None:
@@ -135,3 +158,46 @@ async def test_close_while_disconnected_is_prompt() -> None:
     started = time.monotonic()
     await sink.close()
     assert time.monotonic() - started < 0.5
+
+
+@pytest.mark.parametrize(
+    ("answer_pings", "connections"),
+    [
+        pytest.param(True, 1, id="pongs keep the link up"),
+        pytest.param(False, 2, id="no pong for the timeout: dropped and redialled"),
+    ],
+)
+async def test_pings_the_autoscaler(answer_pings: bool, connections: int) -> None:
+    """Knative's client pings 3 times per 10 s pong timeout and gives up a connection whose
+    pongs stopped (a half-open link never errors); here the timeout is 0.6 s."""
+    pings: list[float] = []
+    dials = 0
+
+    async def ws_handler(request: web.Request) -> web.WebSocketResponse:
+        nonlocal dials
+        dials += 1
+        ws = web.WebSocketResponse(autoping=False)
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type is aiohttp.WSMsgType.PING:
+                pings.append(time.monotonic())
+                if answer_pings:
+                    await ws.pong(msg.data)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/", ws_handler)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    sink = WebSocketStatSink(f"ws://127.0.0.1:{port}", reconnect_max_s=0.1, pong_timeout_s=0.6)
+    await sink.start()
+    try:
+        await asyncio.sleep(1.0)  # one pong timeout and a half
+    finally:
+        await sink.close()
+        await runner.cleanup()
+    assert len(pings) >= 2, pings  # every 0.2 s
+    assert dials == connections, (dials, pings)

@@ -1,4 +1,4 @@
-"""Fixtures: the queue-proxy harness's children and stacks, a cluster, in-process activators.
+"""Fixtures: the queue-proxy harness's children and stacks, a FakeCluster, in-process activators.
 
 The autoscaler stand-in (``standin``) comes from tests/activator/conftest.py.
 """
@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from shared.seams import InMemoryCluster
+from shared.kube.fake import FakeCluster
 from tests.queueproxy.integration.conftest import (  # noqa: F401  (fixtures, by name)
     children,
     stack,
@@ -22,13 +22,13 @@ from .harness import AutoscalerStandIn, StartActivator, activators
 
 
 @pytest.fixture
-def cluster() -> InMemoryCluster:
-    return InMemoryCluster()
+def cluster() -> FakeCluster:
+    return FakeCluster()
 
 
 @pytest.fixture
 async def start_activator(
-    cluster: InMemoryCluster, standin: AutoscalerStandIn
+    cluster: FakeCluster, standin: AutoscalerStandIn
 ) -> AsyncIterator[StartActivator]:
     async with activators(cluster, standin) as start:
         yield start

@@ -1,7 +1,9 @@
 """The activator integration harness: an autoscaler stand-in and in-process activators.
 
-The activator runs in the test's event loop as a library object over an ``InMemoryCluster``
-the test drives; the pods (sample app + queue-proxy) are real processes started by the
+The activator runs in the test's event loop as a library object over a ``FakeCluster`` (the
+in-memory Kubernetes API of shared/kube/fake.py) in which the test writes Knative's objects:
+the Revision, its private Endpoints (the pods) and its public Endpoints (the activators);
+the pods (sample app + queue-proxy) are real processes started by the
 queue-proxy harness (tests/queueproxy/integration/qpharness.py), and the autoscaler stand-in
 is a real WebSocket server on loopback that speaks Knative's stat protocol: binary
 WireStatMessages frames, one per activator report.
@@ -19,10 +21,12 @@ import aiohttp
 from aiohttp import web
 
 from activator.app import Activator
+from activator.cluster import RevisionKey
 from activator.config import ActivatorConfig
 from activator.statsink import WebSocketStatSink
-from shared.seams import Endpoint, InMemoryCluster, RevisionKey, RevisionSpec
+from shared.kube.fake import FakeCluster
 from shared.stat import WireStat, decode_wire_stats
+from tests.activator import objects
 from tests.queueproxy.integration.qpharness import LOOPBACK, Stack, free_port
 
 KEY = RevisionKey("default", "hello-00001")
@@ -103,14 +107,30 @@ class AutoscalerStandIn:
                     await asyncio.wait_for(self._arrived.wait(), 0.1)
 
 
-def endpoint_of(stack: Stack, ready: bool = True, name: str = "") -> Endpoint:
-    return Endpoint(
-        pod_name=name or f"hello-00001-{stack.qp.serving_port}",
-        host=LOOPBACK,
-        port=stack.qp.serving_port,
-        metrics_port=stack.qp.metrics_port,
-        ready=ready,
-    )
+def set_pods(
+    cluster: FakeCluster | None,
+    pods: list[tuple[Stack, bool]],
+    key: RevisionKey = KEY,
+) -> dict[str, object]:
+    """Write the revision's private Endpoints: each pod a subset of its own (on one host every
+    queue-proxy has its own port), ready or not; returns the object (written if a cluster)."""
+    subsets = [
+        objects.subset(
+            {"http": s.qp.serving_port, "http-autometric": s.qp.metrics_port},
+            [objects.address(LOOPBACK, f"{key.name}-{s.qp.serving_port}")] if ready else [],
+            [] if ready else [objects.address(LOOPBACK, f"{key.name}-{s.qp.serving_port}")],
+        )
+        for s, ready in pods
+    ]
+    obj = objects.private_endpoints(key.namespace, key.name, subsets)
+    if cluster is not None:
+        cluster.put(obj)
+    return obj
+
+
+def set_activators(cluster: FakeCluster, addresses: list[str], key: RevisionKey = KEY) -> None:
+    """Write the revision's public Endpoints, as the SKS controller does in Proxy mode."""
+    cluster.put(objects.public_endpoints(key.namespace, key.name, addresses))
 
 
 def activator_config(autoscaler_url: str, **overrides: object) -> ActivatorConfig:
@@ -147,7 +167,7 @@ StartActivator = Callable[..., Awaitable[RunningActivator]]
 
 @contextlib.asynccontextmanager
 async def activators(
-    cluster: InMemoryCluster, standin: AutoscalerStandIn
+    cluster: FakeCluster, standin: AutoscalerStandIn
 ) -> AsyncIterator[StartActivator]:
     """A factory of in-process activators over ``cluster``, all stopped at exit."""
     started: list[RunningActivator] = []
@@ -155,7 +175,7 @@ async def activators(
     async def start(**overrides: object) -> RunningActivator:
         cfg = activator_config(standin.url, **overrides)
         sink = WebSocketStatSink(cfg.autoscaler_url, reconnect_max_s=0.5)
-        act = Activator(cfg, cluster, cluster, sink)
+        act = Activator(cfg, cluster, sink)
         await act.start()
         running = RunningActivator(act, sink)
         started.append(running)
@@ -168,8 +188,10 @@ async def activators(
             await running.activator.stop()
 
 
-def put_revision(cluster: InMemoryCluster, cc: int, timeout_s: float = 30.0) -> None:
-    cluster.put_revision(RevisionSpec(KEY, container_concurrency=cc, timeout_s=timeout_s))
+def put_revision(
+    cluster: FakeCluster, cc: int, timeout_s: int = 30, key: RevisionKey = KEY
+) -> None:
+    cluster.put(objects.revision(key.namespace, key.name, cc=cc, timeout_s=timeout_s))
 
 
 async def until(pred: Callable[[], bool], timeout_s: float, what: str) -> None:

@@ -15,10 +15,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from shared.seams import InMemoryCluster
+from shared.kube.fake import FakeCluster
 from tests.queueproxy.integration.qpharness import StartStack, app_stats
 
-from .harness import KEY, ROUTE, AutoscalerStandIn, StartActivator, endpoint_of, put_revision
+from .harness import KEY, ROUTE, AutoscalerStandIn, StartActivator, put_revision, set_pods
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -34,7 +34,7 @@ BURST_SCRIPT = Path(__file__).with_name("burst.py")
 async def test_cold_burst(
     start_activator: StartActivator,
     client: aiohttp.ClientSession,
-    cluster: InMemoryCluster,
+    cluster: FakeCluster,
     standin: AutoscalerStandIn,
     stack: StartStack,
 ) -> None:
@@ -57,9 +57,9 @@ async def test_cold_burst(
     async def pods_appear() -> None:
         # Published not ready: the activator's probe finds them before the platform would.
         await asyncio.sleep(FIRST_POD_AFTER_S - (time.monotonic() - start))
-        cluster.set_endpoints(KEY, (endpoint_of(pods[0], ready=False),))
+        set_pods(cluster, [(pods[0], False)])
         await asyncio.sleep(SECOND_POD_AFTER_S - (time.monotonic() - start))
-        cluster.set_endpoints(KEY, tuple(endpoint_of(p, ready=False) for p in pods))
+        set_pods(cluster, [(p, False) for p in pods])
 
     appear = asyncio.ensure_future(pods_appear())
     out, _ = await burst.communicate()

@@ -8,17 +8,18 @@ import time
 import aiohttp
 import pytest
 
-from shared.seams import InMemoryCluster, RevisionKey, RevisionSpec
+from activator.cluster import RevisionKey
+from shared.kube.fake import FakeCluster
 from tests.queueproxy.integration.qpharness import StartStack
 
-from .harness import KEY, ROUTE, StartActivator, endpoint_of, until
+from .harness import KEY, ROUTE, StartActivator, put_revision, set_pods, until
 
 pytestmark = pytest.mark.timeout(30)
 
 QUEUE_DEPTH = 5
 SLOW = RevisionKey("default", "slow-00001")
 SLOW_ROUTE = {"Knative-Serving-Namespace": SLOW.namespace, "Knative-Serving-Revision": SLOW.name}
-SLOW_TIMEOUT_S = 1.0
+SLOW_TIMEOUT_S = 1
 
 
 async def _timed(
@@ -33,14 +34,14 @@ async def _timed(
 async def test_overflow_503_timeout_504_then_serving(
     start_activator: StartActivator,
     client: aiohttp.ClientSession,
-    cluster: InMemoryCluster,
+    cluster: FakeCluster,
     stack: StartStack,
 ) -> None:
     s = await stack()
-    cluster.put_revision(RevisionSpec(KEY, container_concurrency=1, timeout_s=30))
-    cluster.put_revision(RevisionSpec(SLOW, container_concurrency=1, timeout_s=SLOW_TIMEOUT_S))
-    cluster.set_endpoints(KEY, (endpoint_of(s),))
-    cluster.set_endpoints(SLOW, (endpoint_of(s, name="slow-00001-a"),))
+    put_revision(cluster, cc=1)
+    put_revision(cluster, cc=1, timeout_s=SLOW_TIMEOUT_S, key=SLOW)
+    set_pods(cluster, [(s, True)])
+    set_pods(cluster, [(s, True)], key=SLOW)
     act = await start_activator(queue_depth=QUEUE_DEPTH)
 
     # Overflow: one request holds the only slot, QUEUE_DEPTH wait, the rest are refused at once.

@@ -7,10 +7,10 @@ import asyncio
 import aiohttp
 import pytest
 
-from shared.seams import InMemoryCluster
+from shared.kube.fake import FakeCluster
 from tests.queueproxy.integration.qpharness import StartStack
 
-from .harness import KEY, StartActivator, endpoint_of, get_status, put_revision, until
+from .harness import KEY, StartActivator, get_status, put_revision, set_pods, until
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -22,12 +22,12 @@ QUEUED = 12
 async def test_pod_killed_under_load(
     start_activator: StartActivator,
     client: aiohttp.ClientSession,
-    cluster: InMemoryCluster,
+    cluster: FakeCluster,
     stack: StartStack,
 ) -> None:
     pods = list(await asyncio.gather(*(stack() for _ in range(PODS))))
     put_revision(cluster, cc=CC)
-    cluster.set_endpoints(KEY, tuple(endpoint_of(p) for p in pods))
+    set_pods(cluster, [(p, True) for p in pods])
     act = await start_activator()
     rev = act.activator.revision(*ROUTE_KEY)
     assert rev is not None

@@ -5,10 +5,10 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from shared.seams import InMemoryCluster
+from shared.kube.fake import FakeCluster
 from tests.queueproxy.integration.qpharness import StartStack
 
-from .harness import KEY, ROUTE, AutoscalerStandIn, StartActivator, endpoint_of, put_revision
+from .harness import KEY, ROUTE, AutoscalerStandIn, StartActivator, put_revision, set_pods
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -70,13 +70,13 @@ async def test_health_fails_on_sigterm_and_without_autoscaler(
 async def test_request_rewritten_as_knative(
     start_activator: StartActivator,
     client: aiohttp.ClientSession,
-    cluster: InMemoryCluster,
+    cluster: FakeCluster,
     stack: StartStack,
 ) -> None:
     """Routing headers dropped, K-Proxy-Request set, Host restored by the queue-proxy."""
     s = await stack()
     put_revision(cluster, cc=0)
-    cluster.set_endpoints(KEY, (endpoint_of(s),))
+    set_pods(cluster, [(s, True)])
     act = await start_activator()
     usual = {**ROUTE, "Host": "hello.default.example.com", "K-Proxy-Request": "forged"}
     # Header names are case-insensitive: the activator remembers each spelling it meets.
@@ -96,12 +96,12 @@ async def test_request_rewritten_as_knative(
 async def test_routing_by_cluster_local_host(
     start_activator: StartActivator,
     client: aiohttp.ClientSession,
-    cluster: InMemoryCluster,
+    cluster: FakeCluster,
     stack: StartStack,
 ) -> None:
     s = await stack()
     put_revision(cluster, cc=0)
-    cluster.set_endpoints(KEY, (endpoint_of(s),))
+    set_pods(cluster, [(s, True)])
     act = await start_activator()
     host = f"{KEY.name}.{KEY.namespace}.svc.cluster.local"
     async with client.get(act.url + "/", headers={"Host": host}) as resp:
@@ -112,12 +112,12 @@ async def test_routing_by_cluster_local_host(
 async def test_bodies_stream_and_websockets_pass(
     start_activator: StartActivator,
     client: aiohttp.ClientSession,
-    cluster: InMemoryCluster,
+    cluster: FakeCluster,
     stack: StartStack,
 ) -> None:
     s = await stack()
     put_revision(cluster, cc=1)
-    cluster.set_endpoints(KEY, (endpoint_of(s),))
+    set_pods(cluster, [(s, True)])
     act = await start_activator()
     payload = bytes(range(256)) * 4096  # 1 MiB
     async with client.post(act.url + "/echo", data=payload, headers=ROUTE) as resp:
@@ -133,12 +133,12 @@ async def test_bodies_stream_and_websockets_pass(
 async def test_metrics_per_revision(
     start_activator: StartActivator,
     client: aiohttp.ClientSession,
-    cluster: InMemoryCluster,
+    cluster: FakeCluster,
     stack: StartStack,
 ) -> None:
     s = await stack()
     put_revision(cluster, cc=2)
-    cluster.set_endpoints(KEY, (endpoint_of(s),))
+    set_pods(cluster, [(s, True)])
     act = await start_activator()
     for _ in range(3):
         async with client.get(act.url + "/", headers=ROUTE) as resp:

@@ -1,4 +1,5 @@
-"""Two activators split a revision's pods: 5 pods at containerConcurrency 1 are 3 and 2."""
+"""Two activators split a revision's pods by its public Endpoints: 5 pods at containerConcurrency 1
+are 3 and 2."""
 
 from __future__ import annotations
 
@@ -7,10 +8,18 @@ import asyncio
 import aiohttp
 import pytest
 
-from shared.seams import InMemoryCluster
+from shared.kube.fake import FakeCluster
 from tests.queueproxy.integration.qpharness import StartStack, app_stats, free_port
 
-from .harness import KEY, StartActivator, endpoint_of, get_status, put_revision, until
+from .harness import (
+    KEY,
+    StartActivator,
+    get_status,
+    put_revision,
+    set_activators,
+    set_pods,
+    until,
+)
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -20,14 +29,14 @@ PODS = 5
 async def test_capacity_split_across_two_activators(
     start_activator: StartActivator,
     client: aiohttp.ClientSession,
-    cluster: InMemoryCluster,
+    cluster: FakeCluster,
     stack: StartStack,
 ) -> None:
     pods = list(await asyncio.gather(*(stack() for _ in range(PODS))))
     put_revision(cluster, cc=1)
-    cluster.set_endpoints(KEY, tuple(endpoint_of(p) for p in pods))
-    ports = sorted((free_port(), free_port()), key=lambda p: f"127.0.0.1:{p}")
-    cluster.set_activators(tuple(f"127.0.0.1:{p}" for p in ports))
+    set_pods(cluster, [(p, True) for p in pods])
+    ports = sorted((free_port(), free_port()))  # the activators' order: by port on one host
+    set_activators(cluster, [f"127.0.0.1:{p}" for p in ports])
     first = await start_activator(serving_port=ports[0])
     second = await start_activator(serving_port=ports[1])
     revs = []
