@@ -11,7 +11,7 @@ import asyncio
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from activator.app import Activator
 from activator.config import ActivatorConfig
@@ -65,8 +65,11 @@ async def run(
     *,
     stat_sink: StatSink | None = None,
     stop: asyncio.Event | None = None,
+    on_serving: Callable[[Activator], None] | None = None,
 ) -> Activator:
     """Serve until SIGTERM/SIGINT (or ``stop`` is set), then drain and stop.
+
+    ``on_serving`` sees the activator once it listens and follows the informers (for tests).
 
     Raises:
         StartupError: see fetch_network_config.
@@ -86,6 +89,8 @@ async def run(
         ):
             await informer.wait_synced()
         await activator.start()
+        if on_serving is not None:
+            on_serving(activator)
         sigterm = stop or asyncio.Event()
 
         def on_signal() -> None:
