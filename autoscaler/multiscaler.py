@@ -151,6 +151,13 @@ class MultiScaler:
         runner = self._runners.get(key)
         return None if runner is None else runner.status
 
+    def restore_status(self, key: RevisionKey, status: PodAutoscalerStatus) -> None:
+        """Start a revision's KPA pass from a recorded status (the PA object's, read back by a
+        new leader): its Active time and scale-to-zero timing carry over."""
+        runner = self._runners.get(key)
+        if runner is not None:
+            runner.status = status
+
     def desired_scale(self, key: RevisionKey) -> int | None:
         """The decider's latest DesiredScale (-1 before its first valid tick)."""
         runner = self._runners.get(key)

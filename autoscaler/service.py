@@ -1,19 +1,21 @@
-"""The autoscaler service: the asyncio shell around the collector, the deciders and the KPA.
+"""The autoscaler's engine: scraping, stat intake and the decider ticks, around the pure cores.
 
-Theory of operation. ``AutoscalerService`` wires Knative's autoscaler process
-(cmd/autoscaler/main.go) around the seams of shared/seams.py:
+Theory of operation. ``AutoscalerService`` is the part of Knative's autoscaler process
+(cmd/autoscaler/main.go) that does not talk to the Kubernetes API: the PodAutoscaler
+reconciler (reconciler.py) tells it which revisions to decide (``upsert``/``delete``, each
+resolved from the PA's ``autoscaling.knative.dev/*`` annotations and the ``config-autoscaler``
+ConfigMap into a ``RevisionScaling``), and it tells the reconciler after every decision
+(``on_tick``), which reads the latest one (``latest``) and makes the cluster match it.
 
-- revisions come from a ``RevisionSource`` watch; each one's ``autoscaling.knative.dev/*``
-  annotations and the ``config-autoscaler`` ConfigMap resolve to a ``RevisionScaling``
-  (decider spec, KPA bounds, metric windows). A revision whose annotations are invalid is
-  logged and left alone (Knative's webhook would have refused it);
-- every second each revision's ready pods (``EndpointsSource.endpoints``) are sampled and
-  scraped (scraper.py) into the collector; a revision whose previous scrape is still running
-  skips the tick, like Knative's per-collection ticker;
-- activators push Stats to the stat server (WebSocket on the stat port); each is recorded at
-  its own timestamp and may poke its revision's decider;
-- every 2 s every revision is decided and reconciled (multiscaler.py, kpa.py), and a decision
-  that changed is published through the ``Scaler`` seam;
+- every second each revision's ready pods (a ``PodSource``: the Pod informer's index) are
+  sampled and scraped (scraper.py) into the collector; a revision whose previous scrape is
+  still running skips the tick, like Knative's per-collection ticker;
+- activators push Stats to the stat server (WebSocket on the stat port); a Stat for a revision
+  whose bucket another replica leads is handed to ``forward``; otherwise it is recorded at its
+  own timestamp (only for revisions with a Metric, i.e. decided here, as Knative's collector)
+  and may poke its revision's decider;
+- every 2 s every revision is decided (multiscaler.py, kpa.py) and ``on_tick`` is called for
+  it, changed or not: the reconciler is level-based and re-checks the scale target each time;
 - Prometheus metrics on the metrics port (metrics.py).
 
 Failure never travels between revisions: a scrape error is counted and logged (once per
@@ -30,9 +32,9 @@ import math
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import yaml
@@ -41,26 +43,22 @@ from aiohttp import web
 from autoscaler import config
 from autoscaler.collector import Aggregation, MetricCollector, MetricSpec
 from autoscaler.config import AutoscalerConfig, RevisionAutoscaling, decider_spec
-from autoscaler.kpa import KpaSpec
+from autoscaler.kpa import ActiveState, KpaSpec, PodAutoscalerStatus
 from autoscaler.metrics import AutoscalerMetrics, RevisionLabels
 from autoscaler.multiscaler import TICK_INTERVAL_S, MultiScaler, RevisionScaling, Tick
 from autoscaler.scraper import HttpScrapeClient, ScrapeClient, ScrapeError, StatsScraper
 from autoscaler.statserver import StatServer
 from shared.envconfig import ConfigError, env_int, env_port, env_str
 from shared.metrics import render_text
-from shared.seams import (
-    Endpoint,
-    EndpointsSource,
-    RevisionKey,
-    RevisionSource,
-    RevisionSpec,
-    Scaler,
-)
+from shared.seams import Endpoint, RevisionKey, RevisionSpec
 from shared.stat import StatData
 
 __all__ = [
     "SCRAPE_INTERVAL_S",
     "AutoscalerService",
+    "Forward",
+    "OnTick",
+    "PodSource",
     "ServiceConfig",
     "parse_configmap",
     "resolve_scaling",
@@ -78,6 +76,16 @@ TICK_BATCH = 256
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 Clock = Callable[[], float]
+# Called after every decision of a revision (the reconciler enqueues the PodAutoscaler).
+OnTick = Callable[[RevisionKey], None]
+# A Stat for a revision this replica does not decide: True when it was handed elsewhere.
+Forward = Callable[[RevisionKey, StatData], bool]
+
+
+class PodSource(Protocol):
+    """A revision's pods as the scraper reaches them (the Pod informer's index)."""
+
+    def endpoints(self, key: RevisionKey) -> tuple[Endpoint, ...]: ...
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,7 +204,7 @@ def _ready(endpoints: tuple[Endpoint, ...]) -> int:
 
 
 class AutoscalerService:
-    """Knative's autoscaler process as a library object; see the module docstring.
+    """The decider half of Knative's autoscaler process; see the module docstring.
 
     Use ``async with AutoscalerService(...) as svc:`` (or ``start``/``stop``); the actual
     ports are ``svc.stat_port`` and ``svc.metrics_port`` once started.
@@ -205,26 +213,29 @@ class AutoscalerService:
     def __init__(
         self,
         cfg: ServiceConfig,
-        revisions: RevisionSource,
-        endpoints: EndpointsSource,
-        scaler: Scaler,
+        pods: PodSource,
         clock: Clock = time.time,
         *,
+        on_tick: OnTick | None = None,
+        forward: Forward | None = None,
         scrape_client: ScrapeClient | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.cfg = cfg
-        self._revisions = revisions
-        self._endpoints = endpoints
-        self._scaler = scaler
+        self._pods = pods
         self._clock = clock
+        self._on_tick = on_tick
+        self._forward = forward
         self._rng = rng if rng is not None else random.Random()
         self._scraper = None if scrape_client is None else StatsScraper(scrape_client, self._rng)
         self.collector = MetricCollector()
         self.multiscaler = MultiScaler(self.collector)
         self.metrics = AutoscalerMetrics()
-        self.stat_server = StatServer(self._on_stat)
+        self.stat_server = StatServer(self._on_stat, self.record)
         self._specs: dict[RevisionKey, RevisionSpec] = {}
+        self._ticks: dict[RevisionKey, Tick] = {}
+        self._before: dict[RevisionKey, ActiveState | None] = {}  # Active before the last tick
+        self._stale: set[RevisionKey] = set()  # to resolve again (config-autoscaler changed)
         self._scraping: set[RevisionKey] = set()
         self._poked: set[RevisionKey] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -249,7 +260,7 @@ class AutoscalerService:
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
-        """Bind the stat and metrics ports and start the watch, scrape and decide loops."""
+        """Bind the stat and metrics ports and start the scrape and decide loops."""
         if self._scraper is None:
             connector = aiohttp.TCPConnector(
                 limit=self.cfg.max_scrapes_in_flight, limit_per_host=0, keepalive_timeout=30
@@ -261,12 +272,7 @@ class AutoscalerService:
         metrics_app = web.Application()
         metrics_app.router.add_get("/metrics", self._handle_metrics)
         self.metrics_port = await self._serve(metrics_app, self.cfg.metrics_port)
-        # Like Knative's informer sync before the controllers start: the revisions known now
-        # are taken before start returns, so deciders see the endpoints as they are now.
-        watch = aiter(self._revisions.watch_revisions())
-        self.sync_revisions(await anext(watch))
         self._tasks = [
-            asyncio.create_task(self._watch_revisions(watch), name="autoscaler-watch"),
             asyncio.create_task(self._scrape_loop(), name="autoscaler-scrape"),
             asyncio.create_task(self._decide_loop(), name="autoscaler-decide"),
         ]
@@ -304,45 +310,84 @@ class AutoscalerService:
         return int(sockets[0].getsockname()[1]) if sockets else port
 
     # -- revisions ---------------------------------------------------------------------------
-    async def _watch_revisions(
-        self, watch: AsyncIterator[Mapping[RevisionKey, RevisionSpec]]
-    ) -> None:
-        async for revisions in watch:
-            self.sync_revisions(revisions)
+    def upsert(self, spec: RevisionSpec) -> RevisionScaling | None:
+        """Decide for this revision from now on (Knative's deciders.Create/Update).
 
-    def sync_revisions(self, revisions: Mapping[RevisionKey, RevisionSpec]) -> None:
-        """Start, update and stop deciding so that the revisions known are exactly these."""
-        now = self._clock()
-        for key in [k for k in self._specs if k not in revisions]:
-            log.info("%s: deleted, no longer scaled", key)
-            del self._specs[key]
-            self.multiscaler.delete(key)
-            self.metrics.remove(key)
-        for key, spec in revisions.items():
-            if self._specs.get(key) == spec:
-                continue
-            try:
-                scaling = resolve_scaling(spec, self.cfg.autoscaler)
-            except (ConfigError, ValueError) as err:
-                log.error("%s: not scaled, invalid autoscaling: %s", key, err)
-                continue
-            if scaling is None:
-                log.info("%s: not a KPA-class revision, not scaled here", key)
-                continue
-            ready = _ready(self._endpoints.endpoints(key))
-            self.multiscaler.create_or_update(key, scaling, ready, now)
-            self._specs[key] = spec
+        Returns:
+            The resolved scaling, or None for a revision of another class (not decided).
+
+        Raises:
+            ConfigError: an ``autoscaling.knative.dev/*`` annotation is invalid.
+        """
+        key = spec.key
+        if self._specs.get(key) == spec and key not in self._stale:
+            return self.multiscaler.scaling(key)
+        self._stale.discard(key)
+        scaling = resolve_scaling(spec, self.cfg.autoscaler)
+        if scaling is None:
+            self.delete(key)
+            return None
+        ready = _ready(self._pods.endpoints(key))
+        self.multiscaler.create_or_update(key, scaling, ready, self._clock())
+        self._specs[key] = spec
+        return scaling
+
+    def delete(self, key: RevisionKey) -> None:
+        """Stop deciding and collecting for a revision (deleted, or led elsewhere)."""
+        if self._specs.pop(key, None) is not None:
+            log.info("%s: no longer decided here", key)
+        self._ticks.pop(key, None)
+        self._before.pop(key, None)
+        self.multiscaler.delete(key)
+        self.metrics.remove(key)
+
+    def reconfigure(self, autoscaler: AutoscalerConfig) -> None:
+        """A new config-autoscaler: every revision resolves again at its next upsert."""
+        self.cfg = replace(self.cfg, autoscaler=autoscaler)
+        self._stale = set(self._specs)
+
+    def latest(self, key: RevisionKey) -> Tick | None:
+        """The revision's last decision (Knative's decider.Status), None before the first."""
+        return self._ticks.get(key)
+
+    def active_before(self, key: RevisionKey) -> ActiveState | None:
+        """The Active state the last decision started from (was it activating?)."""
+        return self._before.get(key)
+
+    def restore(self, key: RevisionKey, status: PodAutoscalerStatus) -> None:
+        """Continue from the PA's recorded status (a new leader, a restart)."""
+        self.multiscaler.restore_status(key, status)
+
+    async def tick(self, key: RevisionKey) -> Tick | None:
+        """Decide one revision now (its first reconcile, a poke)."""
+        await self._tick_one(key, self._clock())
+        return self._ticks.get(key)
+
+    def decided(self) -> list[RevisionKey]:
+        return list(self._specs)
 
     # -- stats -------------------------------------------------------------------------------
     def _on_stat(self, key: RevisionKey, stat: StatData) -> None:
-        """An activator's Stat: record it, and poke a revision at zero (cmd/autoscaler)."""
+        """An activator's Stat: forward it, or record it and poke a revision at zero."""
         self.metrics.stat_messages.value += 1
+        if self._forward is not None and self._forward(key, stat):
+            return
+        if key not in self.collector:
+            return  # no Metric here: Knative's collector drops it too
         # Knative stamps a Stat without a timestamp on arrival and records at its timestamp.
         now = float(stat.timestamp) if stat.timestamp else self._clock()
         self.collector.record(key, now, stat)
         if key not in self._poked and self.multiscaler.wants_poke(key, stat):
             self._poked.add(key)
             self._spawn(self._poke(key))
+
+    def record(self, key: RevisionKey, stat: StatData) -> None:
+        """A Stat forwarded by another replica: this one leads its bucket (no re-forward)."""
+        forward, self._forward = self._forward, None
+        try:
+            self._on_stat(key, stat)
+        finally:
+            self._forward = forward
 
     async def _poke(self, key: RevisionKey) -> None:
         """Tick one revision now (Knative's pokeCh), outside the 2-s ticker."""
@@ -378,7 +423,7 @@ class AutoscalerService:
         assert self._scraper is not None
         started = time.perf_counter()
         try:
-            stat = await self._scraper.scrape(self._endpoints.endpoints(key), window_s, now)
+            stat = await self._scraper.scrape(self._pods.endpoints(key), window_s, now)
         except ScrapeError as err:
             self.metrics.scrape_failed.value += 1
             if self.collector.set_error(key, str(err)):
@@ -410,35 +455,31 @@ class AutoscalerService:
         spec = self._specs.get(key)
         if spec is None:
             return
+        status = self.multiscaler.status(key)
+        before = None if status is None else status.active
         try:
-            tick = self.multiscaler.tick(key, _ready(self._endpoints.endpoints(key)), now)
+            tick = self.multiscaler.tick(key, _ready(self._pods.endpoints(key)), now)
         except Exception:
             log.exception("%s: decision failed", key)
             return
         if tick is None:
             return
         self.metrics.record(_labels(spec), tick, tick_metric(self.multiscaler, key))
+        self._ticks[key] = tick
+        self._before[key] = before
         if tick.changed:
-            await self._publish(tick)
-
-    async def _publish(self, tick: Tick) -> None:
-        d = tick.decision
-        log.info(
-            "%s: scale %d, %s mode, %d activators, ebc %g",
-            d.key,
-            d.desired_scale,
-            d.mode.value,
-            d.activators,
-            d.excess_burst_capacity,
-        )
-        try:
-            await self._scaler.apply(d)
-        except Exception:
-            # Not marked published, so the next tick tries again (Knative's reconciler
-            # requeues a failed update the same way).
-            log.exception("%s: publishing the decision failed", d.key)
-            return
-        self.multiscaler.mark_published(d)
+            d = tick.decision
+            log.info(
+                "%s: scale %d, %s mode, %d activators, ebc %g",
+                d.key,
+                d.desired_scale,
+                d.mode.value,
+                d.activators,
+                d.excess_burst_capacity,
+            )
+            self.multiscaler.mark_published(d)
+        if self._on_tick is not None:
+            self._on_tick(key)
 
     # -- plumbing ----------------------------------------------------------------------------
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:

@@ -10,6 +10,9 @@ behaviour, so a Go activator can report to this autoscaler:
   (revision key, Stat). Messages without a Stat are skipped "to allow for future protobuf
   schema changes"; a frame that does not parse, or a text frame, is logged and dropped, and
   the connection stays open.
+- A connection on ``FORWARD_PATH`` comes from another autoscaler replica forwarding Stats of a
+  bucket this one leads (forwarder.py); its Stats go to ``on_forwarded``, which records them
+  and never forwards again, so two replicas with briefly different views cannot bounce a Stat.
 - On shutdown every client gets close code 1012 ("service restart"), which tells Knative's
   activator to reconnect at once (to the next autoscaler replica).
 
@@ -28,7 +31,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from shared.seams import RevisionKey
 from shared.stat import StatData, decode_wire_stats
 
-__all__ = ["CLOSE_CODE_SERVICE_RESTART", "OnStat", "StatServer"]
+__all__ = ["CLOSE_CODE_SERVICE_RESTART", "FORWARD_PATH", "OnStat", "StatServer"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,8 @@ CLOSE_CODE_SERVICE_RESTART = WSCloseCode.SERVICE_RESTART
 MAX_FRAME_BYTES = 4 * 1024 * 1024
 
 OnStat = Callable[[RevisionKey, StatData], None]
+# Where replicas send each other forwarded Stats (any path is a WebSocket; this one is marked).
+FORWARD_PATH = "/forwarded"
 
 
 def is_kubelet_probe(request: web.BaseRequest) -> bool:
@@ -49,8 +54,9 @@ def is_kubelet_probe(request: web.BaseRequest) -> bool:
 class StatServer:
     """Receives ``WireStatMessages`` from activators and passes each Stat to ``on_stat``."""
 
-    def __init__(self, on_stat: OnStat) -> None:
+    def __init__(self, on_stat: OnStat, on_forwarded: OnStat | None = None) -> None:
         self._on_stat = on_stat
+        self._on_forwarded = on_forwarded or on_stat
         self._clients: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
         self.messages_received = 0
         self.frames_dropped = 0
@@ -73,10 +79,11 @@ class StatServer:
             return web.Response(status=400, text="Bad Request\n")
         await ws.prepare(request)
         self._clients.add(ws)
+        on_stat = self._on_forwarded if request.path == FORWARD_PATH else self._on_stat
         try:
             async for msg in ws:
                 if msg.type is WSMsgType.BINARY:
-                    self._receive(msg.data)
+                    self._receive(msg.data, on_stat)
                 elif msg.type is WSMsgType.ERROR:
                     log.warning("stat websocket error: %r", ws.exception())
                 else:
@@ -86,7 +93,7 @@ class StatServer:
             self._clients.discard(ws)
         return ws
 
-    def _receive(self, data: bytes) -> None:
+    def _receive(self, data: bytes, on_stat: OnStat) -> None:
         try:
             stats = decode_wire_stats(data)
         except ValueError as err:
@@ -95,7 +102,7 @@ class StatServer:
             return
         for namespace, name, stat in stats:
             self.messages_received += 1
-            self._on_stat(RevisionKey(namespace, name), stat)
+            on_stat(RevisionKey(namespace, name), stat)
 
     async def _close_clients(self, _app: web.Application) -> None:
         for ws in list(self._clients):

@@ -1,8 +1,8 @@
-"""The service shell in-process: fake pods, a fake clock, the in-memory cluster; no sleeps."""
+"""The engine in-process: fake pods, a fake clock, a pod table; no sleeps, no cluster."""
 
 from __future__ import annotations
 
-import logging
+import asyncio
 import random
 from collections.abc import AsyncIterator
 from types import MappingProxyType
@@ -14,15 +14,7 @@ from autoscaler.kpa import ActiveState
 from autoscaler.scraper import ScrapeError
 from autoscaler.service import AutoscalerService, ServiceConfig, parse_configmap, resolve_scaling
 from shared.envconfig import ConfigError
-from shared.seams import (
-    Endpoint,
-    InMemoryCluster,
-    Mode,
-    RevisionKey,
-    RevisionSpec,
-    ScaleDecision,
-    Scaler,
-)
+from shared.seams import Endpoint, Mode, RevisionKey, RevisionSpec
 from shared.stat import StatData
 
 pytestmark = pytest.mark.timeout(10)
@@ -58,29 +50,47 @@ def pods(n: int) -> tuple[Endpoint, ...]:
     return tuple(Endpoint(f"p{i}", "127.0.0.1", 8012 + i, 9090 + i) for i in range(n))
 
 
+class PodTable:
+    """The engine's PodSource: each revision's ready pods, as the test sets them."""
+
+    def __init__(self) -> None:
+        self.pods: dict[RevisionKey, tuple[Endpoint, ...]] = {}
+
+    def endpoints(self, key: RevisionKey) -> tuple[Endpoint, ...]:
+        return self.pods.get(key, ())
+
+
 class Harness:
-    def __init__(self, config: dict[str, str] = CONFIG, scaler: Scaler | None = None) -> None:
-        self.cluster = InMemoryCluster()
+    def __init__(self, config: dict[str, str] = CONFIG) -> None:
+        self.table = PodTable()
         self.clock = Clock()
         self.pods = FakePods()
+        self.ticked: list[RevisionKey] = []
+        self.forwarded: list[RevisionKey] = []
+        self.foreign: set[RevisionKey] = set()
         cfg = ServiceConfig(
             autoscaler=AutoscalerConfig.from_configmap(config), stat_port=0, metrics_port=0
         )
         self.svc = AutoscalerService(
             cfg,
-            self.cluster,
-            self.cluster,
-            scaler or self.cluster,
+            self.table,
             self.clock,
+            on_tick=self.ticked.append,
+            forward=self.forward,
             scrape_client=self.pods,
             rng=random.Random(1),
         )
 
+    def forward(self, key: RevisionKey, _stat: StatData) -> bool:
+        if key in self.foreign:
+            self.forwarded.append(key)
+            return True
+        return False
+
     def add(self, cc: int = 10, annotations: dict[str, str] | None = None, n: int = 1) -> None:
-        self.cluster.set_endpoints(KEY, pods(n))
+        self.table.pods[KEY] = pods(n)
         spec = RevisionSpec(KEY, cc, annotations=MappingProxyType(annotations or {}))
-        self.cluster.put_revision(spec)
-        self.svc.sync_revisions({KEY: spec})
+        assert self.svc.upsert(spec) is not None
 
     async def second(self, seconds: int = 1) -> None:
         """Advance the fake clock second by second, scraping each, deciding every 2 s."""
@@ -91,8 +101,9 @@ class Harness:
                 await self.svc.tick_all(self.clock.now)
 
     def latest(self) -> tuple[int, Mode]:
-        d = self.cluster.latest(KEY)
-        assert d is not None
+        tick = self.svc.latest(KEY)
+        assert tick is not None
+        d = tick.decision
         return d.desired_scale, d.mode
 
 
@@ -127,10 +138,9 @@ async def test_vanished_pod_and_revision_do_not_break_the_loop(h: Harness) -> No
     h.add(cc=10, n=2)
     h.pods.concurrency = 5.0
     await h.second(2)
-    h.cluster.set_endpoints(KEY, ())  # both pods gone
+    h.table.pods[KEY] = ()  # both pods gone
     await h.second(2)
-    h.cluster.delete_revision(KEY)
-    h.svc.sync_revisions({})
+    h.svc.delete(KEY)
     await h.second(2)
     assert KEY not in h.svc.multiscaler
     assert KEY not in h.svc.collector
@@ -161,7 +171,7 @@ async def test_idle_revision_goes_to_zero_after_window_and_grace(
             first_inactive = t
         if h.latest()[0] == 0 and first_zero is None:
             first_zero = t
-            h.cluster.set_endpoints(KEY, ())  # the platform removes the pod
+            h.table.pods[KEY] = ()  # the platform removes the pod
         elif first_zero is None and t > 2:
             assert h.latest()[0] == 1
     assert (first_inactive, first_zero) == (inactive_at, zero_at)
@@ -173,18 +183,61 @@ async def test_activator_stat_pokes_a_revision_at_zero(h: Harness) -> None:
     """At zero, the activator's first report decides at once, not at the next 2-s tick."""
     h.add(cc=10)
     await h.second(14)
-    h.cluster.set_endpoints(KEY, ())
+    h.table.pods[KEY] = ()
     await h.second(2)
     assert h.latest() == (0, Mode.PROXY)
+    h.ticked.clear()
     activator = StatData("activator", 1.0, 0.0, 1.0, 0.0, 0.0, int(h.clock.now))
     h.svc._on_stat(KEY, activator)
-    decision = await h.cluster.next_decision(timeout_s=2)
-    assert (decision.desired_scale, decision.mode) == (1, Mode.PROXY)
+    for _ in range(100):  # the poke runs as a task: no clock advance, no 2-s tick
+        if h.ticked:
+            break
+        await asyncio.sleep(0)
+    assert h.ticked == [KEY]
+    assert h.latest() == (1, Mode.PROXY)
 
 
-async def test_invalid_and_hpa_revisions_are_left_alone(
-    h: Harness, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("key", "foreign", "recorded", "forwarded"),
+    [
+        pytest.param(KEY, False, True, False, id="decided-here-recorded"),
+        pytest.param(KEY, True, False, True, id="other-bucket-forwarded"),
+        pytest.param(RevisionKey("default", "no-metric"), False, False, False,
+                     id="no-metric-dropped"),
+    ],
+)  # fmt: skip
+async def test_stat_routing(
+    h: Harness, key: RevisionKey, foreign: bool, recorded: bool, forwarded: bool
 ) -> None:
+    """Knative's stat path: forward another bucket's, record only revisions with a Metric."""
+    h.add(cc=10)
+    if foreign:
+        h.foreign.add(key)
+    h.svc._on_stat(key, StatData("activator", 5.0, 0.0, 5.0, 0.0, 0.0, int(h.clock.now)))
+    stable = h.svc.collector.stable_and_panic_concurrency(KEY, h.clock.now + 1)
+    assert (stable is not None) is recorded
+    assert (h.forwarded == [key]) is forwarded
+
+
+async def test_every_tick_reaches_the_reconciler(h: Harness) -> None:
+    """Level-based: on_tick runs on every decision, also when nothing changed."""
+    h.add(cc=10)
+    h.pods.concurrency = 5.0
+    await h.second(8)
+    assert h.ticked == [KEY] * 4
+
+
+async def test_reconfigure_resolves_again(h: Harness) -> None:
+    h.add(cc=10)
+    scaling = h.svc.multiscaler.scaling(KEY)
+    assert scaling is not None and scaling.metric.stable_window_s == 6.0
+    h.svc.reconfigure(AutoscalerConfig.from_configmap({"stable-window": "12s"}))
+    h.add(cc=10)  # the same spec: resolved again under the new config
+    scaling = h.svc.multiscaler.scaling(KEY)
+    assert scaling is not None and scaling.metric.stable_window_s == 12.0
+
+
+async def test_invalid_and_hpa_revisions_are_left_alone(h: Harness) -> None:
     bad = RevisionSpec(
         RevisionKey("default", "bad"), annotations={"autoscaling.knative.dev/min-scale": "x"}
     )
@@ -192,10 +245,9 @@ async def test_invalid_and_hpa_revisions_are_left_alone(
         RevisionKey("default", "hpa"),
         annotations={"autoscaling.knative.dev/class": "hpa.autoscaling.knative.dev"},
     )
-    with caplog.at_level(logging.ERROR):
-        h.svc.sync_revisions({bad.key: bad, hpa.key: hpa})
-    assert "default/bad: not scaled" in caplog.text
-    assert "min-scale" in caplog.text
+    with pytest.raises(ConfigError, match="min-scale"):
+        h.svc.upsert(bad)
+    assert h.svc.upsert(hpa) is None
     assert len(h.svc.multiscaler) == 0
 
 
@@ -244,32 +296,6 @@ def test_service_config_from_env_names_the_variable() -> None:
         ServiceConfig.from_env({"AUTOSCALER_METRICS_PORT": "x"})
     with pytest.raises(ConfigError, match="stable-window"):
         ServiceConfig.from_env({}, {"stable-window": "1s"})
-
-
-class FlakyScaler:
-    """The platform refuses the first decision, then takes them into the cluster."""
-
-    def __init__(self) -> None:
-        self.cluster = InMemoryCluster()
-        self.calls = 0
-
-    async def apply(self, decision: ScaleDecision) -> None:
-        self.calls += 1
-        if self.calls == 1:
-            raise ConnectionError("platform down")
-        await self.cluster.apply(decision)
-
-
-async def test_publish_failure_is_retried_next_tick() -> None:
-    scaler = FlakyScaler()
-    h = Harness(scaler=scaler)
-    scaler.cluster = h.cluster
-    h.add(cc=10)
-    h.pods.concurrency = 20.0
-    await h.second(6)
-    assert scaler.calls >= 2
-    assert h.latest()[0] == 3
-    await h.svc.stop()
 
 
 @pytest.mark.parametrize(

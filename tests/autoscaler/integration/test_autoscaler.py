@@ -1,7 +1,7 @@
-"""The autoscaler against real queue-proxies and sample apps on loopback.
+"""The autoscaler's engine against real queue-proxies and sample apps on loopback.
 
-The service runs in this process with the in-memory cluster as its platform (the test plays
-the platform: it says which pods exist and reads the decisions); the pods are real
+The engine runs in this process with a pod table as its PodSource (the test plays the Pod
+informer: it says which pods exist, and reads each decision); the pods are real
 ``python -m queueproxy`` processes in front of real sample apps, scraped over HTTP every
 second, and activator stats come over a real WebSocket. Windows are short (stable 6 s), so
 each scenario takes seconds: config-autoscaler is given as Knative's keys.
@@ -10,10 +10,9 @@ each scenario takes seconds: config-autoscaler is given as Knative's keys.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import aiohttp
@@ -23,7 +22,7 @@ from websockets.asyncio.client import connect
 
 from autoscaler.config import AutoscalerConfig
 from autoscaler.service import AutoscalerService, ServiceConfig
-from shared.seams import Endpoint, InMemoryCluster, Mode, RevisionKey, RevisionSpec
+from shared.seams import Endpoint, Mode, RevisionKey, RevisionSpec
 from shared.stat import StatData, encode_wire_stats
 from tests.queueproxy.integration.qpharness import LOOPBACK, Stack, StartStack
 
@@ -35,16 +34,32 @@ SLEEP_MS = 100
 OLD_S = 3600.0  # pods "started" an hour ago: old enough for the scraper to prefer
 
 
+class PodTable:
+    """The engine's PodSource: the revision's pods, as the test sets them."""
+
+    def __init__(self) -> None:
+        self.pods: tuple[Endpoint, ...] = ()
+
+    def endpoints(self, key: RevisionKey) -> tuple[Endpoint, ...]:
+        return self.pods if key == KEY else ()
+
+
 @dataclass
 class Platform:
-    """The test's side: the cluster the service reads and the service itself."""
+    """The test's side: the pod table the engine reads, the engine, every decision seen."""
 
-    cluster: InMemoryCluster
+    table: PodTable
     service: AutoscalerService
+    history: list[tuple[int, Mode]] = field(default_factory=list)
+
+    def on_tick(self, key: RevisionKey) -> None:
+        latest = self.latest()
+        if key == KEY and latest is not None:
+            self.history.append(latest)
 
     def latest(self) -> tuple[int, Mode] | None:
-        d = self.cluster.latest(KEY)
-        return None if d is None else (d.desired_scale, d.mode)
+        tick = self.service.latest(KEY)
+        return None if tick is None else (tick.decision.desired_scale, tick.decision.mode)
 
     async def wait_for(
         self, want: Callable[[int, Mode], bool], within_s: float, what: str
@@ -56,9 +71,8 @@ class Platform:
             latest = self.latest()
             if latest is not None and want(*latest):
                 return time.monotonic() - started
-            with contextlib.suppress(TimeoutError):
-                await self.cluster.next_decision(timeout_s=max(0.01, deadline - time.monotonic()))
-        history = [(d.desired_scale, d.mode.value) for d in self.cluster.decisions]
+            await asyncio.sleep(0.02)
+        history = [(scale, mode.value) for scale, mode in self.history]
         pytest.fail(f"no decision with {what} within {within_s} s; decisions: {history}")
 
     async def metric(self, name: str) -> float | None:
@@ -98,21 +112,23 @@ async def platform() -> AsyncIterator[StartPlatform]:
     async def start(
         pods: list[Stack], config: dict[str, str], annotations: dict[str, str] | None = None
     ) -> Platform:
-        cluster = InMemoryCluster()
-        cluster.set_endpoints(KEY, tuple(endpoint(s, i) for i, s in enumerate(pods)))
-        cluster.put_revision(
-            RevisionSpec(KEY, 10, annotations=MappingProxyType(annotations or {}), service="hello")
-        )
+        table = PodTable()
+        table.pods = tuple(endpoint(s, i) for i, s in enumerate(pods))
         cfg = ServiceConfig(
             autoscaler=AutoscalerConfig.from_configmap(config),
             bind_host=LOOPBACK,
             stat_port=0,
             metrics_port=0,
         )
-        service = AutoscalerService(cfg, cluster, cluster, cluster)
+        service = AutoscalerService(cfg, table, on_tick=lambda key: p.on_tick(key))
+        p = Platform(table, service)
+        spec = RevisionSpec(
+            KEY, 10, annotations=MappingProxyType(annotations or {}), service="hello"
+        )
+        assert service.upsert(spec) is not None
         await service.start()
         services.append(service)
-        return Platform(cluster, service)
+        return p
 
     yield start
     for service in services:
@@ -194,7 +210,7 @@ async def test_burst_doubles_into_panic(
     # The decider is created seeing one ready pod (with more it would start in panic, as
     # Knative's does); the other two become ready before any load.
     p = await platform(pods[:1], {**SHORT, "panic-window-percentage": "50"})
-    p.cluster.set_endpoints(KEY, tuple(endpoint(s, i) for i, s in enumerate(pods)))
+    p.table.pods = tuple(endpoint(s, i) for i, s in enumerate(pods))
     traffic = load(pods)
     traffic.add(20)
     await p.wait_for(lambda scale, _: scale == 3, within_s=10, what="desired scale 3")
@@ -223,7 +239,7 @@ async def test_idle_falls_to_zero_after_window_and_grace(
     took = await p.wait_for(lambda scale, _: scale == 0, within_s=12, what="scale 0")
     assert 5 <= took <= 9, took  # the grace period, to a tick
     assert time.monotonic() - started >= 8
-    p.cluster.set_endpoints(KEY, ())  # the platform removes the pod
+    p.table.pods = ()  # the platform removes the pod
     await asyncio.sleep(3)
     assert p.latest() == (0, Mode.PROXY)
 
