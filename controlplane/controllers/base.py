@@ -29,7 +29,7 @@ class Cache:
     """Read access to the informers, by resource (and namespace for namespaced informers)."""
 
     def __init__(self, informers: Mapping[tuple[Resource, str | None], Informer]) -> None:
-        self._informers = dict(informers)
+        self._informers = informers  # filled by Controllers as it makes them
 
     def _informer(self, resource: Resource, namespace: str) -> Informer:
         inf = self._informers.get((resource, namespace)) or self._informers.get((resource, None))
