@@ -1,4 +1,5 @@
-"""The activator's drain on SIGTERM, end to end: a real ``python -m activator`` process.
+"""The activator's drain on SIGTERM, end to end: a real ``python -m activator --kubeconfig``
+process against knpy's Kubernetes API server.
 
 Knative's activator main, on SIGTERM: the kubelet probe fails at once ("received SIGTERM from
 kubelet") so that the endpoints drop it, but requests keep being served for the drain timeout
@@ -9,8 +10,6 @@ finish, and then the process exits. Here the drain timeout is 2 s instead of 45 
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,16 +17,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.queueproxy.integration.qpharness import (
-    LOOPBACK,
-    Child,
-    StartStack,
-    free_port,
-    raw_exchange,
-    wait_listening,
-)
+from tests.activator import objects
+from tests.queueproxy.integration.qpharness import LOOPBACK, StartStack, raw_exchange
 
-from .harness import KEY, ROUTE, AutoscalerStandIn
+from .harness import KEY, ROUTE, AutoscalerStandIn, set_pods
+from .kube import KubeApi, kube_api, spawn_activator
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -37,49 +31,26 @@ EXIT_WITHIN_S = 10.0  # drain + the in-flight request's rest + start-up slack
 KUBELET_PROBE = b"GET / HTTP/1.1\r\nHost: a\r\nK-Kubelet-Probe: activator\r\n\r\n"
 
 
-async def start_activator_process(
-    children: Any, tmp_path: Path, standin: AutoscalerStandIn, pod_port: int
-) -> tuple[Child, int, int]:
-    cluster = {
-        "activators": [],
-        "revisions": [
-            {
-                "namespace": KEY.namespace,
-                "name": KEY.name,
-                "containerConcurrency": 0,
-                "endpoints": [{"pod": "hello-a", "host": LOOPBACK, "port": pod_port}],
-            }
-        ],
-    }
-    cluster_file = tmp_path / "cluster.json"
-    cluster_file.write_text(json.dumps(cluster))
-    port, metrics = free_port(), free_port()
-    env = {
-        "POD_NAME": "activator-drain",
-        "POD_IP": LOOPBACK,
-        "ACTIVATOR_BIND_HOST": LOOPBACK,
-        "ACTIVATOR_SERVING_PORT": str(port),
-        "ACTIVATOR_METRICS_PORT": str(metrics),
-        "ACTIVATOR_AUTOSCALER_URL": standin.url,
-        "ACTIVATOR_DRAIN_TIMEOUT_SECONDS": str(DRAIN_S),
-    }
-    argv = [sys.executable, "-m", "activator", "--cluster-file", str(cluster_file)]
-    child = children.spawn("activator", argv, env)
-    await wait_listening(child, {"ACTIVATOR_SERVING_PORT": port, "ACTIVATOR_METRICS_PORT": metrics})
-    return child, port, metrics
+@pytest.fixture
+async def kube(tmp_path: Path) -> Any:
+    async with kube_api(tmp_path / "kube") as api:
+        yield api
 
 
 async def test_sigterm_fails_health_serves_in_flight_and_arriving_then_exits(
     children: Any,
-    tmp_path: Path,
+    kube: KubeApi,
     stack: StartStack,
     standin: AutoscalerStandIn,
     client: aiohttp.ClientSession,
 ) -> None:
     pod = await stack()
-    child, port, metrics = await start_activator_process(
-        children, tmp_path, standin, pod.qp.serving_port
+    await kube.apply(objects.revision(KEY.namespace, KEY.name, cc=0))
+    await kube.apply(set_pods(None, [(pod, True)]))
+    act = await spawn_activator(
+        children, kube, standin.url, ACTIVATOR_DRAIN_TIMEOUT_SECONDS=str(DRAIN_S)
     )
+    child, port, metrics = act.child, act.port, act.metrics_port
     url = f"http://{LOOPBACK}:{port}"
     health_url = f"http://{LOOPBACK}:{metrics}/healthz"
     await standin.wait_for(lambda: standin.connections == 1)
