@@ -219,6 +219,14 @@ class FaultyApiServer:
         return json.dumps({"type": kind, "object": obj}).encode() + b"\n"
 
     async def _watch(self, request: web.Request, r: Resource, ns: str | None) -> web.StreamResponse:
+        try:
+            return await self._stream(request, r, ns)
+        except ConnectionResetError:  # the client went away (or down() reset it)
+            return web.Response(status=499)
+
+    async def _stream(
+        self, request: web.Request, r: Resource, ns: str | None
+    ) -> web.StreamResponse:
         q = request.query
         self.watch_requests.append(dict(q))
         fault = self.watch_faults.popleft() if self.watch_faults else ""
@@ -242,8 +250,13 @@ class FaultyApiServer:
             )
             return resp
         if fault == "bookmarks-only":
+            # A bookmark promises every event up to its rv was sent: only move past events
+            # this watch would not have sent.
+            skipped = any(
+                ev.resource == r and ev.rv > from_rv and matches(ev.obj) for ev in self.history
+            )
+            rv = {"resourceVersion": str(from_rv if skipped else self.cluster._rv)}
             for _ in range(3):
-                rv = {"resourceVersion": str(self.cluster._rv)}
                 await resp.write(self._line("BOOKMARK", {"kind": r.kind, "metadata": rv}))
             return resp
         cut_after = int(fault.split(":")[1]) if fault.startswith("cut:") else -1
