@@ -41,7 +41,7 @@ class QueueProxy:
         self.started_at = time.monotonic()
         self.stats = RequestStats(self.started_at)
         self.drainer = Drainer(cfg.drain_period_s, cfg.revision_timeout_s)
-        self.breaker = (
+        self.breaker: Breaker[Exchange[int]] | None = (
             Breaker(cfg.queue_depth, cfg.container_concurrency, cfg.container_concurrency)
             if cfg.container_concurrency > 0
             else None
@@ -60,9 +60,9 @@ class QueueProxy:
         self.last_stat = encode_stat(StatData(pod_name=cfg.pod))
         self._log_stream = log_stream or sys.stdout
         self._servers: list[asyncio.Server] = []
-        self._proxy: ProxyServer | None = None
-        self._local: list[ProxyServer] = []
-        self._pool: UpstreamPool | None = None
+        self._proxy: ProxyServer[int] | None = None
+        self._local: list[ProxyServer[None]] = []
+        self._pool: UpstreamPool[int] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._sigterm = asyncio.Event()
         self._drained = asyncio.Event()
@@ -112,7 +112,7 @@ class QueueProxy:
             log_probes=obs.enable_probe_request_log,
             tracer=tracer,
         )
-        self._proxy = ProxyServer(handler)
+        self._proxy = ProxyServer(handler, initial_tag=0)
         self._proxy.start(loop)
         self._servers.append(
             await loop.create_server(

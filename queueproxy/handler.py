@@ -91,7 +91,8 @@ _KINDS: Final = HeaderKinds(
 # kubelet's "kube-probe/", and the activator's and autoscaler's probes).
 _PROBE_AGENTS: Final = (b"kube-probe/", b"Knative-Activator-Probe", b"Knative-Autoscaling-Probe")
 
-# Per-request policy state kept in Exchange.tag (an int: no allocation per request).
+# Per-request policy state kept in Exchange.tag (an int: no allocation per request); the
+# queue-proxy's ProxyServer starts every tag at 0.
 _PROXIED: Final = 1
 _QUEUED: Final = 2
 _ADMITTED: Final = 4
@@ -111,12 +112,12 @@ class QueueHandler:
     def __init__(
         self,
         *,
-        pool: UpstreamPool,
+        pool: UpstreamPool[int],
         stats: RequestStats,
         drainer: Drainer,
         prober: ReadinessProber,
         metrics: UserMetrics,
-        breaker: Breaker | None,
+        breaker: Breaker[Exchange[int]] | None,
         timeout_s: float,
         response_start_timeout_s: float,
         idle_timeout_s: float,
@@ -142,7 +143,7 @@ class QueueHandler:
         return f"<QueueHandler pool={self.pool!r} breaker={self.breaker!r}>"
 
     # -- RequestHandler ---------------------------------------------------------------------
-    def handle(self, ex: Exchange) -> None:
+    def handle(self, ex: Exchange[int]) -> None:
         now = time.monotonic()
         ex.started_at = now
         ex.last_write = now
@@ -243,12 +244,12 @@ class QueueHandler:
             ex.tag = tag | _QUEUED
             if self.tracing is not None:
                 ex.wait_span = self.tracing.start_child("kn.queueproxy.wait", ex.span)
-            ex.conn.wait(ex)
+            ex.wait()
         else:
             ex.respond(_QUEUE_FULL, status=503)
 
-    def finished(self, ex: Exchange) -> None:
-        tag: int = ex.tag
+    def finished(self, ex: Exchange[int]) -> None:
+        tag = ex.tag
         now = time.monotonic()
         if tag & _PROBE:
             if self.log_probes and self.request_log is not None:
@@ -262,7 +263,7 @@ class QueueHandler:
             if tag & _ADMITTED:
                 waiter = breaker.release()
                 if waiter is not None:
-                    self._admit(waiter)  # type: ignore[arg-type]
+                    self._admit(waiter)
             elif tag & _QUEUED:
                 breaker.cancel(ex)
                 if ex.wait_span is not None:
@@ -274,7 +275,7 @@ class QueueHandler:
             self._log(ex, now)
 
     # -- internals --------------------------------------------------------------------------
-    def _admit(self, ex: Exchange) -> None:
+    def _admit(self, ex: Exchange[int]) -> None:
         ex.tag = (ex.tag & ~_QUEUED) | _ADMITTED
         if ex.wait_span is not None:
             ex.wait_span.end()
@@ -283,7 +284,7 @@ class QueueHandler:
         ex.forward(self.pool, ex.head)
 
     def _health(
-        self, ex: Exchange, probe: bytes | None, network_hash: bytes | None, health: bool
+        self, ex: Exchange[int], probe: bytes | None, network_hash: bytes | None, health: bool
     ) -> None:
         ex.tag = _PROBE
         if self.drainer.draining:
@@ -304,7 +305,7 @@ class QueueHandler:
             self._probes.add(task)
             task.add_done_callback(self._probes.discard)
 
-    async def _probe(self, ex: Exchange) -> None:
+    async def _probe(self, ex: Exchange[int]) -> None:
         try:
             ready = await self.prober.probe()
         except Exception:
@@ -318,7 +319,7 @@ class QueueHandler:
         else:
             ex.respond(_NOT_READY, status=503)
 
-    def _log(self, ex: Exchange, now: float) -> None:
+    def _log(self, ex: Exchange[int], now: float) -> None:
         log = self.request_log
         assert log is not None
         span = ex.span

@@ -26,8 +26,17 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict
+from collections.abc import Hashable
+from typing import Generic
+
+from typing_extensions import TypeVar
 
 __all__ = ["MAX_BREAKER_CAPACITY", "Admission", "Breaker"]
+
+# The waiter: whatever the shell wakes when a slot frees (the request's Exchange in the
+# queue-proxy and the activator, a future elsewhere). Unparameterised ``Breaker`` is
+# ``Breaker[object]``, as before it was generic.
+W = TypeVar("W", bound=Hashable, default=object)
 
 # Knative's MaxBreakerCapacity (math.MaxInt32): the activator's per-revision breaker uses it
 # as its max concurrency, i.e. "unbounded, as far as the breaker is concerned".
@@ -42,7 +51,7 @@ class Admission(enum.Enum):
     OVERFLOW = "overflow"  # every pending slot is taken: reject (Knative's 503)
 
 
-class Breaker:
+class Breaker(Generic[W]):
     """Knative's Breaker as pure state: pending slots, a resizable semaphore, a FIFO queue."""
 
     __slots__ = ("_active", "_capacity", "_max_concurrency", "_queue_depth", "_total", "_waiters")
@@ -69,9 +78,9 @@ class Breaker:
         self._capacity = initial_capacity
         self._active = 0
         # Insertion-ordered set with O(1) popitem(last=False) and O(1) delete: FIFO + cancel.
-        self._waiters: OrderedDict[object, None] = OrderedDict()
+        self._waiters: OrderedDict[W, None] = OrderedDict()
 
-    def try_acquire(self, waiter: object) -> Admission:
+    def try_acquire(self, waiter: W) -> Admission:
         """Take a slot for a new request, or queue ``waiter``, or refuse.
 
         ``waiter`` is any hashable token the shell can wake later (an asyncio future, say);
@@ -91,7 +100,7 @@ class Breaker:
         waiters[waiter] = None
         return Admission.QUEUED
 
-    def release(self) -> object | None:
+    def release(self) -> W | None:
         """A request that held an active slot finished; hand the slot to the oldest waiter.
 
         Returns the waiter that now holds the slot (it must be woken, and must itself call
@@ -109,7 +118,7 @@ class Breaker:
             return self._waiters.popitem(last=False)[0]
         return None
 
-    def cancel(self, waiter: object) -> bool:
+    def cancel(self, waiter: W) -> bool:
         """A queued waiter gave up (timeout, client gone) and frees its pending slot.
 
         Returns False when ``waiter`` was not queued: it was already admitted by release or
@@ -122,7 +131,7 @@ class Breaker:
             return False
         return True
 
-    def update_concurrency(self, size: int) -> list[object]:
+    def update_concurrency(self, size: int) -> list[W]:
         """Set the active capacity (Knative's UpdateConcurrency); return waiters now admitted.
 
         Lowering capacity never evicts active requests: they finish, and no one is admitted
@@ -135,7 +144,7 @@ class Breaker:
         if size < 0:
             raise ValueError(f"capacity must be 0 or greater, got {size}")
         self._capacity = size
-        admitted: list[object] = []
+        admitted: list[W] = []
         waiters = self._waiters
         while waiters and self._active < size:
             self._active += 1

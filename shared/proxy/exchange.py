@@ -4,33 +4,25 @@ An ``Exchange`` is the per-request record: it has ``__slots__`` and holds the pa
 (as the bytes httptools gave), the request body chunks that arrived while no upstream connection
 was attached yet, the timeouts the handler chose, and what the response did. The client
 connection (``ServerConnection``) and the upstream connection move it along; a component's
-``RequestHandler`` decides what happens to it.
+``RequestHandler`` decides what happens to it, through ``respond``, ``forward`` and ``wait``.
+
+``Exchange`` is generic in its tag, the handler's own per-request state (an ``int`` of flags in
+the queue-proxy): the client connection creates it with the tag its ``ProxyServer`` was given.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Generic
+
+from shared.proxy.contract import Downstream, Pool, RequestHandler, TagT, Upstream
 
 if TYPE_CHECKING:
-    from shared.proxy.server import ServerConnection
-    from shared.proxy.upstream import UpstreamConnection, UpstreamPool
+    from opentelemetry.trace import Span
+
+__all__ = ["Exchange", "RequestHandler"]
 
 
-class RequestHandler(Protocol):
-    """A component's policy: what to do with each request the proxy parsed.
-
-    ``handle`` is called once the request head is parsed and must, now or later, call exactly
-    one of ``Exchange.respond`` or ``Exchange.forward`` (unless the exchange ends first: the
-    client went away or a timeout fired). ``finished`` is called exactly once for every handled
-    exchange, whatever the outcome, so that bookkeeping (breaker slots, stats) is released.
-    """
-
-    def handle(self, ex: Exchange) -> None: ...
-
-    def finished(self, ex: Exchange) -> None: ...
-
-
-class Exchange:
+class Exchange(Generic[TagT]):
     __slots__ = (
         "aborted",
         "body_buf",
@@ -61,7 +53,7 @@ class Exchange:
         "wait_span",
     )
 
-    def __init__(self, conn: ServerConnection) -> None:
+    def __init__(self, conn: Downstream[TagT], tag: TagT) -> None:
         self.conn = conn
         self.method = b""
         self.target = b""
@@ -75,7 +67,7 @@ class Exchange:
         self.body_done = False
         self.request_bytes = 0
         self.head = b""
-        self.upstream: UpstreamConnection | None = None
+        self.upstream: Upstream[TagT] | None = None
         self.tunnel = False
         self.status = 0
         # time.monotonic() of the first response byte written; 0.0 until the response started.
@@ -90,9 +82,9 @@ class Exchange:
         self.idle_timeout = 0.0
         self.last_write = 0.0
         # The handler's own per-request state, and its tracing spans when tracing is on.
-        self.tag: Any = None
-        self.span: Any = None
-        self.wait_span: Any = None
+        self.tag = tag
+        self.span: Span | None = None
+        self.wait_span: Span | None = None
 
     def __repr__(self) -> str:
         state = "done" if self.done else ("forwarding" if self.upstream is not None else "pending")
@@ -112,7 +104,15 @@ class Exchange:
         """Answer with a complete response the proxy built (probe, error)."""
         self.conn.respond(self, data, status, keep_alive)
 
-    def forward(self, pool: UpstreamPool, head: bytes) -> None:
+    def forward(self, pool: Pool[TagT], head: bytes) -> None:
         """Send the request, with ``head`` as its rewritten head, to an upstream of ``pool``."""
         self.head = head
         pool.send(self)
+
+    def wait(self) -> None:
+        """The handler queued the request (a full breaker): read nothing more until it forwards.
+
+        Knative's breaker blocks the handler's goroutine instead; here reading from the client
+        is paused until ``forward`` or ``respond``, so a queued request holds one socket read.
+        """
+        self.conn.wait(self)

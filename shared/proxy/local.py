@@ -11,8 +11,8 @@ from collections.abc import Callable, Mapping
 from shared.proxy.exchange import Exchange
 from shared.proxy.http1 import error_body, simple_response
 
-# A route answers by calling ex.respond, now or later.
-Route = Callable[[Exchange], None]
+# A route answers by calling ex.respond, now or later. Local endpoints keep no tag.
+Route = Callable[[Exchange[None]], None]
 
 
 class LocalHandler:
@@ -24,7 +24,7 @@ class LocalHandler:
     def __repr__(self) -> str:
         return f"<LocalHandler {sorted(p.decode() for p in self.routes)}>"
 
-    def handle(self, ex: Exchange) -> None:
+    def handle(self, ex: Exchange[None]) -> None:
         path = ex.target.split(b"?", 1)[0]
         route = self.routes.get(path)
         if route is None:
@@ -34,5 +34,5 @@ class LocalHandler:
         else:
             route(ex)
 
-    def finished(self, ex: Exchange) -> None:
+    def finished(self, ex: Exchange[None]) -> None:
         pass

@@ -13,7 +13,12 @@ buffered beyond the transports' high-water marks, so a 1 GiB body never sits in 
 
 Timeouts are checked by one sweep every ``TICK_S`` over the exchanges in flight rather than by a
 timer per request: a timer per request costs more than the request itself at 20k req/s, and
-Knative's timeouts are whole seconds.
+Knative's timeouts are whole seconds. ``ProxyServer.sweep(now)`` is that check, with the clock
+passed in.
+
+The connection's lifecycle is ``shared.proxy.lifecycle.ServerState``; what an ending exchange
+leaves behind (reuse the upstream, keep the client) is ``lifecycle.decide``. The upstream side is
+reached only through the ``Upstream`` protocol (``shared.proxy.contract``).
 """
 
 from __future__ import annotations
@@ -21,12 +26,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from typing import Final, Generic, cast, overload
 
 import httptools
 
-from shared.proxy.exchange import Exchange, RequestHandler
+from shared.proxy.contract import RequestHandler, TagT, Upstream
+from shared.proxy.exchange import Exchange
 from shared.proxy.http1 import error_body, simple_response
-from shared.proxy.upstream import UpstreamConnection
+from shared.proxy.lifecycle import End, ServerState, decide
 
 # The largest request head we parse. Go's net/http allows 1 MiB; h11 16 KiB, nginx 32 KiB. 64 KiB
 # leaves room for large cookies and tokens while bounding what a slow client can make us hold.
@@ -42,26 +49,63 @@ _PAUSE_UPSTREAM = 4
 
 _TIMEOUT_BODY = error_body("request timeout")
 
+# The states, as module globals: one dict lookup on the hot path instead of two.
+_IDLE: Final = ServerState.IDLE
+_ACTIVE: Final = ServerState.ACTIVE
+_TUNNEL: Final = ServerState.TUNNEL
+_CLOSED: Final = ServerState.CLOSED
+_COMPLETE: Final = End.COMPLETE
+_CUT: Final = End.CUT
+
 
 class _HeadTooLarge(Exception):
     pass
 
 
-class ProxyServer:
-    """What the connections of one listening proxy share: the handler and the sweep."""
+class ProxyServer(Generic[TagT]):
+    """What the connections of one listening proxy share: the handler and the sweep.
 
-    def __init__(self, handler: RequestHandler, *, max_head_bytes: int = MAX_HEAD_BYTES) -> None:
-        self.handler = handler
+    ``initial_tag`` is every new exchange's ``tag`` until the handler sets its own (``0`` for
+    the queue-proxy's flags); without it the tag starts as None.
+    """
+
+    @overload
+    def __init__(
+        self: ProxyServer[None],
+        handler: RequestHandler[None],
+        *,
+        max_head_bytes: int = MAX_HEAD_BYTES,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: ProxyServer[TagT],
+        handler: RequestHandler[TagT],
+        *,
+        initial_tag: TagT,
+        max_head_bytes: int = MAX_HEAD_BYTES,
+    ) -> None: ...
+
+    def __init__(
+        self: ProxyServer[TagT] | ProxyServer[None],
+        handler: RequestHandler[TagT] | RequestHandler[None],
+        *,
+        initial_tag: TagT | None = None,
+        max_head_bytes: int = MAX_HEAD_BYTES,
+    ) -> None:
+        # The overloads pair the handler's tag type with the initial tag (None without one).
+        self.handler = cast("RequestHandler[TagT]", handler)
+        self.initial_tag = cast("TagT", initial_tag)
         self.max_head_bytes = max_head_bytes
-        self.connections: set[ServerConnection] = set()
-        self.live: set[Exchange] = set()
+        self.connections: set[ServerConnection[TagT]] = set()
+        self.live: set[Exchange[TagT]] = set()
         self.now = time.monotonic()
         self._ticker: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
         return f"<ProxyServer connections={len(self.connections)} in_flight={len(self.live)}>"
 
-    def __call__(self) -> ServerConnection:
+    def __call__(self) -> ServerConnection[TagT]:
         """Protocol factory for ``loop.create_server``."""
         return ServerConnection(self)
 
@@ -74,7 +118,16 @@ class ProxyServer:
             self._ticker = None
 
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.now = now = time.monotonic()
+        self.sweep(time.monotonic())
+        self._ticker = loop.call_later(TICK_S, self._tick, loop)
+
+    def sweep(self, now: float) -> None:
+        """Time out the exchanges past a deadline at ``now`` (time.monotonic() clock).
+
+        Knative's three timeouts: the whole request (``deadline``), the first response byte
+        (``start_deadline``) and the gap between writes (``idle_timeout``). A tunnel has none.
+        """
+        self.now = now
         if self.live:
             for ex in list(self.live):
                 if ex.tunnel or ex.done:
@@ -85,12 +138,11 @@ class ProxyServer:
                     or (ex.idle_timeout and now - ex.last_write >= ex.idle_timeout)
                 ):
                     ex.conn.timeout(ex)
-        self._ticker = loop.call_later(TICK_S, self._tick, loop)
 
     def close_idle(self) -> None:
         """Close every kept-alive connection that has no request in it (for a drain)."""
         for conn in list(self.connections):
-            if conn.active is None and conn.parsing is None:
+            if conn.state is _IDLE and conn.parsing is None:
                 conn.close()
 
     def abort_all(self) -> None:
@@ -98,12 +150,21 @@ class ProxyServer:
             conn.close()
 
 
-class ServerConnection(asyncio.Protocol):
+class ServerConnection(asyncio.Protocol, Generic[TagT]):
+    """One client connection: parses requests, hands them to the handler, writes responses.
+
+    Implements ``shared.proxy.contract.Downstream``. ``paused`` is the set of reasons reading
+    from the client is paused (a bit each: a pipelined request waits, the handler queued the
+    request or it waits for an upstream connection, the upstream pushes back); reading resumes
+    when none is left.
+    """
+
     __slots__ = (
         "active",
         "handler",
         "head_bytes",
         "in_head",
+        "initial_tag",
         "parsed_bytes",
         "parser",
         "parsing",
@@ -111,38 +172,44 @@ class ServerConnection(asyncio.Protocol):
         "pipeline",
         "remote",
         "server",
+        "state",
         "transport",
         "tunnel",
         "write_paused",
     )
 
-    def __init__(self, server: ProxyServer) -> None:
+    transport: asyncio.Transport  # set by connection_made, before any other call
+
+    def __init__(self, server: ProxyServer[TagT]) -> None:
         self.server = server
         self.handler = server.handler
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.initial_tag = server.initial_tag
+        self.state = _IDLE
         self.parser = httptools.HttpRequestParser(self)
-        self.parsing: Exchange | None = None
-        self.active: Exchange | None = None
-        self.pipeline: deque[Exchange] = deque()
+        self.parsing: Exchange[TagT] | None = None
+        self.active: Exchange[TagT] | None = None
+        self.pipeline: deque[Exchange[TagT]] = deque()
         self.paused = 0
         self.write_paused = False
         self.in_head = False
         self.head_bytes = 0
         self.parsed_bytes = 0
         self.remote = ""
-        self.tunnel: UpstreamConnection | None = None
+        self.tunnel: Upstream[TagT] | None = None
 
     def __repr__(self) -> str:
-        return f"<ServerConnection {self.remote} active={self.active!r}>"
+        return f"<ServerConnection {self.remote} {self.state.value} active={self.active!r}>"
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        self.transport = cast("asyncio.Transport", transport)
         peer = transport.get_extra_info("peername")
         self.remote = peer[0] if peer else ""
         self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.state = _CLOSED
         self.server.connections.discard(self)
         self.pipeline.clear()
         ex = self.active
@@ -151,9 +218,10 @@ class ServerConnection(asyncio.Protocol):
             self.finish(ex, reusable=False)
 
     def data_received(self, data: bytes) -> None:
-        tunnel = self.tunnel
-        if tunnel is not None:
-            tunnel.transport.write(data)
+        if self.state is _TUNNEL:
+            tunnel = self.tunnel
+            assert tunnel is not None
+            tunnel.send_raw(data)
             return
         ex = self.active
         if ex is not None and ex.upgrade and ex.body_done:
@@ -196,7 +264,7 @@ class ServerConnection(asyncio.Protocol):
 
     # -- httptools callbacks ---------------------------------------------------------------
     def on_message_begin(self) -> None:
-        self.parsing = Exchange(self)
+        self.parsing = Exchange(self, self.initial_tag)
         self.in_head = True
         self.head_bytes = 0
         self.parsed_bytes = 0
@@ -232,6 +300,7 @@ class ServerConnection(asyncio.Protocol):
             ex.body_done = True
         if self.active is None:
             self.active = ex
+            self.state = _ACTIVE
             self.server.live.add(ex)
             self.handler.handle(ex)
         else:
@@ -259,8 +328,8 @@ class ServerConnection(asyncio.Protocol):
         if up is not None and not ex.done:
             up.end_body(ex)
 
-    # -- used by the handler and the upstream side --------------------------------------
-    def respond(self, ex: Exchange, data: bytes, status: int, keep_alive: bool) -> None:
+    # -- Downstream: used by the exchange and the upstream side ---------------------------
+    def respond(self, ex: Exchange[TagT], data: bytes, status: int, keep_alive: bool) -> None:
         if ex.done:
             return
         ex.status = status
@@ -268,22 +337,25 @@ class ServerConnection(asyncio.Protocol):
         ex.keep_alive = ex.keep_alive and keep_alive
         self.finish(ex, reusable=True)
 
-    def write(self, ex: Exchange, data: bytes) -> None:
+    def write(self, ex: Exchange[TagT], data: bytes) -> None:
         if not ex.first_byte_at:
             ex.first_byte_at = time.monotonic()
         ex.response_bytes += len(data)
         ex.last_write = self.server.now
         self.transport.write(data)
 
-    def waiting_for_upstream(self, ex: Exchange) -> None:
+    def waiting_for_upstream(self, ex: Exchange[TagT]) -> None:
         if not ex.body_done:
             self._pause(_PAUSE_WAIT)
 
-    def wait(self, ex: Exchange) -> None:
-        """The handler queued the request: stop reading its body until it may go."""
+    def wait(self, ex: Exchange[TagT]) -> None:
+        """The handler queued the request: stop reading its body until it may go.
+
+        Handlers call ``ex.wait()``; this name stays for the callers of ``ex.conn.wait(ex)``.
+        """
         self._pause(_PAUSE_WAIT)
 
-    def upstream_attached(self, ex: Exchange) -> None:
+    def upstream_attached(self, ex: Exchange[TagT]) -> None:
         if self.paused & _PAUSE_WAIT:
             self._resume(_PAUSE_WAIT)
         if self.write_paused and ex.upstream is not None:
@@ -295,36 +367,37 @@ class ServerConnection(asyncio.Protocol):
     def resume_reading_for_upstream(self) -> None:
         self._resume(_PAUSE_UPSTREAM)
 
-    def start_tunnel(self, ex: Exchange, up: UpstreamConnection) -> None:
+    def start_tunnel(self, ex: Exchange[TagT], up: Upstream[TagT]) -> None:
         """The upstream switched protocols (101): from now on bytes pass through untouched."""
         ex.tunnel = True
         self.tunnel = up
+        self.state = _TUNNEL
         for data in ex.body_buf:
-            up.transport.write(data)
+            up.send_raw(data)
         ex.body_buf.clear()
         self._resume(_PAUSE_WAIT)
 
-    def upstream_failed(self, ex: Exchange, reason: str) -> None:
+    def upstream_failed(self, ex: Exchange[TagT], reason: str) -> None:
         if ex.first_byte_at:
             self.abort(ex)
         else:
             # As Go's ReverseProxy: 502 when the upstream cannot be reached or breaks.
             self.respond(ex, simple_response(502, error_body(reason), keep_alive=False), 502, False)
 
-    def timeout(self, ex: Exchange) -> None:
+    def timeout(self, ex: Exchange[TagT]) -> None:
         if ex.first_byte_at:
             self.abort(ex)
         else:
             # Knative's timeout handler answers 504 with the body "request timeout".
             self.respond(ex, simple_response(504, _TIMEOUT_BODY, keep_alive=False), 504, False)
 
-    def abort(self, ex: Exchange) -> None:
+    def abort(self, ex: Exchange[TagT]) -> None:
         """The response cannot be completed: the client must see a broken connection."""
         ex.aborted = True
         self.finish(ex, reusable=False)
         self.transport.abort()
 
-    def finish(self, ex: Exchange, *, reusable: bool) -> None:
+    def finish(self, ex: Exchange[TagT], *, reusable: bool) -> None:
         if ex.done:
             return
         ex.done = True
@@ -332,28 +405,55 @@ class ServerConnection(asyncio.Protocol):
         up = ex.upstream
         if up is not None:
             ex.upstream = None
-            up.detach(reusable and ex.body_done and not ex.tunnel)
-        if self.tunnel is not None:
-            self.tunnel = None
-            reusable = False
+            decision = decide(
+                _COMPLETE if reusable else _CUT,
+                up.state,
+                up.keep_alive,
+                up.request_sent,
+                up.reused,
+                ex.body_done,
+                ex.request_bytes,
+                ex.upgrade or ex.tunnel,
+                ex.keep_alive,
+                ex.first_byte_at != 0.0,
+            )
+            up.detach(decision.reuse_upstream)
+        else:
+            decision = decide(
+                _COMPLETE if reusable else _CUT,
+                None,
+                False,
+                False,
+                False,
+                ex.body_done,
+                ex.request_bytes,
+                ex.upgrade or ex.tunnel,
+                ex.keep_alive,
+                ex.first_byte_at != 0.0,
+            )
+        self.tunnel = None
         if self.active is ex:
             self.active = None
+            if self.state is _ACTIVE:
+                self.state = _IDLE
         if self.paused & (_PAUSE_WAIT | _PAUSE_UPSTREAM):
             self._resume(_PAUSE_WAIT | _PAUSE_UPSTREAM)
         try:
             self.handler.finished(ex)
         finally:
-            if not (reusable and ex.keep_alive and ex.body_done and not ex.aborted) or ex.upgrade:
-                self.transport.close()
+            if not decision.keep_client:
+                self.close()
             elif self.pipeline:
                 nxt = self.pipeline.popleft()
                 if not self.pipeline:
                     self._resume(_PAUSE_PIPELINE)
                 self.active = nxt
+                self.state = _ACTIVE
                 self.server.live.add(nxt)
                 self.handler.handle(nxt)
 
     def close(self) -> None:
+        self.state = _CLOSED
         self.transport.close()
 
     # -- internals ---------------------------------------------------------------------
@@ -362,7 +462,7 @@ class ServerConnection(asyncio.Protocol):
         if self.active is None:
             self.transport.write(simple_response(status, error_body(reason), keep_alive=False))
         self.parsing = None
-        self.transport.close()
+        self.close()
 
     def _pause(self, reason: int) -> None:
         if not self.paused and not self.transport.is_closing():

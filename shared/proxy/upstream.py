@@ -7,19 +7,23 @@ upstream sent them, and httptools parses them on the way only to find where the 
 what makes the proxy cheap: one parse and one write per chunk, no header re-serialisation.
 
 A connection is reusable when the response ended cleanly, said keep-alive, and the whole request
-body was sent. Idle connections are kept on a stack (the most recently used first, as it is the
-least likely to have been closed by the app's idle timer).
+body was sent (``lifecycle.decide``, asked by the client connection when the exchange ends).
+Idle connections are kept on a stack (the most recently used first, as it is the least likely to
+have been closed by the app's idle timer). The connection's lifecycle is
+``lifecycle.UpstreamState``; the client side is reached only through the ``Downstream`` protocol.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final, Generic, TypeAlias, cast
 
 import httptools
 
+from shared.proxy.contract import Connector, TagT
 from shared.proxy.http1 import LAST_CHUNK, chunk
+from shared.proxy.lifecycle import End, Next, UpstreamState, decide
 
 if TYPE_CHECKING:
     from shared.proxy.exchange import Exchange
@@ -27,75 +31,89 @@ if TYPE_CHECKING:
 # Called when a new connection to the upstream cannot be made, before any byte of the request
 # was sent; returns True when it took the exchange over (the activator retries another pod),
 # False for the default 502.
-ConnectErrorHook = Callable[["UpstreamPool", "Exchange", OSError], bool]
+ConnectErrorHook: TypeAlias = Callable[["UpstreamPool[TagT]", "Exchange[TagT]", OSError], bool]
+
+_IDLE: Final = UpstreamState.IDLE
+_WAITING: Final = UpstreamState.WAITING
+_RECEIVING: Final = UpstreamState.RECEIVING
+_DONE: Final = UpstreamState.DONE
+_TUNNEL: Final = UpstreamState.TUNNEL
+_CLOSED: Final = UpstreamState.CLOSED
 
 
 class _HeadResponseDone(Exception):
     """Raised from the parser callback: a HEAD response has no body, whatever it declares."""
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection(asyncio.Protocol, Generic[TagT]):
+    """One connection to the upstream; implements ``shared.proxy.contract.Upstream``."""
+
     __slots__ = (
-        "closed",
         "ex",
         "head_only",
         "keep_alive",
         "parser",
         "pool",
         "read_paused",
-        "received",
         "request_sent",
-        "response_done",
         "reused",
+        "state",
         "transport",
-        "tunnel",
     )
 
-    def __init__(self, pool: UpstreamPool) -> None:
+    transport: asyncio.Transport  # set by connection_made, before the pool hands it out
+
+    def __init__(self, pool: UpstreamPool[TagT]) -> None:
         self.pool = pool
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.parser = httptools.HttpResponseParser(self)
-        self.ex: Exchange | None = None
-        self.closed = False
+        self.ex: Exchange[TagT] | None = None
+        self.state = _IDLE
+        # Facts about the exchange on the connection, for lifecycle.decide.
         self.reused = False
-        self.received = False
         self.keep_alive = True
-        self.head_only = False
         self.request_sent = False
-        self.response_done = False
-        self.tunnel = False
+        self.head_only = False  # a HEAD request: the response has no body, whatever it says
         self.read_paused = False
 
     def __repr__(self) -> str:
-        return f"<UpstreamConnection {self.pool.host}:{self.pool.port} ex={self.ex!r}>"
+        return (
+            f"<UpstreamConnection {self.pool.host}:{self.pool.port} {self.state.value} "
+            f"ex={self.ex!r}>"
+        )
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        self.transport = cast("asyncio.Transport", transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+        state = self.state
+        self.state = _CLOSED
         ex = self.ex
         self.ex = None
         if ex is None or ex.done:
             return
         ex.upstream = None
+        decision = decide(
+            End.UPSTREAM_CLOSED,
+            state,
+            self.keep_alive,
+            self.request_sent,
+            self.reused,
+            ex.body_done,
+            ex.request_bytes,
+            ex.upgrade,
+            ex.keep_alive,
+            ex.first_byte_at != 0.0,
+        )
+        action = decision.next
         conn = ex.conn
-        if self.tunnel:
-            conn.finish(ex, reusable=False)
-        elif self.received:
-            # A response without a length ends when the upstream closes (RFC 9112 section
-            # 6.3 rule 8); httptools has no EOF call, so a response that said it would close
-            # is taken as complete, and any other is truncated: the client must see a break.
-            if not self.keep_alive and ex.first_byte_at:
-                conn.finish(ex, reusable=False)
-            else:
-                conn.abort(ex)
-        elif self.reused and ex.body_done and ex.request_bytes == 0 and not ex.upgrade:
-            # The app closed an idle kept-alive connection as we reused it: nothing of the
-            # request was consumed, so it is safe to send again on a new connection, as Go's
-            # http.Transport does for requests without a body.
+        if action is Next.RETRY:
             self.pool.send(ex)
+        elif action is Next.FINISH:
+            conn.finish(ex, reusable=False)
+        elif action is Next.ABORT:
+            conn.abort(ex)
         else:
             conn.upstream_failed(ex, "upstream closed the connection")
 
@@ -103,33 +121,37 @@ class UpstreamConnection(asyncio.Protocol):
         ex = self.ex
         if ex is None:
             # Bytes on an idle connection: the upstream is confused; do not reuse it.
+            self.state = _CLOSED
             self.transport.close()
             return
         conn = ex.conn
-        if self.tunnel:
+        state = self.state
+        if state is _TUNNEL:
             conn.write(ex, data)
             return
-        self.received = True
+        if state is _WAITING:
+            self.state = _RECEIVING
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             conn.write(ex, data)
-            self.tunnel = True
+            self.state = _TUNNEL
             conn.start_tunnel(ex, self)
             return
         except httptools.HttpParserError:
             # A HEAD response stops the parser on purpose once its head is complete; any
             # other parse error is a broken upstream.
-            if not self.response_done:
+            if self.state is not _DONE:
                 self.keep_alive = False
                 if ex.first_byte_at:
                     conn.abort(ex)
                 else:
                     conn.upstream_failed(ex, "upstream sent an invalid response")
+                self.state = _CLOSED
                 self.transport.abort()
                 return
         conn.write(ex, data)
-        if self.response_done:
+        if self.state is _DONE:
             conn.finish(ex, reusable=True)
 
     def pause_writing(self) -> None:
@@ -150,21 +172,20 @@ class UpstreamConnection(asyncio.Protocol):
             ex.status = status
             self.keep_alive = self.parser.should_keep_alive()
             if self.head_only:
-                self.response_done = True
+                self.state = _DONE
                 raise _HeadResponseDone
 
     def on_message_complete(self) -> None:
         # Interim 1xx responses (100 Continue, 103 Early Hints) pass through; the exchange
         # ends with the final response.
-        if self.parser.get_status_code() >= 200:
-            self.response_done = True
+        if self.parser.get_status_code() >= 200 and self.state is _RECEIVING:
+            self.state = _DONE
 
     # -- used by the pool and the client connection ------------------------------------
-    def attach(self, ex: Exchange, reused: bool) -> None:
+    def attach(self, ex: Exchange[TagT], reused: bool) -> None:
         self.ex = ex
+        self.state = _WAITING
         self.reused = reused
-        self.received = False
-        self.response_done = False
         self.keep_alive = True
         self.head_only = ex.method == b"HEAD"
         ex.upstream = self
@@ -185,54 +206,69 @@ class UpstreamConnection(asyncio.Protocol):
         self.request_sent = ex.body_done
         ex.conn.upstream_attached(ex)
 
-    def send_body(self, ex: Exchange, data: bytes) -> None:
+    def send_body(self, ex: Exchange[TagT], data: bytes) -> None:
         self.transport.write(chunk(data) if ex.chunked else data)
 
-    def end_body(self, ex: Exchange) -> None:
+    def end_body(self, ex: Exchange[TagT]) -> None:
         if ex.chunked:
             self.transport.write(LAST_CHUNK)
         self.request_sent = True
 
-    def detach(self, reusable: bool) -> None:
-        """The exchange is over: keep the connection for the next request, or close it."""
+    def send_raw(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def detach(self, reuse: bool) -> None:
+        """The exchange is over: back to the pool (``reuse``, from lifecycle.decide) or close."""
         self.ex = None
+        closed = self.state is _CLOSED
         if self.read_paused:
             self.read_paused = False
-            if not self.closed:
+            if not closed:
                 self.transport.resume_reading()
-        # Only a connection whose response ended cleanly can carry another request: one cut
-        # short (a timeout, the client gone) still has the rest of a response coming.
-        if (
-            reusable
-            and self.response_done
-            and self.keep_alive
-            and self.request_sent
-            and not self.closed
-        ):
+        if reuse and not closed:
             if self.head_only:
                 # The parser stopped in the middle of a message; start a fresh one.
                 self.parser = httptools.HttpResponseParser(self)
+            self.state = _IDLE
             self.pool.release(self)
         else:
-            self.closed = True
+            self.state = _CLOSED
             self.transport.abort()
 
+    def close(self) -> None:
+        """Close an idle connection (the pool's)."""
+        self.state = _CLOSED
+        self.transport.close()
+
     def pause_reading(self) -> None:
-        if not self.read_paused and not self.closed:
+        if not self.read_paused and self.state is not _CLOSED:
             self.read_paused = True
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
         if self.read_paused:
             self.read_paused = False
-            if not self.closed:
+            if self.state is not _CLOSED:
                 self.transport.resume_reading()
 
 
-class UpstreamPool:
-    """Kept-alive connections to one ``host:port``."""
+class UpstreamPool(Generic[TagT]):
+    """Kept-alive connections to one ``host:port``; implements ``contract.Pool``.
 
-    __slots__ = ("_connecting", "host", "idle", "loop", "max_idle", "on_connect_error", "port")
+    ``connect`` opens a connection (``loop.create_connection`` unless given: the in-memory
+    network of ``shared.proxy.memory`` in unit tests).
+    """
+
+    __slots__ = (
+        "_connect_fn",
+        "_connecting",
+        "host",
+        "idle",
+        "loop",
+        "max_idle",
+        "on_connect_error",
+        "port",
+    )
 
     def __init__(
         self,
@@ -241,24 +277,26 @@ class UpstreamPool:
         port: int,
         *,
         max_idle: int = 1000,
-        on_connect_error: ConnectErrorHook | None = None,
+        on_connect_error: ConnectErrorHook[TagT] | None = None,
+        connect: Connector | None = None,
     ) -> None:
         self.loop = loop
         self.host = host
         self.port = port
         self.max_idle = max_idle
         self.on_connect_error = on_connect_error
-        self.idle: list[UpstreamConnection] = []
+        self._connect_fn: Connector = connect if connect is not None else loop.create_connection
+        self.idle: list[UpstreamConnection[TagT]] = []
         self._connecting: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return f"<UpstreamPool {self.host}:{self.port} idle={len(self.idle)}>"
 
-    def send(self, ex: Exchange) -> None:
+    def send(self, ex: Exchange[TagT]) -> None:
         idle = self.idle
         while idle:
             up = idle.pop()
-            if not up.closed:
+            if up.state is _IDLE:
                 up.attach(ex, reused=True)
                 return
         ex.conn.waiting_for_upstream(ex)
@@ -266,11 +304,10 @@ class UpstreamPool:
         self._connecting.add(task)
         task.add_done_callback(self._connecting.discard)
 
-    async def _connect(self, ex: Exchange) -> None:
+    async def _connect(self, ex: Exchange[TagT]) -> None:
+        up: UpstreamConnection[TagT] = UpstreamConnection(self)
         try:
-            _, up = await self.loop.create_connection(
-                lambda: UpstreamConnection(self), self.host, self.port
-            )
+            await self._connect_fn(lambda: up, self.host, self.port)
         except OSError as err:
             if ex.done:
                 return
@@ -283,24 +320,19 @@ class UpstreamPool:
             return
         up.attach(ex, reused=False)
 
-    def release(self, up: UpstreamConnection) -> None:
+    def release(self, up: UpstreamConnection[TagT]) -> None:
         if len(self.idle) < self.max_idle:
             self.idle.append(up)
         else:
-            up.closed = True
-            up.transport.close()
+            up.close()
 
     def close_idle(self) -> None:
         """Close the kept-alive idle connections; exchanges in flight are left to finish."""
         for up in self.idle:
-            up.closed = True
-            up.transport.close()
+            up.close()
         self.idle.clear()
 
     def close(self) -> None:
-        for up in self.idle:
-            up.closed = True
-            up.transport.close()
-        self.idle.clear()
+        self.close_idle()
         for task in self._connecting:
             task.cancel()
