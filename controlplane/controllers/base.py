@@ -107,10 +107,13 @@ async def update_status(client: KubeClient, resource: Resource, obj: Obj, status
     return True
 
 
-async def create_or_adopt(client: KubeClient, resource: Resource, body: Obj) -> Obj | None:
+async def create_or_adopt(client: KubeClient, resource: Resource, body: Obj) -> Obj:
     """Create ``body``; on AlreadyExists (the cache had not seen it yet) the stored object."""
     namespace, name = key_of(body)
     try:
         return await client.create(resource, namespace, body)
     except Conflict:
-        return await client.get(resource, namespace, name)
+        existing = await client.get(resource, namespace, name)
+        if existing is None:
+            raise  # a conflict about something else: the work queue retries
+        return existing
