@@ -30,7 +30,13 @@ from activator.metrics import ActivatorMetrics
 from activator.reporter import ConcurrencyReporter
 from activator.revisions import ActiveRevision, RevisionTable
 from activator.statsink import StatSink
+
+# The request log renderer is the queue-proxy's (the same Knative template subset); it
+# belongs in shared/ now that two components use it.
+from queueproxy.reqlog import RequestLogger, RequestLogRevision
+from shared.envconfig import ConfigError
 from shared.kube.informer import InformerFactory
+from shared.kube.resources import CONFIGURATION_LABEL, SERVICE_LABEL
 from shared.observability import ObservabilityConfig
 from shared.proxy.exchange import Exchange
 from shared.proxy.http1 import error_body, simple_response
@@ -42,6 +48,16 @@ __all__ = ["Activator"]
 
 def _tracing_of(obs: ObservabilityConfig) -> tuple[str, str, float]:
     return obs.tracing_protocol, obs.tracing_endpoint, obs.tracing_sampling_rate
+
+
+def _request_log_of(obs: ObservabilityConfig) -> tuple[bool, str]:
+    return obs.enable_request_log, obs.request_log_template
+
+
+def _check_template(template: str) -> None:
+    """Raises ConfigError when knpy's renderer cannot run ``template`` ("" is no log)."""
+    if template:
+        RequestLogger(template, RequestLogRevision("", "", "", "", "", ""))
 
 
 _PROM_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
@@ -79,6 +95,7 @@ class Activator:
         self._servers: list[asyncio.Server] = []
         self._tracer: Any = None
         self._observability: ObservabilityConfig | None = None
+        self._request_log_template = ""
 
     def __repr__(self) -> str:
         return f"<Activator {self.table!r} draining={self.draining}>"
@@ -142,6 +159,32 @@ class Activator:
             if obs.tracing_protocol != "none":
                 self._tracer = setup_tracing("activator", obs)
             self.handler.set_tracer(self._tracer)
+        if old_tracing is None or _request_log_of(old_tracing) != _request_log_of(obs):
+            template = obs.request_log_template if obs.enable_request_log else ""
+            try:
+                _check_template(template)
+            except ConfigError as err:
+                # Knative's SetTemplate error: logged, and the last template stays.
+                print(f"activator: request log template refused: {err}", file=sys.stderr)
+                return
+            self._request_log_template = template
+            for rev in self.table.by_key.values():
+                rev.request_log = self._request_logger(rev.spec)
+
+    def _request_logger(self, spec: RevisionSpec) -> RequestLogger | None:
+        """Knative's activator request log: the revision's name, namespace, service and
+        configuration; no pod (cmd/activator/request_log.go leaves PodName/PodIP empty)."""
+        if not self._request_log_template:
+            return None
+        revision = RequestLogRevision(
+            name=spec.key.name,
+            namespace=spec.key.namespace,
+            service=spec.labels.get(SERVICE_LABEL, ""),
+            configuration=spec.labels.get(CONFIGURATION_LABEL, ""),
+            pod_name="",
+            pod_ip="",
+        )
+        return RequestLogger(self._request_log_template, revision)
 
     def _new_revision(self, spec: RevisionSpec) -> ActiveRevision:
         assert self.handler is not None
@@ -154,6 +197,7 @@ class Activator:
             max_idle_conns=self.cfg.max_idle_conns_per_host,
             on_connect_error=self.handler.connect_failed,
         )
+        rev.request_log = self._request_logger(spec)
         throttler = rev.throttler
         rev.metrics = self.metrics.revision(
             spec.key.namespace,

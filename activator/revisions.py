@@ -52,6 +52,7 @@ from shared.proxy.upstream import ConnectErrorHook, UpstreamPool
 if TYPE_CHECKING:
     from activator.lb_policy import PodTracker
     from activator.metrics import RevisionMetrics
+    from queueproxy.reqlog import RequestLogger
     from shared.proxy.exchange import Exchange
 
 __all__ = ["ActivatorRequest", "ActiveRevision", "RevisionTable"]
@@ -115,6 +116,7 @@ class ActiveRevision:
             probe_frequency_s=probe_frequency_s,
         )
         self.metrics = metrics
+        self.request_log: RequestLogger | None = None  # config-observability's, when enabled
         self.stats: RevisionStats = removed_stats()
         self.pods: dict[str, _Pod] = {}
         self._max_idle = max_idle_conns

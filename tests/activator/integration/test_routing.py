@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import pytest
 
 from shared.kube.fake import FakeCluster
+from tests.activator import objects
 from tests.queueproxy.integration.qpharness import StartStack
 
 from .harness import KEY, ROUTE, AutoscalerStandIn, StartActivator, put_revision, set_pods
@@ -152,3 +155,45 @@ async def test_metrics_per_revision(
     assert f"knpy_activator_revision_pods{{{labels}}} 1.0" in text
     assert f"kn_revision_request_queued{{{labels}}} 0.0" in text
     assert f"kn_revision_request_concurrency{{{labels}}} 0.0" in text
+
+
+async def test_request_log_follows_config_observability(
+    start_activator: StartActivator,
+    client: aiohttp.ClientSession,
+    cluster: FakeCluster,
+    stack: StartStack,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Knative's activator logs each revision request with config-observability's template,
+    and follows its changes (cmd/activator/request_log.go)."""
+    s = await stack()
+    put_revision(cluster, cc=0)
+    set_pods(cluster, [(s, True)])
+    template = (
+        "{{.Request.Method}} {{.Revision.Namespace}}/{{.Revision.Name}} "
+        "{{.Revision.Service}} {{.Response.Code}}"
+    )
+    act = await start_activator()
+
+    async def lines_after(request: str) -> list[str]:
+        capsys.readouterr()
+        async with client.get(act.url + request, headers=ROUTE) as resp:
+            await resp.read()
+        await asyncio.sleep(0.05)
+        return [line for line in capsys.readouterr().out.splitlines() if line]
+
+    assert await lines_after("/") == []  # no config-observability: off
+    cluster.put(
+        objects.configmap(
+            "config-observability",
+            {"logging.enable-request-log": "true", "logging.request-log-template": template},
+        )
+    )
+    await cluster.settle()
+    assert await lines_after("/") == ["GET default/hello-00001 hello 200"]
+    async with client.get(act.url + "/", headers={"K-Network-Probe": "activator"}) as resp:
+        assert resp.status == 200
+    assert await lines_after("/nope-404") == ["GET default/hello-00001 hello 404"]
+    cluster.put(objects.configmap("config-observability", {"logging.enable-request-log": "false"}))
+    await cluster.settle()
+    assert await lines_after("/") == []
