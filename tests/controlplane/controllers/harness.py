@@ -119,7 +119,7 @@ class Env:
     ) -> None:
         """The autoscaler's ServerlessService for a revision."""
         pa = self.get(PODAUTOSCALERS, rev, namespace)
-        body = {
+        body: Obj = {
             "apiVersion": "networking.internal.knative.dev/v1alpha1",
             "kind": "ServerlessService",
             "metadata": {
@@ -144,7 +144,7 @@ class Env:
             },
         }
         old = self.cluster.peek(SERVERLESSSERVICES, namespace, rev)
-        body = self.admitted(SERVERLESSSERVICES, body, old)
+        body = copy.deepcopy(self.admitted(SERVERLESSSERVICES, body, old))
         if old is None:
             await self.cluster.create(SERVERLESSSERVICES, namespace, body)
         else:
@@ -246,7 +246,8 @@ class Env:
 @asynccontextmanager
 async def running(**cfg: Any) -> AsyncIterator[Env]:
     cluster = FakeCluster(now=lambda: NOW)
-    controllers = Controllers(cluster, cluster, ControllerConfig(clock=lambda: NOW, **cfg))
+    cfg.setdefault("clock", lambda: NOW)
+    controllers = Controllers(cluster, cluster, ControllerConfig(**cfg))
     await controllers.start()
     try:
         yield Env(cluster, controllers)
