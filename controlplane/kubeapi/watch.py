@@ -122,15 +122,20 @@ class WatchHub:
     """The watchers of each kind; ``publish`` is the store's listener."""
 
     def __init__(self) -> None:
-        self._watchers: dict[str, set[Watcher]] = {}
+        # dicts as ordered sets: fan-out order is subscription order.
+        self._watchers: dict[str, dict[Watcher, None]] = {}
 
     def add(self, w: Watcher) -> None:
-        self._watchers.setdefault(w.key, set()).add(w)
+        self._watchers.setdefault(w.key, {})[w] = None
 
     def remove(self, w: Watcher) -> None:
         ws = self._watchers.get(w.key)
         if ws is not None:
-            ws.discard(w)
+            ws.pop(w, None)
+
+    def watchers(self, key: str) -> list[Watcher]:
+        """The open watchers of a kind, oldest first (for tests and metrics)."""
+        return list(self._watchers.get(key, ()))
 
     def publish(self, ev: Event) -> None:
         for w in tuple(self._watchers.get(ev.key, ())):
