@@ -1,10 +1,11 @@
-"""``python -m activator [--kubeconfig PATH]``: Knative's activator, by Knative's contract.
+"""``python -m activator [--kubeconfig PATH | --cluster-file PATH]``: Knative's activator.
 
 Revisions, Endpoints and ConfigMaps come from the Kubernetes API: in a pod when
 KUBERNETES_SERVICE_HOST is set (the service account), otherwise ``--kubeconfig``, else
-KUBECONFIG, else ~/.kube/config (``knpy serve`` writes one for its API). The environment is
-Knative's (POD_NAME, POD_IP, SYSTEM_NAMESPACE, ...) plus knpy's ACTIVATOR_* knobs; see
-activator/config.py.
+KUBECONFIG, else ~/.kube/config (``knpy serve`` writes one for its API). ``--cluster-file``
+instead serves a fixed set of Kubernetes objects from a file (activator/serve.py
+load_cluster_file), for benchmarks and hand runs. The environment is Knative's (POD_NAME,
+POD_IP, SYSTEM_NAMESPACE, ...) plus knpy's ACTIVATOR_* knobs; see activator/config.py.
 """
 
 from __future__ import annotations
@@ -12,19 +13,24 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from shared.envconfig import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="activator", description=__doc__.splitlines()[0])
-    parser.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig outside a cluster")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig outside a cluster")
+    source.add_argument(
+        "--cluster-file", type=Path, metavar="PATH", help="static Kubernetes objects instead"
+    )
     args = parser.parse_args(argv)
 
     import uvloop
 
     from activator.config import ActivatorConfig
-    from activator.serve import StartupError, serve
+    from activator.serve import StartupError, serve, serve_static
     from shared.kube.config import KubeConfigError
 
     try:
@@ -33,7 +39,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"activator: invalid configuration: {err}", file=sys.stderr)
         return 2
     try:
-        uvloop.run(serve(cfg, dict(os.environ), args.kubeconfig))
+        if args.cluster_file is not None:
+            uvloop.run(serve_static(cfg, args.cluster_file))
+        else:
+            uvloop.run(serve(cfg, dict(os.environ), args.kubeconfig))
+    except ConfigError as err:
+        print(f"activator: invalid configuration: {err}", file=sys.stderr)
+        return 2
     except KubeConfigError as err:
         print(f"activator: {err}", file=sys.stderr)
         return 2

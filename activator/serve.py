@@ -8,20 +8,29 @@ probe, keep serving through the drain, stop.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
 
 from activator.app import Activator
 from activator.config import ActivatorConfig
 from activator.configmaps import NETWORK_CONFIGMAP, data_of, network_warnings
 from activator.statsink import StatSink, WebSocketStatSink
+from shared.envconfig import ConfigError
 from shared.kube.client import ApiError, KubeClient
 from shared.kube.informer import InformerFactory
 from shared.kube.resources import CONFIGMAPS, Obj
 
-__all__ = ["StartupError", "fetch_network_config", "run", "serve"]
+if TYPE_CHECKING:
+    from shared.kube.fake import FakeCluster
+
+__all__ = ["StartupError", "fetch_network_config", "load_cluster_file", "run", "serve"]
 
 # Knative polls the API this long at start ("we sometimes start faster than we can reach
 # kube-api") before giving up.
@@ -131,3 +140,54 @@ async def serve(cfg: ActivatorConfig, env: Mapping[str, str], kubeconfig: str | 
         await run(cfg, ApiKubeClient(api), KubeInformerFactory(api))
     finally:
         await api.close()
+
+
+def load_cluster_file(path: Path) -> FakeCluster:
+    """A static informer source: the Kubernetes objects in ``path`` in an in-memory cluster.
+
+    The file holds what the API would: Revisions, Endpoints (private and public, with
+    Knative's labels) and the ConfigMaps in the system namespace (config-network among
+    them), as YAML documents, a JSON array, or a ``List`` object with ``items``. Nothing
+    changes them afterwards; for benchmarks and hand runs without an API server.
+
+    Raises:
+        ConfigError: unreadable file, or an object of an unknown kind (named by its index).
+    """
+    from shared.kube.fake import FakeCluster, resource_for
+
+    try:
+        text = path.read_text()
+        docs = [json.loads(text)] if path.suffix == ".json" else list(yaml.safe_load_all(text))
+    except (OSError, ValueError, yaml.YAMLError) as err:
+        raise ConfigError(str(path), f"cannot read the cluster file: {err}") from err
+    items: list[Any] = []
+    for doc in docs:
+        if isinstance(doc, list):
+            items.extend(doc)
+        elif isinstance(doc, dict) and str(doc.get("kind", "")).endswith("List"):
+            items.extend(doc.get("items") or [])
+        elif doc is not None:
+            items.append(doc)
+    cluster = FakeCluster()
+    for i, obj in enumerate(items):
+        where = f"{path}[{i}]"
+        if not isinstance(obj, dict) or not isinstance(obj.get("metadata"), dict):
+            raise ConfigError(where, "must be a Kubernetes object with metadata")
+        try:
+            resource = resource_for(str(obj.get("apiVersion")), str(obj.get("kind")))
+        except KeyError:
+            raise ConfigError(
+                where, f"unknown apiVersion/kind {obj.get('apiVersion')}/{obj.get('kind')}"
+            ) from None
+        cluster.put(obj, resource)
+    return cluster
+
+
+async def serve_static(cfg: ActivatorConfig, path: Path) -> None:
+    """``run`` over the objects of a cluster file (load_cluster_file).
+
+    Raises:
+        ConfigError, StartupError.
+    """
+    cluster = load_cluster_file(path)
+    await run(cfg, cluster, cluster)
