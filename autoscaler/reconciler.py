@@ -37,7 +37,7 @@ from typing import Any
 
 import aiohttp
 
-from autoscaler.kpa import MIN_ACTIVATORS, ActiveState
+from autoscaler.kpa import MIN_ACTIVATORS, ActiveState, PodAutoscalerStatus
 from autoscaler.multiscaler import RevisionScaling
 from autoscaler.pods import PodIndex
 from autoscaler.resources import (
@@ -50,6 +50,7 @@ from autoscaler.resources import (
     make_metric,
     make_sks,
     pa_status,
+    parse_time,
     proxy_since,
     restore_status,
     revision_spec,
@@ -249,14 +250,7 @@ class PodAutoscalerReconciler:
         private = str((sks or {}).get("status", {}).get("privateServiceName") or "")
         if sks is None or not private:
             sks = await self._reconcile_sks(pa, sks, Mode.PROXY, MIN_ACTIVATORS)
-            await self._write_status(
-                pa,
-                PaStatus(
-                    service_name=str((sks.get("status") or {}).get("serviceName") or ""),
-                    sks_ready=("Unknown", "NotReady", "no private service name"),
-                ),
-                now,
-            )
+            await self._write_status(pa, self._not_ready(pa, sks, rk, now), now)
             return
         try:
             scaling = self._engine.upsert(revision_spec(pa))
@@ -299,6 +293,31 @@ class PodAutoscalerReconciler:
                 else ("Unknown", "NotReady", str(ready_cond.get("message") or "")),
             ),
             now,
+        )
+
+    def _not_ready(self, pa: Obj, sks: Obj, rk: RevisionKey, now: float) -> PaStatus:
+        """Knative's computeStatus with want -1 while the SKS has no private service: the
+        desired scale stays unknown (a known one is kept), Active follows the ready pods."""
+        ready = self.pods.ready_count(rk)
+        old = pa.get("status") or {}
+        desired = old.get("desiredScale")
+        keep = isinstance(desired, int) and desired >= 0
+        active = condition(pa, "Active") or {}
+        since = parse_time(active.get("lastTransitionTime")) or now
+        if active.get("status") == "False":
+            found_active = None  # inactive stays inactive with want -1
+        elif ready >= 1:
+            found_active = ("True", "", "", since if active.get("status") == "True" else now)
+        else:
+            found_active = active_condition(
+                PodAutoscalerStatus(ActiveState.ACTIVATING, since, Mode.PROXY, None), None
+            )
+        return PaStatus(
+            service_name=str((sks.get("status") or {}).get("serviceName") or ""),
+            desired_scale=desired if keep else -1,
+            actual_scale=ready,
+            active=found_active,
+            sks_ready=("Unknown", "NotReady", "no private service name"),
         )
 
     def _forget(self, rk: RevisionKey) -> None:

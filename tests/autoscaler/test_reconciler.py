@@ -99,6 +99,10 @@ async def test_sks_before_private_service(
         return
     assert (conds["SKSReady"]["status"], conds["SKSReady"]["reason"]) == ("Unknown", "NotReady")
     assert conds["Ready"]["status"] == "Unknown"
+    # Knative's computeStatus with want -1: desired unknown, one ready pod makes it Active.
+    status = r.pa()["status"]
+    assert (status["desiredScale"], status["actualScale"]) == (-1, 1)
+    assert conds["Active"]["status"] == "True"
     assert r.writes("create", METRICS) == []  # nothing more until the private service exists
 
 
