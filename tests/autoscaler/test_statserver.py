@@ -11,7 +11,7 @@ from aiohttp import web
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from autoscaler.statserver import StatServer
+from autoscaler.statserver import FORWARD_PATH, StatServer
 from shared.seams import RevisionKey
 from shared.stat import StatData, WireStatMessages, encode_wire_stats
 
@@ -24,7 +24,8 @@ class Running:
     """A StatServer on a free loopback port and what it handed on."""
 
     def __init__(self) -> None:
-        self.server = StatServer(self.on_stat)
+        self.server = StatServer(self.on_stat, self.on_forwarded)
+        self.forwarded: list[RevisionKey] = []
         self.runner = web.AppRunner(self.server.app, access_log=None)
         self.got: list[tuple[RevisionKey, StatData]] = []
         self.arrived = asyncio.Event()
@@ -33,6 +34,10 @@ class Running:
     def on_stat(self, key: RevisionKey, stat: StatData) -> None:
         self.got.append((key, stat))
         self.arrived.set()
+
+    def on_forwarded(self, key: RevisionKey, stat: StatData) -> None:
+        self.forwarded.append(key)
+        self.on_stat(key, stat)
 
     async def start(self) -> None:
         await self.runner.setup()
@@ -114,3 +119,26 @@ async def test_shutdown_tells_clients_to_reconnect(running: Running) -> None:
             await asyncio.wait_for(ws.recv(), 3)
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 1012
+
+
+async def test_pings_are_answered_promptly(running: Running) -> None:
+    """Knative's activator pings every ~3 s and drops the connection without a pong in 10 s."""
+    async with connect(running.url, ping_interval=None) as ws:
+        for _ in range(3):
+            pong = await ws.ping()
+            async with asyncio.timeout(1):
+                await pong
+
+
+@pytest.mark.parametrize(
+    ("path", "forwarded"),
+    [
+        pytest.param("/", False, id="activator"),
+        pytest.param(FORWARD_PATH, True, id="another-replica-forwarding"),
+    ],
+)
+async def test_forwarded_stats_are_told_apart(running: Running, path: str, forwarded: bool) -> None:
+    async with connect(running.url + path) as ws:
+        await ws.send(encode_wire_stats([("default", "a-00001", STAT)]))
+        await wait_for(running, 1)
+    assert running.forwarded == ([RevisionKey("default", "a-00001")] if forwarded else [])
