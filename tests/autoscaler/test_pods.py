@@ -11,7 +11,6 @@ from shared.kube.fake import FakeCluster
 from shared.kube.resources import PODS, REVISION_LABEL, REVISION_UID_LABEL, Obj
 from tests.autoscaler.kubeharness import KEY, NS, T0, pod
 
-
 DELETED_AT = "2026-01-01T00:00:00Z"
 
 
