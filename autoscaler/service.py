@@ -37,7 +37,6 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 import aiohttp
-import yaml
 from aiohttp import web
 
 from autoscaler import config
@@ -48,7 +47,7 @@ from autoscaler.metrics import AutoscalerMetrics, RevisionLabels
 from autoscaler.multiscaler import TICK_INTERVAL_S, MultiScaler, RevisionScaling, Tick
 from autoscaler.scraper import HttpScrapeClient, ScrapeClient, ScrapeError, StatsScraper
 from autoscaler.statserver import StatServer
-from shared.envconfig import ConfigError, env_int, env_port, env_str
+from shared.envconfig import env_int, env_port, env_str
 from shared.metrics import render_text
 from shared.seams import Endpoint, RevisionKey, RevisionSpec
 from shared.stat import StatData
@@ -60,7 +59,6 @@ __all__ = [
     "OnTick",
     "PodSource",
     "ServiceConfig",
-    "parse_configmap",
     "resolve_scaling",
 ]
 
@@ -90,34 +88,6 @@ class PodSource(Protocol):
 
 # --------------------------------------------------------------------------------------------
 # Configuration
-
-
-def parse_configmap(text: str) -> dict[str, str]:
-    """The ``data`` of a config-autoscaler ConfigMap given as YAML or JSON text.
-
-    Accepts a whole ConfigMap manifest (its ``data`` is used) or the bare key/value mapping.
-    Values are kept as the strings Knative would see; YAML's 1 or true become "1", "true".
-
-    Raises:
-        ConfigError: not a mapping of keys to scalars.
-    """
-    try:
-        doc: Any = yaml.safe_load(text) if text.strip() else {}
-    except yaml.YAMLError as err:
-        raise ConfigError("config-autoscaler", f"not YAML or JSON: {err}") from err
-    if isinstance(doc, dict) and doc.get("kind") == "ConfigMap":
-        doc = doc.get("data") or {}
-    if not isinstance(doc, dict):
-        raise ConfigError("config-autoscaler", "must be a mapping of keys to values")
-    data: dict[str, str] = {}
-    for key, value in doc.items():
-        if isinstance(value, (dict, list)):
-            raise ConfigError(str(key), "must be a scalar")
-        if isinstance(value, bool):
-            data[str(key)] = "true" if value else "false"
-        elif value is not None:
-            data[str(key)] = str(value)
-    return data
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ import pytest
 from autoscaler.config import AutoscalerConfig
 from autoscaler.kpa import ActiveState
 from autoscaler.scraper import ScrapeError
-from autoscaler.service import AutoscalerService, ServiceConfig, parse_configmap, resolve_scaling
+from autoscaler.service import AutoscalerService, ServiceConfig, resolve_scaling
 from shared.envconfig import ConfigError
 from shared.seams import Endpoint, Mode, RevisionKey, RevisionSpec
 from shared.stat import StatData
@@ -259,33 +259,6 @@ def test_resolve_scaling_short_windows_and_tbc() -> None:
     assert (scaling.metric.stable_window_s, scaling.metric.panic_window_s) == (6.0, 1.0)
     assert not scaling.metric.scraped  # TBC -1: the activator's stats only
     assert scaling.kpa.scale_to_zero_grace_period_s == 6.0
-
-
-@pytest.mark.parametrize(
-    ("text", "want"),
-    [
-        pytest.param("", {}, id="empty"),
-        pytest.param('{"stable-window": "6s"}', {"stable-window": "6s"}, id="json"),
-        pytest.param("enable-scale-to-zero: true\nmax-scale: 3\n", {
-            "enable-scale-to-zero": "true", "max-scale": "3"}, id="yaml-scalars"),
-        pytest.param(
-            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: config-autoscaler}\n"
-            "data:\n  stable-window: 6s\n",
-            {"stable-window": "6s"},
-            id="configmap-manifest",
-        ),
-    ],
-)  # fmt: skip
-def test_parse_configmap(text: str, want: dict[str, str]) -> None:
-    assert parse_configmap(text) == want
-
-
-@pytest.mark.parametrize(
-    "text", [pytest.param("[1, 2]", id="list"), pytest.param("a: {b: 1}", id="nested")]
-)
-def test_parse_configmap_refuses(text: str) -> None:
-    with pytest.raises(ConfigError):
-        parse_configmap(text)
 
 
 def test_service_config_from_env_names_the_variable() -> None:
