@@ -66,6 +66,53 @@ def hello_service(name: str = "hello", **template_spec: Any) -> Obj:
     }
 
 
+def make_pod(
+    revision: Obj, name: str, base: int, *, ready: bool = True, terminated: Obj | None = None
+) -> Obj:
+    """A Pod of ``revision`` as the local kubelet writes it: ports ``base``..``base+4`` on
+    127.0.0.1 (user-port, http-autometric, http-usermetric, http-queueadm, queue-port)."""
+    rev = revision["metadata"]["name"]
+    status: Obj = {
+        "phase": "Running",
+        "podIP": "127.0.0.1",
+        "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        "containerStatuses": [
+            {"name": "user-container", "ready": ready, "state": {"running": {}}},
+            {"name": "queue-proxy", "ready": ready, "state": {"running": {}}},
+        ],
+    }
+    if terminated is not None:
+        status["containerStatuses"][0]["lastState"] = {"terminated": terminated}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": revision["metadata"]["namespace"],
+            "labels": {
+                REVISION_LABEL: rev,
+                REVISION_UID_LABEL: revision["metadata"]["uid"],
+                "app": rev,
+            },
+        },
+        "spec": {
+            "containers": [
+                {"name": "user-container", "ports": [{"name": "user-port", "containerPort": base}]},
+                {
+                    "name": "queue-proxy",
+                    "ports": [
+                        {"name": "http-autometric", "containerPort": base + 1},
+                        {"name": "http-usermetric", "containerPort": base + 2},
+                        {"name": "http-queueadm", "containerPort": base + 3},
+                        {"name": "queue-port", "containerPort": base + 4},
+                    ],
+                },
+            ]
+        },
+        "status": status,
+    }
+
+
 class Env:
     """A FakeCluster with the controllers running, and the other components' parts."""
 
@@ -163,49 +210,7 @@ class Env:
     ) -> Obj:
         """A Pod of the revision as the local kubelet writes it: its own ports on 127.0.0.1."""
         revision = self.get(REVISIONS, rev, namespace)
-        base = next(self._ports)
-        status: Obj = {
-            "phase": "Running",
-            "podIP": "127.0.0.1",
-            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
-            "containerStatuses": [
-                {"name": "user-container", "ready": ready, "state": {"running": {}}},
-                {"name": "queue-proxy", "ready": ready, "state": {"running": {}}},
-            ],
-        }
-        if terminated is not None:
-            status["containerStatuses"][0]["lastState"] = {"terminated": terminated}
-        return {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "labels": {
-                    REVISION_LABEL: rev,
-                    REVISION_UID_LABEL: revision["metadata"]["uid"],
-                    "app": rev,
-                },
-            },
-            "spec": {
-                "containers": [
-                    {
-                        "name": "user-container",
-                        "ports": [{"name": "user-port", "containerPort": base}],
-                    },
-                    {
-                        "name": "queue-proxy",
-                        "ports": [
-                            {"name": "http-autometric", "containerPort": base + 1},
-                            {"name": "http-usermetric", "containerPort": base + 2},
-                            {"name": "http-queueadm", "containerPort": base + 3},
-                            {"name": "queue-port", "containerPort": base + 4},
-                        ],
-                    },
-                ]
-            },
-            "status": status,
-        }
+        return make_pod(revision, name, next(self._ports), ready=ready, terminated=terminated)
 
     async def put_pod(self, pod: Obj) -> Obj:
         out = self.cluster.put(pod, PODS)
