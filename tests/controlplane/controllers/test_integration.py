@@ -138,9 +138,7 @@ async def test_hello_service_brings_up_knatives_objects(cluster: Cluster) -> Non
     assert private["subsets"][0]["addresses"][0]["targetRef"]["name"] == "hello-00001-deployment-x1"
     assert {p["name"]: p["port"] for p in private["subsets"][0]["ports"]}["http"] == 43004
 
-    pa = await client.get(PODAUTOSCALERS, "default", "hello-00001")
-    assert pa is not None
-    pa = copy.deepcopy(pa)
+    pa = copy.deepcopy(await cluster.eventually(PODAUTOSCALERS, "hello-00001"))
     pa["status"] = {
         "serviceName": "hello-00001",
         "actualScale": 1,
