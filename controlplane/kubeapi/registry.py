@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from shared.kube.resources import (
     CONFIGMAPS,
@@ -47,6 +48,7 @@ class Column:
     path: str
     type: str = "string"
     priority: int = 0  # 1: shown only with -o wide
+    default: Any = None  # the cell when the path is absent (kube's printers show 0 for counts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +148,8 @@ KINDS: tuple[Kind, ...] = (
         DEPLOYMENTS, "deployment", ("deploy",), ("all",), status=True, scale=True,
         columns=(
             Column("Ready", "@deployment_ready"),
-            Column("Up-to-date", ".status.updatedReplicas", "integer"),
-            Column("Available", ".status.availableReplicas", "integer"),
+            Column("Up-to-date", ".status.updatedReplicas", "integer", default=0),
+            Column("Available", ".status.availableReplicas", "integer", default=0),
             _AGE,
         ),
     ),

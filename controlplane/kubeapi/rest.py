@@ -356,13 +356,19 @@ class Rest:
         return self._remove(kind, obj, propagation)
 
     def _remove(self, kind: Kind, obj: Obj, propagation: Propagation) -> Obj:
+        """Remove the object and cascade: Foreground removes the dependents first (the owner's
+        DELETED event comes last), Background after, Orphan not at all."""
         meta = obj["metadata"]
         ns = str(meta.get("namespace") or "")
+        uid = str(meta.get("uid", ""))
+        cluster = not kind.resource.namespaced
+        if propagation == "Foreground":
+            self._cascade(ns, uid, cluster, "Foreground")
         ev = self.store.remove(kind.key, ns, meta["name"])
         if ev is None:
             return obj
-        if propagation != "Orphan":
-            self._cascade(ns, str(meta.get("uid", "")), cluster=not kind.resource.namespaced)
+        if propagation == "Background":
+            self._cascade(ns, uid, cluster)
         if ns:
             self._maybe_finish_namespace(ns)
         return ev.obj
@@ -381,12 +387,14 @@ class Rest:
                     out.append((kind, o))
         return out
 
-    def _cascade(self, namespace: str, uid: str, cluster: bool) -> None:
+    def _cascade(
+        self, namespace: str, uid: str, cluster: bool, propagation: Propagation = "Background"
+    ) -> None:
         for kind, dep in self._dependents(namespace, uid, cluster):
             m = dep["metadata"]
             if self.store.get(kind.key, str(m.get("namespace") or ""), m["name"]) is not dep:
                 continue  # already removed by an earlier step of this cascade
-            self.delete(kind, m.get("namespace"), m["name"], "Background")
+            self.delete(kind, m.get("namespace"), m["name"], propagation)
 
     def _orphan(self, kind: Kind, obj: Obj) -> None:
         uid = obj["metadata"].get("uid")

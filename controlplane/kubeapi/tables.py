@@ -187,6 +187,8 @@ def _cell(col: Column, obj: Obj, now: datetime) -> Any:
     if col.path.startswith("@"):
         return _BUILTINS[col.path](obj, now)
     value = jsonpath(obj, col.path)
+    if value is None:
+        return col.default
     if isinstance(value, dict | list):
         return str(value)
     return value

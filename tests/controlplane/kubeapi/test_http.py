@@ -186,14 +186,16 @@ async def test_ready_columns_read_the_ready_condition(api: Api) -> None:
 
 
 @pytest.mark.parametrize(
-    ("propagation", "left"),
+    ("propagation", "left", "deleted"),
     [
-        pytest.param("Background", [], id="background-deletes-dependents"),
-        pytest.param("Foreground", [], id="foreground-deletes-dependents"),
-        pytest.param("Orphan", ["dep", "pod"], id="orphan-keeps-them"),
+        pytest.param("Background", [], ["r", "dep", "pod"], id="background-owner-first"),
+        pytest.param("Foreground", [], ["pod", "dep", "r"], id="foreground-dependents-first"),
+        pytest.param("Orphan", ["dep", "pod"], ["r"], id="orphan-keeps-them"),
     ],
 )
-async def test_cascading_delete(api: Api, propagation: str, left: list[str]) -> None:
+async def test_cascading_delete(
+    api: Api, propagation: str, left: list[str], deleted: list[str]
+) -> None:
     owner = await api.ok("POST", REVS, revision("r"))
     ref = {"apiVersion": "serving.knative.dev/v1", "kind": "Revision", "name": "r",
            "uid": owner["metadata"]["uid"], "controller": True}
@@ -204,7 +206,10 @@ async def test_cascading_delete(api: Api, propagation: str, left: list[str]) -> 
     await api.ok("POST", PODS, {"metadata": {"name": "pod", "ownerReferences": [dref]},
                                 "spec": {"containers": []}})
     await api.ok("POST", CMS, cm("unrelated"))
+    before = api.server.store.rv
     await api.ok("DELETE", f"{REVS}/r", {"propagationPolicy": propagation})
+    events = api.server.store.since(before) or []
+    assert [e.obj["metadata"]["name"] for e in events if e.type == "DELETED"] == deleted
     names = [o["metadata"]["name"] for path in (DEPLOYS, PODS)
              for o in (await api.ok("GET", path))["items"]]
     assert names == left
