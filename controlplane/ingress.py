@@ -1,38 +1,61 @@
-"""The local platform's ingress: Knative's networking layer for one machine.
+"""The local platform's ingress: Knative's networking layer for one machine, following the API.
 
-Theory of operation. A request's Host names a route: ``<service>.<namespace>.localhost`` is the
-service's default route and ``<tag>-<service>.<namespace>.localhost`` a tag route (Knative's
-default domain template with ``localhost`` as the domain; the names come from
-``controlplane.traffic.host_name`` and the table from ``Store.hosts()``). A route is a list of
-revisions with percents; one is drawn at random with those weights (E.g. 80/20: a draw in
-[0, 0.8) picks the first). Then, as Knative's ServerlessService mode says:
+Theory of operation. Everything the ingress knows comes from informers, as a Knative ingress
+(Kourier, net-istio) is programmed from the cluster:
 
-* serve mode with ready pods: straight to one pod's queue-proxy (round robin), Host kept;
-* proxy mode, or no ready pod yet: to the activator, with ``Knative-Serving-Revision`` and
-  ``Knative-Serving-Namespace`` naming the revision, as Knative's ingress does for a revision
-  whose public service points at the activator.
+* **Hosts** from each Route's ``status.traffic`` and ``status.url`` (``RoutingTable``): the
+  route's host (``<service>.<namespace>.localhost``) splits by the percents, and each tag has
+  its own host (``<tag>-<service>.<namespace>.localhost``) with all of its revision. One
+  revision is drawn at random with those weights (E.g. 80/20: a draw in [0, 0.8) picks the
+  first).
+* **Backends** from each revision's *public* Endpoints ``<namespace>/<revision>``: the
+  addresses under the port named ``http``, which Knative's ServerlessService controller fills
+  with the activators in Proxy mode and with the revision's pods in Serve mode, exactly what
+  kube-proxy would balance the public Service over. Requests go round robin over them with
+  ``Knative-Serving-Revision`` and ``Knative-Serving-Namespace`` added, as Knative's ingress
+  appends them on every route (the activator needs them; the queue-proxy ignores them).
+* **Cold starts** from the *private* Endpoints (every pod of the revision, ready or not): a
+  request that arrives while a revision has no pod at all starts one, and the time from its
+  arrival to the first byte of its response is observed (``ColdStarts``). Only that first
+  request counts; the others that arrive before a pod exists wait on the same cold start, and
+  counting them too would turn one burst of 100 into, say, 9 "cold starts" of near-equal
+  length. The figures are written on the Revision as the ``knpy.dev/cold-starts`` annotation
+  (count, last, p50, p99), for ``knpy get revisions``.
 
-A request that arrives while its revision has no pod at all starts a cold start: the time from
-its arrival to the first byte of its response is observed (``ColdStarts``). Only that first
-request counts; the others that arrive before a pod exists wait on the same cold start, and
-counting them too would turn one burst of 100 into, say, 9 "cold starts" of near-equal length.
-The next cold start can begin once that first request has finished.
-
-The route table and the modes are set by the platform as they change; the ingress reads them per
-request without locks (one event loop).
+A revision with no backend yet (its public Endpoints not written, or empty while the SKS
+switches) and a backend that refuses the connection both get a short wait and a new pick, for up
+to RETRY_BUDGET_S: no byte of the request was sent, so it may be sent again (Knative's ingresses
+retry on connect-failure the same way).
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
+import json
+import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+from shared.kube.client import ApiError, KubeClient, NotFound
+from shared.kube.informer import EventType, Informer, InformerFactory
+from shared.kube.resources import (
+    ENDPOINTS,
+    REVISION_LABEL,
+    REVISIONS,
+    ROUTES,
+    SERVICE_TYPE_LABEL,
+    SERVICE_TYPE_PRIVATE,
+    SERVICE_TYPE_PUBLIC,
+    Obj,
+    key_of,
+    labels_of,
+)
 from shared.proxy.exchange import Exchange
 from shared.proxy.head import (
     DROP,
@@ -45,7 +68,17 @@ from shared.proxy.head import (
 )
 from shared.proxy.http1 import error_body, simple_response
 from shared.proxy.upstream import UpstreamPool
-from shared.seams import Endpoint, EndpointsSource, Mode, RevisionKey
+
+_log = logging.getLogger("knpy.ingress")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class RevisionKey:
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,13 +163,131 @@ class ColdStarts:
         }
 
 
-# A connection that could not be made carried no byte of the request, so the request may be
-# sent again: to the activator after a short wait (it restarts, or has not started yet), for
-# up to RETRY_BUDGET_S; and a pod that refuses (it is going away) hands over to the activator,
-# which knows which pods are still alive. Knative's ingresses retry the same way on
-# connect-failure.
 RETRY_INTERVAL_S: Final = 0.1
 RETRY_BUDGET_S: Final = 10.0
+# How often the cold-start figures are written to the API at most (one patch per revision).
+COLD_STARTS_WRITE_S: Final = 0.5
+COLD_STARTS_ANNOTATION: Final = "knpy.dev/cold-starts"
+_HTTP_PORT_NAMES: Final = ("http", "http1")
+
+
+class RoutingTable:
+    """Hosts, backends and pod presence, kept from the informers' caches (level based).
+
+    Handlers only mark what changed and rebuild that part from the cache, so a missed or
+    coalesced event converges on the next one.
+    """
+
+    def __init__(self, domain: str = "localhost") -> None:
+        self.domain = domain
+        self.routes: dict[bytes, Route] = {}
+        self.backends: dict[RevisionKey, tuple[tuple[str, int], ...]] = {}
+        self.pods: dict[RevisionKey, int] = {}
+        self._routes: Informer | None = None
+        self._public: Informer | None = None
+        self._private: Informer | None = None
+
+    def __repr__(self) -> str:
+        return f"<RoutingTable hosts={len(self.routes)} backends={len(self.backends)}>"
+
+    def follow(self, factory: InformerFactory) -> None:
+        """Feed the table from Routes and the revisions' public and private Endpoints."""
+        self._routes = factory.informer(ROUTES)
+        self._public = factory.informer(
+            ENDPOINTS, label_selector=f"{SERVICE_TYPE_LABEL}={SERVICE_TYPE_PUBLIC}"
+        )
+        self._private = factory.informer(
+            ENDPOINTS, label_selector=f"{SERVICE_TYPE_LABEL}={SERVICE_TYPE_PRIVATE}"
+        )
+        self._routes.add_handler(self._on_route)
+        self._public.add_handler(self._on_public)
+        self._private.add_handler(self._on_private)
+
+    def _on_route(self, _event: EventType, _obj: Obj) -> None:
+        assert self._routes is not None
+        self.set_routes(route_hosts(self._routes.list(), self.domain))
+
+    def set_routes(self, hosts: Mapping[str, tuple[Target, ...]]) -> None:
+        """Replace the host table (host -> targets); hosts match case-insensitively."""
+        table = {}
+        for host, targets in hosts.items():
+            try:
+                table[host.lower().encode()] = Route(targets)
+            except ValueError:
+                continue  # every target at 0 %: nothing to serve on this host
+        self.routes = table
+
+    def _on_public(self, event: EventType, obj: Obj) -> None:
+        key = _revision_key(obj)
+        if event is EventType.DELETED:
+            self.backends.pop(key, None)
+        else:
+            self.backends[key] = ready_addresses(obj)
+
+    def _on_private(self, event: EventType, obj: Obj) -> None:
+        key = _revision_key(obj)
+        if event is EventType.DELETED:
+            self.pods.pop(key, None)
+        else:
+            self.pods[key] = pod_count(obj)
+
+
+def _revision_key(endpoints: Obj) -> RevisionKey:
+    """The revision an Endpoints object is for: Knative's revision label (the public one is
+    also named after the revision)."""
+    ns, name = key_of(endpoints)
+    return RevisionKey(ns, labels_of(endpoints).get(REVISION_LABEL, name))
+
+
+def ready_addresses(endpoints: Obj) -> tuple[tuple[str, int], ...]:
+    """``ip:port`` of every ready address under the port named ``http`` (kube-proxy's view)."""
+    out: list[tuple[str, int]] = []
+    for subset in endpoints.get("subsets") or []:
+        ports = [p for p in subset.get("ports") or [] if p.get("name") in _HTTP_PORT_NAMES]
+        if not ports:
+            continue
+        port = int(ports[0]["port"])
+        out += [(str(a["ip"]), port) for a in subset.get("addresses") or [] if a.get("ip")]
+    return tuple(sorted(out))
+
+
+def pod_count(endpoints: Obj) -> int:
+    """Every pod behind an Endpoints object, ready or not."""
+    return sum(
+        len(subset.get("addresses") or []) + len(subset.get("notReadyAddresses") or [])
+        for subset in endpoints.get("subsets") or []
+    )
+
+
+def route_hosts(routes: list[Obj], domain: str = "localhost") -> dict[str, tuple[Target, ...]]:
+    """Host -> weighted revisions of every Route's ``status.traffic`` (Knative's ingress
+    rules): the route's own host with the percents, and one host per tag with all of it."""
+    hosts: dict[str, tuple[Target, ...]] = {}
+    for route in routes:
+        ns, name = key_of(route)
+        status = route.get("status") or {}
+        default_host = _host(status.get("url")) or f"{name}.{ns}.{domain}"
+        main: list[Target] = []
+        for t in status.get("traffic") or []:
+            revision = t.get("revisionName")
+            if not revision:
+                continue
+            key = RevisionKey(ns, str(revision))
+            if t.get("percent"):
+                main.append(Target(key, int(t["percent"])))
+            tag = t.get("tag")
+            if tag:
+                host = _host(t.get("url")) or f"{tag}-{name}.{ns}.{domain}"
+                hosts[host] = (Target(key, 100),)
+        if main:
+            hosts[default_host] = tuple(main)
+    return hosts
+
+
+def _host(url: object) -> str:
+    if not isinstance(url, str) or "://" not in url:
+        return ""
+    return url.split("://", 1)[1].split("/", 1)[0]
 
 
 # Exchange.tag for the ingress: the revision, for a cold start when it arrived, and retries.
@@ -144,6 +295,8 @@ RETRY_BUDGET_S: Final = 10.0
 class _Tag:
     key: RevisionKey
     cold_since: float
+    lines: list[bytes]
+    xff: bytes | None
     retries: int = 0
 
 
@@ -154,56 +307,54 @@ class Ingress:
         self,
         *,
         loop: asyncio.AbstractEventLoop,
-        endpoints: EndpointsSource,
-        mode_of: Callable[[RevisionKey], Mode],
-        activator: tuple[str, int],
+        table: RoutingTable,
         cold_starts: ColdStarts | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.loop = loop
-        self.endpoints = endpoints
-        self.mode_of = mode_of
-        self.activator_pool = UpstreamPool(
-            loop, activator[0], activator[1], on_connect_error=self._connect_failed
-        )
+        self.table = table
         self.cold_starts = cold_starts if cold_starts is not None else ColdStarts()
         self._draw = (rng or random.Random()).random
-        self.routes: dict[bytes, Route] = {}
         self._pools: dict[tuple[str, int], UpstreamPool] = {}
         self._next: dict[RevisionKey, int] = {}
         # Revisions whose cold start's first request is still in flight.
         self._cold: set[RevisionKey] = set()
 
     def __repr__(self) -> str:
-        return f"<Ingress routes={len(self.routes)} pools={len(self._pools)}>"
-
-    def set_routes(self, routes: Mapping[str, tuple[Target, ...]]) -> None:
-        """Replace the route table (host -> targets); hosts are matched case-insensitively."""
-        self.routes = {host.lower().encode(): Route(targets) for host, targets in routes.items()}
+        return f"<Ingress {self.table!r} pools={len(self._pools)}>"
 
     # -- RequestHandler ---------------------------------------------------------------------
     def handle(self, ex: Exchange) -> None:
         host, lines, xff = _scan(ex)
         name = host.rsplit(b":", 1)[0] if not host.endswith(b"]") else host
-        route = self.routes.get(name.lower())
+        route = self.table.routes.get(name.lower())
         if route is None:
             body = error_body(f"no route for host {host.decode('latin-1')!r}")
             ex.respond(simple_response(404, body), status=404)
             return
         key = route.pick(self._draw())
-        pods = self.endpoints.endpoints(key)
         now = time.monotonic()
         ex.started_at = now
-        cold = not pods and key not in self._cold
+        cold = not self.table.pods.get(key) and key not in self._cold
         if cold:
             self._cold.add(key)
-        ex.tag = _Tag(key, now if cold else 0.0)
-        ready = [p for p in pods if p.ready]
-        if ready and self.mode_of(key) is Mode.SERVE:
-            pod = self._round_robin(key, ready)
-            ex.forward(self._pool(pod), _finish(ex, lines, xff))
-        else:
-            ex.forward(self.activator_pool, _finish(ex, lines, xff, key))
+        ex.tag = _Tag(key, now if cold else 0.0, lines, xff)
+        self._send(ex)
+
+    def _send(self, ex: Exchange) -> None:
+        tag = ex.tag
+        assert isinstance(tag, _Tag)
+        backends = self.table.backends.get(tag.key)
+        if not backends:
+            if not self._later(ex):
+                body = error_body(f"revision {tag.key} has no endpoints")
+                ex.respond(simple_response(503, body), status=503)
+            return
+        i = self._next.get(tag.key, 0)
+        self._next[tag.key] = i + 1
+        backend = backends[i % len(backends)]
+        head = ex.head if tag.retries else _finish(ex, list(tag.lines), tag.xff, tag.key)
+        ex.forward(self._pool(backend), head)
 
     def finished(self, ex: Exchange) -> None:
         tag = ex.tag
@@ -213,42 +364,75 @@ class Ingress:
                 self.cold_starts.observe(tag.key, ex.first_byte_at - tag.cold_since)
 
     def close(self) -> None:
-        self.activator_pool.close()
         for pool in self._pools.values():
             pool.close()
 
     # -- internals --------------------------------------------------------------------------
-    def _round_robin(self, key: RevisionKey, ready: list[Endpoint]) -> Endpoint:
-        i = self._next.get(key, 0)
-        self._next[key] = i + 1
-        return ready[i % len(ready)]
-
-    def _pool(self, pod: Endpoint) -> UpstreamPool:
-        addr = (pod.host, pod.port)
+    def _pool(self, addr: tuple[str, int]) -> UpstreamPool:
         pool = self._pools.get(addr)
         if pool is None:
             pool = self._pools[addr] = UpstreamPool(
-                self.loop, pod.host, pod.port, on_connect_error=self._connect_failed
+                self.loop, addr[0], addr[1], on_connect_error=self._connect_failed
             )
         return pool
 
     def _connect_failed(self, pool: UpstreamPool, ex: Exchange, err: OSError) -> bool:
         """Send the request again (see RETRY_BUDGET_S); False lets the proxy answer 502."""
+        del pool, err
+        return isinstance(ex.tag, _Tag) and not ex.done and self._later(ex)
+
+    def _later(self, ex: Exchange) -> bool:
         tag = ex.tag
-        if not isinstance(tag, _Tag) or ex.done:
-            return False
-        if pool is not self.activator_pool:
-            ex.forward(self.activator_pool, _activator_head(ex, tag.key))
-            return True
+        assert isinstance(tag, _Tag)
         if tag.retries * RETRY_INTERVAL_S >= RETRY_BUDGET_S:
             return False
+        if not tag.retries and not ex.head:
+            ex.head = _finish(ex, list(tag.lines), tag.xff, tag.key)
         tag.retries += 1
         self.loop.call_later(RETRY_INTERVAL_S, self._retry, ex)
         return True
 
     def _retry(self, ex: Exchange) -> None:
         if not ex.done:
-            ex.forward(self.activator_pool, ex.head)
+            self._send(ex)
+
+
+class ColdStartWriter:
+    """Writes each revision's cold-start figures on the Revision (``knpy.dev/cold-starts``),
+    at most every COLD_STARTS_WRITE_S, off the request path."""
+
+    def __init__(self, client: KubeClient, cold_starts: ColdStarts) -> None:
+        self.client = client
+        self.cold_starts = cold_starts
+        self._written: dict[RevisionKey, int] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(COLD_STARTS_WRITE_S)
+            for key, series in list(self.cold_starts.by_revision.items()):
+                if self._written.get(key) == series.count:
+                    continue
+                figures = self.cold_starts.summary(key) or {}
+                text = json.dumps({k: round(v, 4) for k, v in figures.items()}, sort_keys=True)
+                patch = {"metadata": {"annotations": {COLD_STARTS_ANNOTATION: text}}}
+                try:
+                    await self.client.patch(REVISIONS, key.namespace, key.name, patch)
+                except NotFound:
+                    self.cold_starts.by_revision.pop(key, None)
+                except (ApiError, OSError) as err:
+                    _log.warning("cold starts of %s not written: %s", key, err)
+                    continue
+                self._written[key] = series.count
 
 
 _HOST: Final = 2
@@ -311,9 +495,3 @@ def _finish(
     return finish_head(
         lines, ex, xff=xff, traceparent=None, tracestate=None, tracing=None, span_name=""
     )
-
-
-def _activator_head(ex: Exchange, key: RevisionKey) -> bytes:
-    """A fresh head for the activator (after a pod refused the request)."""
-    _, lines, xff = _scan(ex)
-    return _finish(ex, lines, xff, key)

@@ -147,6 +147,7 @@ class _Pod:
     obj: Obj  # as created in the API (uid, localized spec)
     hash: str
     created: float
+    start_time: str
     containers: list[_Container]
     terminating: bool = False
     ready: bool = False
@@ -167,9 +168,8 @@ class _Pod:
         return PodSummary(self.name, self.hash, self.ready, self.created)
 
     def view(self) -> PodView:
-        start = str((self.obj.get("status") or {}).get("startTime", ""))
         return PodView(
-            start_time=start,
+            start_time=self.start_time,
             containers=tuple(c.view() for c in self.containers),
             ready_since=self.ready_since,
         )
@@ -412,14 +412,19 @@ class Kubelet:
                 continue
         else:
             raise ApiError(409, "AlreadyExists", f"no free pod name for {run.name}")
-        created.setdefault("status", body["status"])
         log_dir = self.state_dir / "pods" / run.namespace / name
         log_dir.mkdir(parents=True, exist_ok=True)
         containers = [
             _Container(spec=c, log=log_dir / f"{c.get('name', 'container')}.log")
             for c in (created.get("spec") or {}).get("containers") or []
         ]
-        pod = _Pod(obj=created, hash=current, created=now, containers=containers)
+        pod = _Pod(
+            obj=created,
+            hash=current,
+            created=now,
+            start_time=rfc3339(now),
+            containers=containers,
+        )
         run.pods[name] = pod
         self._pods[run.namespace, name] = pod
         loop = asyncio.get_running_loop()

@@ -1,30 +1,40 @@
 """``knpy``: one command, a subcommand per component, and the local platform's commands.
 
 ``knpy serve`` runs the platform in the foreground (controlplane/serve.py); ``apply``, ``get``
-and ``delete`` talk to its API (``--api``, the local one by default) with the standard
-library's HTTP client, so they start fast and need no event loop.
+and ``delete`` talk to its Kubernetes API with the kubeconfig it writes (``--kubeconfig``,
+``.knpy/kubeconfig`` by default) through ``shared/apiclient.py``, so they start fast and need no
+event loop. ``get revisions`` joins what Knative spreads over several objects: the Revision
+(replicas, conditions), the Routes (traffic percent and tags), the ServerlessService (Serve or
+Proxy mode) and the ingress's cold-start figures (the Revision's ``knpy.dev/cold-starts``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import runpy
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from shared.apiclient import Api, ApiFailure, apply_text, load_kubeconfig
+from shared.kube.resources import (
+    KSERVICES,
+    PODAUTOSCALERS,
+    REVISIONS,
+    ROUTES,
+    SERVERLESSSERVICES,
+    Resource,
+)
 
 _COMPONENTS = {
     "queue-proxy": ("queueproxy", "the per-pod sidecar (configured by Knative's environment)"),
     "activator": ("activator", "the shared buffering proxy"),
     "autoscaler": ("autoscaler", "stats collection and the KPA decider"),
 }
-DEFAULT_API = "http://127.0.0.1:9080"
-API_TIMEOUT_S = 30.0
+DEFAULT_KUBECONFIG = Path(".knpy") / "kubeconfig"
+COLD_STARTS_ANNOTATION = "knpy.dev/cold-starts"
 # Plural resource names of the API, by every name a person may type (kubectl's and kn's).
 KINDS = {
     "services": "services",
@@ -37,11 +47,9 @@ KINDS = {
     "route": "routes",
 }
 
+RESOURCES: dict[str, Resource] = {"services": KSERVICES, "revisions": REVISIONS, "routes": ROUTES}
+
 Json = dict[str, Any]
-
-
-class ApiFailure(Exception):
-    """The API refused a request or could not be reached; the message is for a person."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 def _platform_commands(sub: Any) -> None:
     serve = sub.add_parser("serve", help="the local platform: Knative Service YAML on one machine")
     serve.add_argument("--port", type=int, default=8080, help="the ingress port")
-    serve.add_argument("--api-port", type=int, default=9080, help="the platform API port")
+    serve.add_argument("--api-port", type=int, default=9080, help="the Kubernetes API port")
     serve.add_argument(
         "--state-dir", type=Path, default=Path(".knpy"), help="resources, revision history, logs"
     )
@@ -89,7 +97,12 @@ def _platform_commands(sub: Any) -> None:
     serve.set_defaults(run=_serve)
 
     def with_api(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--api", default=os.environ.get("KNPY_API", DEFAULT_API), help="API URL")
+        p.add_argument(
+            "--kubeconfig",
+            type=Path,
+            default=DEFAULT_KUBECONFIG,
+            help="the kubeconfig knpy serve wrote (default: .knpy/kubeconfig)",
+        )
         return p
 
     apply = with_api(sub.add_parser("apply", help="create or update resources from YAML/JSON"))
@@ -125,22 +138,30 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _apply(args: argparse.Namespace) -> int:
+    api = load_kubeconfig(args.kubeconfig)
     for name in args.filename:
         text = sys.stdin.read() if name == "-" else _read(Path(name))
-        result = call(args.api, "POST", "/apis/v1/apply", text.encode(), "application/yaml")
-        for line in apply_lines(result):
+        for line in apply_text(api, text):
             print(line)
     return 0
 
 
 def _get(args: argparse.Namespace) -> int:
     kind = KINDS[args.kind]
+    api = load_kubeconfig(args.kubeconfig)
+    resource = RESOURCES[kind]
     if args.name:
-        path = f"/apis/v1/{kind}/{args.namespace or 'default'}/{args.name}"
-        items = [call(args.api, "GET", path)]
+        item = api.get(resource, args.namespace or "default", args.name)
+        if item is None:
+            raise ApiFailure(f'{kind} "{args.name}" not found')
+        items = [item]
     else:
-        path = f"/apis/v1/{kind}" + (f"/{args.namespace}" if args.namespace else "")
-        items = call(args.api, "GET", path)["items"]
+        items = sorted(
+            api.list(resource, args.namespace),
+            key=lambda i: (i["metadata"].get("namespace", ""), i["metadata"]["name"]),
+        )
+    if kind == "revisions":
+        items = [with_live_status(api, r) for r in items]
     if args.output == "json":
         doc = items[0] if args.name else {"apiVersion": "v1", "kind": "List", "items": items}
         print(json.dumps(doc, indent=2))
@@ -156,8 +177,45 @@ def _get(args: argparse.Namespace) -> int:
     return 0
 
 
+def with_live_status(api: Api, rev: Json) -> Json:
+    """A Revision with knpy's view added to its status: ``trafficPercent`` and ``tags`` from
+    the Routes, ``mode`` from its ServerlessService, replicas from its PodAutoscaler when the
+    Revision has none yet, and ``coldStarts`` from the ingress's annotation."""
+    meta = rev.get("metadata") or {}
+    ns, name = meta.get("namespace", "default"), meta["name"]
+    status: Json = rev.setdefault("status", {})
+    percent, tags = 0, []
+    for route in api.list(ROUTES, ns):
+        for t in (route.get("status") or {}).get("traffic") or []:
+            if t.get("revisionName") == name:
+                percent += int(t.get("percent") or 0)
+                tags += [t["tag"]] if t.get("tag") else []
+    status["trafficPercent"] = percent
+    status["tags"] = tags
+    sks = api.get(SERVERLESSSERVICES, ns, name)
+    if sks is not None:
+        status["mode"] = (sks.get("spec") or {}).get("mode", "")
+    pa = api.get(PODAUTOSCALERS, ns, name)
+    pa_status = (pa or {}).get("status") or {}
+    status.setdefault("actualReplicas", pa_status.get("actualScale", 0))
+    status.setdefault("desiredReplicas", pa_status.get("desiredScale", 0))
+    cold = (meta.get("annotations") or {}).get(COLD_STARTS_ANNOTATION)
+    if cold:
+        try:
+            figures = json.loads(cold)
+        except ValueError:
+            figures = None
+        if isinstance(figures, dict):
+            figures["count"] = int(figures.get("count", 0))
+            status["coldStarts"] = figures
+    return rev
+
+
 def _delete(args: argparse.Namespace) -> int:
-    call(args.api, "DELETE", f"/apis/v1/services/{args.namespace}/{args.name}")
+    api = load_kubeconfig(args.kubeconfig)
+    if api.get(KSERVICES, args.namespace, args.name) is None:
+        raise ApiFailure(f'services.serving.knative.dev "{args.name}" not found')
+    api.call("DELETE", KSERVICES.path(args.namespace, args.name))
     print(f"Service '{args.name}' deleted in namespace '{args.namespace}'.")
     return 0
 
@@ -169,43 +227,7 @@ def _read(path: Path) -> str:
         raise ApiFailure(f"cannot read {path}: {err.strerror}") from None
 
 
-# -- the API client ------------------------------------------------------------------------------
-def call(
-    api: str, method: str, path: str, body: bytes | None = None, content_type: str = ""
-) -> Json:
-    """One request to the platform API; its JSON answer, or ApiFailure with its message."""
-    request = urllib.request.Request(api.rstrip("/") + path, data=body, method=method)
-    if content_type:
-        request.add_header("Content-Type", content_type)
-    try:
-        with urllib.request.urlopen(request, timeout=API_TIMEOUT_S) as resp:
-            answer: Json = json.loads(resp.read())
-            return answer
-    except urllib.error.HTTPError as err:
-        raise ApiFailure(_status_message(err.read()) or f"{err.code} {err.reason}") from None
-    except urllib.error.URLError as err:
-        raise ApiFailure(
-            f"cannot reach the knpy API at {api} ({err.reason}); is `knpy serve` running?"
-        ) from None
-
-
-def _status_message(body: bytes) -> str:
-    try:
-        status = json.loads(body)
-    except ValueError:
-        return body.decode(errors="replace").strip()
-    return str(status.get("message", "")) if isinstance(status, dict) else ""
-
-
 # -- output --------------------------------------------------------------------------------------
-def apply_lines(result: Json) -> list[str]:
-    """kubectl's one line per resource: ``service.serving.knative.dev/hello created``.
-
-    The API words them (``store.Applied``), so ``knpy apply`` and ``knpy serve -f`` agree.
-    """
-    return [str(r["line"]) for r in result.get("results", [])]
-
-
 def render_table(kind: str, items: Sequence[Json]) -> str:
     """kn's columns for each kind (cold start figures for revisions when there are some)."""
     rows: list[list[str]]
@@ -227,7 +249,8 @@ def render_table(kind: str, items: Sequence[Json]) -> str:
             [_meta(i, "namespace"), _meta(i, "name"), _status(i, "url"), _ready(i)] for i in items
         ]
     else:
-        header = ["NAMESPACE", "NAME", "SERVICE", "TRAFFIC", "TAGS", "ACTUAL", "DESIRED", "READY"]
+        header = ["NAMESPACE", "NAME", "SERVICE", "TRAFFIC", "TAGS", "ACTUAL", "DESIRED", "MODE"]
+        header += ["READY"]
         header += ["COLD STARTS", "COLD P50", "COLD P99"]
         rows = []
         for i in items:
@@ -242,6 +265,7 @@ def render_table(kind: str, items: Sequence[Json]) -> str:
                     ",".join(i.get("status", {}).get("tags", [])),
                     _status(i, "actualReplicas", "0"),
                     _status(i, "desiredReplicas", "0"),
+                    _status(i, "mode"),
                     _ready(i),
                     str(cold.get("count", "")),
                     _secs(cold, "p50_s"),

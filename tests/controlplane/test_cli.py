@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from controlplane.pods import free_port
-from shared.cli import apply_lines, render_table
+from shared.cli import render_table
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_APP = REPO_ROOT / "examples" / "sampleapp" / "app.py"
@@ -36,13 +36,6 @@ spec:
         - image: knpy/sampleapp
           command: [python, {SAMPLE_APP}]
 """
-# Short windows so that an idle revision reaches zero within seconds.
-FAST_AUTOSCALER = """
-apiVersion: v1
-kind: ConfigMap
-metadata: {name: config-autoscaler, namespace: knative-serving}
-data: {stable-window: 6s, scale-to-zero-grace-period: 1s}
-"""
 
 
 @dataclass
@@ -56,7 +49,14 @@ class Serve:
 
     def knpy(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [sys.executable, "-m", "shared.cli", *args, "--api", self.api],
+            [
+                sys.executable,
+                "-m",
+                "shared.cli",
+                *args,
+                "--kubeconfig",
+                str(self.state_dir / "kubeconfig"),
+            ],
             cwd=REPO_ROOT,
             capture_output=True,
             text=True,
@@ -149,67 +149,9 @@ def test_apply_get_route_delete_and_clean_stop(serve: Callable[..., Serve], tmp_
     refused = s.knpy("apply", "-f", str(bad), check=False)
     assert refused.returncode == 1 and "metadata.name" in refused.stderr
     assert "Service 'hello' deleted" in s.knpy("delete", "service", "hello").stdout
-    assert s.request("hello.default.localhost")[0] == 404
+    _until(lambda: s.request("hello.default.localhost")[0] == 404, "the route to go")
     assert s.knpy("delete", "service", "hello", check=False).returncode == 1
     assert s.stop(signal.SIGTERM) == 0
-
-
-def test_restart_restores_services(serve: Callable[..., Serve], tmp_path: Path) -> None:
-    (tmp_path / "hello.yaml").write_text(HELLO)
-    s = serve(tmp_path / "hello.yaml")
-    _until(lambda: s.request("hello.default.localhost")[0] == 200, "hello to answer")
-    assert s.stop() == 0
-    # serve -f says what it applied as knpy apply does (kubectl's wording).
-    assert s.stdout.read_text() == "service.serving.knative.dev/hello created\n"
-    again = serve()
-    _until(lambda: again.request("hello.default.localhost")[0] == 200, "hello after restart")
-    assert "hello" in again.knpy("get", "services").stdout
-    assert again.stop() == 0
-
-
-def test_scale_to_zero_and_cold_start_through_the_activator(
-    serve: Callable[..., Serve], tmp_path: Path
-) -> None:
-    (tmp_path / "hello.yaml").write_text(FAST_AUTOSCALER + "---" + HELLO)
-    s = serve(tmp_path / "hello.yaml")
-
-    def replicas() -> int:
-        doc = json.loads(s.knpy("get", "revisions", "hello-00001", "-o", "json").stdout)
-        return int(doc["status"]["actualReplicas"])
-
-    _until(lambda: replicas() == 1, "the first pod")
-    _until(lambda: replicas() == 0, "scale to zero")
-    status, text = s.request("hello.default.localhost")
-    assert status == 200 and "hello-00001" in text
-    doc = json.loads(s.knpy("get", "revisions", "hello-00001", "-o", "json").stdout)
-    assert doc["status"]["coldStarts"]["count"] == 1
-    assert "COLD P50" in s.knpy("get", "revisions").stdout
-    assert s.stop() == 0
-    assert s.stdout.read_text().splitlines() == [
-        "configmap/config-autoscaler created",
-        "service.serving.knative.dev/hello created",
-    ]
-
-
-@pytest.mark.parametrize(
-    ("results", "want"),
-    [
-        pytest.param([], [], id="nothing"),
-        pytest.param(
-            [
-                {"kind": "Service", "name": "hello", "action": "configured",
-                 "line": "service.serving.knative.dev/hello configured"},
-                {"kind": "ConfigMap", "name": "config-autoscaler", "action": "unchanged",
-                 "line": "configmap/config-autoscaler unchanged"},
-            ],
-            ["service.serving.knative.dev/hello configured",
-             "configmap/config-autoscaler unchanged"],
-            id="the-apis-kubectl-lines",
-        ),
-    ],
-)  # fmt: skip
-def test_apply_lines(results: list[dict[str, str]], want: list[str]) -> None:
-    assert apply_lines({"results": results, "revisionsCreated": []}) == want
 
 
 def test_render_table_for_revisions() -> None:
@@ -224,15 +166,17 @@ def test_render_table_for_revisions() -> None:
             "desiredReplicas": 2,
             "trafficPercent": 80,
             "tags": ["old"],
+            "mode": "Serve",
             "conditions": [{"type": "Ready", "status": "True"}],
             "coldStarts": {"count": 3, "p50_s": 0.25, "p99_s": 1.5},
         },
     }
     header, row = render_table("revisions", [item]).splitlines()
     assert header.split() == [
-        "NAMESPACE", "NAME", "SERVICE", "TRAFFIC", "TAGS", "ACTUAL", "DESIRED", "READY",
+        "NAMESPACE", "NAME", "SERVICE", "TRAFFIC", "TAGS", "ACTUAL", "DESIRED", "MODE", "READY",
         "COLD", "STARTS", "COLD", "P50", "COLD", "P99",
     ]  # fmt: skip
     assert row.split() == [
-        "default", "hello-00001", "hello", "80%", "old", "1", "2", "True", "3", "0.25s", "1.50s",
+        "default", "hello-00001", "hello", "80%", "old", "1", "2", "Serve", "True",
+        "3", "0.25s", "1.50s",
     ]  # fmt: skip

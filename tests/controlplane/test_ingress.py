@@ -1,4 +1,4 @@
-"""The ingress: weighted picks, host names, and routing by mode on loopback."""
+"""The ingress: weighted picks, hosts from Routes, backends from public Endpoints, on loopback."""
 
 from __future__ import annotations
 
@@ -12,12 +12,25 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from controlplane.ingress import ColdStarts, Ingress, Route, Target
+from controlplane.ingress import (
+    COLD_STARTS_ANNOTATION,
+    ColdStarts,
+    ColdStartWriter,
+    Ingress,
+    RevisionKey,
+    Route,
+    RoutingTable,
+    Target,
+    ready_addresses,
+    route_hosts,
+)
+from shared.kube.fake import FakeCluster
+from shared.kube.resources import REVISIONS, ROUTES, Obj
 from shared.proxy.server import ProxyServer
-from shared.seams import Endpoint, InMemoryCluster, Mode, RevisionKey
 
 R1 = RevisionKey("default", "hello-00001")
 R2 = RevisionKey("default", "hello-00002")
+HELLO = "hello.default.localhost"
 
 
 @pytest.mark.parametrize(
@@ -52,6 +65,62 @@ def test_cold_start_summary() -> None:
     for s in (1.0, 3.0, 2.0):
         cs.observe(R1, s)
     assert cs.summary(R1) == {"count": 3.0, "last_s": 2.0, "p50_s": 2.0, "p99_s": 3.0}
+
+
+def route(name: str, traffic: list[Obj], url: str = "") -> Obj:
+    status: Obj = {"traffic": traffic}
+    if url:
+        status["url"] = url
+    return {"apiVersion": "serving.knative.dev/v1", "kind": "Route",
+            "metadata": {"name": name, "namespace": "default"}, "status": status}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("routes", "hosts"),
+    [
+        pytest.param(
+            [route("hello", [{"revisionName": "hello-00001", "percent": 80},
+                             {"revisionName": "hello-00002", "percent": 20}],
+                   "http://hello.default.localhost")],
+            {HELLO: (Target(R1, 80), Target(R2, 20))}, id="split",
+        ),
+        pytest.param(
+            [route("hello", [{"revisionName": "hello-00001", "percent": 100, "tag": "a",
+                              "url": "http://a-hello.default.localhost"},
+                             {"revisionName": "hello-00002", "percent": 0, "tag": "b"}])],
+            {HELLO: (Target(R1, 100),), "a-hello.default.localhost": (Target(R1, 100),),
+             "b-hello.default.localhost": (Target(R2, 100),)},
+            id="tags-and-computed-hosts",
+        ),
+        pytest.param([route("hello", [])], {}, id="no-traffic-yet"),
+    ],
+)  # fmt: skip
+def test_route_hosts(routes: list[Obj], hosts: dict[str, tuple[Target, ...]]) -> None:
+    assert route_hosts(routes) == hosts
+
+
+def endpoints(name: str, kind: str, ready: list[int], not_ready: tuple[int, ...] = ()) -> Obj:
+    """A revision's public or private Endpoints with pods (or activators) at these ports."""
+    subsets = [
+        {"addresses": [{"ip": "127.0.0.1"}] if ready else [],
+         "notReadyAddresses": [{"ip": "127.0.0.1"}] if not_ready else [],
+         "ports": [{"name": "http", "port": port, "protocol": "TCP"}]}
+        for port in [*ready, *not_ready]
+    ]  # fmt: skip
+    return {
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": name if kind == "Public" else f"{name}-private",
+                     "namespace": "default",
+                     "labels": {"networking.internal.knative.dev/serviceType": kind,
+                                "serving.knative.dev/revision": name}},
+        "subsets": subsets,
+    }  # fmt: skip
+
+
+def test_ready_addresses_take_the_http_port_only() -> None:
+    ep = endpoints("hello-00001", "Public", [4001, 4002])
+    ep["subsets"][0]["ports"].append({"name": "https", "port": 443})
+    assert ready_addresses(ep) == (("127.0.0.1", 4001), ("127.0.0.1", 4002))
 
 
 @dataclass
@@ -92,20 +161,17 @@ class Upstream:
 
 @asynccontextmanager
 async def ingress_with(
-    cluster: InMemoryCluster, modes: dict[RevisionKey, Mode]
+    cluster: FakeCluster,
 ) -> AsyncIterator[tuple[int, Ingress, Upstream, list[Upstream]]]:
     loop = asyncio.get_running_loop()
     activator = Upstream("activator")
     pods = [Upstream("pod-a"), Upstream("pod-b")]
     for up in (activator, *pods):
         await up.start()
-    ingress = Ingress(
-        loop=loop,
-        endpoints=cluster,
-        mode_of=lambda key: modes.get(key, Mode.PROXY),
-        activator=("127.0.0.1", activator.port),
-        rng=random.Random(1),
-    )
+    table = RoutingTable()
+    table.follow(cluster)
+    await cluster.start()
+    ingress = Ingress(loop=loop, table=table, rng=random.Random(1))
     proxy = ProxyServer(ingress)
     server = await loop.create_server(proxy, "127.0.0.1", 0)
     try:
@@ -119,6 +185,10 @@ async def ingress_with(
         await asyncio.sleep(0.01)
 
 
+def hello_route(cluster: FakeCluster) -> None:
+    cluster.put(route("hello", [{"revisionName": "hello-00001", "percent": 100}]), ROUTES)
+
+
 async def _get(port: int, host: str) -> tuple[int, bytes]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"GET /x HTTP/1.1\r\nHost: %b\r\nConnection: close\r\n\r\n" % host.encode())
@@ -129,25 +199,28 @@ async def _get(port: int, host: str) -> tuple[int, bytes]:
 
 
 async def test_unknown_host_is_404_naming_it() -> None:
-    async with ingress_with(InMemoryCluster(), {}) as (port, _, _, _):
+    async with ingress_with(FakeCluster()) as (port, _, _, _):
         status, body = await _get(port, "nope.default.localhost")
     assert status == 404
     assert b"nope.default.localhost" in body
 
 
-async def test_serve_mode_round_robins_ready_pods_and_proxy_mode_uses_activator() -> None:
-    cluster = InMemoryCluster()
-    modes = {R1: Mode.SERVE}
-    async with ingress_with(cluster, modes) as (port, ingress, activator, pods):
-        ready = [Endpoint(f"p{i}", "127.0.0.1", up.port) for i, up in enumerate(pods)]
-        cluster.set_endpoints(R1, (*ready, Endpoint("unready", "127.0.0.1", 1, ready=False)))
-        ingress.set_routes({"hello.default.localhost": (Target(R1, 100),)})
+async def test_public_endpoints_decide_pods_or_activator() -> None:
+    """Serve mode: the public Endpoints list the pods; Proxy mode: the activator."""
+    cluster = FakeCluster()
+    async with ingress_with(cluster) as (port, _, activator, pods):
+        hello_route(cluster)
+        cluster.put(endpoints("hello-00001", "Private", [p.port for p in pods], [1]))
+        cluster.put(endpoints("hello-00001", "Public", [p.port for p in pods]))
+        cluster.flush()
         bodies = [(await _get(port, "hello.default.localhost:8080"))[1] for _ in range(4)]
         assert sorted(bodies) == [b"pod-a", b"pod-a", b"pod-b", b"pod-b"]
-        assert all(b"Knative-Serving-Revision" not in h for p in pods for h in p.heads)
-        assert all(b"X-Forwarded-For: 127.0.0.1" in h for p in pods for h in p.heads)
+        for h in (h for p in pods for h in p.heads):
+            assert b"Knative-Serving-Revision: hello-00001" in h
+            assert b"X-Forwarded-For: 127.0.0.1" in h
 
-        modes[R1] = Mode.PROXY
+        cluster.put(endpoints("hello-00001", "Public", [activator.port]))
+        cluster.flush()
         status, body = await _get(port, "HELLO.default.localhost")
         assert (status, body) == (200, b"activator")
         head = activator.heads[-1]
@@ -156,82 +229,74 @@ async def test_serve_mode_round_robins_ready_pods_and_proxy_mode_uses_activator(
         assert b"Host: HELLO.default.localhost" in head
 
 
-async def test_request_at_zero_goes_to_activator_and_is_a_cold_start() -> None:
-    cluster = InMemoryCluster()
-    async with ingress_with(cluster, {R1: Mode.SERVE}) as (port, ingress, _, _):
-        ingress.set_routes({"hello.default.localhost": (Target(R1, 100),)})
-        status, body = await _get(port, "hello.default.localhost")
-        assert (status, body) == (200, b"activator")
-        summary = ingress.cold_starts.summary(R1)
-        assert summary is not None and summary["count"] == 1.0
-        assert 0 < summary["last_s"] < 1
-
-
-async def test_a_burst_at_zero_is_one_cold_start() -> None:
+async def test_request_at_zero_is_one_cold_start_per_burst() -> None:
     """The requests that arrive while the first waits share its cold start: one is counted."""
-    cluster = InMemoryCluster()
-    async with ingress_with(cluster, {R1: Mode.SERVE}) as (port, ingress, activator, _):
+    cluster = FakeCluster()
+    async with ingress_with(cluster) as (port, ingress, activator, _):
         activator.delay_s = 0.2
-        ingress.set_routes({"hello.default.localhost": (Target(R1, 100),)})
-        answers = await asyncio.gather(*(_get(port, "hello.default.localhost") for _ in range(5)))
+        hello_route(cluster)
+        cluster.put(endpoints("hello-00001", "Private", []))
+        cluster.put(endpoints("hello-00001", "Public", [activator.port]))
+        cluster.flush()
+        answers = await asyncio.gather(*(_get(port, HELLO) for _ in range(5)))
         assert [status for status, _ in answers] == [200] * 5
         summary = ingress.cold_starts.summary(R1)
         assert summary is not None and summary["count"] == 1.0
+        assert 0.2 <= summary["last_s"] < 1
         # Once it finished, the next request at zero is the next cold start.
-        await _get(port, "hello.default.localhost")
+        await _get(port, HELLO)
         summary = ingress.cold_starts.summary(R1)
         assert summary is not None and summary["count"] == 2.0
+        # The figures land on the Revision for knpy get.
+        cluster.put({"apiVersion": "serving.knative.dev/v1", "kind": "Revision",
+                     "metadata": {"name": "hello-00001", "namespace": "default"}})  # fmt: skip
+        writer = ColdStartWriter(cluster, ingress.cold_starts)
+        writer.start()
+        try:
+            for _ in range(40):
+                await asyncio.sleep(0.05)
+                rev = cluster.peek(REVISIONS, "default", "hello-00001") or {}
+                if COLD_STARTS_ANNOTATION in rev["metadata"].get("annotations", {}):
+                    break
+        finally:
+            await writer.stop()
+        assert '"count": 2' in rev["metadata"]["annotations"][COLD_STARTS_ANNOTATION]
 
 
-async def test_activator_not_listening_yet_is_retried() -> None:
-    """A request that found no activator waits for it (a restart) instead of a 502."""
-    loop = asyncio.get_running_loop()
-    late = Upstream("activator")
+async def test_no_endpoints_yet_and_refusing_backend_are_retried() -> None:
+    """A revision without endpoints yet, then one whose backend is not listening yet: the
+    request waits and is sent once an address answers, instead of a 502."""
+    cluster = FakeCluster()
+    late = Upstream("late")
     with socket.socket() as s:  # a free port, listened on only later
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cluster = InMemoryCluster()
-    ingress = Ingress(
-        loop=loop, endpoints=cluster, mode_of=lambda key: Mode.PROXY, activator=("127.0.0.1", port)
-    )
-    ingress.set_routes({"hello.default.localhost": (Target(R1, 100),)})
-    proxy = ProxyServer(ingress)
-    server = await loop.create_server(proxy, "127.0.0.1", 0)
+        late_port = s.getsockname()[1]
+    async with ingress_with(cluster) as (port, _, _, _):
+        hello_route(cluster)
+        cluster.flush()
 
-    async def start_late() -> None:
-        await asyncio.sleep(0.35)
-        late.server = await asyncio.start_server(late._serve, "127.0.0.1", port)
+        async def publish_then_listen() -> None:
+            await asyncio.sleep(0.25)
+            cluster.put(endpoints("hello-00001", "Public", [late_port]))
+            cluster.flush()
+            await asyncio.sleep(0.25)
+            late.server = await asyncio.start_server(late._serve, "127.0.0.1", late_port)
 
-    try:
-        starter = asyncio.create_task(start_late())
-        status, body = await _get(server.sockets[0].getsockname()[1], "hello.default.localhost")
-        await starter
-        assert (status, body) == (200, b"activator")
-    finally:
-        proxy.abort_all()
-        server.close()
-        ingress.close()
-        late.close()
-        await asyncio.sleep(0.01)
-
-
-async def test_pod_refusing_hands_over_to_the_activator() -> None:
-    cluster = InMemoryCluster()
-    async with ingress_with(cluster, {R1: Mode.SERVE}) as (port, ingress, activator, _):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            gone = s.getsockname()[1]
-        cluster.set_endpoints(R1, (Endpoint("gone", "127.0.0.1", gone),))
-        ingress.set_routes({"hello.default.localhost": (Target(R1, 100),)})
-        status, body = await _get(port, "hello.default.localhost")
-        assert (status, body) == (200, b"activator")
-        assert b"Knative-Serving-Revision: hello-00001" in activator.heads[-1]
+        starter = asyncio.create_task(publish_then_listen())
+        try:
+            status, body = await _get(port, HELLO)
+            await starter
+            assert (status, body) == (200, b"late")
+        finally:
+            late.close()
 
 
 async def test_client_cannot_name_the_revision_and_hop_by_hop_is_dropped() -> None:
-    cluster = InMemoryCluster()
-    async with ingress_with(cluster, {R1: Mode.PROXY}) as (port, ingress, activator, _):
-        ingress.set_routes({"hello.default.localhost": (Target(R1, 100),)})
+    cluster = FakeCluster()
+    async with ingress_with(cluster) as (port, _, activator, _):
+        hello_route(cluster)
+        cluster.put(endpoints("hello-00001", "Public", [activator.port]))
+        cluster.flush()
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(
             b"GET / HTTP/1.1\r\nHost: hello.default.localhost\r\n"

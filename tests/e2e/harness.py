@@ -1,8 +1,10 @@
 """Whole-platform runs: a real ``knpy serve`` process on 127.0.0.1 and the clients to drive it.
 
-Every test starts its own ``knpy serve`` (ingress, API, autoscaler and activator children, pods)
-on free loopback ports with its state dir under ``tmp_path``, the way a person runs it, and talks
-to it only as a person would: ``knpy apply/get`` and HTTP through the ingress with a Host header.
+Every test starts its own ``knpy serve`` (ingress, Kubernetes API, autoscaler and activator pods,
+revision pods) on free loopback ports with its state dir under ``tmp_path``, the way a person
+runs it, and talks to it only as a person would: ``knpy apply/get``, ``kubectl`` with the
+kubeconfig it writes, the Kubernetes API with that kubeconfig's token, and HTTP through the
+ingress with a Host header.
 Nothing is faked. Time is bounded everywhere: each wait has a deadline, and a test that times
 out names what it waited for, so a hang reads as a finding, not as a stuck CI job.
 """
@@ -103,10 +105,14 @@ def revision_of(body: str) -> str:
 class Serve:
     """One running ``knpy serve`` and the ways a person reaches it."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], port: int, api_port: int, log: Path):
+    def __init__(
+        self, proc: subprocess.Popen[bytes], port: int, api_port: int, log: Path, state: Path
+    ):
         self.proc = proc
         self.port = port
         self.api = f"http://127.0.0.1:{api_port}"
+        self.state = state
+        self.kubeconfig = state / "kubeconfig"
         self.log_path = log
         self.session: aiohttp.ClientSession | None = None
 
@@ -116,7 +122,7 @@ class Serve:
     # -- the knpy commands, as real processes ----------------------------------------------
     async def knpy(self, *args: str, stdin: str = "", check: bool = True) -> tuple[int, str, str]:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "shared.cli", *args, "--api", self.api,
+            sys.executable, "-m", "shared.cli", *args, "--kubeconfig", str(self.kubeconfig),
             cwd=REPO_ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -147,15 +153,40 @@ class Serve:
             if r["metadata"]["labels"].get("serving.knative.dev/service") == service
         )
 
+    async def kube(self, path: str, **params: str) -> Json:
+        """GET on the Kubernetes API with the kubeconfig's token (as any API client)."""
+        url = f"{self.api}{path}"
+        async with self.client().get(url, params=params, headers=self.auth()) as resp:
+            assert resp.status == 200, f"GET {path}: {resp.status} {await resp.text()}"
+            doc: Json = await resp.json()
+            return doc
+
+    def auth(self) -> dict[str, str]:
+        import yaml
+
+        config = yaml.safe_load(self.kubeconfig.read_text())
+        return {"Authorization": f"Bearer {config['users'][0]['user']['token']}"}
+
     async def pods(self, revision: str, namespace: str = "default") -> list[Json]:
-        """Every pod of a revision, ready or not (the seams' endpoints, as the activator sees)."""
-        url = f"{self.api}/seams/v1/endpoints/{namespace}/{revision}"
-        async with self.client().get(url) as resp:
-            if resp.status == 404:
-                return []
-            doc = await resp.json()
-        pods: list[Json] = doc["endpoints"]
+        """Every Pod object of a revision, ready or not (what the autoscaler counts)."""
+        doc = await self.kube(
+            f"/api/v1/namespaces/{namespace}/pods",
+            labelSelector=f"serving.knative.dev/revision={revision}",
+        )
+        pods: list[Json] = doc["items"]
         return pods
+
+    async def kubectl(self, *args: str, check: bool = True) -> tuple[int, str, str]:
+        """``kubectl --kubeconfig <state>/kubeconfig ARGS`` (Debian's kubernetes-client)."""
+        proc = await asyncio.create_subprocess_exec(
+            "kubectl", "--kubeconfig", str(self.kubeconfig), *args,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), STEP_S)
+        code = proc.returncode if proc.returncode is not None else -1
+        if check:
+            assert code == 0, f"kubectl {' '.join(args)}: {err.decode()}"
+        return code, out.decode(), err.decode()
 
     # -- through the ingress -------------------------------------------------------------
     def client(self) -> aiohttp.ClientSession:
@@ -275,7 +306,8 @@ class PortInUse(Exception):
 def _start_serve(tmp: Path, files: tuple[Path, ...], state_dir: Path | None) -> Serve:
     port, api_port = free_port(), free_port()
     args = ["--port", str(port), "--api-port", str(api_port)]
-    args += ["--state-dir", str(state_dir or tmp / "state")]
+    state = state_dir or tmp / "state"
+    args += ["--state-dir", str(state)]
     for f in files:
         args += ["-f", str(f)]
     log = tmp / f"serve-{len(list(tmp.glob('serve-*.log')))}.log"
@@ -287,7 +319,7 @@ def _start_serve(tmp: Path, files: tuple[Path, ...], state_dir: Path | None) -> 
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    serve = Serve(proc, port, api_port, log)
+    serve = Serve(proc, port, api_port, log, state)
     deadline = time.monotonic() + WAIT_S
     while READY_LINE not in log.read_bytes():
         if proc.poll() is not None:

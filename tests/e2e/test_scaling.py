@@ -38,7 +38,7 @@ async def test_idle_to_zero_then_100_concurrent_through_the_activator(
     await s.apply(FAST_AUTOSCALER + "---" + hello_yaml(annotations=annotations, cc=10))
     await s.answers(HELLO, "hello-00001")
     await s.until(lambda: _at_zero(s, "hello-00001"), "the idle revision to reach zero pods")
-    assert (await s.revision("hello-00001"))["status"]["mode"] == "proxy"
+    assert (await s.revision("hello-00001"))["status"]["mode"] == "Proxy"  # the SKS mode
 
     # The burst, with a watcher of the pod count beside it: knpy get (actual and desired)
     # and the seams' endpoints (every pod, not yet ready ones too).
@@ -71,7 +71,7 @@ async def test_idle_to_zero_then_100_concurrent_through_the_activator(
     assert peaks["desired"] >= 2, peaks
     assert elapsed_s < 30, elapsed_s
     cold = (await s.revision("hello-00001"))["status"]["coldStarts"]
-    assert cold["count"] >= 1 and cold["lastPodReadySeconds"] > 0, cold
+    assert cold["count"] >= 1 and cold["p50_s"] > 0, cold
 
 
 async def _at_zero(s: Serve, revision: str) -> bool:

@@ -1,0 +1,218 @@
+"""What ``knpy serve`` puts in its API before anything runs: Knative's install, for one machine.
+
+In a cluster, ``kubectl apply -f serving-core.yaml`` creates the knative-serving namespace, the
+ConfigMaps every component GETs at start (with only ``_example`` data: Knative's defaults
+apply), the Services ``activator-service`` and ``autoscaler``, and the Deployments of the
+activator and the autoscaler. This module makes the same objects:
+
+* ConfigMaps are created only when absent, so what a person applied (a shorter
+  ``config-autoscaler`` window) survives a restart. ``config-domain`` names ``localhost`` as the
+  domain and ``config-deployment`` knpy's queue-proxy, as knpy has always served them.
+* The Services select their pods by ``app`` and reach them through a *named* target port
+  (``http1``, ``websocket``): every pod here listens on its own local port, and the Endpoints
+  controller resolves the name per pod, where a cluster would use 8012 and 8080 everywhere.
+* The Deployments run ``python -m activator`` and ``python -m autoscaler`` in cluster mode with
+  the server's kubeconfig; the kubelet (``controlplane/kubelet.py``) runs them like any pod, so
+  they have Pod objects with labels, ports and readiness, and the activator's Ready pod is what
+  fills ``activator-service``'s Endpoints, which the ServerlessService controller needs for
+  Proxy mode. The autoscaler's stat port is pinned with ``hostPort`` (chosen free once per
+  run), because the activator dials it by address: there is no cluster DNS locally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from shared.kube.client import KubeClient
+from shared.kube.resources import (
+    ACTIVATOR_SERVICE,
+    AUTOSCALER_SERVICE,
+    CONFIGMAPS,
+    DEPLOYMENTS,
+    SERVICES,
+    SYSTEM_NAMESPACE,
+    Obj,
+    Resource,
+)
+
+__all__ = ["SystemConfig", "bootstrap", "system_objects"]
+
+# The ConfigMaps Knative's controller, activator and autoscaler GET at start, with the data
+# that differs from Knative's defaults here.
+CONFIGMAP_DEFAULTS: Final[Mapping[str, Mapping[str, str]]] = {
+    "config-network": {},
+    "config-autoscaler": {},
+    "config-defaults": {},
+    "config-deployment": {"queue-sidecar-image": "knpy/queueproxy"},
+    "config-logging": {},
+    "config-observability": {},
+    "config-leader-election": {},
+    "config-domain": {"localhost": ""},
+    "config-features": {},
+    "config-gc": {},
+}
+ACTIVATOR: Final = "activator"
+AUTOSCALER: Final = "autoscaler"
+# The activator drains this long after SIGTERM. The ingress in front of it has already stopped
+# at shutdown; Knative's 45 s is for a cluster's load balancers to notice.
+ACTIVATOR_DRAIN_S: Final = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class SystemConfig:
+    """What the system Deployments need: the interpreter, the kubeconfig, the pinned port."""
+
+    python: str
+    kubeconfig: str
+    autoscaler_stat_port: int  # the autoscaler's WebSocket port on 127.0.0.1
+    log_level: str = "INFO"
+
+
+def _downward(name: str, path: str) -> Obj:
+    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+
+def _env(values: Mapping[str, str]) -> list[Obj]:
+    return [{"name": k, "value": v} for k, v in values.items()]
+
+
+def _deployment(app: str, container: Obj) -> Obj:
+    labels = {"app": app, "role": app}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": app, "namespace": SYSTEM_NAMESPACE, "labels": {"app": app}},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": app}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"terminationGracePeriodSeconds": 30, "containers": [container]},
+            },
+        },
+    }
+
+
+def _service(name: str, app: str, ports: list[Obj]) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": SYSTEM_NAMESPACE, "labels": {"app": app}},
+        "spec": {"selector": {"app": app}, "ports": ports},
+    }
+
+
+def system_objects(cfg: SystemConfig) -> list[tuple[Resource, Obj]]:
+    """The Services and Deployments of the activator and the autoscaler (Knative's
+    config/core/deployments, with knpy's local ports)."""
+    common = [
+        _downward("POD_NAME", "metadata.name"),
+        _downward("POD_IP", "status.podIP"),
+        _downward("SYSTEM_NAMESPACE", "metadata.namespace"),
+        *_env({"CONFIG_LOGGING_NAME": "config-logging"}),
+        *_env({"CONFIG_OBSERVABILITY_NAME": "config-observability"}),
+    ]
+    kubeconfig = ["--kubeconfig", cfg.kubeconfig]
+    activator = {
+        "name": ACTIVATOR,
+        "image": "knpy/activator",
+        "command": [cfg.python, "-m", "activator", *kubeconfig],
+        "ports": [
+            {"name": "http1", "containerPort": 8012},
+            {"name": "metrics", "containerPort": 9090},
+        ],
+        "env": [
+            *common,
+            *_env(
+                {
+                    "ACTIVATOR_SERVING_PORT": "8012",
+                    "ACTIVATOR_METRICS_PORT": "9090",
+                    "ACTIVATOR_BIND_HOST": "127.0.0.1",
+                    "ACTIVATOR_AUTOSCALER_URL": f"ws://127.0.0.1:{cfg.autoscaler_stat_port}",
+                    "ACTIVATOR_DRAIN_TIMEOUT_SECONDS": f"{ACTIVATOR_DRAIN_S:g}",
+                }
+            ),
+        ],
+        # Knative's activator probe: the kubelet's GET on the serving port, 200 only while
+        # the autoscaler's WebSocket is connected.
+        "readinessProbe": {"httpGet": {"port": "http1"}, "periodSeconds": 1},
+    }
+    autoscaler = {
+        "name": AUTOSCALER,
+        "image": "knpy/autoscaler",
+        "command": [cfg.python, "-m", "autoscaler", *kubeconfig],
+        "ports": [
+            {"name": "websocket", "containerPort": 8080, "hostPort": cfg.autoscaler_stat_port},
+            {"name": "metrics", "containerPort": 9090},
+        ],
+        "env": [
+            *common,
+            *_env(
+                {
+                    "AUTOSCALER_STAT_PORT": "8080",
+                    "AUTOSCALER_METRICS_PORT": "9090",
+                    "AUTOSCALER_BIND_HOST": "127.0.0.1",
+                    "AUTOSCALER_LOG_LEVEL": cfg.log_level,
+                }
+            ),
+        ],
+        "readinessProbe": {"httpGet": {"port": "websocket"}, "periodSeconds": 1},
+    }
+    return [
+        (
+            SERVICES,
+            _service(
+                ACTIVATOR_SERVICE,
+                ACTIVATOR,
+                [
+                    {"name": "http", "port": 80, "targetPort": "http1", "protocol": "TCP"},
+                    {"name": "http-metrics", "port": 9090, "targetPort": "metrics"},
+                ],
+            ),
+        ),
+        (
+            SERVICES,
+            _service(
+                AUTOSCALER_SERVICE,
+                AUTOSCALER,
+                [
+                    {"name": "http", "port": 8080, "targetPort": "websocket", "protocol": "TCP"},
+                    {"name": "http-metrics", "port": 9090, "targetPort": "metrics"},
+                ],
+            ),
+        ),
+        (DEPLOYMENTS, _deployment(AUTOSCALER, autoscaler)),
+        (DEPLOYMENTS, _deployment(ACTIVATOR, activator)),
+    ]
+
+
+def configmaps() -> list[Obj]:
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": SYSTEM_NAMESPACE},
+            "data": dict(data),
+        }
+        for name, data in CONFIGMAP_DEFAULTS.items()
+    ]
+
+
+async def bootstrap(client: KubeClient, cfg: SystemConfig | None) -> None:
+    """Create the ConfigMaps that are absent; create or replace the system objects (this
+    run's ports and kubeconfig). ``cfg`` None: ConfigMaps only (``-f`` is checked first)."""
+    for cm in configmaps():
+        if await client.get(CONFIGMAPS, SYSTEM_NAMESPACE, cm["metadata"]["name"]) is None:
+            await client.create(CONFIGMAPS, SYSTEM_NAMESPACE, cm)
+    if cfg is None:
+        return
+    for resource, obj in system_objects(cfg):
+        name = obj["metadata"]["name"]
+        old = await client.get(resource, SYSTEM_NAMESPACE, name)
+        if old is None:
+            await client.create(resource, SYSTEM_NAMESPACE, obj)
+        else:
+            obj["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
+            await client.replace(resource, SYSTEM_NAMESPACE, name, obj)

@@ -1,0 +1,271 @@
+"""The knpy commands' way to the Kubernetes API: a kubeconfig, synchronous REST calls, apply.
+
+``knpy apply/get/delete`` are short-lived processes: the standard library's HTTP client starts
+fast and needs no event loop, and they read a kubeconfig (``<state dir>/kubeconfig``, which
+``knpy serve`` writes with its bearer token) exactly as ``kubectl --kubeconfig`` does. ``knpy
+serve -f`` uses the same ``apply`` (from a worker thread) so both print the same lines.
+
+Apply keeps "nothing of a bad file is applied": every document is first sent with
+``dryRun=All`` (the server admits it through Knative's webhook but stores nothing), and only if
+all of them pass is each created, or merge-patched when it exists. A patch whose dry run
+returns the object as it is stored changes nothing and is reported ``unchanged``, as kubectl
+reports it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+from shared.kube import resources as kr
+from shared.kube.resources import Obj, Resource
+
+__all__ = ["Api", "ApiFailure", "apply_text", "load_kubeconfig", "parse_documents"]
+
+TIMEOUT_S: Final = 30.0
+DEFAULT_NAMESPACE: Final = "default"
+# Every resource knpy's API serves, by (apiVersion, kind).
+RESOURCES: Final[dict[tuple[str, str], Resource]] = {
+    (r.api_version, r.kind): r for r in vars(kr).values() if isinstance(r, Resource)
+}
+# Fields the server owns: two objects that differ only there are the same to a person.
+_SERVER_FIELDS: Final = ("resourceVersion", "generation", "managedFields", "creationTimestamp")
+
+
+class ApiFailure(Exception):
+    """The API refused a request or could not be reached; the message is for a person."""
+
+
+@dataclass(frozen=True, slots=True)
+class Api:
+    """Where the API is and the token to show it."""
+
+    server: str
+    token: str = ""
+    ca_pem: str = ""  # the server's CA (certificate-authority-data), for an https server
+
+    def _context(self) -> ssl.SSLContext | None:
+        if not self.server.startswith("https:"):
+            return None
+        return ssl.create_default_context(cadata=self.ca_pem or None)
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        content_type: str = "application/json",
+        query: dict[str, str] | None = None,
+    ) -> Obj | None:
+        """One request; the JSON answer, None for a 404 on GET, ApiFailure otherwise."""
+        url = self.server.rstrip("/") + path
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(url, data=data, method=method)
+        if data is not None:
+            request.add_header("Content-Type", content_type)
+        request.add_header("Accept", "application/json")
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(
+                request, timeout=TIMEOUT_S, context=self._context()
+            ) as resp:
+                answer: Obj = json.loads(resp.read() or b"{}")
+                return answer
+        except urllib.error.HTTPError as err:
+            if err.code == 404 and method == "GET":
+                return None
+            raise ApiFailure(status_message(err.read()) or f"{err.code} {err.reason}") from None
+        except (urllib.error.URLError, OSError) as err:
+            reason = getattr(err, "reason", err)
+            raise ApiFailure(
+                f"cannot reach the Kubernetes API at {self.server} ({reason});"
+                " is `knpy serve` running?"
+            ) from None
+
+    def get(self, resource: Resource, namespace: str | None, name: str) -> Obj | None:
+        return self.call("GET", resource.path(namespace if resource.namespaced else None, name))
+
+    def list(
+        self, resource: Resource, namespace: str | None = None, selector: str = ""
+    ) -> list[Obj]:
+        query = {"labelSelector": selector} if selector else None
+        answer = self.call("GET", resource.path(namespace), query=query) or {}
+        items: list[Obj] = answer.get("items") or []
+        return items
+
+
+def status_message(body: bytes) -> str:
+    """A Status object's message, with any cause it does not already say."""
+    try:
+        status = json.loads(body)
+    except ValueError:
+        return body.decode(errors="replace").strip()
+    if not isinstance(status, dict):
+        return ""
+    message = str(status.get("message", ""))
+    for cause in (status.get("details") or {}).get("causes") or []:
+        text = str(cause.get("message", ""))
+        where = str(cause.get("field", ""))
+        if text and text not in message:
+            message += f"\n{text}: {where}" if where else f"\n{text}"
+    return message
+
+
+def load_kubeconfig(path: Path) -> Api:
+    """The server and token of a kubeconfig's current context (what ``knpy serve`` writes)."""
+    try:
+        config = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ApiFailure(
+            f"cannot read the kubeconfig {path} ({err.strerror}); is `knpy serve` running"
+            " with that state dir? (--kubeconfig names another)"
+        ) from None
+    except yaml.YAMLError as err:
+        raise ApiFailure(f"the kubeconfig {path} is not YAML: {err}") from None
+    try:
+        contexts = {c["name"]: c["context"] for c in config.get("contexts") or []}
+        context = contexts[config["current-context"]]
+        clusters = {c["name"]: c["cluster"] for c in config.get("clusters") or []}
+        users = {u["name"]: u.get("user") or {} for u in config.get("users") or []}
+        server = str(clusters[context["cluster"]]["server"])
+        cluster = clusters[context["cluster"]]
+        token = str(users.get(context.get("user", ""), {}).get("token", ""))
+        ca = cluster.get("certificate-authority-data")
+        ca_pem = base64.b64decode(ca).decode() if ca else ""
+        if not ca_pem and cluster.get("certificate-authority"):
+            ca_pem = Path(cluster["certificate-authority"]).read_text()
+    except (KeyError, TypeError, AttributeError, ValueError, OSError) as err:
+        raise ApiFailure(f"the kubeconfig {path} has no usable current context ({err})") from None
+    return Api(server, token, ca_pem)
+
+
+# -- documents -----------------------------------------------------------------------------------
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 without timestamps: a date stays the string the API would have kept."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def parse_documents(text: str) -> list[Obj]:
+    """Every object of a multi-document YAML or JSON text, in order; a ``kind: List`` or a
+    top-level array contributes its items, empty documents are skipped."""
+    try:
+        loaded = list(yaml.load_all(text, Loader=_Loader))
+    except yaml.YAMLError as err:
+        raise ApiFailure(f"not YAML or JSON: {err}") from None
+    documents: list[Obj] = []
+    for doc in loaded:
+        if isinstance(doc, dict) and doc.get("kind") == "List":
+            documents.extend(i for i in doc.get("items") or [] if isinstance(i, dict))
+        elif isinstance(doc, list):
+            documents.extend(i for i in doc if isinstance(i, dict))
+        elif isinstance(doc, dict):
+            documents.append(doc)
+        elif doc is not None:
+            raise ApiFailure(f"not a Kubernetes object: {doc!r}")
+    return documents
+
+
+def describe(resource: Resource, name: str) -> str:
+    """kubectl's name of an object: ``service.serving.knative.dev/hello``, ``configmap/x``."""
+    kind = resource.kind.lower()
+    return f"{kind}.{resource.group}/{name}" if resource.group else f"{kind}/{name}"
+
+
+@dataclass(slots=True)
+class _Planned:
+    resource: Resource
+    namespace: str | None
+    name: str
+    body: Obj
+    current: Obj | None
+    dry: Obj | None
+
+
+def apply_text(api: Api, text: str, *, namespace: str = DEFAULT_NAMESPACE) -> list[str]:
+    """Apply every document of ``text``, all or nothing; kubectl's line for each.
+
+    Raises:
+        ApiFailure: the text, or any document, is refused (every refusal, one per line);
+            then nothing was written.
+    """
+    planned: list[_Planned] = []
+    problems: list[str] = []
+    for i, doc in enumerate(parse_documents(text)):
+        try:
+            planned.append(_dry_run(api, doc, namespace))
+        except ApiFailure as err:
+            problems.append(f"document {i + 1}: {err}")
+    if problems:
+        raise ApiFailure("\n".join(problems))
+    return [_apply(api, p) for p in planned]
+
+
+def _dry_run(api: Api, doc: Obj, default_ns: str) -> _Planned:
+    resource = RESOURCES.get((str(doc.get("apiVersion")), str(doc.get("kind"))))
+    if resource is None:
+        known = ", ".join(sorted(f"{a} {k}" for a, k in RESOURCES))
+        raise ApiFailure(
+            f"apiVersion {doc.get('apiVersion')!r} kind {doc.get('kind')!r} is not served"
+            f" (knpy serves {known})"
+        )
+    meta = doc.setdefault("metadata", {})
+    if not isinstance(meta, dict) or not meta.get("name"):
+        raise ApiFailure(f"{resource.kind}: metadata.name is required")
+    name = str(meta["name"])
+    ns: str | None = None
+    if resource.namespaced:
+        ns = str(meta.get("namespace") or default_ns)
+        meta["namespace"] = ns
+    current = api.get(resource, ns, name)
+    dry_run = {"dryRun": "All"}
+    if current is None:
+        dry = api.call("POST", resource.path(ns), doc, query=dry_run)
+    else:
+        dry = api.call(
+            "PATCH",
+            resource.path(ns, name),
+            doc,
+            content_type="application/merge-patch+json",
+            query=dry_run,
+        )
+    return _Planned(resource, ns, name, doc, current, dry)
+
+
+def _apply(api: Api, p: _Planned) -> str:
+    if p.current is None:
+        api.call("POST", p.resource.path(p.namespace), p.body)
+        return f"{describe(p.resource, p.name)} created"
+    if _comparable(p.dry) == _comparable(p.current):
+        return f"{describe(p.resource, p.name)} unchanged"
+    api.call(
+        "PATCH",
+        p.resource.path(p.namespace, p.name),
+        p.body,
+        content_type="application/merge-patch+json",
+    )
+    return f"{describe(p.resource, p.name)} configured"
+
+
+def _comparable(obj: Obj | None) -> Obj:
+    if obj is None:
+        return {}
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in _SERVER_FIELDS}
+    return {**{k: v for k, v in obj.items() if k != "status"}, "metadata": meta}
