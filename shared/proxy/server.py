@@ -298,14 +298,18 @@ class ServerConnection(asyncio.Protocol, Generic[TagT]):
         if parser.should_upgrade():
             ex.upgrade = True
             ex.body_done = True
-        if self.active is None:
+        state = self.state
+        if state is _IDLE:
             self.active = ex
             self.state = _ACTIVE
             self.server.live.add(ex)
             self.handler.handle(ex)
-        else:
+        elif state is _ACTIVE:
             self.pipeline.append(ex)
             self._pause(_PAUSE_PIPELINE)
+        else:
+            # Closing (bad input, a response that closes): the rest of the read is dropped.
+            self.parsing = None
 
     def on_body(self, data: bytes) -> None:
         ex = self.parsing

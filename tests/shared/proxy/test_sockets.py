@@ -1,8 +1,10 @@
 """The proxy core on loopback: a pass-through handler between raw sockets and raw upstreams.
 
-These cover what the queue-proxy's integration tests do not reach through a well-behaved app:
-pipelining, HEAD responses that declare a length, HTTP/1.0 clients, an upstream that closes a
-kept-alive connection as it is reused, and the handler's exactly-once ``finished``.
+The in-memory tests (test_server.py, test_upstream.py) drive every edge; these few check the
+same core on real sockets and the event loop's real transports (uvloop's are not
+``asyncio.Transport`` subclasses): pipelining, HEAD responses that declare a length, HTTP/1.0
+clients, an upstream that closes a kept-alive connection as it is reused, bad input, and the
+handler's exactly-once ``finished``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from contextlib import asynccontextmanager
 import pytest
 
 from shared.proxy.exchange import Exchange
-from shared.proxy.head import DROP, PASS, HeaderKinds
 from shared.proxy.http1 import HOP_BY_HOP
 from shared.proxy.server import ProxyServer
 from shared.proxy.upstream import UpstreamPool
@@ -190,11 +191,3 @@ async def test_bad_input_answered_then_closed(request_bytes: bytes, status: byte
         # Still serving.
         ok = await _exchange(port, b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert ok.endswith(b"path=/ok")
-
-
-def test_header_kinds_learn_spellings_up_to_the_bound() -> None:
-    kinds = HeaderKinds({b"host": 2}, max_spellings=2)
-    assert kinds.learn(b"Host") == 2
-    assert kinds.learn(b"Upgrade") == DROP  # hop-by-hop, restated by the proxy itself
-    assert kinds.learn(b"X-Other") == PASS
-    assert kinds.spellings == {b"Host": 2, b"Upgrade": DROP}  # the bound holds
