@@ -76,6 +76,25 @@ _KPA_DEFAULT_ANNOTATIONS = frozenset({CLASS_ANNOTATION, METRIC_ANNOTATION})
 _DEPENDENTS = ("ResourcesAvailable", "ContainerHealthy")
 
 
+def _pod_ready(pod: Obj) -> bool:
+    if meta(pod).get("deletionTimestamp"):
+        return False
+    ready = get_condition(pod, "Ready")
+    return ready is not None and ready.get("status") == "True"
+
+
+def with_replica_counts(deployment: Obj, pods: Sequence[Obj]) -> Obj:
+    """The Deployment with ``readyReplicas``/``availableReplicas`` counted from its pods when
+    no Deployment controller wrote them (Kubernetes' would; a kubelet alone may not)."""
+    status = deployment.get("status") or {}
+    if "readyReplicas" in status and "availableReplicas" in status:
+        return deployment
+    ready = sum(1 for p in pods if _pod_ready(p))
+    out = dict(deployment)
+    out["status"] = {"readyReplicas": ready, "availableReplicas": ready, **status}
+    return out
+
+
 def reachability(rev: Obj, deployment: Obj | None) -> str:
     """Knative's PA reachability of a revision (resources/pa.go)."""
     status = rev.get("status") or {}
@@ -309,6 +328,7 @@ class RevisionReconciler:
             match = ",".join(f"{k}={v}" for k, v in (selector.get("matchLabels") or {}).items())
             sel = parse_selector(match)
             pods = [p for p in self._cache.list(PODS, namespace) if sel.matches(labels_of(p))]
+            deployment = with_replica_counts(deployment, pods)
         pa, pa_problem = (None, "") if deployment is None else await self._pa(rev, deployment)
         status = revision_status(rev, deployment, pa, pods, now)
         if problem or pa_problem:

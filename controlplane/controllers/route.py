@@ -18,8 +18,8 @@ pkg/reconciler/route and pkg/reconciler/labeler:
 
 URLs: ``http://[<tag>-]<route>.<namespace>.<domain>``; ``status.address`` is the cluster-local
 ``http://<route>.<namespace>.svc.<cluster domain>``. Knative's Route watches the
-Configurations and Revisions it references through a tracker; here any change to one of them
-re-runs every Route of the namespace, which is as level-based and cheap at local scale.
+Configurations and Revisions it references through a tracker; here a change to one of them
+re-runs the Routes of its namespace that name it (or still hold it).
 """
 
 from __future__ import annotations
@@ -235,14 +235,36 @@ class RouteReconciler:
         self._client = client
         self._cfg = cfg
 
-    def _routes_of_namespace(self, obj: Obj) -> list[Key]:
-        namespace = key_of(obj)[0]
-        return [key_of(r) for r in self._cache.list(ROUTES, namespace)]
+    def _routes_of_configuration(self, config: Obj) -> list[Key]:
+        namespace, name = key_of(config)
+        return [
+            key_of(r)
+            for r in self._cache.list(ROUTES, namespace)
+            if any(t.configuration_name == name for t in spec_targets(r))
+        ]
+
+    def _routes_of_revision(self, rev: Obj) -> list[Key]:
+        """The routes that name the revision, follow its configuration, or still hold it."""
+        namespace, name = key_of(rev)
+        config = labels_of(rev).get(CONFIGURATION_LABEL, "")
+        holders = set(annotations_of(rev).get(ROUTES_ANNOTATION, "").split(","))
+        out = []
+        for r in self._cache.list(ROUTES, namespace):
+            route_name = key_of(r)[1]
+            named = any(
+                t.revision_name == name or (config and t.configuration_name == config)
+                for t in spec_targets(r)
+            )
+            if named or route_name in holders:
+                out.append(key_of(r))
+        return out
 
     def watches(self) -> Sequence[Watch]:
+        # Knative's Route tracks the Configurations and Revisions it references; here the same
+        # references are found by scanning the namespace's Routes, which is cheap locally.
         return (
-            Watch(CONFIGURATIONS, self._routes_of_namespace),
-            Watch(REVISIONS, self._routes_of_namespace),
+            Watch(CONFIGURATIONS, self._routes_of_configuration),
+            Watch(REVISIONS, self._routes_of_revision),
         )
 
     async def reconcile(self, namespace: str, name: str) -> None:
@@ -251,20 +273,49 @@ class RouteReconciler:
             await self._forget(namespace, name)
             return
         now = rfc3339(self._cfg.clock())
-        configurations = self._cache.list(CONFIGURATIONS, namespace)
-        revisions = self._cache.list(REVISIONS, namespace)
+        configurations, referenced = self._referenced(route)
         status, resolved, failed = route_status(
             route,
             configurations,
-            revisions,
+            referenced,
             now,
             domain=self._cfg.domain,
             cluster_domain=self._cfg.cluster_domain,
         )
         listed = _listed(route, resolved, configurations)
         clear = resolved is not None or failed
+        revisions = self._cache.list(REVISIONS, namespace) if clear else referenced
         await self._patch(namespace, routing_patches(name, revisions, listed, clear=clear, now=now))
         await update_status(self._client, ROUTES, route, status)
+
+    def _referenced(self, route: Obj) -> tuple[list[Obj], list[Obj]]:
+        """The Configurations and Revisions the route's traffic can resolve to, from the cache."""
+        namespace = key_of(route)[0]
+        configs: dict[str, Obj] = {}
+        names: set[str] = set()
+        for t in spec_targets(route):
+            if t.revision_name:
+                names.add(t.revision_name)
+            elif (
+                c := self._cache.get(CONFIGURATIONS, namespace, t.configuration_name)
+            ) is not None:
+                configs[t.configuration_name] = c
+                status = c.get("status") or {}
+                names.update(
+                    str(status[k])
+                    for k in ("latestReadyRevisionName", "latestCreatedRevisionName")
+                    if status.get(k)
+                )
+        revisions = [
+            rev for n in sorted(names) if (rev := self._cache.get(REVISIONS, namespace, n))
+        ]
+        # A pinned revision's configuration must exist too (traffic.resolve checks it).
+        for rev in revisions:
+            config = labels_of(rev).get(CONFIGURATION_LABEL, "")
+            c = self._cache.get(CONFIGURATIONS, namespace, config) if config else None
+            if c is not None:
+                configs[config] = c
+        return list(configs.values()), revisions
 
     async def _forget(self, namespace: str, name: str) -> None:
         """A deleted route no longer holds any revision (Knative's labeler FinalizeKind)."""

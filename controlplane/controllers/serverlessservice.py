@@ -38,6 +38,7 @@ from shared.kube.resources import (
     ACTIVATOR_SERVICE,
     DEPLOYMENTS,
     ENDPOINTS,
+    REVISION_LABEL,
     SERVERLESSSERVICES,
     SERVICE_TYPE_LABEL,
     SERVICE_TYPE_PRIVATE,
@@ -194,6 +195,7 @@ def _serving_port(subset: Obj, protocol: str) -> object:
 
 def subset_endpoints(subsets: Sequence[Obj], n: int, target: str, protocol: str) -> list[Obj]:
     """Knative's subsetEndpoints: ``n`` of the ready addresses, chosen by ChooseSubset."""
+
     def ident(subset: Obj, address: Obj) -> str:
         return f"{address.get('ip', '')}:{_serving_port(subset, protocol)}"
 
@@ -293,12 +295,9 @@ class ServerlessServiceReconciler:
         return [(namespace, sks)] if sks else []
 
     def _deployment_keys(self, deployment: Obj) -> list[Key]:
-        namespace, name = key_of(deployment)
-        return [
-            key_of(s)
-            for s in self._cache.list(SERVERLESSSERVICES, namespace)
-            if ((s.get("spec") or {}).get("objectRef") or {}).get("name") == name
-        ]
+        # A revision's SKS, PodAutoscaler and revision share one name.
+        rev = labels_of(deployment).get(REVISION_LABEL)
+        return [(key_of(deployment)[0], rev)] if rev else []
 
     def watches(self) -> Sequence[Watch]:
         return (

@@ -216,7 +216,7 @@ class ServiceReconciler:
         namespace, name = meta(svc).get("namespace", ""), meta(svc)["name"]
         have = self._cache.get(res, namespace, name)
         if have is None:
-            return await create_or_adopt(self._client, res, want), ""
+            have = await create_or_adopt(self._client, res, want)
         if not is_controlled_by(have, svc):
             return None, _not_owned(res.kind, name)
         if _differs(have, want):

@@ -10,7 +10,7 @@ import pytest
 
 from controlplane.controllers.deployment import make_deployment, observability_json
 from controlplane.controllers.revision import make_pa, reachability, revision_status
-from shared.kube.resources import DEPLOYMENTS, KSERVICES, PODAUTOSCALERS, REVISIONS, Obj
+from shared.kube.resources import DEPLOYMENTS, KSERVICES, PODAUTOSCALERS, PODS, REVISIONS, Obj
 
 from .harness import NOW_TEXT, hello, running
 
@@ -443,3 +443,28 @@ async def test_a_crash_looping_container_fails_the_revision_and_the_service() ->
         )
         # Its PodAutoscaler is told: pods wanted, none ready, failed → Unreachable.
         assert env.get(PODAUTOSCALERS, "hello-00001")["spec"]["reachability"] == "Unreachable"
+
+
+async def test_a_crash_beside_a_ready_pod_does_not_fail_the_revision() -> None:
+    """No Deployment controller writes replica counts here: they are counted from the pods."""
+    async with running() as env:
+        await hello(env)
+        await env.sks("hello-00001")
+        await env.pa_ready("hello-00001")
+        await env.put_pod(env.pod("hello-00001", "p1"))
+        crashed_pod = env.pod(
+            "hello-00001", "p2", ready=False, terminated={"exitCode": 1, "message": "oops"}
+        )
+        await env.put_pod(crashed_pod)
+        rev = env.get(REVISIONS, "hello-00001")
+        assert conds(rev["status"])["Ready"] == ("True", "", "")
+        assert "status" not in env.get(DEPLOYMENTS, "hello-00001-deployment")
+        # The only ready pod goes: now the crash is what the kubelet reports.
+        await env.cluster.delete(PODS, "default", "p1")
+        await env.cluster.settle()
+        rev = env.get(REVISIONS, "hello-00001")
+        assert conds(rev["status"])["ContainerHealthy"] == (
+            "False",
+            "ExitCode1",
+            "Container failed with: oops",
+        )
