@@ -2,20 +2,16 @@
 
 Theory of operation (Knative's cmd/autoscaler/leaderelection.go, pkg/autoscaler/bucket and
 knative/pkg leaderelection). ``config-leader-election`` says how many buckets there are
-(``buckets``, default 1) and the lease timing (``lease-duration`` 60 s, ``renew-deadline``
-40 s, ``retry-period`` 10 s). Bucket i of n is the coordination.k8s.io/v1 Lease
-``autoscaler-bucket-<ii>-of-<nn>`` in the system namespace; a revision ``ns/name`` belongs to
-the bucket ``ChooseSubset(buckets, 1, "ns/name")`` picks (knative/pkg hash), so every replica,
-Go or Python, agrees on it.
+(``buckets``, default 1, at most 10) and the lease timing (``lease-duration`` 60 s,
+``renew-deadline`` 40 s, ``retry-period`` 10 s). Bucket i of n is the coordination.k8s.io/v1
+Lease ``autoscaler-bucket-<ii>-of-<nn>`` in the system namespace; a revision ``ns/name``
+belongs to the bucket ``ChooseSubset(buckets, 1, "ns/name")`` picks (knative/pkg hash, in
+shared/kube/hashing.py), so every replica, Go or Python, agrees on it.
 
-Every replica runs one elector per bucket, with holderIdentity ``<POD_NAME>_<POD_IP>``, as
-client-go's leaderelection does:
-
-- acquire when the Lease is missing, released (holder ""), ours, or expired (its renewTime is
-  more than leaseDurationSeconds old, as seen on our clock);
-- renew every retry period; a leader that cannot renew within the renew deadline steps down
-  (so it stops acting before another may take over after the lease duration);
-- release on shutdown (holder "", lease 1 s), so a successor need not wait for expiry.
+Every replica runs one client-go elector per bucket (shared/kube/lease.py) with holderIdentity
+``<POD_NAME>_<POD_IP>``: it takes a released or expired Lease, renews it every retry period,
+steps down when it cannot renew within the renew deadline (before anyone may take over after
+the lease duration), and releases it on shutdown, so a successor need not wait for expiry.
 
 The leader of a bucket publishes where it takes stats: a selector-less Service ``<bucket>``
 (port ``http``) and an EndpointSlice ``<bucket>`` (label ``kubernetes.io/service-name``) with
@@ -28,8 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import datetime as dt
-import importlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -37,21 +32,23 @@ from dataclasses import dataclass
 
 from autoscaler.config import parse_go_duration
 from shared.envconfig import ConfigError
+from shared.kube import hashing, lease
 from shared.kube.client import ApiError, Conflict, KubeClient
-from shared.kube.resources import ENDPOINTSLICES, LEASES, SERVICES, Obj, meta
+from shared.kube.resources import ENDPOINTSLICES, SERVICES, Obj
 from shared.seams import RevisionKey
 
 __all__ = [
+    "SERVICE_NAME_LABEL",
     "BucketElector",
     "LeaderElectionConfig",
     "bucket_name",
     "bucket_names",
     "owner_bucket",
+    "slice_address",
 ]
 
 log = logging.getLogger(__name__)
 
-COMPONENT = "autoscaler"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MAX_BUCKETS = 10  # knative/pkg leaderelection's MaxBuckets
 _NS_PER_S = 1e9
@@ -68,7 +65,8 @@ class LeaderElectionConfig:
 
     @classmethod
     def from_configmap(cls, data: Mapping[str, str]) -> LeaderElectionConfig:
-        """Raises: ConfigError: a key is not a Go duration or an integer in range."""
+        """Raises: ConfigError: a key is not a Go duration or an integer in range, or the
+        timings are not ordered as client-go requires."""
 
         def seconds(key: str, default: float) -> float:
             if key not in data:
@@ -86,45 +84,39 @@ class LeaderElectionConfig:
                 raise ConfigError("buckets", f"not an integer: {data['buckets']!r}") from err
             if not 1 <= buckets <= MAX_BUCKETS:
                 raise ConfigError("buckets", f"must be in [1, {MAX_BUCKETS}], got {buckets}")
-        return cls(
+        cfg = cls(
             buckets,
             seconds("lease-duration", 60.0),
             seconds("renew-deadline", 40.0),
             seconds("retry-period", 10.0),
         )
+        try:
+            cfg.lease()
+        except ValueError as err:
+            raise ConfigError("config-leader-election", str(err)) from err
+        return cfg
+
+    def lease(self) -> lease.LeaderElectionConfig:
+        """The elector's timing (a Lease carries whole seconds)."""
+        return lease.LeaderElectionConfig(
+            max(1, round(self.lease_duration_s)), self.renew_deadline_s, self.retry_period_s
+        )
 
 
 def bucket_name(ordinal: int, total: int) -> str:
     """Knative's AutoscalerBucketName: ``autoscaler-bucket-00-of-01``."""
-    return f"{COMPONENT}-bucket-{ordinal:02d}-of-{total:02d}"
+    return hashing.autoscaler_bucket_name(ordinal, total)
 
 
 def bucket_names(total: int) -> list[str]:
-    return [bucket_name(i, total) for i in range(total)]
+    return hashing.autoscaler_bucket_names(total)
 
 
 def owner_bucket(key: RevisionKey, buckets: list[str]) -> str:
     """The bucket a revision belongs to: knative/pkg's ChooseSubset(buckets, 1, "ns/name")."""
     if len(buckets) == 1:
         return buckets[0]
-    # knative/pkg's hash, byte for byte (shared/kube/hashing.py), so Go replicas agree.
-    hashing = importlib.import_module("shared.kube.hashing")
-    (chosen,) = hashing.choose_subset(buckets, 1, f"{key.namespace}/{key.name}")
-    return str(chosen)
-
-
-def _micro_time(t: float) -> str:
-    """metav1.MicroTime, as Leases carry acquireTime and renewTime."""
-    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse_micro_time(text: object) -> float | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+    return hashing.bucket_owner(buckets, f"{key.namespace}/{key.name}")
 
 
 OnChange = Callable[[str, bool], None]  # (bucket, now leading?)
@@ -134,7 +126,7 @@ class BucketElector:
     """Leader election on every bucket's Lease, and the leader's stat endpoint.
 
     ``leading`` is the set of buckets this replica holds now; ``on_change`` is called when one
-    is won or lost (the reconciler resyncs, the engine drops what it no longer decides).
+    is won or lost (the reconciler resyncs, and forgets what it no longer leads).
     """
 
     def __init__(
@@ -147,7 +139,7 @@ class BucketElector:
         address: str,
         stat_port: int,
         on_change: OnChange,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
         self.cfg = cfg
@@ -156,11 +148,22 @@ class BucketElector:
         self.address = address
         self.stat_port = stat_port
         self._on_change = on_change
-        self._clock = clock
         self.buckets = bucket_names(cfg.buckets)
         self.leading: set[str] = set()
-        self._renewed: dict[str, float] = {}  # our last successful renew per bucket
-        self._tasks: list[asyncio.Task[None]] = []
+        self._publishing: set[asyncio.Task[None]] = set()
+        self._electors = [
+            lease.LeaderElector(
+                client,
+                namespace,
+                bucket,
+                identity,
+                cfg.lease(),
+                on_started_leading=functools.partial(self._set, bucket, True),
+                on_stopped_leading=functools.partial(self._set, bucket, False),
+                clock=clock,
+            )
+            for bucket in self.buckets
+        ]
 
     def __repr__(self) -> str:
         return f"<BucketElector {self.identity} leading={sorted(self.leading)}>"
@@ -169,114 +172,29 @@ class BucketElector:
         return owner_bucket(key, self.buckets) in self.leading
 
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._run(b), name=f"elector-{b}") for b in self.buckets]
+        for elector in self._electors:
+            elector.start()
 
-    async def stop(self) -> None:
-        """Stop electing and release every lease held (Knative's ReleaseOnCancel)."""
-        for task in self._tasks:
+    async def stop(self, release: bool = True) -> None:
+        """Stop electing and release every lease held (Knative's ReleaseOnCancel); without
+        ``release`` the leases are left to expire, as after a crash."""
+        for elector in self._electors:
+            await elector.stop(release=release)
+        for task in list(self._publishing):
             task.cancel()
-        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._tasks.clear()
-        for bucket in list(self.leading):
-            with contextlib.suppress(ApiError, OSError):
-                await self._release(bucket)
-            self._set(bucket, False)
-
-    # -- the loop ------------------------------------------------------------------------------
-    async def _run(self, bucket: str) -> None:
-        while True:
-            try:
-                held = await self._try_acquire_or_renew(bucket)
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:  # the API is down: keep trying, step down on deadline
-                log.warning("lease %s: %s", bucket, err)
-                held = False
-            now = self._clock()
-            if held:
-                self._renewed[bucket] = now
-                if bucket not in self.leading:
-                    log.info("%s: leading %s", self.identity, bucket)
-                    self._set(bucket, True)
-                    await self._publish(bucket)
-            elif bucket in self.leading:
-                last = self._renewed.get(bucket, 0.0)
-                if now - last >= self.cfg.renew_deadline_s or not await self._still_ours(bucket):
-                    log.warning("%s: lost %s", self.identity, bucket)
-                    self._set(bucket, False)
-            await asyncio.sleep(self.cfg.retry_period_s)
 
     def _set(self, bucket: str, leading: bool) -> None:
         if leading:
             self.leading.add(bucket)
+            task = asyncio.get_running_loop().create_task(self._publish(bucket))
+            self._publishing.add(task)
+            task.add_done_callback(self._publishing.discard)
         else:
             self.leading.discard(bucket)
         self._on_change(bucket, leading)
 
-    async def _still_ours(self, bucket: str) -> bool:
-        with contextlib.suppress(ApiError, OSError):
-            lease = await self._client.get(LEASES, self.namespace, bucket)
-            return lease is not None and _holder(lease) == self.identity
-        return True  # unknown: the renew deadline decides
-
-    async def _try_acquire_or_renew(self, bucket: str) -> bool:
-        now = self._clock()
-        lease = await self._client.get(LEASES, self.namespace, bucket)
-        duration = max(1, round(self.cfg.lease_duration_s))
-        if lease is None:
-            body: Obj = {
-                "apiVersion": LEASES.api_version,
-                "kind": LEASES.kind,
-                "metadata": {"name": bucket, "namespace": self.namespace},
-                "spec": {
-                    "holderIdentity": self.identity,
-                    "leaseDurationSeconds": duration,
-                    "acquireTime": _micro_time(now),
-                    "renewTime": _micro_time(now),
-                    "leaseTransitions": 0,
-                },
-            }
-            try:
-                await self._client.create(LEASES, self.namespace, body)
-            except Conflict:
-                return False  # someone else created it first
-            return True
-        spec = lease.get("spec") or {}
-        holder = _holder(lease)
-        if holder and holder != self.identity:
-            renewed = _parse_micro_time(spec.get("renewTime")) or 0.0
-            held_for = float(spec.get("leaseDurationSeconds") or duration)
-            if renewed + held_for > now:
-                return False  # held by another and not expired
-        body = copy.deepcopy(lease)
-        new_spec = body.setdefault("spec", {})
-        if holder != self.identity:
-            new_spec["acquireTime"] = _micro_time(now)
-            new_spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
-        new_spec["holderIdentity"] = self.identity
-        new_spec["leaseDurationSeconds"] = duration
-        new_spec["renewTime"] = _micro_time(now)
-        try:
-            await self._client.replace(LEASES, self.namespace, bucket, body)
-        except Conflict:
-            return False
-        return True
-
-    async def _release(self, bucket: str) -> None:
-        lease = await self._client.get(LEASES, self.namespace, bucket)
-        if lease is None or _holder(lease) != self.identity:
-            return
-        body = copy.deepcopy(lease)
-        spec = body.setdefault("spec", {})
-        spec["holderIdentity"] = ""
-        spec["leaseDurationSeconds"] = 1
-        spec["renewTime"] = _micro_time(self._clock())
-        await self._client.replace(LEASES, self.namespace, bucket, body)
-        log.info("%s: released %s", self.identity, bucket)
-
-    # -- the leader's stat endpoint --------------------------------------------------------------
     async def _publish(self, bucket: str) -> None:
         """The bucket's Service and EndpointSlice point at this replica's stat server."""
         service: Obj = {
@@ -320,10 +238,6 @@ class BucketElector:
             log.error("%s: publishing the stat endpoint failed: %s", bucket, err)
 
 
-def _holder(lease: Obj) -> str:
-    return str((lease.get("spec") or {}).get("holderIdentity") or "")
-
-
 def slice_address(eps: Obj | None) -> str | None:
     """``ip:port`` of a bucket's EndpointSlice (its leader's stat server), or None."""
     if eps is None:
@@ -334,7 +248,3 @@ def slice_address(eps: Obj | None) -> str | None:
             if port is not None:
                 return f"{address}:{port}"
     return None
-
-
-def meta_name(obj: Obj) -> str:
-    return str(meta(obj).get("name", ""))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -38,8 +37,8 @@ FAST = LeaderElectionConfig(buckets=1, lease_duration_s=15, renew_deadline_s=10,
         pytest.param({"buckets": "3", "lease-duration": "15s", "renew-deadline": "10s",
                       "retry-period": "2s"}, LeaderElectionConfig(3, 15.0, 10.0, 2.0),
                      id="all-keys"),
-        pytest.param({"lease-duration": "1500ms"}, LeaderElectionConfig(1, 1.5, 40.0, 10.0),
-                     id="go-duration"),
+        pytest.param({"lease-duration": "1500ms", "renew-deadline": "1s", "retry-period": "200ms"},
+                     LeaderElectionConfig(1, 1.5, 1.0, 0.2), id="go-durations"),
     ],
 )  # fmt: skip
 def test_config_from_configmap(data: dict[str, str], want: LeaderElectionConfig) -> None:
@@ -53,6 +52,7 @@ def test_config_from_configmap(data: dict[str, str], want: LeaderElectionConfig)
         pytest.param({"buckets": "0"}, "buckets", id="zero-buckets"),
         pytest.param({"buckets": "x"}, "buckets", id="not-a-number"),
         pytest.param({"lease-duration": "15"}, "lease-duration", id="no-unit"),
+        pytest.param({"lease-duration": "10s"}, "renewDeadline", id="lease-not-above-renew"),
     ],
 )
 def test_config_refuses(data: dict[str, str], key: str) -> None:
@@ -103,12 +103,7 @@ async def until(cond: Callable[[], bool], within_s: float = 5.0) -> None:
 
 async def kill(e: BucketElector) -> None:
     """kill -9: the loops stop, nothing is released."""
-    for task in e._tasks:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    e._tasks.clear()
-    e.leading.clear()
+    await e.stop(release=False)
 
 
 async def test_first_elector_leads_and_publishes_its_stat_endpoint(electors: Electors) -> None:
