@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import yaml
 
 from activator.app import Activator
@@ -54,7 +55,7 @@ async def fetch_network_config(
     while True:
         try:
             obj = await client.get(CONFIGMAPS, namespace, NETWORK_CONFIGMAP)
-        except (ApiError, OSError) as err:
+        except (ApiError, OSError, aiohttp.ClientError) as err:
             if time.monotonic() >= deadline:
                 raise StartupError(f"failed to fetch network config: {err}") from err
             await asyncio.sleep(_API_RETRY_S)
