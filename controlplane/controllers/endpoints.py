@@ -13,9 +13,9 @@ What kube-controller-manager does (pkg/controller/endpoint), for ``knpy serve``:
   own ports on 127.0.0.1, land in one subset per pod.
 - The Service's labels are copied onto the Endpoints (the activator finds a revision's private
   Endpoints by them), and the Endpoints are rewritten only when they differ. Deleting the
-  Service deletes the Endpoints this controller wrote; Endpoints of Services without a
-  selector (the SKS's public ones, ``activator-service`` when written by hand) are never
-  touched.
+  Service deletes the Endpoints this controller wrote (and, after a restart, the Endpoints of
+  a revision's private Service left without one); Endpoints of Services without a selector
+  (the SKS's public ones, ``activator-service`` when written by hand) are never touched.
 """
 
 from __future__ import annotations
@@ -25,7 +25,17 @@ from collections.abc import Sequence
 
 from shared.kube.client import KubeClient
 from shared.kube.labels import Selector, parse_selector
-from shared.kube.resources import ENDPOINTS, PODS, SERVICES, Obj, key_of, labels_of, meta
+from shared.kube.resources import (
+    ENDPOINTS,
+    PODS,
+    SERVICE_TYPE_LABEL,
+    SERVICE_TYPE_PRIVATE,
+    SERVICES,
+    Obj,
+    key_of,
+    labels_of,
+    meta,
+)
 
 from .base import Cache, Watch, create_or_adopt
 from .config import ControllerConfig
@@ -141,6 +151,18 @@ class EndpointsReconciler:
         self._cfg = cfg
         self._managed: set[Key] = set()
 
+    def _orphan(self, namespace: str, name: str, service: Obj | None) -> bool:
+        """Endpoints of a revision's private Service whose Service went while nobody watched
+        (a restart). Kubernetes deletes every Endpoints without a Service; this deletes only
+        these, so that Endpoints written by hand without a Service (activator-service in a
+        local run) stay."""
+        if service is not None:
+            return False
+        eps = self._cache.get(ENDPOINTS, namespace, name)
+        if eps is None or meta(eps).get("ownerReferences"):
+            return False
+        return labels_of(eps).get(SERVICE_TYPE_LABEL) == SERVICE_TYPE_PRIVATE
+
     def _pod_services(self, pod: Obj) -> list[Key]:
         namespace = key_of(pod)[0]
         out = []
@@ -160,7 +182,7 @@ class EndpointsReconciler:
         service = self._cache.get(SERVICES, namespace, name)
         sel = _selector(service) if service is not None else None
         if service is None or sel is None:
-            if (namespace, name) in self._managed:
+            if (namespace, name) in self._managed or self._orphan(namespace, name, service):
                 self._managed.discard((namespace, name))
                 await self._client.delete(ENDPOINTS, namespace, name)  # absent is no error
             return

@@ -157,3 +157,23 @@ async def test_endpoints_of_services_without_selector_are_not_touched() -> None:
             "ports"
         ] == [{"name": "http", "port": 5}]
         assert writes == []
+
+
+async def test_private_endpoints_left_without_their_service_are_removed_after_a_restart() -> None:
+    """Endpoints of a revision's private Service whose Service went while the controllers were
+    down (the Endpoints controller only then sees the Endpoints)."""
+    async with running() as env:
+        env.cluster.put(
+            {
+                "apiVersion": "v1",
+                "kind": "Endpoints",
+                "metadata": {
+                    "name": "gone-00001-private",
+                    "namespace": "default",
+                    "labels": {"networking.internal.knative.dev/serviceType": "Private"},
+                },
+            },
+            ENDPOINTS,
+        )
+        await env.cluster.settle()
+        assert env.cluster.peek(ENDPOINTS, "default", "gone-00001-private") is None
