@@ -68,8 +68,8 @@ class FaultyApiServer:
         self.bookmark_interval_s = bookmark_interval_s
         self.history: list[Event] = []
         self.compacted_rv = 0  # watches from an rv below this get 410
-        self.watch_faults: deque[str] = deque()  # "cut:N", "gone-event", "gone-status",
-        # "bookmarks-only"
+        # "cut:N", "gone-event", "gone-status", "bookmarks-only", "silent:SECONDS"
+        self.watch_faults: deque[str] = deque()
         self.watch_requests: list[dict[str, str]] = []
         self.requests: list[tuple[str, str, str]] = []  # (method, path, content type)
         self.port = 0
@@ -258,6 +258,14 @@ class FaultyApiServer:
             rv = {"resourceVersion": str(from_rv if skipped else self.cluster._rv)}
             for _ in range(3):
                 await resp.write(self._line("BOOKMARK", {"kind": r.kind, "metadata": rv}))
+            return resp
+        if fault.startswith("silent:"):
+            # A half-open connection: headers, then nothing at all (no bookmarks either).
+            until = asyncio.get_running_loop().time() + float(fault.split(":")[1])
+            while asyncio.get_running_loop().time() < until:
+                if request.transport is None or request.transport.is_closing():
+                    break  # the client gave up (its read timeout)
+                await asyncio.sleep(0.05)
             return resp
         cut_after = int(fault.split(":")[1]) if fault.startswith("cut:") else -1
         sent = 0

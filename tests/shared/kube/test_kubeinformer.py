@@ -91,6 +91,7 @@ FAULTS = [
     pytest.param(["gone-event"], 2, id="410-as-error-event"),
     pytest.param(["gone-status"], 2, id="410-as-http-status"),
     pytest.param(["bookmarks-only", "bookmarks-only"], 1, id="bookmark-only-streams"),
+    pytest.param(["silent:60"], 1, id="silent-watch-read-timeout"),
 ]
 
 
