@@ -11,7 +11,8 @@ wire and, for an update, the stored one:
 - **Service, Configuration, Route, Revision**: the object's spec (and the metadata the model
   knows) is decoded with ``model.from_dict``, defaulted with ``defaults.set_defaults`` and
   checked with ``validation.field_errors`` (plus ``update_errors`` against the stored object:
-  a Revision's spec is immutable, a fixed template name may not keep a changed template). The
+  a fixed template name may not keep a changed template). A Revision is validated in full when
+  it is created; an update is only checked for an unchanged spec, as Knative's. The
   limits come from the ``config-defaults`` ConfigMap and the autoscaling annotation checks from
   ``config-autoscaler``, both read through the ``ObjectReader`` at the moment of the write, as
   Knative's webhook reads its ConfigMap informers. What is stored is the wire object with the
@@ -60,6 +61,7 @@ from .model import (
     CONFIG_DEFAULTS,
     CONFIGMAP_NAMESPACE,
     FieldError,
+    Revision,
     ValidationError,
     describe,
     from_dict,
@@ -147,6 +149,13 @@ def _decodable(obj: Obj) -> Obj:
     return body
 
 
+def _metadata_only(resource: ModelResource) -> list[FieldError]:
+    name = resource.metadata.name
+    if problems := dns1035_problems(name):
+        return [FieldError(f"not a DNS 1035 label: [{' '.join(problems)}]", ("name",))]
+    return []
+
+
 @dataclass(frozen=True, slots=True)
 class KnativeHook:
     """Defaulting and validation of Service, Configuration, Route or Revision objects."""
@@ -161,13 +170,22 @@ class KnativeHook:
             check_autoscaling_annotations=self.check_autoscaling_annotations,
         )
         resource = self._decode(obj)
-        errors = field_errors(resource, ctx)
-        if operation == "UPDATE" and old is not None and not errors:
+        previous: ModelResource | None = None
+        if operation == "UPDATE" and old is not None:
             try:
                 previous = from_dict(_decodable(old))
             except ValidationError:
                 previous = None  # stored before a rule existed: judge the new object alone
-            if previous is not None:
+        if isinstance(resource, Revision) and previous is not None:
+            # Knative validates a Revision's spec when it is created; an update (the labeler's
+            # routing state, say) is only checked for an unchanged spec, so a config-defaults
+            # tightened later cannot lock existing revisions.
+            errors = via(_metadata_only(resource), "metadata") + update_errors(
+                resource, previous, ctx
+            )
+        else:
+            errors = field_errors(resource, ctx)
+            if previous is not None and not errors:
                 errors += update_errors(resource, previous, ctx)
         defaulted = set_defaults(resource, ctx.defaults)
         if errors:

@@ -398,6 +398,25 @@ def test_revision_spec_is_immutable() -> None:
     ]
 
 
+def test_revision_metadata_updates_pass_after_config_defaults_tightened() -> None:
+    """The labeler must still be able to mark an old revision when its spec would no longer be
+    accepted as new (Knative validates a Revision's spec on create only)."""
+    rev = {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Revision",
+        "metadata": {"name": "r-1", "namespace": "default"},
+        "spec": {"containers": [{"command": ["a"]}], "containerConcurrency": 50},
+    }
+    stored = admit(rev, resource=REVISIONS)
+    tight = Reader(config_defaults={"container-concurrency-max-limit": "10"})
+    assert refused(rev, tight, resource=REVISIONS).causes == (
+        Cause("spec.containerConcurrency", "expected 0 <= 50 <= 10"),
+    )
+    relabelled = copy.deepcopy(stored)
+    relabelled["metadata"]["labels"] = {"serving.knative.dev/routingState": "reserve"}
+    assert admit(relabelled, tight, old=stored, resource=REVISIONS) == relabelled
+
+
 @pytest.mark.parametrize(
     ("name", "data", "expected"),
     [
