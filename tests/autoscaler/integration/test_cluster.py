@@ -4,8 +4,10 @@ The API server is knpy's (controlplane/kubeapi), with no controllers: the test p
 controller and the kubelet. It writes the ConfigMaps, the PodAutoscaler, the Deployment, the
 Pods (with their real queue-proxy ports) and, once the autoscaler has created the SKS, its
 status and the revision's public Endpoints (pointing at a stand-in activator that answers
-Knative's probe). Everything the autoscaler does is read back from the API: the Deployment's
-``spec.replicas``, the PA status, the Lease. Windows are short (stable 6 s, grace 6 s).
+Knative's probe). Knative's webhook (controlplane/webhook.py) admits every write, so what the
+autoscaler writes passes Knative's validation. Everything it does is read back from the API:
+the Deployment's ``spec.replicas``, the PA status, the SKS, the Metric, the Lease. Windows are
+short (stable 6 s, grace 6 s).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from aiohttp import web
 from websockets.asyncio.client import connect
 
 from controlplane.kubeapi.server import KubeApiServer
+from controlplane.webhook import admission_hooks
 from shared.kube.client import KubeClient
 from shared.kube.config import load_api_client
 from shared.kube.kubeclient import ApiKubeClient
@@ -32,6 +35,7 @@ from shared.kube.resources import (
     DEPLOYMENTS,
     ENDPOINTS,
     LEASES,
+    METRICS,
     PODAUTOSCALERS,
     PODS,
     SERVERLESSSERVICES,
@@ -156,7 +160,8 @@ async def until(
 
 @pytest.fixture
 async def cluster(tmp_path: Path, children: _Children) -> AsyncIterator[Cluster]:
-    server = KubeApiServer(tmp_path / "state")
+    # Knative's webhook admits every write, the autoscaler's SKS, Metric and PA status too.
+    server = KubeApiServer(tmp_path / "state", admission=admission_hooks())
     await server.start()
     api = await load_api_client({}, str(server.kubeconfig_path))
     c = Cluster(server, ApiKubeClient(api), children)
@@ -255,6 +260,12 @@ async def test_20_in_flight_at_cc10_scales_the_deployment_to_3(
     assert status["actualScale"] == 1  # the test's kubelet never started the other two
     assert (status["serviceName"], status["metricsServiceName"]) == (REV, f"{REV}-private")
     assert await cluster.holder() == f"autoscaler-a_{LOOPBACK}"
+    metric = await cluster.get(METRICS, NS, REV)
+    assert metric["spec"] == {"stableWindow": 6_000_000_000, "panicWindow": 1_000_000_000,
+                              "scrapeTarget": f"{REV}-private"}  # fmt: skip
+    sks = await cluster.get(SERVERLESSSERVICES, NS, REV)
+    # One pod of 10 cannot hold TBC 211: the activators stay; ceil((10 + 211) / 100) = 3.
+    assert (sks["spec"]["mode"], sks["spec"]["numActivators"]) == ("Proxy", 3)
 
 
 async def test_idle_to_zero_then_the_activator_stat_wakes_it(
