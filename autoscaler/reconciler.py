@@ -356,13 +356,11 @@ class PodAutoscalerReconciler:
             await self._client.replace(METRICS, ns, name, body)
 
     # -- scale -------------------------------------------------------------------------------
-    def _target(self, pa: Obj) -> tuple[Resource, str, Obj | None]:
-        ref = (pa.get("spec") or {}).get("scaleTargetRef") or {}
-        return scale_resource(ref), str(ref.get("name", "")), ref
-
     async def _current(self, pa: Obj) -> tuple[Obj | None, Resource, str]:
+        """The scale target (Knative's PodScalable), from the informer for Deployments."""
         ns = key_of(pa)[0]
-        resource, name, _ = self._target(pa)
+        ref = (pa.get("spec") or {}).get("scaleTargetRef") or {}
+        resource, name = scale_resource(ref), str(ref.get("name", ""))
         if resource == DEPLOYMENTS:
             return self.deployments.get(ns, name), resource, name
         return await self._client.get(resource, ns, name), resource, name

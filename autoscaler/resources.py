@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +46,7 @@ __all__ = [
     "CONDITION_SCALE_TARGET_INITIALIZED",
     "CONDITION_SKS_READY",
     "PaStatus",
+    "active_condition",
     "condition",
     "format_time",
     "is_controlled_by",
@@ -241,9 +241,9 @@ def make_metric(pa: Obj, scaling: RevisionScaling, scrape_target: str) -> Obj:
 class PaStatus:
     """One reconcile's findings about a PA, to be written as its status."""
 
-    service_name: str = ""
-    metrics_service_name: str = ""
-    desired_scale: int | None = None  # None: leave as it was
+    service_name: str | None = None  # None: leave as it was
+    metrics_service_name: str | None = None
+    desired_scale: int | None = None
     actual_scale: int | None = None
     active: tuple[str, str, str, float] | None = None  # status, reason, message, since
     scale_target_initialized: bool = False
@@ -292,8 +292,10 @@ def pa_status(pa: Obj, found: PaStatus, now: float) -> Obj:
             ready = ("Unknown", str(dep.get("reason", "")), str(dep.get("message", "")))
     _set(conds, CONDITION_READY, *ready, now)
     status["conditions"] = sorted(conds, key=lambda c: str(c.get("type")))
-    status["serviceName"] = found.service_name
-    status["metricsServiceName"] = found.metrics_service_name
+    if found.service_name is not None:
+        status["serviceName"] = found.service_name
+    if found.metrics_service_name is not None:
+        status["metricsServiceName"] = found.metrics_service_name
     if found.desired_scale is not None:
         status["desiredScale"] = found.desired_scale
     if found.actual_scale is not None:
@@ -319,21 +321,3 @@ def active_condition(
         # Scaled to zero while activating: only when activation timed out.
         return ("False", "TimedOut", "The target could not be activated.", status.active_since)
     return ("False", "NoTraffic", "The target is not receiving traffic.", status.active_since)
-
-
-def labels_and_annotations_differ(have: Obj, want: Obj) -> bool:
-    return labels_of(have) != labels_of(want) or annotations_of(have) != annotations_of(want)
-
-
-def merged(have: Obj, want: Obj) -> Obj:
-    """``have`` with ``want``'s spec, labels and annotations: a full Update body (PUT)."""
-    out = copy.deepcopy(have)
-    out["spec"] = copy.deepcopy(want["spec"])
-    m = out.setdefault("metadata", {})
-    m["labels"] = dict(labels_of(want))
-    m["annotations"] = dict(annotations_of(want))
-    return out
-
-
-def mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, dict) else {}
