@@ -23,7 +23,7 @@ __all__ = ["AUTOMETRIC_PORT_NAME", "DEFAULT_METRICS_PORT", "PodIndex", "endpoint
 
 AUTOMETRIC_PORT_NAME = "http-autometric"
 DEFAULT_METRICS_PORT = 9090
-QUEUE_PORT_NAMES = ("queue-port", "http", "h2c")  # the queue-proxy's serving port
+QUEUE_PORT_NAMES = ("http1", "h2c")  # the queue-proxy's serving port (Knative's names)
 DEFAULT_QUEUE_PORT = 8012
 
 

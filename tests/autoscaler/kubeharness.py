@@ -97,7 +97,7 @@ def deployment(replicas: int | None = 1) -> Obj:
 
 
 def pod(i: int, started: float = T0 - 3600, ready: bool = True, metrics_port: int = 0) -> Obj:
-    ports: list[Obj] = [{"name": "queue-port", "containerPort": 8012}]
+    ports: list[Obj] = [{"name": "http1", "containerPort": 8012}]
     if metrics_port:
         ports.append({"name": "http-autometric", "containerPort": metrics_port})
     return {
