@@ -1,0 +1,52 @@
+"""The objects knpy serve puts in its API at start: ConfigMaps kept, system objects refreshed."""
+
+from __future__ import annotations
+
+from controlplane.system import CONFIGMAP_DEFAULTS, SystemConfig, bootstrap, system_objects
+from shared.kube.fake import FakeCluster
+from shared.kube.resources import CONFIGMAPS, DEPLOYMENTS, SERVICES
+
+CFG = SystemConfig(python="/py", kubeconfig="/state/kubeconfig", autoscaler_stat_port=40123)
+
+
+async def test_bootstrap_keeps_what_a_person_applied_and_refreshes_the_system() -> None:
+    cluster = FakeCluster()
+    cluster.put({"apiVersion": "v1", "kind": "ConfigMap",
+                 "metadata": {"name": "config-autoscaler", "namespace": "knative-serving"},
+                 "data": {"stable-window": "6s"}})  # fmt: skip
+    await bootstrap(cluster, None)
+    names = {c["metadata"]["name"] for c in cluster.objects(CONFIGMAPS, "knative-serving")}
+    assert names == set(CONFIGMAP_DEFAULTS)
+    kept = cluster.peek(CONFIGMAPS, "knative-serving", "config-autoscaler")
+    assert kept is not None and kept["data"] == {"stable-window": "6s"}
+    assert not cluster.objects(DEPLOYMENTS)  # -f is checked before anything runs
+
+    await bootstrap(cluster, CFG)
+    await bootstrap(cluster, SystemConfig("/py", "/state/kubeconfig", 40999))  # a restart
+    deployments = {d["metadata"]["name"]: d for d in cluster.objects(DEPLOYMENTS)}
+    assert set(deployments) == {"activator", "autoscaler"}
+    (autoscaler,) = deployments["autoscaler"]["spec"]["template"]["spec"]["containers"]
+    assert autoscaler["ports"][0]["hostPort"] == 40999  # this run's port
+    (activator,) = deployments["activator"]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in activator["env"]}
+    assert env["ACTIVATOR_AUTOSCALER_URL"] == "ws://127.0.0.1:40999"
+    assert activator["command"] == ["/py", "-m", "activator", "--kubeconfig", "/state/kubeconfig"]
+    services = {s["metadata"]["name"]: s for s in cluster.objects(SERVICES, "knative-serving")}
+    assert services["activator-service"]["spec"]["selector"] == {"app": "activator"}
+    http = services["activator-service"]["spec"]["ports"][0]
+    assert (http["name"], http["targetPort"]) == ("http", "http1")  # resolved per pod
+
+
+def test_system_pods_declare_the_ports_their_services_name() -> None:
+    objects = system_objects(CFG)
+    ports = {
+        o["metadata"]["name"]: {
+            p["name"] for c in o["spec"]["template"]["spec"]["containers"] for p in c["ports"]
+        }
+        for r, o in objects
+        if r == DEPLOYMENTS
+    }
+    for r, o in objects:
+        if r == SERVICES:
+            app = o["spec"]["selector"]["app"]
+            assert {p["targetPort"] for p in o["spec"]["ports"]} <= ports[app], o
