@@ -136,7 +136,17 @@ class Autoscaler:
         await self.stop()
 
     async def start(self) -> None:
-        """Sync the informers, bind the ports, then elect, reconcile and decide."""
+        """Sync the informers, bind the ports, then elect, reconcile and decide.
+
+        On failure (a port taken, the API unreachable) what was started is stopped again.
+        """
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         self._session = aiohttp.ClientSession()
         prober = self._prober or HttpActivatorProber(self._session)
         election = await self._leader_election_config()

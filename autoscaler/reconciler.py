@@ -187,6 +187,7 @@ class PodAutoscalerReconciler:
         self.pods = pods
         self.queue = WorkQueue("podautoscaler", self.reconcile, workers=workers)
         self._restored: set[RevisionKey] = set()
+        self._refused: set[tuple[RevisionKey, object]] = set()  # (PA, generation) logged
         # Per PA: the target's resourceVersion when we last patched it, and the value; while
         # the informer still shows that version our patch has not been seen yet.
         self._patched: dict[RevisionKey, tuple[str, int]] = {}
@@ -255,7 +256,11 @@ class PodAutoscalerReconciler:
         try:
             scaling = self._engine.upsert(revision_spec(pa))
         except (ConfigError, ValueError) as err:
-            log.error("%s: not scaled: %s", key, err)
+            # Once per generation: every pod event and tick would repeat it.
+            generation = (rk, meta(pa).get("generation"))
+            if generation not in self._refused:
+                self._refused.add(generation)
+                log.error("%s: not scaled: %s", key, err)
             return
         if scaling is None:
             return
@@ -322,6 +327,7 @@ class PodAutoscalerReconciler:
 
     def _forget(self, rk: RevisionKey) -> None:
         self._engine.delete(rk)
+        self._refused = {r for r in self._refused if r[0] != rk}
         self._restored.discard(rk)
         self._patched.pop(rk, None)
 

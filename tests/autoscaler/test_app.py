@@ -7,6 +7,7 @@ in-memory one, and the test plays Knative's controller (PA, Deployment, Pods, SK
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -142,3 +143,22 @@ async def test_config_autoscaler_change_resyncs_every_pa(
         return 0 if m is None else int(m["spec"]["stableWindow"])
 
     await until(lambda: window() == 12_000_000_000)
+
+
+async def test_a_failed_start_stops_what_it_started(cluster: FakeCluster) -> None:
+    """A taken stat port: start raises, and the session and informers are released."""
+    with socket.socket() as taken:
+        taken.bind((LOOPBACK, 0))
+        taken.listen()
+        cfg = ProcessConfig(
+            pod_name="a",
+            pod_ip=LOOPBACK,
+            service=ServiceConfig(
+                bind_host=LOOPBACK, stat_port=taken.getsockname()[1], metrics_port=0
+            ),
+        )
+        a = Autoscaler(cfg, cluster, cluster, scrape_client=FakePods(), prober=FakeProber())
+        with pytest.raises(OSError):
+            await a.start()
+    assert a._session is None
+    assert a.elector is None  # never elected: no lease taken
