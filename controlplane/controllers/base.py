@@ -25,6 +25,14 @@ from .workqueue import Key
 __all__ = ["Cache", "Reconciler", "Watch", "create_or_adopt", "update_status"]
 
 
+def of_kind(obj: Obj, resource: Resource) -> bool:
+    """Whether an informer's object is of its resource's kind. A watch that replays another
+    kind's events (seen with knpy's API server resuming a watch from a resourceVersion) must
+    not make a Pod look like a Revision to a reconciler."""
+    kind = obj.get("kind")
+    return kind is None or kind == resource.kind
+
+
 class Cache:
     """Read access to the informers, by resource (and namespace for namespaced informers)."""
 
@@ -39,17 +47,20 @@ class Cache:
 
     def get(self, resource: Resource, namespace: str, name: str) -> Obj | None:
         """The cached object; never mutate it (``copy.deepcopy`` first)."""
-        return self._informer(resource, namespace).get(namespace, name)
+        obj = self._informer(resource, namespace).get(namespace, name)
+        return obj if obj is not None and of_kind(obj, resource) else None
 
     def list(self, resource: Resource, namespace: str) -> builtins.list[Obj]:
-        return self._informer(resource, namespace).list(namespace)
+        return [
+            o for o in self._informer(resource, namespace).list(namespace) if of_kind(o, resource)
+        ]
 
     def list_all(self, resource: Resource) -> builtins.list[Obj]:
         """Every cached object of a resource, in all namespaces."""
         inf = self._informers.get((resource, None))
         if inf is None:
             raise KeyError(f"no cluster-wide informer for {resource}")
-        return inf.list(None)
+        return [o for o in inf.list(None) if of_kind(o, resource)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,7 +98,7 @@ def make_revision(config: Obj, now: str) -> Obj:
             "namespace": m.get("namespace", ""),
             "labels": labels,
             "annotations": annotations,
-            "ownerReferences": [owner_reference(config)],
+            "ownerReferences": [owner_reference(config, CONFIGURATIONS)],
         },
         "spec": template.get("spec") or {},
     }

@@ -20,7 +20,7 @@ from shared.kube.client import KubeClient
 from shared.kube.informer import EventType, Handler, Informer, InformerFactory
 from shared.kube.resources import Obj, Resource, key_of
 
-from .base import Cache, Reconciler
+from .base import Cache, Reconciler, of_kind
 from .config import ControllerConfig
 from .configuration import ConfigurationReconciler
 from .endpoints import EndpointsReconciler
@@ -87,6 +87,8 @@ class Controllers:
         informer = self._informer(resource, namespace)
 
         def handler(event: EventType, obj: Obj) -> None:
+            if not of_kind(obj, resource):
+                return
             try:
                 for ns, name in keys(obj):
                     controller.enqueue(ns, name)

@@ -45,6 +45,7 @@ from shared.kube.resources import (
     CONFIGURATION_LABEL,
     REVISION_LABEL,
     REVISION_UID_LABEL,
+    REVISIONS,
     SERVICE_LABEL,
     SYSTEM_NAMESPACE,
     Obj,
@@ -363,7 +364,7 @@ def make_deployment(
             "namespace": m.get("namespace", ""),
             "labels": dict(labels),
             "annotations": _deployment_annotations(rev),
-            "ownerReferences": [owner_reference(rev)],
+            "ownerReferences": [owner_reference(rev, REVISIONS)],
         },
         "spec": {
             "replicas": initial_scale(rev, autoscaler_data or {}),

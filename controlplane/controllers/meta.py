@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final, Literal
 
-from shared.kube.resources import Obj, annotations_of, labels_of, meta
+from shared.kube.resources import Obj, Resource, annotations_of, labels_of, meta
 
 __all__ = [
     "ConditionStatus",
@@ -52,12 +52,15 @@ def child_name(parent: str, suffix: str) -> str:
     return parent[: _MAX_NAME - _MD5_HEX - len(suffix)] + digest + suffix
 
 
-def owner_reference(owner: Obj) -> Obj:
-    """kmeta.NewControllerRef: the owner as the controlling reference (cascading delete)."""
+def owner_reference(owner: Obj, resource: Resource) -> Obj:
+    """kmeta.NewControllerRef: the owner as the controlling reference (cascading delete).
+
+    ``resource`` names the owner's kind: list items from a Kubernetes API server carry no
+    apiVersion or kind of their own."""
     m = meta(owner)
     return {
-        "apiVersion": owner.get("apiVersion", ""),
-        "kind": owner.get("kind", ""),
+        "apiVersion": owner.get("apiVersion") or resource.api_version,
+        "kind": owner.get("kind") or resource.kind,
         "name": m.get("name", ""),
         "uid": m.get("uid", ""),
         "controller": True,

@@ -120,7 +120,7 @@ def make_pa(rev: Obj, deployment: Obj | None) -> Obj:
             "namespace": m.get("namespace", ""),
             "labels": make_labels(rev),
             "annotations": pa_annotations(rev),
-            "ownerReferences": [owner_reference(rev)],
+            "ownerReferences": [owner_reference(rev, REVISIONS)],
         },
         "spec": {
             "containerConcurrency": spec.get("containerConcurrency") or 0,

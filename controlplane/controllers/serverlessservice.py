@@ -96,7 +96,7 @@ def _service_meta(sks: Obj, name: str, service_type: str) -> Obj:
             SKS_LABEL: meta(sks)["name"],
             SERVICE_TYPE_LABEL: service_type,
         },
-        "ownerReferences": [owner_reference(sks)],
+        "ownerReferences": [owner_reference(sks, SERVERLESSSERVICES)],
     }
     if annotations_of(sks):
         out["annotations"] = dict(annotations_of(sks))

@@ -57,7 +57,7 @@ def _child_meta(svc: Obj) -> Obj:
         "name": m["name"],
         "namespace": m.get("namespace", ""),
         "labels": labels,
-        "ownerReferences": [owner_reference(svc)],
+        "ownerReferences": [owner_reference(svc, KSERVICES)],
     }
     if annotations:
         out["annotations"] = annotations

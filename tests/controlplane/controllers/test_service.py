@@ -362,3 +362,15 @@ def test_service_status(config: Obj, route: Obj, want: dict[str, tuple[str, str]
     svc["status"] = service_status(svc, config, route, NOW_TEXT)
     assert conditions(svc) == want
     assert svc["status"]["observedGeneration"] == 3
+
+
+async def test_an_object_of_another_kind_in_an_informer_is_ignored() -> None:
+    """A watch that replays another kind's events must not make a Pod a Revision."""
+    async with running() as env:
+        env.cluster.put(
+            {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "ns"}},
+            REVISIONS,
+        )
+        await env.cluster.settle()
+        assert env.cluster.objects(DEPLOYMENTS) == []
+        assert env.cluster.writes == []
