@@ -15,8 +15,10 @@ import pytest
 from websockets.asyncio.client import connect
 
 from autoscaler.app import Autoscaler, ProcessConfig
+from autoscaler.bucket import bucket_names, owner_bucket
 from autoscaler.service import ServiceConfig
 from shared.kube.fake import FakeCluster
+from shared.kube.lease import micro_time
 from shared.kube.resources import CONFIGMAPS, METRICS, SERVERLESSSERVICES, Obj
 from shared.stat import StatData, encode_wire_stats
 from tests.autoscaler.kubeharness import (
@@ -162,3 +164,42 @@ async def test_a_failed_start_stops_what_it_started(cluster: FakeCluster) -> Non
             await a.start()
     assert a._session is None
     assert a.elector is None  # never elected: no lease taken
+
+
+def lease(bucket: str, holder: str) -> Obj:
+    now = micro_time(time.time())
+    return {
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": bucket, "namespace": SYS},
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": 2, "acquireTime": now,
+                 "renewTime": now, "leaseTransitions": 0},
+    }  # fmt: skip
+
+
+async def test_two_buckets_split_the_revisions_and_forward_across(
+    cluster: FakeCluster, replicas: Callable[[str], Autoscaler]
+) -> None:
+    """buckets 2: a holds bucket 00, b bucket 01, which hello-00001 hashes to (ChooseSubset).
+    Only b decides it; a stat that reaches a is forwarded to b."""
+    assert owner_bucket(KEY, bucket_names(2)) == "autoscaler-bucket-01-of-02"
+    cm = cluster.peek(CONFIGMAPS, SYS, "config-leader-election")
+    assert cm is not None
+    cm["data"]["buckets"] = "2"
+    cluster.put(cm)
+    cluster.put(lease("autoscaler-bucket-00-of-02", f"a_{LOOPBACK}"))
+    cluster.put(lease("autoscaler-bucket-01-of-02", f"b_{LOOPBACK}"))
+    a, b = replicas("a"), replicas("b")
+    await a.start()
+    await b.start()
+    await until(lambda: bool(a.elector and b.elector and a.elector.leading and b.elector.leading))
+    assert a.elector is not None and b.elector is not None
+    assert (a.elector.leading, b.elector.leading) == (
+        {"autoscaler-bucket-00-of-02"}, {"autoscaler-bucket-01-of-02"})  # fmt: skip
+    await ready_sks(cluster)
+    await until(lambda: KEY in b.engine.multiscaler)
+    assert KEY not in a.engine.multiscaler
+    stat = StatData("activator", 4.0, 0.0, 4.0, 0.0, 0.0, int(time.time()))
+    async with connect(f"ws://{LOOPBACK}:{a.engine.stat_port}") as ws:
+        await ws.send(encode_wire_stats([(NS, REV, stat)]))
+        await until(lambda: b.engine.stat_server.messages_received >= 1)
+    assert a.forwarder is not None and a.forwarder.forwarded == 1
