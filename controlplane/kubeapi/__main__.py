@@ -13,6 +13,8 @@ import signal
 import sys
 from pathlib import Path
 
+import uvloop
+
 from controlplane.kubeapi.server import KubeApiServer
 
 
@@ -40,8 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bookmark-interval", type=float, default=60.0,
                    help="seconds between watch bookmarks")
     args = p.parse_args(argv)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_run(args.state_dir, args.host, args.port, args.bookmark_interval))
+    # uvloop, as knpy serve runs the server.
+    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(
+        loop_factory=uvloop.new_event_loop
+    ) as runner:
+        runner.run(_run(args.state_dir, args.host, args.port, args.bookmark_interval))
     return 0
 
 

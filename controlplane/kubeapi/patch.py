@@ -13,10 +13,19 @@ name, not by Go type, which is the same for every type knpy serves.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
-__all__ = ["PatchError", "json_patch", "merge_patch", "strategic_merge_patch"]
+__all__ = ["PatchError", "clone", "json_patch", "merge_patch", "strategic_merge_patch"]
+
+
+def clone(value: Any) -> Any:
+    """A deep copy of a JSON value, several times faster than ``copy.deepcopy`` (no memo,
+    no type dispatch beyond dict and list)."""
+    if isinstance(value, dict):
+        return {k: clone(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clone(v) for v in value]
+    return value
 
 
 class PatchError(ValueError):
@@ -24,9 +33,13 @@ class PatchError(ValueError):
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386: objects merge recursively, ``null`` removes, anything else replaces."""
+    """RFC 7386: objects merge recursively, ``null`` removes, anything else replaces.
+
+    The result shares the subtrees the patch does not touch with ``target``: stored objects
+    are never changed in place, so that is safe and saves copying whole objects.
+    """
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return clone(patch)
     out = dict(target) if isinstance(target, dict) else {}
     for k, v in patch.items():
         if v is None:
@@ -126,7 +139,7 @@ def json_patch(target: Any, ops: Any) -> Any:
     """
     if not isinstance(ops, list):
         raise PatchError("a JSON patch must be a list of operations")
-    doc = copy.deepcopy(target)
+    doc = clone(target)
     for op in ops:
         if not isinstance(op, dict) or "op" not in op or "path" not in op:
             raise PatchError(f"invalid operation {op!r}")
@@ -134,18 +147,18 @@ def json_patch(target: Any, ops: Any) -> Any:
         if kind in ("add", "replace", "test") and "value" not in op:
             raise PatchError(f"operation {kind!r} needs a value")
         if kind == "add":
-            doc = _add(doc, path, copy.deepcopy(op["value"]))
+            doc = _add(doc, path, clone(op["value"]))
         elif kind == "remove":
             doc = _remove(doc, path)
         elif kind == "replace":
             _get(doc, path)
             if _pointer(path):
-                doc = _add(_remove(doc, path), path, copy.deepcopy(op["value"]))
+                doc = _add(_remove(doc, path), path, clone(op["value"]))
             else:
-                doc = copy.deepcopy(op["value"])
+                doc = clone(op["value"])
         elif kind in ("move", "copy"):
             src = str(op.get("from", ""))
-            value = copy.deepcopy(_get(doc, src))
+            value = clone(_get(doc, src))
             if kind == "move":
                 doc = _remove(doc, src)
             doc = _add(doc, path, value)
@@ -191,7 +204,8 @@ def _merge_key(field: str, items: list[Any]) -> str | None:
 
 
 def strategic_merge_patch(target: Any, patch: Any) -> Any:
-    """Apply a strategic merge patch to a copy of ``target`` (see the module docstring)."""
+    """Apply a strategic merge patch (see the module docstring); like ``merge_patch`` the
+    result shares untouched subtrees with ``target``, which is not changed."""
     result = _smp_map(target if isinstance(target, dict) else {}, patch)
     return {} if result is None else result
 
@@ -203,7 +217,7 @@ def _smp_map(target: dict[str, Any], patch: Any) -> dict[str, Any] | None:
     if directive == "delete":
         return None
     if directive == "replace":
-        return {k: copy.deepcopy(v) for k, v in patch.items() if k != _PATCH}
+        return {k: clone(v) for k, v in patch.items() if k != _PATCH}
     if directive is not None:
         raise PatchError(f"unknown patch directive {directive!r}")
     out = dict(target)
@@ -236,15 +250,15 @@ def _smp_map(target: dict[str, Any], patch: Any) -> dict[str, Any] | None:
 def _smp_list(field: str, target: Any, patch: list[Any]) -> list[Any]:
     cur = target if isinstance(target, list) else []
     if any(isinstance(i, dict) and i.get(_PATCH) == "replace" for i in patch):
-        return [copy.deepcopy(i) for i in patch if not (isinstance(i, dict) and _PATCH in i)]
+        return [clone(i) for i in patch if not (isinstance(i, dict) and _PATCH in i)]
     if field in _MERGE_PRIMITIVES:
         out = list(cur)
-        out.extend(copy.deepcopy(x) for x in patch if x not in out)
+        out.extend(clone(x) for x in patch if x not in out)
         return out
     key = _merge_key(field, patch + cur)
     if key is None or not all(isinstance(i, dict) for i in patch):
-        return [copy.deepcopy(i) for i in patch]
-    out = [copy.deepcopy(i) for i in cur]
+        return [clone(i) for i in patch]
+    out = [clone(i) for i in cur]
     for item in patch:
         if key not in item:
             raise PatchError(f"map in list {field!r} lacks its merge key {key!r}")

@@ -15,7 +15,6 @@ Every failure is a ``StatusError`` with Kubernetes' reason, so the HTTP shell on
 from __future__ import annotations
 
 import builtins
-import copy
 import random
 import re
 import uuid
@@ -27,6 +26,7 @@ from controlplane.kubeapi.admission import AdmissionHook, Denied, Operation
 from controlplane.kubeapi.errors import StatusError
 from controlplane.kubeapi.patch import (
     PatchError,
+    clone,
     json_patch,
     merge_patch,
     strategic_merge_patch,
@@ -81,11 +81,11 @@ class StoreReader:
     def get(self, resource: Resource, namespace: str, name: str) -> Obj | None:
         ns = namespace if resource.namespaced else ""
         obj = self._store.get(str(resource), ns, name)
-        return copy.deepcopy(obj) if obj is not None else None
+        return clone(obj) if obj is not None else None
 
     def list(self, resource: Resource, namespace: str | None = None) -> list[Obj]:
         ns = namespace if resource.namespaced else None
-        return [copy.deepcopy(o) for o in self._store.list(str(resource), ns)]
+        return [clone(o) for o in self._store.list(str(resource), ns)]
 
 
 class Rest:
@@ -245,7 +245,7 @@ class Rest:
         if subresource == "status":
             if not kind.status:
                 raise StatusError.not_found(*_qual(kind), name)
-            new = copy.deepcopy(old)
+            new = {**old, "metadata": dict(old["metadata"])}
             if "status" in obj:
                 new["status"] = obj["status"]
             else:
@@ -267,7 +267,7 @@ class Rest:
             meta.pop("managedFields", None)
             if kind.status:
                 if "status" in old:
-                    new["status"] = copy.deepcopy(old["status"])
+                    new["status"] = old["status"]
                 else:
                     new.pop("status", None)
             if kind.generation and _spec_part(new) != _spec_part(old):
@@ -310,8 +310,8 @@ class Rest:
                   "message": "must be greater than or equal to 0"}],
                 f"spec.replicas: Invalid value: {replicas!r}: must be greater than or equal to 0",
             )
-        new = copy.deepcopy(old)
-        new.setdefault("spec", {})["replicas"] = replicas
+        new = {**old, "metadata": dict(old["metadata"]), "spec": dict(old.get("spec") or {})}
+        new["spec"]["replicas"] = replicas
         if new != old:
             new["metadata"]["generation"] = int(old["metadata"].get("generation", 0)) + 1
             if not dry_run:
@@ -349,7 +349,7 @@ class Rest:
         if meta.get("finalizers"):
             if meta.get("deletionTimestamp"):
                 return obj
-            new = copy.deepcopy(obj)
+            new = {**obj, "metadata": dict(meta)}
             new["metadata"]["deletionTimestamp"] = self._clock()
             new["metadata"]["deletionGracePeriodSeconds"] = 0
             return self.store.put(kind.key, new).obj
@@ -400,7 +400,7 @@ class Rest:
         uid = obj["metadata"].get("uid")
         ns = str(obj["metadata"].get("namespace") or "")
         for dkind, dep in self._dependents(ns, str(uid), not kind.resource.namespaced):
-            new = copy.deepcopy(dep)
+            new = {**dep, "metadata": dict(dep["metadata"])}
             new["metadata"]["ownerReferences"] = [
                 r for r in new["metadata"].get("ownerReferences", []) if r.get("uid") != uid
             ]
@@ -410,9 +410,9 @@ class Rest:
 
     def _delete_namespace(self, kind: Kind, ns_obj: Obj) -> Obj:
         name = ns_obj["metadata"]["name"]
-        new = copy.deepcopy(ns_obj)
+        new = {**ns_obj, "metadata": dict(ns_obj["metadata"]),
+               "status": {**(ns_obj.get("status") or {}), "phase": "Terminating"}}
         new["metadata"].setdefault("deletionTimestamp", self._clock())
-        new.setdefault("status", {})["phase"] = "Terminating"
         if new != ns_obj:
             ns_obj = self.store.put(kind.key, new).obj
         for k in self.registry.kinds:
@@ -440,11 +440,13 @@ class Rest:
     def _check_body(
         self, kind: Kind, namespace: str | None, name: str | None, body: Any
     ) -> Obj:
-        """A deep copy of the body, checked against the URL (kind, apiVersion, namespace and
-        name must agree, as kube-apiserver checks them)."""
+        """The body checked against the URL (kind, apiVersion, namespace and name must agree,
+        as kube-apiserver checks them), with its top level and metadata copied: the caller
+        owns the rest (a freshly decoded request body, or a patch result whose untouched
+        subtrees are shared with the stored object, which nothing changes in place)."""
         if not isinstance(body, dict):
             raise StatusError.bad_request("the body of the request must be a JSON object")
-        obj = copy.deepcopy(body)
+        obj = dict(body)
         r = kind.resource
         api_version = obj.setdefault("apiVersion", r.api_version)
         if api_version != r.api_version:
@@ -459,9 +461,10 @@ class Rest:
             )
         meta = obj.get("metadata")
         if meta is None:
-            meta = obj["metadata"] = {}
+            meta = {}
         if not isinstance(meta, dict):
             raise StatusError.bad_request("metadata must be an object")
+        meta = obj["metadata"] = dict(meta)
         obj_ns = meta.get("namespace")
         if r.namespaced and obj_ns and obj_ns != namespace:
             raise StatusError.bad_request(
@@ -518,7 +521,9 @@ class Rest:
         if hook is None:
             return obj
         try:
-            return hook.admit(op, obj, copy.deepcopy(old) if old is not None else None,
+            # Hooks may change what they get in place: give them private copies, since the
+            # object shares subtrees with the stored one.
+            return hook.admit(op, clone(obj), clone(old) if old is not None else None,
                               self.reader)
         except Denied as d:
             raise StatusError(
@@ -582,7 +587,7 @@ def _apply_patch(patch_type: PatchKind, base: Obj, patch: Any) -> Any:
         if not isinstance(patch, dict):
             raise StatusError.bad_request("a merge patch must be a JSON object")
         if patch_type == "merge":
-            return merge_patch(copy.deepcopy(base), patch)
-        return strategic_merge_patch(copy.deepcopy(base), patch)
+            return merge_patch(base, patch)
+        return strategic_merge_patch(base, patch)
     except PatchError as e:
         raise StatusError(422, str(e), "Invalid") from None

@@ -43,15 +43,19 @@ class Event:
     key: str
     obj: Obj
     old: Obj | None = None
+    _obj_json: bytes | None = field(default=None, repr=False)
     _line: bytes | None = field(default=None, repr=False)
 
+    def obj_json(self) -> bytes:
+        """The object's JSON, encoded once for the database and every watcher."""
+        if self._obj_json is None:
+            self._obj_json = json.dumps(self.obj, separators=(",", ":")).encode()
+        return self._obj_json
+
     def line(self) -> bytes:
-        """The watch line ``{"type","object"}\\n``, encoded once for every watcher."""
+        """The watch line ``{"type","object"}\n``."""
         if self._line is None:
-            self._line = (
-                json.dumps({"type": self.type, "object": self.obj}, separators=(",", ":"))
-                + "\n"
-            ).encode()
+            self._line = b'{"type":"%s","object":%s}\n' % (self.type.encode(), self.obj_json())
         return self._line
 
 
@@ -86,19 +90,23 @@ class Store:
         )
         db.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)")
         row = db.execute("SELECT v FROM meta WHERE k = 'rv'").fetchone()
-        self.rv = int(row[0]) if row else 0
+        top = db.execute("SELECT MAX(rv) FROM objects").fetchone()
+        self.rv = max(int(row[0]) if row else 0, int(top[0] or 0) if top else 0)
         for kind, ns, name, _rv, body in db.execute("SELECT * FROM objects"):
             self._objects.setdefault(kind, {}).setdefault(ns, {})[name] = json.loads(body)
         self.compacted_rv = self.rv
         self._db = db
 
     def _persist(self, ev: Event) -> None:
+        """One autocommitted statement per write (WAL, synchronous=NORMAL: no fsync per
+        commit). A put records its revision in its row; a delete records it in ``meta``
+        first, so the counter reloads as the larger of the two and never goes back."""
         if self._db is None:
             return
         ns, name = _ns_name(ev.obj)
         db = self._db
-        db.execute("BEGIN")
         if ev.type == "DELETED":
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('rv', ?)", (str(ev.rv),))
             db.execute(
                 "DELETE FROM objects WHERE kind = ? AND namespace = ? AND name = ?",
                 (ev.key, ns, name),
@@ -106,13 +114,12 @@ class Store:
         else:
             db.execute(
                 "INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?)",
-                (ev.key, ns, name, ev.rv, json.dumps(ev.obj, separators=(",", ":"))),
+                (ev.key, ns, name, ev.rv, ev.obj_json().decode()),
             )
-        db.execute("INSERT OR REPLACE INTO meta VALUES ('rv', ?)", (str(self.rv),))
-        db.execute("COMMIT")
 
     def close(self) -> None:
         if self._db is not None:
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('rv', ?)", (str(self.rv),))
             self._db.close()
             self._db = None
 

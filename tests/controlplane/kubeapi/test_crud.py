@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -280,3 +281,31 @@ async def test_finalizers_mark_then_remove(api: Api) -> None:
                  content_type="application/merge-patch+json")
     status, _ = await api.call("GET", f"{CMS}/a")
     assert status == 404
+
+
+@pytest.mark.parametrize(
+    ("path", "ctype", "patch"),
+    [
+        pytest.param("", "application/merge-patch+json",
+                     {"metadata": {"labels": {"x": "y"}}, "spec": {"containers": [{}]}},
+                     id="merge"),
+        pytest.param("", "application/json-patch+json",
+                     [{"op": "add", "path": "/spec/containers/0/image", "value": "v2"}],
+                     id="json"),
+        pytest.param("/status", "application/merge-patch+json",
+                     {"status": {"conditions": [{"type": "Ready"}]}}, id="status"),
+    ],
+)
+async def test_writes_never_change_stored_objects_in_place(
+    api: Api, path: str, ctype: str, patch: Any
+) -> None:
+    """Patch results share untouched subtrees with the stored object; the object kept in the
+    watch history for the earlier revision must stay as it was written."""
+    rv = api.server.store.rv
+    await api.ok("POST", REVS, revision("r", labels={"a": "b"}))
+    (first,) = api.server.store.since(rv) or []
+    before = json.dumps(first.obj, sort_keys=True)
+    await api.ok("PATCH", f"{REVS}/r{path}", patch, content_type=ctype)
+    await api.ok("PATCH", f"{REVS}/r", {"metadata": {"annotations": {"n": "1"}}},
+                 content_type="application/merge-patch+json")
+    assert json.dumps(first.obj, sort_keys=True) == before

@@ -5,15 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 import yaml
 
-from tests.controlplane.kubeapi.conftest import Api, revision
+from tests.controlplane.kubeapi.conftest import Api, revision, start_api, stop_api
 
-pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+# One server for the module, so kubectl's discovery cache (keyed by host:port) is filled once;
+# every test uses its own names.
+pytestmark = [
+    pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed"),
+    pytest.mark.asyncio(loop_scope="module"),
+]
 
 ROOT = Path(__file__).resolve().parents[3]
 HELLO = ROOT / "examples" / "hello" / "service.yaml"
@@ -43,9 +50,18 @@ class Kubectl:
         return out
 
 
-@pytest.fixture
-def kubectl(api: Api, tmp_path: Path) -> Kubectl:
-    return Kubectl(api.server.kubeconfig_path, tmp_path / "kube-cache")
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def api(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
+    a = await start_api(tmp_path_factory.mktemp("kubectl-state"))
+    try:
+        yield a
+    finally:
+        await stop_api(a)
+
+
+@pytest.fixture(scope="module")
+def kubectl(api: Api, tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
+    return Kubectl(api.server.kubeconfig_path, tmp_path_factory.mktemp("kube-cache"))
 
 
 def _table(out: str) -> list[list[str]]:
@@ -74,7 +90,9 @@ async def test_apply_get_delete_a_knative_service(kubectl: Kubectl, api: Api) ->
     assert rc == 1 and 'services.serving.knative.dev "hello" not found' in err
 
 
-async def _seed(api: Api) -> None:
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def seeded(api: Api) -> None:
+    """A revision, its pod, Endpoints and PodAutoscaler, as the controllers would write them."""
     rev = revision("hello-00001", labels={
         "serving.knative.dev/configuration": "hello",
         "serving.knative.dev/configurationGeneration": "1"})
@@ -123,8 +141,7 @@ async def _seed(api: Api) -> None:
                      [["1"]], id="jsonpath"),
     ],
 )
-async def test_get(kubectl: Kubectl, api: Api, args: list[str], want: list[list[str]]) -> None:
-    await _seed(api)
+async def test_get(kubectl: Kubectl, seeded: None, args: list[str], want: list[list[str]]) -> None:
     rows = _table(await kubectl.ok(*args))
     ages = [r[-1] for r in rows[1:] if r[-1].endswith("s")]
     assert [[("AGE" if c in ages and i == len(r) - 1 and n else c) for i, c in enumerate(r)]
@@ -132,10 +149,11 @@ async def test_get(kubectl: Kubectl, api: Api, args: list[str], want: list[list[
 
 
 async def test_get_pods_watch(kubectl: Kubectl, api: Api) -> None:
-    await api.ok("POST", "/api/v1/namespaces/default/pods",
-                 {"metadata": {"name": "p1"}, "spec": {"containers": [{"name": "c"}]}})
+    await api.ok("POST", "/api/v1/namespaces", {"metadata": {"name": "watched"}})
+    pods = "/api/v1/namespaces/watched/pods"
+    await api.ok("POST", pods, {"metadata": {"name": "p1"}, "spec": {"containers": [{}]}})
     proc = await asyncio.create_subprocess_exec(
-        *kubectl.argv("get", "pods", "-w"), stdout=asyncio.subprocess.PIPE,
+        *kubectl.argv("get", "pods", "-w", "-n", "watched"), stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     assert proc.stdout is not None
@@ -143,8 +161,7 @@ async def test_get_pods_watch(kubectl: Kubectl, api: Api) -> None:
         lines = [await asyncio.wait_for(proc.stdout.readline(), 10) for _ in range(2)]
         assert lines[0].split()[:4] == [b"NAME", b"READY", b"STATUS", b"RESTARTS"]
         assert lines[1].split()[:3] == [b"p1", b"0/1", b"Pending"]
-        await api.ok("POST", "/api/v1/namespaces/default/pods",
-                     {"metadata": {"name": "p2"}, "spec": {"containers": [{"name": "c"}]}})
+        await api.ok("POST", pods, {"metadata": {"name": "p2"}, "spec": {"containers": [{}]}})
         line = await asyncio.wait_for(proc.stdout.readline(), 10)
         assert line.split()[:3] == [b"p2", b"0/1", b"Pending"]
     finally:
@@ -155,10 +172,11 @@ async def test_get_pods_watch(kubectl: Kubectl, api: Api) -> None:
 async def test_replace_with_a_stale_resource_version_conflicts(
     kubectl: Kubectl, api: Api
 ) -> None:
-    await kubectl.ok("apply", "-f", str(HELLO))
-    current: dict[str, Any] = yaml.safe_load(await kubectl.ok("get", "ksvc", "hello", "-o",
+    text = HELLO.read_text().replace("name: hello", "name: stale")
+    await kubectl.ok("apply", "-f", "-", stdin=text.encode())
+    current: dict[str, Any] = yaml.safe_load(await kubectl.ok("get", "ksvc", "stale", "-o",
                                                               "yaml"))
-    await api.ok("PATCH", "/apis/serving.knative.dev/v1/namespaces/default/services/hello",
+    await api.ok("PATCH", "/apis/serving.knative.dev/v1/namespaces/default/services/stale",
                  {"metadata": {"labels": {"touched": "yes"}}},
                  content_type="application/merge-patch+json")
     rc, _, err = await kubectl.run("replace", "-f", "-",
