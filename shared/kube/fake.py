@@ -24,7 +24,9 @@ Events. Every write appends an event; informers see it *after* the write returns
 Each informer keeps its own cache, updated just before its handlers run, so a test reads a
 stale cache until the events are delivered: ``await cluster.settle()`` delivers everything
 pending and yields to the loop until no new events appear (reconcilers woken by handlers get
-to run and write); ``cluster.flush()`` delivers synchronously, for code without a loop. An
+to run and write); ``cluster.flush()`` delivers synchronously, for code without a loop. A
+handler that raises does not stop delivery to the others; ``settle()`` re-raises its exception
+so the test sees the bug. An
 informer created later lists the current state and ignores older pending events (by
 resourceVersion), like list-then-watch. With a label selector, an object that stops matching
 is DELETED from that informer and one that starts matching is ADDED (the watch cache does the
@@ -301,7 +303,10 @@ class FakeInformer:
             out = EventType.MODIFIED if cached else EventType.ADDED
             self._cache[key] = obj
         for h in builtins.list(self._handlers):
-            h(out, obj)
+            try:
+                h(out, obj)
+            except Exception as e:  # the other handlers still run; settle() re-raises it
+                self._cluster.handler_errors.append(e)
 
 
 # -- the cluster -------------------------------------------------------------------------------
@@ -325,6 +330,8 @@ class FakeCluster:
         self._failures: builtins.list[tuple[str, Resource | None, str | None, ApiError]] = []
         self._names = itertools.count()
         self.writes: builtins.list[Write] = []
+        # Exceptions raised by informer handlers, re-raised (oldest first) by settle().
+        self.handler_errors: builtins.list[Exception] = []
 
     def __repr__(self) -> str:
         n = sum(len(s) for s in self._objects.values())
@@ -395,6 +402,8 @@ class FakeCluster:
         idle = 0
         for _ in range(max_rounds):
             idle = 0 if self.flush() else idle + 1
+            if self.handler_errors:
+                raise self.handler_errors.pop(0)
             if idle >= 3:
                 return
             await asyncio.sleep(0)

@@ -7,7 +7,9 @@ Theory of operation (client-go tools/leaderelection, as knative/pkg leaderelecti
   released lease), or when it has not changed for ``leaseDurationSeconds`` of *our* monotonic
   clock. Like client-go we time expiry from when we last saw the record change, not from its
   ``renewTime``, so clock skew between replicas cannot shorten a lease. Taking over from another
-  holder sets ``acquireTime`` and increments ``leaseTransitions``.
+  holder sets ``acquireTime`` and increments ``leaseTransitions``. (A test that jumps a fake
+  ``clock`` past the lease must first let the followers read the leader's last renewal, a
+  couple of retry periods: a renewal first seen after the jump starts a whole new lease.)
 - **Renew.** While leading, rewrite ``renewTime`` every ``retry_period`` (a PUT with the
   resourceVersion read, so two writers cannot both win: the loser gets 409 Conflict, which is
   the normal sign of another replica and not an error). If no renewal succeeds for

@@ -344,3 +344,20 @@ def test_merge_and_json_patch_pure() -> None:
     )
     assert out == {"a": [1, 2, 3], "b/c": {}, "z": 0}
     assert doc == {"a": [1, 2], "b/c": {"~": 0}}
+
+
+async def test_handler_error_reraised_by_settle_others_still_run() -> None:
+    c = FakeCluster()
+    inf = c.informer(REVISIONS)
+    seen: list[str] = []
+
+    def broken(event: EventType, obj: Obj) -> None:
+        raise RuntimeError("handler bug")
+
+    inf.add_handler(broken)
+    inf.add_handler(lambda e, o: seen.append(o["metadata"]["name"]))
+    await c.create(REVISIONS, NS, rev("a"))
+    with pytest.raises(RuntimeError, match="handler bug"):
+        await c.settle()
+    assert seen == ["a"]
+    await c.settle()  # reported once
