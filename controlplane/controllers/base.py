@@ -22,7 +22,7 @@ from shared.kube.resources import Obj, Resource, key_of, meta
 
 from .workqueue import Key
 
-__all__ = ["Cache", "Reconciler", "Watch", "create_or_adopt", "update_status"]
+__all__ = ["Cache", "Reconciler", "Watch", "create_or_adopt", "replace", "typed", "update_status"]
 
 
 def of_kind(obj: Obj, resource: Resource) -> bool:
@@ -100,12 +100,25 @@ def owner_keys(kind: str) -> Callable[[Obj], list[Key]]:
     return keys
 
 
+def typed(body: Obj, resource: Resource) -> Obj:
+    """``body`` with its apiVersion and kind (list items from Kubernetes carry neither)."""
+    body.setdefault("apiVersion", resource.api_version)
+    body.setdefault("kind", resource.kind)
+    return body
+
+
+async def replace(client: KubeClient, resource: Resource, body: Obj) -> Obj:
+    """PUT ``body`` (a changed copy of the cached object, resourceVersion included)."""
+    namespace, name = key_of(body)
+    return await client.replace(resource, namespace, name, typed(body, resource))
+
+
 async def update_status(client: KubeClient, resource: Resource, obj: Obj, status: Obj) -> bool:
     """Write ``status`` through ``/status`` if it differs; True if a write was made."""
     if obj.get("status") == status:
         return False
     namespace, name = key_of(obj)
-    body = copy.deepcopy(obj)
+    body = typed(copy.deepcopy(obj), resource)
     body["status"] = status
     try:
         await client.replace_status(resource, namespace, name, body)

@@ -37,7 +37,7 @@ from shared.kube.resources import (
     meta,
 )
 
-from .base import Cache, Watch, create_or_adopt
+from .base import Cache, Watch, create_or_adopt, replace
 from .config import ControllerConfig
 from .meta import get_condition
 from .workqueue import Key
@@ -200,4 +200,4 @@ class EndpointsReconciler:
         body = copy.deepcopy(have)
         body["subsets"] = want.get("subsets", [])
         body["metadata"]["labels"] = want["metadata"]["labels"]
-        await self._client.replace(ENDPOINTS, namespace, name, body)
+        await replace(self._client, ENDPOINTS, body)

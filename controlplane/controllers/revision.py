@@ -44,7 +44,7 @@ from shared.kube.resources import (
     meta,
 )
 
-from .base import Cache, Watch, create_or_adopt, owner_keys, update_status
+from .base import Cache, Watch, create_or_adopt, owner_keys, replace, update_status
 from .config import ControllerConfig
 from .configuration import ROUTING_STATE_LABEL
 from .deployment import (
@@ -356,7 +356,7 @@ class RevisionReconciler:
         body["metadata"]["annotations"] = _merge_meta(
             want["metadata"]["annotations"], annotations_of(have)
         )
-        return await self._client.replace(DEPLOYMENTS, namespace, name, body), ""
+        return await replace(self._client, DEPLOYMENTS, body), ""
 
     async def _pa(self, rev: Obj, deployment: Obj) -> tuple[Obj | None, str]:
         namespace, name = key_of(rev)
@@ -379,7 +379,7 @@ class RevisionReconciler:
         body = copy.deepcopy(have)
         body["spec"] = want["spec"]
         body["metadata"]["annotations"] = _synced_annotations(have_ann, want_ann)
-        return await self._client.replace(PODAUTOSCALERS, namespace, name, body), ""
+        return await replace(self._client, PODAUTOSCALERS, body), ""
 
 
 def _merge_meta(desired: Mapping[str, str], current: Mapping[str, str]) -> dict[str, str]:

@@ -53,7 +53,7 @@ from shared.kube.resources import (
     meta,
 )
 
-from .base import Cache, Watch, create_or_adopt, owner_keys, update_status
+from .base import Cache, Watch, create_or_adopt, owner_keys, replace, update_status
 from .config import ControllerConfig
 from .deployment import (
     AUTOSCALING_METRICS_PORT,
@@ -345,7 +345,7 @@ class ServerlessServiceReconciler:
             body["spec"]["selector"] = want_selector
         else:
             body["spec"].pop("selector", None)
-        await self._client.replace(SERVICES, namespace, name, body)
+        await replace(self._client, SERVICES, body)
         return ""
 
     async def _endpoints(self, sks: Obj, subsets: list[Obj]) -> str:
@@ -360,5 +360,5 @@ class ServerlessServiceReconciler:
             return ""
         body = copy.deepcopy(have)
         body["subsets"] = subsets
-        await self._client.replace(ENDPOINTS, namespace, name, body)
+        await replace(self._client, ENDPOINTS, body)
         return ""

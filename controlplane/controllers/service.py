@@ -29,7 +29,7 @@ from shared.kube.resources import (
     meta,
 )
 
-from .base import Cache, Watch, create_or_adopt, owner_keys, update_status
+from .base import Cache, Watch, create_or_adopt, owner_keys, replace, update_status
 from .config import ControllerConfig
 from .meta import (
     Conditions,
@@ -220,5 +220,5 @@ class ServiceReconciler:
         if not is_controlled_by(have, svc):
             return None, _not_owned(res.kind, name)
         if _differs(have, want):
-            return await self._client.replace(res, namespace, name, _updated(have, want)), ""
+            return await replace(self._client, res, _updated(have, want)), ""
         return have, ""
