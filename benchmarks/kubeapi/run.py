@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import psutil
+import psutil  # type: ignore[import-untyped]
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]

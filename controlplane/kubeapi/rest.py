@@ -270,9 +270,13 @@ class Rest:
                     new["status"] = old["status"]
                 else:
                     new.pop("status", None)
-            if kind.generation and _spec_part(new) != _spec_part(old):
-                meta["generation"] = int(old_meta.get("generation", 0)) + 1
             new = self._admit(kind, "UPDATE", new, old)
+            # After admission, as kube-apiserver's strategies do (PrepareForUpdate runs on the
+            # mutated object): re-defaulting a field the client left out is no spec change.
+            if kind.generation and _spec_part(new) != _spec_part(old):
+                new["metadata"]["generation"] = int(old_meta.get("generation", 0)) + 1
+            elif "generation" in old_meta:
+                new["metadata"]["generation"] = old_meta["generation"]
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
         if new == old:
             return old  # a no-op write keeps the resourceVersion, as Kubernetes does

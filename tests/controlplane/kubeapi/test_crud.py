@@ -241,6 +241,7 @@ class _Hook:
             raise Denied("bad image: spec.containers[0].image",
                          [Cause("spec.containers[0].image", "bad image")])
         obj["metadata"].setdefault("annotations", {})["defaulted"] = "yes"
+        obj["spec"].setdefault("timeoutSeconds", 300)
         assert reader.get(REVISIONS, "default", obj["metadata"]["name"]) == old
         return obj
 
@@ -251,6 +252,9 @@ async def test_admission(tmp_path: Any) -> None:
     try:
         out = await api.ok("POST", REVS, revision("r"))
         assert out["metadata"]["annotations"] == {"defaulted": "yes"}
+        assert out["spec"]["timeoutSeconds"] == 300
+        again = await api.ok("PUT", f"{REVS}/r", revision("r"))
+        assert again == out, "a re-defaulted field is no change: same generation and rv"
         bad = revision("r")
         bad["spec"]["containers"][0]["image"] = "bad"
         status, err = await api.call("PUT", f"{REVS}/r", bad)
@@ -266,7 +270,8 @@ async def test_admission(tmp_path: Any) -> None:
         status, _ = await api.call("POST", REVS + "?dryRun=All", {**bad, "metadata": {
             "name": "r2"}})
         assert status == 400, "a dry run is admitted too"
-        assert hook.ops == [("CREATE", False), ("UPDATE", True), ("CREATE", False)], \
+        assert hook.ops == [("CREATE", False), ("UPDATE", True), ("UPDATE", True),
+                            ("CREATE", False)], \
             "status writes are not admitted"
     finally:
         await stop_api(api)
