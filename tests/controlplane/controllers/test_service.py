@@ -374,3 +374,27 @@ async def test_an_object_of_another_kind_in_an_informer_is_ignored() -> None:
         await env.cluster.settle()
         assert env.cluster.objects(DEPLOYMENTS) == []
         assert env.cluster.writes == []
+
+
+async def test_deleting_the_service_leaves_nothing_behind() -> None:
+    async with running() as env:
+        await hello(env)
+        await env.activators(50000)
+        await serve_ready(env, "hello-00001", "p1")
+        await env.cluster.delete(KSERVICES, "default", "hello")
+        await env.cluster.settle()
+        await converge(env)
+        for resource in (
+            CONFIGURATIONS,
+            ROUTES,
+            REVISIONS,
+            DEPLOYMENTS,
+            PODAUTOSCALERS,
+            SERVERLESSSERVICES,
+            SERVICES,
+        ):
+            assert env.cluster.objects(resource, "default") == [], resource
+        # The private Endpoints go with their Service (Kubernetes' endpoints controller).
+        assert [e["metadata"]["name"] for e in env.cluster.objects(ENDPOINTS, "default")] == []
+        # Nothing keeps failing (a route patching revisions that went, say).
+        assert all("failing=0" in repr(c) for c in env.controllers.controllers())
