@@ -20,7 +20,7 @@ from shared.kube.client import Conflict, KubeClient
 from shared.kube.informer import Informer
 from shared.kube.resources import Obj, Resource, key_of, meta
 
-from .workqueue import Key
+from .meta import Key
 
 __all__ = ["Cache", "Reconciler", "Watch", "create_or_adopt", "replace", "typed", "update_status"]
 

@@ -24,11 +24,12 @@ from .base import Cache, Reconciler, of_kind
 from .config import ControllerConfig
 from .configuration import ConfigurationReconciler
 from .endpoints import EndpointsReconciler
+from .meta import Key
 from .revision import RevisionReconciler
 from .route import RouteReconciler
 from .serverlessservice import ServerlessServiceReconciler
 from .service import ServiceReconciler
-from .workqueue import Controller, Key
+from .workqueue import Controller
 
 __all__ = ["Controllers"]
 

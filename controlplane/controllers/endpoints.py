@@ -39,8 +39,7 @@ from shared.kube.resources import (
 
 from .base import Cache, Watch, create_or_adopt, replace
 from .config import ControllerConfig
-from .meta import get_condition
-from .workqueue import Key
+from .meta import Key, get_condition
 
 __all__ = ["EndpointsReconciler", "endpoint_subsets", "make_endpoints"]
 

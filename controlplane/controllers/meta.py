@@ -19,6 +19,7 @@ from shared.kube.resources import Obj, Resource, annotations_of, labels_of, meta
 
 __all__ = [
     "ConditionStatus",
+    "Key",
     "child_name",
     "condition",
     "controller_of",
@@ -31,6 +32,7 @@ __all__ = [
 ]
 
 ConditionStatus = Literal["True", "False", "Unknown"]
+Key = tuple[str, str]  # (namespace, name) of a reconciled object; namespace "" if cluster-scoped
 _MAX_NAME: Final = 63  # a Kubernetes name that is also a DNS label
 _MD5_HEX: Final = 32
 

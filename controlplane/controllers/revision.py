@@ -58,13 +58,13 @@ from .deployment import (
 )
 from .meta import (
     Conditions,
+    Key,
     condition_status,
     get_condition,
     is_controlled_by,
     owner_reference,
     rfc3339,
 )
-from .workqueue import Key
 
 __all__ = ["RevisionReconciler", "make_pa", "reachability", "revision_status"]
 

@@ -47,8 +47,7 @@ from ..model import TrafficTarget
 from .base import Cache, Watch, update_status
 from .config import ControllerConfig
 from .configuration import ROUTING_STATE_LABEL, ROUTING_STATE_MODIFIED_ANNOTATION
-from .meta import Conditions, condition_status, rfc3339
-from .workqueue import Key
+from .meta import Conditions, Key, condition_status, rfc3339
 
 __all__ = ["ROUTES_ANNOTATION", "RouteReconciler", "route_status", "routing_patches"]
 

@@ -64,8 +64,7 @@ from .deployment import (
     USER_METRICS_PORT,
     USER_METRICS_PORT_NAME,
 )
-from .meta import Conditions, child_name, is_controlled_by, owner_reference, rfc3339
-from .workqueue import Key
+from .meta import Conditions, Key, child_name, is_controlled_by, owner_reference, rfc3339
 
 __all__ = [
     "ServerlessServiceReconciler",

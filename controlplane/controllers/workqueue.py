@@ -28,11 +28,12 @@ from typing import Final
 
 from shared.kube.client import Conflict
 
-__all__ = ["Controller", "Key", "WorkQueue"]
+from .meta import Key
+
+__all__ = ["Controller", "WorkQueue"]
 
 _log = logging.getLogger(__name__)
 
-Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped objects
 
 BACKOFF_BASE_S: Final = 0.005
 BACKOFF_MAX_S: Final = 30.0
