@@ -11,7 +11,9 @@ process opens 10 watches on revisions (``watch=1&resourceVersion=<list rv>``), t
 2. merge-patches each revision's status (conditions, replicas, as the reconciler writes
    them) -> patch latency p50/p99 and its watch delay;
 3. lists all revisions (one GET) -> list latency and body size;
-4. reads the server's RSS (psutil) before the creates and after everything.
+4. deletes the Configuration that owns them all (Background propagation: the server deletes
+   the N revisions by their ownerReferences) -> time of that one DELETE;
+5. reads the server's RSS (psutil) before the creates, with N revisions, and at the end.
 
 One client connection for writes (keep-alive), requests strictly sequential, so the latencies
 are the server's per-request cost plus loopback, not queueing. The watch delay includes the
@@ -39,9 +41,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 REVS = "/apis/serving.knative.dev/v1/namespaces/default/revisions"
+CONFIGS = "/apis/serving.knative.dev/v1/namespaces/default/configurations"
 
 
-def revision(i: int) -> dict[str, Any]:
+def revision(i: int, owner_uid: str) -> dict[str, Any]:
     name = f"bench-{i:05d}"
     return {
         "apiVersion": "serving.knative.dev/v1",
@@ -51,7 +54,7 @@ def revision(i: int) -> dict[str, Any]:
             "labels": {
                 "serving.knative.dev/configuration": "bench",
                 "serving.knative.dev/configurationGeneration": str(i + 1),
-                "serving.knative.dev/configurationUID": "7f1b6c2e-0000-4000-8000-000000000001",
+                "serving.knative.dev/configurationUID": owner_uid,
                 "serving.knative.dev/service": "bench",
                 "serving.knative.dev/serviceUID": "7f1b6c2e-0000-4000-8000-000000000002",
                 "serving.knative.dev/routingState": "active",
@@ -64,7 +67,7 @@ def revision(i: int) -> dict[str, Any]:
             },
             "ownerReferences": [{
                 "apiVersion": "serving.knative.dev/v1", "kind": "Configuration",
-                "name": "bench", "uid": "7f1b6c2e-0000-4000-8000-000000000001",
+                "name": "bench", "uid": owner_uid,
                 "controller": True, "blockOwnerDeletion": True,
             }],
         },
@@ -138,6 +141,12 @@ async def bench(n: int, watchers: int) -> dict[str, Any]:
         out: dict[str, Any] = {"rss_start_mib": ps.memory_info().rss / 2**20}
         conn = aiohttp.TCPConnector(limit=watchers + 4)
         async with aiohttp.ClientSession(connector=conn) as session:
+            post_headers = {**headers, "Content-Type": "application/json"}
+            config = {"apiVersion": "serving.knative.dev/v1", "kind": "Configuration",
+                      "metadata": {"name": "bench"}, "spec": {"template": {"spec": {
+                          "containers": [{"image": "knpy/sampleapp"}]}}}}
+            async with session.post(url + CONFIGS, json=config, headers=headers) as r:
+                owner_uid = (await r.json())["metadata"]["uid"]
             async with session.get(url + REVS, headers=headers) as r:
                 rv = (await r.json())["metadata"]["resourceVersion"]
             ws = [Watch() for _ in range(watchers)]
@@ -145,11 +154,10 @@ async def bench(n: int, watchers: int) -> dict[str, Any]:
                 w.task = asyncio.create_task(
                     w.run(session, f"{url}{REVS}?watch=1&resourceVersion={rv}", headers))
             await asyncio.sleep(0.3)
-            post_headers = {**headers, "Content-Type": "application/json"}
             sent: dict[str, float] = {}
             create_ms: list[float] = []
             for i in range(n):
-                body = json.dumps(revision(i)).encode()
+                body = json.dumps(revision(i, owner_uid)).encode()
                 t0 = time.perf_counter()
                 async with session.post(url + REVS, data=body, headers=post_headers) as r:
                     await r.read()
@@ -184,6 +192,15 @@ async def bench(n: int, watchers: int) -> dict[str, Any]:
             mod_delay = [(w.arrived[("STATUS", k)] - t) * 1000 for w in ws
                          for k, t in patch_sent.items() if ("STATUS", k) in w.arrived]
             out["missing_events"] = 2 * n * watchers - len(add_delay) - len(mod_delay)
+            out["rss_full_mib"] = ps.memory_info().rss / 2**20
+            # Background cascading delete: the Configuration, then its N revisions.
+            t0 = time.perf_counter()
+            async with session.delete(f"{url}{CONFIGS}/bench", headers=headers) as r:
+                await r.read()
+                assert r.status == 200, r.status
+            out["cascade_ms"] = (time.perf_counter() - t0) * 1000
+            async with session.get(url + REVS, headers=headers) as r:
+                assert (await r.json())["items"] == []
             for w in ws:
                 assert w.task is not None
                 w.task.cancel()
@@ -223,7 +240,9 @@ def main() -> int:
          "{:.2f} / {:.2f}".format(*r["watch_patch"])),
         ("missing watch events", "count", str(r["missing_events"])),
         (f"list {n} revisions", "ms / KiB", f"{r['list_ms']:.1f} / {r['list_kib']:.0f}"),
-        ("server RSS: start -> end", "MiB", f"{r['rss_start_mib']:.1f} -> {r['rss_end_mib']:.1f}"),
+        (f"delete their Configuration (cascade x{n})", "ms", f"{r['cascade_ms']:.0f}"),
+        (f"server RSS: start, {n} revisions, end", "MiB",
+         f"{r['rss_start_mib']:.1f}, {r['rss_full_mib']:.1f}, {r['rss_end_mib']:.1f}"),
         ("kube.sqlite3 (+WAL)", "MiB", f"{r['db_mib']:.1f}"),
     ]
     width = max(len(a) for a, _, _ in rows)

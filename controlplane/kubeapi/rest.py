@@ -347,7 +347,7 @@ class Rest:
         if dry_run:
             return obj
         if propagation == "Orphan":
-            self._orphan(kind, obj)
+            self._orphan(obj)
         if kind.resource == NAMESPACES:
             return self._delete_namespace(kind, obj)
         if meta.get("finalizers"):
@@ -365,45 +365,36 @@ class Rest:
         meta = obj["metadata"]
         ns = str(meta.get("namespace") or "")
         uid = str(meta.get("uid", ""))
-        cluster = not kind.resource.namespaced
         if propagation == "Foreground":
-            self._cascade(ns, uid, cluster, "Foreground")
+            self._cascade(uid, "Foreground")
         ev = self.store.remove(kind.key, ns, meta["name"])
         if ev is None:
             return obj
         if propagation == "Background":
-            self._cascade(ns, uid, cluster)
+            self._cascade(uid)
         if ns:
             self._maybe_finish_namespace(ns)
         return ev.obj
 
-    def _dependents(
-        self, namespace: str, uid: str, cluster: bool
-    ) -> builtins.list[tuple[Kind, Obj]]:
+    def _dependents(self, uid: str) -> builtins.list[tuple[Kind, Obj]]:
         out: builtins.list[tuple[Kind, Obj]] = []
-        for kind in self.registry.kinds:
-            if not kind.resource.namespaced and not cluster:
-                continue
-            objs = self.store.list(kind.key, None if cluster else namespace)
-            for o in objs:
-                refs = o["metadata"].get("ownerReferences") or ()
-                if any(isinstance(r, dict) and r.get("uid") == uid for r in refs):
-                    out.append((kind, o))
+        for key, ns, name in self.store.owned_by(uid):
+            kind = self.registry.by_key(key)
+            obj = self.store.get(key, ns, name)
+            if kind is not None and obj is not None:
+                out.append((kind, obj))
         return out
 
-    def _cascade(
-        self, namespace: str, uid: str, cluster: bool, propagation: Propagation = "Background"
-    ) -> None:
-        for kind, dep in self._dependents(namespace, uid, cluster):
+    def _cascade(self, uid: str, propagation: Propagation = "Background") -> None:
+        for kind, dep in self._dependents(uid):
             m = dep["metadata"]
             if self.store.get(kind.key, str(m.get("namespace") or ""), m["name"]) is not dep:
                 continue  # already removed by an earlier step of this cascade
             self.delete(kind, m.get("namespace"), m["name"], propagation)
 
-    def _orphan(self, kind: Kind, obj: Obj) -> None:
+    def _orphan(self, obj: Obj) -> None:
         uid = obj["metadata"].get("uid")
-        ns = str(obj["metadata"].get("namespace") or "")
-        for dkind, dep in self._dependents(ns, str(uid), not kind.resource.namespaced):
+        for dkind, dep in self._dependents(str(uid)):
             new = {**dep, "metadata": dict(dep["metadata"])}
             new["metadata"]["ownerReferences"] = [
                 r for r in new["metadata"].get("ownerReferences", []) if r.get("uid") != uid

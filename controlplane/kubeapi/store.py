@@ -59,6 +59,13 @@ class Event:
         return self._line
 
 
+def _owner_uids(obj: Obj | None) -> frozenset[str]:
+    if obj is None:
+        return frozenset()
+    refs = obj["metadata"].get("ownerReferences") or ()
+    return frozenset(str(r["uid"]) for r in refs if isinstance(r, dict) and r.get("uid"))
+
+
 def _ns_name(obj: Obj) -> tuple[str, str]:
     m = obj["metadata"]
     return str(m.get("namespace") or ""), str(m["name"])
@@ -69,6 +76,8 @@ class Store:
 
     def __init__(self, path: Path | None, history_events: int = DEFAULT_HISTORY_EVENTS) -> None:
         self._objects: dict[str, dict[str, dict[str, Obj]]] = {}
+        # The garbage collector's graph: owner uid -> dependents (kind key, namespace, name).
+        self._owned: dict[str, set[tuple[str, str, str]]] = {}
         self._history: deque[Event] = deque(maxlen=max(1, history_events))
         self.rv = 0
         # Revisions <= compacted_rv are no longer in the history (Gone).
@@ -93,7 +102,9 @@ class Store:
         top = db.execute("SELECT MAX(rv) FROM objects").fetchone()
         self.rv = max(int(row[0]) if row else 0, int(top[0] or 0) if top else 0)
         for kind, ns, name, _rv, body in db.execute("SELECT * FROM objects"):
-            self._objects.setdefault(kind, {}).setdefault(ns, {})[name] = json.loads(body)
+            obj = json.loads(body)
+            self._objects.setdefault(kind, {}).setdefault(ns, {})[name] = obj
+            self._index_owners(kind, ns, name, None, obj)
         self.compacted_rv = self.rv
         self._db = db
 
@@ -139,6 +150,26 @@ class Store:
                 for o in objs.values():
                     yield key, o
 
+    def owned_by(self, uid: str) -> builtins.list[tuple[str, str, str]]:
+        """The (kind key, namespace, name) of the objects with an ownerReference to ``uid``."""
+        return sorted(self._owned.get(uid, ()))
+
+    def _index_owners(self, key: str, ns: str, name: str, old: Obj | None, new: Obj | None
+                      ) -> None:
+        before = _owner_uids(old)
+        after = _owner_uids(new)
+        if before == after:
+            return
+        ref = (key, ns, name)
+        for uid in before - after:
+            deps = self._owned.get(uid)
+            if deps is not None:
+                deps.discard(ref)
+                if not deps:
+                    del self._owned[uid]
+        for uid in after - before:
+            self._owned.setdefault(uid, set()).add(ref)
+
     def count(self) -> int:
         return sum(len(o) for by_ns in self._objects.values() for o in by_ns.values())
 
@@ -151,6 +182,7 @@ class Store:
         self.rv += 1
         obj["metadata"]["resourceVersion"] = str(self.rv)
         objs[name] = obj
+        self._index_owners(key, ns, name, old, obj)
         return self._emit(Event(self.rv, "MODIFIED" if old is not None else "ADDED", key, obj,
                                 old))
 
@@ -162,6 +194,7 @@ class Store:
         old = objs.pop(name)
         if not objs:
             del self._objects[key][namespace]
+        self._index_owners(key, namespace, name, old, None)
         self.rv += 1
         # Kubernetes' DELETED event carries the object at the deletion's revision.
         gone = {**old, "metadata": {**old["metadata"], "resourceVersion": str(self.rv)}}

@@ -64,3 +64,24 @@ def test_restart_resumes_objects_and_counter_but_not_history(tmp_path: Path) -> 
     assert s2.since(4) == []
     assert s2.put("configmaps", _obj("c")).rv == 5
     s2.close()
+
+
+def test_owner_index_follows_writes_and_restarts(tmp_path: Path) -> None:
+    path = tmp_path / "kube.sqlite3"
+    s = Store(path)
+    ref = {"uid": "u1", "kind": "Revision", "name": "r"}
+    s.put("deployments.apps", {"metadata": {"name": "d", "namespace": "default",
+                                            "ownerReferences": [ref]}})
+    s.put("pods", {"metadata": {"name": "p", "namespace": "default",
+                                "ownerReferences": [ref, {"uid": "u2"}]}})
+    assert s.owned_by("u1") == [("deployments.apps", "default", "d"), ("pods", "default", "p")]
+    s.put("pods", {"metadata": {"name": "p", "namespace": "default",
+                                "ownerReferences": [{"uid": "u2"}]}})
+    assert s.owned_by("u1") == [("deployments.apps", "default", "d")]
+    s.close()
+    s2 = Store(path)
+    assert s2.owned_by("u1") == [("deployments.apps", "default", "d")]
+    assert s2.owned_by("u2") == [("pods", "default", "p")]
+    s2.remove("pods", "default", "p")
+    assert s2.owned_by("u2") == []
+    s2.close()
