@@ -3,9 +3,10 @@
 Theory of operation. ``FakeCluster`` stores objects per resource, keyed by (namespace, name),
 and applies the API server's rules where reconcilers' tests care:
 
-- create sets ``uid``, ``creationTimestamp``, ``generation: 1`` and a ``resourceVersion`` from
-  one global counter; a create of an existing name is 409 AlreadyExists; ``generateName`` works;
-  ``status`` is dropped on create for resources with a status subresource (as a CRD's is).
+- create sets ``uid``, ``creationTimestamp``, ``generation: 1`` (not on ConfigMaps, Endpoints,
+  EndpointSlices, Leases, Namespaces) and a ``resourceVersion`` from one global counter; a
+  create of an existing name is 409 AlreadyExists; ``generateName`` works; ``status`` is
+  dropped on create for resources with a status subresource (as a CRD's is).
 - replace (PUT) is 409 Conflict when ``metadata.resourceVersion`` is set and stale, keeps the
   stored ``status`` (status changes only through ``/status``), bumps ``generation`` when
   anything outside ``metadata``/``status`` changed; a write that changes nothing is a no-op
@@ -64,6 +65,7 @@ from shared.kube.resources import (
     ENDPOINTS,
     ENDPOINTSLICES,
     LEASES,
+    NAMESPACES,
     Obj,
     Resource,
     key_of,
@@ -75,6 +77,8 @@ __all__ = ["FakeCluster", "FakeInformer", "Write", "resource_for"]
 
 # Resources without a status subresource: a create or PUT keeps the body's status (if any).
 _NO_STATUS_SUBRESOURCE = frozenset({CONFIGMAPS, ENDPOINTS, ENDPOINTSLICES, LEASES})
+# Resources without metadata.generation (as on the API server: it is for spec'd objects).
+_NO_GENERATION = frozenset({CONFIGMAPS, ENDPOINTS, ENDPOINTSLICES, LEASES, NAMESPACES})
 # Fields the API server owns: a write cannot change them.
 _SYSTEM_META = ("uid", "creationTimestamp", "generation", "resourceVersion")
 
@@ -356,7 +360,8 @@ class FakeCluster:
         old = self._store(res).get(key)
         m.setdefault("uid", old["metadata"]["uid"] if old else str(uuid.uuid4()))
         m.setdefault("creationTimestamp", self._timestamp())
-        m.setdefault("generation", 1)
+        if res not in _NO_GENERATION:
+            m.setdefault("generation", 1)
         self._commit(res, key, obj, EventType.MODIFIED if old else EventType.ADDED)
         return copy.deepcopy(obj)
 
@@ -477,7 +482,8 @@ class FakeCluster:
             m.pop(f, None)
         m["uid"] = str(uuid.uuid4())
         m["creationTimestamp"] = self._timestamp()
-        m["generation"] = 1
+        if resource not in _NO_GENERATION:
+            m["generation"] = 1
         obj["apiVersion"] = resource.api_version
         obj["kind"] = resource.kind
         if resource not in _NO_STATUS_SUBRESOURCE:
@@ -597,14 +603,17 @@ class FakeCluster:
         for f in ("uid", "creationTimestamp", "name", "namespace"):
             if f in om:
                 nm[f] = om[f]
-        nm["generation"] = om.get("generation", 1)
+        if "generation" in om:
+            nm["generation"] = om["generation"]
+        else:
+            nm.pop("generation", None)
         nm["resourceVersion"] = om["resourceVersion"]
         new["apiVersion"] = old.get("apiVersion", resource.api_version)
         new["kind"] = old.get("kind", resource.kind)
         if new == old:
             return copy.deepcopy(old)
-        if _spec_of(new) != _spec_of(old):
-            nm["generation"] = int(om.get("generation", 1)) + 1
+        if "generation" in om and _spec_of(new) != _spec_of(old):
+            nm["generation"] = int(om["generation"]) + 1
         self._commit(resource, key_of(old), new, EventType.MODIFIED)
         return copy.deepcopy(new)
 
