@@ -191,7 +191,10 @@ class KnativeHook:
         if errors:
             raise denied(describe(defaulted), errors)
         out = copy.deepcopy(obj)
-        out["spec"] = to_dict(defaulted).get("spec", {})
+        if not (isinstance(resource, Revision) and previous is not None):
+            # A stored Revision keeps its spec as created: defaults that config-defaults gained
+            # since must not change a running revision (and so its Deployment).
+            out["spec"] = to_dict(defaulted).get("spec", {})
         return out
 
     def _decode(self, obj: Obj) -> ModelResource:

@@ -415,6 +415,10 @@ def test_revision_metadata_updates_pass_after_config_defaults_tightened() -> Non
     relabelled = copy.deepcopy(stored)
     relabelled["metadata"]["labels"] = {"serving.knative.dev/routingState": "reserve"}
     assert admit(relabelled, tight, old=stored, resource=REVISIONS) == relabelled
+    # Nor do defaults config-defaults gained since change the stored spec.
+    later = Reader(config_defaults={"revision-idle-timeout-seconds": "100"})
+    assert "idleTimeoutSeconds" in admit(rev, later, resource=REVISIONS)["spec"]
+    assert admit(relabelled, later, old=stored, resource=REVISIONS) == relabelled
 
 
 @pytest.mark.parametrize(
