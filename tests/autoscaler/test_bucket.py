@@ -129,7 +129,7 @@ async def test_first_elector_leads_and_publishes_its_stat_endpoint(electors: Ele
 @pytest.mark.parametrize(
     ("how", "takeover_after_s"),
     [
-        # kill -9: the lease expires lease-duration after its last renew.
+        # kill -9: the lease expires lease-duration after b saw its last renew.
         pytest.param("kill", 15, id="killed-lease-expires"),
         # A clean stop releases the lease: the other takes it at its next try.
         pytest.param("stop", 0, id="stopped-lease-released"),
@@ -148,6 +148,9 @@ async def test_takeover(electors: Electors, how: str, takeover_after_s: float) -
     else:
         await a.stop()
     if takeover_after_s:
+        # client-go times expiry from when it last saw the Lease change (its own clock, not
+        # the renewTime): let b see a's last renew before the clock moves.
+        await asyncio.sleep(0.1)
         clock.now += takeover_after_s - 1
         await asyncio.sleep(0.1)
         assert BUCKET not in b.leading  # not before the lease expired
