@@ -201,20 +201,23 @@ fi
 for whl in "$deps_dir"/*.whl; do
   [ -f "$CONTEXT/wheels/$(basename "$whl")" ] || cp "$whl" "$CONTEXT/wheels/"
 done
-# Drop wheels of an older pyproject (and an older knpy wheel name).
+# Drop wheels of an older pyproject.toml.
 for whl in "$CONTEXT"/wheels/*.whl; do
-  name=$(basename "$whl")
-  [ -f "$deps_dir/$name" ] || [ "$name" = "$(basename "$knpy_wheel")" ] || rm -f "$whl"
+  [ -f "$deps_dir/$(basename "$whl")" ] || rm -f "$whl"
 done
-write_if_changed "$knpy_wheel" "$CONTEXT/wheels/$(basename "$knpy_wheel")"
+mkdir -p "$CONTEXT/knpy"
+for whl in "$CONTEXT"/knpy/*.whl; do
+  [ "$(basename "$whl")" = "$(basename "$knpy_wheel")" ] || rm -f "$whl"
+done
+write_if_changed "$knpy_wheel" "$CONTEXT/knpy/$(basename "$knpy_wheel")"
 
 printf '%s\n' shared queueproxy activator autoscaler controlplane >"$work/all.txt"
-write_if_changed "$work/all.txt" "$CONTEXT/wheels/knpy-packages-all.txt"
+write_if_changed "$work/all.txt" "$CONTEXT/knpy/packages-all.txt"
 for c in "${ALL_COMPONENTS[@]}"; do
   "$PY" "$ROOT/images/deps.py" --wheels "$CONTEXT/wheels" "$c" >"$work/req-$c.txt"
   "$PY" "$ROOT/images/deps.py" --packages "$c" >"$work/pkg-$c.txt"
   write_if_changed "$work/req-$c.txt" "$CONTEXT/wheels/requirements-$c.txt"
-  write_if_changed "$work/pkg-$c.txt" "$CONTEXT/wheels/knpy-packages-$c.txt"
+  write_if_changed "$work/pkg-$c.txt" "$CONTEXT/knpy/packages-$c.txt"
 done
 write_if_changed "$ROOT/images/strip-base.sh" "$CONTEXT/strip-base.sh"
 write_if_changed "$ROOT/images/Containerfile" "$CONTEXT/Containerfile"

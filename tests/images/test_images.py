@@ -288,6 +288,8 @@ class KubeApi:
             return err.code
 
     def stop(self) -> None:
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout=10)
