@@ -11,6 +11,7 @@ import pytest
 from shared.kube.config import (
     ConfigSource,
     KubeConfigError,
+    env_proxy,
     load_api_client,
     load_configuration,
     resolve_source,
@@ -119,3 +120,47 @@ async def test_in_cluster_reads_and_refreshes_the_token(tmp_path: Path) -> None:
     loader = hook.__closure__[0].cell_contents  # the InClusterConfigLoader
     loader.token_expires_at = datetime.datetime.now() - datetime.timedelta(seconds=1)
     assert (await config.auth_settings())["BearerToken"]["value"] == "Bearer rotated"
+
+
+@pytest.mark.parametrize(
+    ("env", "url", "want"),
+    [
+        pytest.param({}, "https://10.0.0.1:443", None, id="no-proxy-set"),
+        pytest.param(
+            {"HTTPS_PROXY": "http://p:3128"}, "https://10.0.0.1", "http://p:3128", id="https"
+        ),
+        pytest.param(
+            {"https_proxy": "http://p:3128"}, "https://api.example.com:6443", "http://p:3128",
+            id="lower-case",
+        ),
+        pytest.param({"HTTPS_PROXY": "http://p"}, "http://10.0.0.1", None, id="scheme-mismatch"),
+        pytest.param({"HTTP_PROXY": "http://p"}, "http://127.0.0.1:8080", None, id="loopback"),
+        pytest.param({"HTTP_PROXY": "http://p"}, "http://localhost:8080", None, id="localhost"),
+        pytest.param(
+            {"HTTPS_PROXY": "http://p", "NO_PROXY": "10.0.0.0/8"}, "https://10.1.2.3", None,
+            id="no-proxy-cidr",
+        ),
+        pytest.param(
+            {"HTTPS_PROXY": "http://p", "NO_PROXY": ".svc,example.com"},
+            "https://api.example.com", None, id="no-proxy-domain-suffix",
+        ),
+        pytest.param(
+            {"HTTPS_PROXY": "http://p", "NO_PROXY": "other.com"}, "https://api.example.com",
+            "http://p", id="no-proxy-other",
+        ),
+        pytest.param({"HTTPS_PROXY": "http://p", "NO_PROXY": "*"}, "https://x", None, id="star"),
+    ],
+)  # fmt: skip
+def test_env_proxy(env: dict[str, str], url: str, want: str | None) -> None:
+    assert env_proxy(env, url) == want
+
+
+async def test_proxy_resolved_once_not_per_request(tmp_path: Path) -> None:
+    path = kubeconfig(tmp_path / "kc", server="https://api.example.com:6443")
+    api = await load_api_client({"HTTPS_PROXY": "http://proxy:3128"}, str(path))
+    try:
+        assert api.configuration.proxy == "http://proxy:3128"
+        # No netrc/proxy lookup in a worker thread on every request.
+        assert api.rest_client.pool_manager.trust_env is False
+    finally:
+        await api.close()
