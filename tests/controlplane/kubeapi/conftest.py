@@ -34,13 +34,15 @@ class Api:
         """One request; returns (status, decoded JSON body or text)."""
         hdrs = {"Authorization": f"Bearer {self.server.token if token is None else token}"}
         if body is not None or data is not None:
-            hdrs["Content-Type"] = content_type
+            if content_type:  # "" sends no Content-Type at all
+                hdrs["Content-Type"] = content_type
             if data is None:
                 data = json.dumps(body).encode()
         hdrs.update(headers or {})
         payload = io.BytesIO(data) if data is not None else None
+        skip = () if content_type else ("Content-Type",)
         async with self.session.request(method, self.server.url + path, data=payload,
-                                        headers=hdrs) as resp:
+                                        headers=hdrs, skip_auto_headers=skip) as resp:
             text = await resp.text()
             try:
                 return resp.status, json.loads(text)

@@ -72,6 +72,12 @@ async def test_health_is_open_and_yaml_bodies_work(api: Api) -> None:
     assert out["data"] == {"when": "2024-01-01"}, "YAML dates stay strings"
 
 
+async def test_a_body_without_content_type_is_json(api: Api) -> None:
+    """kubectl 1.20's typed creates send none; kube-apiserver reads them as JSON."""
+    out = await api.ok("POST", CMS, cm("bare", {"k": "v"}), content_type="")
+    assert out["data"] == {"k": "v"}
+
+
 async def test_big_bodies_are_parsed(api: Api) -> None:
     data = {f"k{i}": "x" * 1000 for i in range(400)}  # ~400 KiB: parsed in a thread
     out = await api.ok("POST", CMS, cm("big", data))

@@ -207,3 +207,12 @@ async def test_apply_a_configmap_twice_merges_strategically(kubectl: Kubectl, ap
         "configmap/cfg configured")
     got = await api.ok("GET", "/api/v1/namespaces/default/configmaps/cfg")
     assert got["data"] == {"a": "9", "c": "3"}, "b (applied before, now absent) is removed"
+
+
+async def test_typed_create_commands(kubectl: Kubectl, api: Api) -> None:
+    """kubectl 1.3x sends these as protobuf, kubectl 1.20 as JSON: both are stored alike."""
+    assert (await kubectl.ok("create", "namespace", "typed")).strip() == "namespace/typed created"
+    out = await kubectl.ok("create", "configmap", "c", "-n", "typed", "--from-literal=a=b")
+    assert out.strip() == "configmap/c created"
+    got = await api.ok("GET", "/api/v1/namespaces/typed/configmaps/c")
+    assert got["data"] == {"a": "b"} and "generateName" not in got["metadata"]
