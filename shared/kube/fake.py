@@ -58,7 +58,7 @@ from typing import Any, NamedTuple
 from shared.kube import resources as _resources
 from shared.kube.client import ApiError, Conflict, NotFound, PatchType
 from shared.kube.informer import EventType, Handler
-from shared.kube.labels import Selector, parse_selector
+from shared.kube.labels import Selector, SelectorError, parse_selector
 from shared.kube.resources import (
     CONFIGMAPS,
     DEPLOYMENTS,
@@ -104,6 +104,12 @@ class Write(NamedTuple):
 
 def _not_found(resource: Resource, name: str) -> NotFound:
     return NotFound(404, "NotFound", f'{resource} "{name}" not found')
+
+
+def _no_subresource(resource: Resource, name: str, subresource: str) -> NotFound:
+    return NotFound(
+        404, "NotFound", f"the server could not find the requested resource ({name}/{subresource})"
+    )
 
 
 def _conflict(resource: Resource, name: str) -> Conflict:
@@ -445,7 +451,10 @@ class FakeCluster:
         self, resource: Resource, namespace: str | None = None, label_selector: str | None = None
     ) -> Obj:
         self._maybe_fail("list", resource, None)
-        selector = parse_selector(label_selector)
+        try:
+            selector = parse_selector(label_selector)
+        except SelectorError as e:
+            raise ApiError(400, "BadRequest", f"unable to parse requirement: {e}") from e
         items = [
             o
             for o in self.objects(resource, namespace if resource.namespaced else None)
@@ -507,6 +516,8 @@ class FakeCluster:
     async def replace_status(self, resource: Resource, namespace: str, name: str, body: Obj) -> Obj:
         self._maybe_fail("update/status", resource, name)
         self.writes.append(Write("update/status", resource, namespace, name, copy.deepcopy(body)))
+        if resource in _NO_STATUS_SUBRESOURCE:
+            raise _no_subresource(resource, name, "status")
         old = self._current(resource, namespace, name)
         self._check_rv(resource, name, old, body)
         new = copy.deepcopy(old)
@@ -531,8 +542,10 @@ class FakeCluster:
         old = self._current(resource, namespace, name)
         if subresource == "scale":
             return self._patch_scale(resource, old, patch, patch_type)
-        if subresource not in (None, "status"):
-            raise _not_found(resource, f"{name}/{subresource}")
+        if subresource not in (None, "status") or (
+            subresource == "status" and resource in _NO_STATUS_SUBRESOURCE
+        ):
+            raise _no_subresource(resource, name, str(subresource))
         patched = self._apply(old, patch, patch_type)
         self._check_rv(resource, name, old, patched)
         if subresource == "status":

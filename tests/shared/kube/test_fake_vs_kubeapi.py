@@ -187,6 +187,15 @@ SCENARIOS: list[Any] = [
         id="status-merge-patch",
     ),
     pytest.param(lambda kc: kc.delete(CONFIGMAPS, NS, "zz"), id="delete-missing"),
+    pytest.param(lambda kc: kc.list(CONFIGMAPS, NS, "a in (b"), id="list-bad-selector"),
+    pytest.param(
+        lambda kc: kc.patch(CONFIGMAPS, NS, "a", {"status": {}}, subresource="status"),
+        id="no-status-subresource",
+    ),
+    pytest.param(
+        lambda kc: kc.patch(CONFIGMAPS, NS, "a", {"spec": {"replicas": 1}}, subresource="scale"),
+        id="no-scale-subresource",
+    ),
 ]  # fmt: skip
 
 
