@@ -237,7 +237,7 @@ class Autoscaler:
 
     def _on_tick(self, key: RevisionKey) -> None:
         if self.reconciler is not None:
-            self.reconciler.enqueue(key)
+            self.reconciler.on_tick(key)
 
     def _forward(self, key: RevisionKey, stat: StatData) -> bool:
         if self.forwarder is None:

@@ -15,7 +15,6 @@ own transition time, so the object and the decision agree after a leader change.
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
@@ -194,7 +193,7 @@ def make_sks(pa: Obj, mode: Mode, num_activators: int) -> Obj:
     annotations = {k: v for k, v in annotations_of(pa).items() if k == METRIC_ANNOTATION}
     sks_spec: dict[str, Any] = {
         "mode": _SKS_MODE[mode],
-        "objectRef": copy.deepcopy(spec.get("scaleTargetRef") or {}),
+        "objectRef": dict(spec.get("scaleTargetRef") or {}),
         "protocolType": spec.get("protocolType") or "http1",
         "numActivators": num_activators,
     }
@@ -269,8 +268,9 @@ def _set(conds: list[Obj], kind: str, status: str, reason: str, message: str, at
 
 def pa_status(pa: Obj, found: PaStatus, now: float) -> Obj:
     """The PA's new ``status``: the old one with this reconcile's findings applied."""
-    status: Obj = copy.deepcopy(pa.get("status") or {})
-    conds: list[Obj] = [c for c in status.get("conditions") or [] if isinstance(c, dict)]
+    # Shallow: the old status is the informer's object, and only these levels change.
+    status: Obj = dict(pa.get("status") or {})
+    conds: list[Obj] = [dict(c) for c in status.get("conditions") or [] if isinstance(c, dict)]
     if found.active is not None:
         a_status, a_reason, a_message, a_since = found.active
         _set(conds, CONDITION_ACTIVE, a_status, a_reason, a_message, a_since)

@@ -12,6 +12,7 @@ import pytest
 
 from autoscaler.kpa import ActiveState
 from autoscaler.resources import format_time
+from autoscaler.workqueue import WorkQueue
 from shared.kube.resources import (
     DEPLOYMENTS,
     KPA_CLASS,
@@ -364,3 +365,30 @@ async def test_pa_without_revision_labels_is_not_decided(caplog: pytest.LogCaptu
 
 def test_kpa_class_constant() -> None:
     assert KPA_CLASS == "kpa.autoscaling.knative.dev"
+
+
+@pytest.mark.parametrize(
+    ("change", "enqueued"),
+    [
+        pytest.param("nothing", False, id="all-agrees-no-pass"),
+        pytest.param("forged-replicas", True, id="target-moved"),
+        pytest.param("new-decision", True, id="decision-moved"),
+    ],
+)
+async def test_tick_enqueues_only_when_something_disagrees(change: str, enqueued: bool) -> None:
+    r = rig()
+    await r.ready_sks()
+    r.scrape.concurrency = 20.0
+    await r.second(4)  # decided and reconciled at 3
+    assert r.replicas() == 3
+    if change == "forged-replicas":
+        r.seed(deployment(9))
+    elif change == "new-decision":
+        r.scrape.concurrency = 80.0  # 4x: the panic window sees it at the next tick
+    r.clock.now += 2
+    await r.engine.scrape_all()
+    await r.engine.tick_all(r.clock.now)
+    await r.cluster.settle()
+    r.rec.queue = WorkQueue("test", r.rec.reconcile)  # only what the tick check adds
+    r.rec.on_tick(KEY)
+    assert len(r.rec.queue) == int(enqueued)
