@@ -100,11 +100,14 @@ class ApiTransport:
         """
         try:
             async with asyncio.timeout(timeout_s):
-                response = await self.open(method, path, query, body, content_type)
                 try:
-                    data = await response.read()
-                finally:
-                    response.release()
+                    response, data = await self._exchange(method, path, query, body, content_type)
+                except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                    # A pooled keep-alive connection the server closed (it restarted): a GET
+                    # is safe to send again on a fresh one; a write may have been applied.
+                    if method != "GET":
+                        raise
+                    response, data = await self._exchange(method, path, query, body, content_type)
         except TimeoutError:
             raise ApiError(504, "Timeout", f"{method} {path}: no answer in {timeout_s}s") from None
         except aiohttp.ClientError as e:
@@ -112,6 +115,15 @@ class ApiTransport:
         if not 200 <= response.status < 300:
             raise status_error(response.status, data)
         return json.loads(data) if data else None
+
+    async def _exchange(
+        self, method: str, path: str, query: Sequence[tuple[str, str]], body: Any, ctype: str
+    ) -> tuple[aiohttp.ClientResponse, bytes]:
+        response = await self.open(method, path, query, body, ctype)
+        try:
+            return response, await response.read()
+        finally:
+            response.release()
 
 
 class ApiKubeClient:

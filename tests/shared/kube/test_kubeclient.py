@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes_asyncio.client import ApiClient
 
 from shared.kube.client import ApiError, Conflict, NotFound
+from shared.kube.config import load_api_client
 from shared.kube.kubeclient import ApiKubeClient
-from shared.kube.resources import DEPLOYMENTS, NAMESPACES, PODAUTOSCALERS, Obj
+from shared.kube.resources import CONFIGMAPS, DEPLOYMENTS, NAMESPACES, PODAUTOSCALERS, Obj
 from tests.shared.kube.apiserver import FaultyApiServer
 
 NS = "default"
@@ -151,3 +155,52 @@ async def test_unauthorized_and_unreachable(server: FaultyApiServer, api: ApiCli
     with pytest.raises(ApiError) as err:
         await kc.list(PODAUTOSCALERS)
     assert err.value.status == 503 and err.value.reason == "ServiceUnavailable"
+
+
+async def test_get_retried_once_on_a_dropped_connection(tmp_path: Path) -> None:
+    """The first connection is closed without an answer (a keep-alive connection the server
+    dropped): a GET is sent again on a fresh one; a POST, which may have been applied, is not."""
+    connections = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await reader.readuntil(b"\r\n\r\n")
+        if connections % 2 == 1:
+            writer.close()  # no answer
+            return
+        body = json.dumps({"kind": "ConfigMap", "metadata": {"name": "x"}}).encode()
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+        writer.close()
+
+    srv = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    kubeconfig = tmp_path / "kc"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    api = await load_api_client({}, str(kubeconfig))
+    try:
+        kc = ApiKubeClient(api, timeout_s=5)
+        got = await kc.get(CONFIGMAPS, NS, "x")
+        assert got is not None and got["metadata"]["name"] == "x"
+        assert connections == 2
+        with pytest.raises(ApiError) as err:
+            await kc.create(CONFIGMAPS, NS, {"metadata": {"name": "y"}})
+        assert err.value.status == 503 and connections == 3
+    finally:
+        await api.close()
+        srv.close()
+        await srv.wait_closed()
