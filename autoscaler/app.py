@@ -183,6 +183,8 @@ class Autoscaler:
             on_change=self._on_leadership,
             clock=self._clock,
         )
+        elector = self.elector
+        self.engine.owns_bucket = lambda bucket: bucket in elector.leading
         self.forwarder = StatForwarder(
             self.elector,
             self._slices,

@@ -6,8 +6,9 @@ into a ``WorkQueue``. Every decider tick checks the PA too (``on_tick``): the re
 level-based (issue 10, "no stuck revisions"). A tick enqueues the PA when the decision or the
 KPA status moved since the last complete pass, or when the scale target's replicas are not the
 decided ones, so a crash, a missed event or a forged write converges within one 2-s tick, and
-a revision where everything agrees costs two dict reads per tick instead of a pass. One pass, for a PA
-of class ``kpa.autoscaling.knative.dev`` whose bucket this replica leads:
+a revision where everything agrees costs two dict reads per tick instead of a pass.
+
+One pass, for a PA of class ``kpa.autoscaling.knative.dev`` whose bucket this replica leads:
 
 1. SKS ``<ns>/<pa>``: created in Proxy mode with 2 activators if missing; ``NotOwned`` when
    another controller owns it. Until its ``status.privateServiceName`` is set the PA is

@@ -196,12 +196,14 @@ class AutoscalerService:
         self._clock = clock
         self._on_tick = on_tick
         self._forward = forward
+        # Set by the process once it elects: does this replica lead that bucket?
+        self.owns_bucket: Callable[[str], bool] | None = None
         self._rng = rng if rng is not None else random.Random()
         self._scraper = None if scrape_client is None else StatsScraper(scrape_client, self._rng)
         self.collector = MetricCollector()
         self.multiscaler = MultiScaler(self.collector)
         self.metrics = AutoscalerMetrics()
-        self.stat_server = StatServer(self._on_stat, self.record)
+        self.stat_server = StatServer(self._on_stat, self.record, self._owns_bucket)
         self._specs: dict[RevisionKey, RevisionSpec] = {}
         self._ticks: dict[RevisionKey, Tick] = {}
         self._before: dict[RevisionKey, ActiveState | None] = {}  # Active before the last tick
@@ -350,6 +352,9 @@ class AutoscalerService:
         if key not in self._poked and self.multiscaler.wants_poke(key, stat):
             self._poked.add(key)
             self._spawn(self._poke(key))
+
+    def _owns_bucket(self, bucket: str) -> bool:
+        return self.owns_bucket is None or self.owns_bucket(bucket)
 
     def record(self, key: RevisionKey, stat: StatData) -> None:
         """A Stat forwarded by another replica: this one leads its bucket (no re-forward)."""

@@ -10,6 +10,9 @@ behaviour, so a Go activator can report to this autoscaler:
   (revision key, Stat). Messages without a Stat are skipped "to allow for future protobuf
   schema changes"; a frame that does not parse, or a text frame, is logged and dropped, and
   the connection stays open.
+- A request whose Host is a bucket's Service (``autoscaler-bucket-...``) is refused without an
+  upgrade unless this replica leads that bucket (``owns_bucket``), as Knative's server does, so
+  a Go replica forwarding by the bucket's name retries until it reaches the leader.
 - A connection on ``FORWARD_PATH`` comes from another autoscaler replica forwarding Stats of a
   bucket this one leads (forwarder.py); its Stats go to ``on_forwarded``, which records them
   and never forwards again, so two replicas with briefly different views cannot bounce a Stat.
@@ -41,6 +44,7 @@ CLOSE_CODE_SERVICE_RESTART = WSCloseCode.SERVICE_RESTART
 MAX_FRAME_BYTES = 4 * 1024 * 1024
 
 OnStat = Callable[[RevisionKey, StatData], None]
+BUCKET_PREFIX = "autoscaler-bucket"  # Knative's AutoscalerBucketNamePrefix
 # Where replicas send each other forwarded Stats (any path is a WebSocket; this one is marked).
 FORWARD_PATH = "/forwarded"
 
@@ -54,9 +58,15 @@ def is_kubelet_probe(request: web.BaseRequest) -> bool:
 class StatServer:
     """Receives ``WireStatMessages`` from activators and passes each Stat to ``on_stat``."""
 
-    def __init__(self, on_stat: OnStat, on_forwarded: OnStat | None = None) -> None:
+    def __init__(
+        self,
+        on_stat: OnStat,
+        on_forwarded: OnStat | None = None,
+        owns_bucket: Callable[[str], bool] | None = None,
+    ) -> None:
         self._on_stat = on_stat
         self._on_forwarded = on_forwarded or on_stat
+        self._owns_bucket = owns_bucket
         self._clients: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
         self.messages_received = 0
         self.frames_dropped = 0
@@ -73,6 +83,12 @@ class StatServer:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if is_kubelet_probe(request):
             return web.Response(status=200)
+        host = request.host
+        if host.startswith(BUCKET_PREFIX) and self._owns_bucket is not None:
+            bucket = host.split(".", 1)[0].split(":", 1)[0]
+            if not self._owns_bucket(bucket):
+                log.warning("closing websocket: not the owner of bucket %s", bucket)
+                return web.Response(status=200)  # Knative returns without an upgrade
         ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, autoping=True)
         if not ws.can_prepare(request).ok:
             # Gorilla's upgrader answers a plain HTTP request with 400 Bad Request.

@@ -142,3 +142,35 @@ async def test_forwarded_stats_are_told_apart(running: Running, path: str, forwa
         await ws.send(encode_wire_stats([("default", "a-00001", STAT)]))
         await wait_for(running, 1)
     assert running.forwarded == ([RevisionKey("default", "a-00001")] if forwarded else [])
+
+
+@pytest.mark.parametrize(
+    ("host", "upgraded"),
+    [
+        pytest.param("autoscaler-bucket-00-of-02.knative-serving.svc", True, id="owned-bucket"),
+        pytest.param("autoscaler-bucket-01-of-02.knative-serving.svc", False, id="other-bucket"),
+        pytest.param("autoscaler.knative-serving.svc", True, id="the-autoscaler-service"),
+    ],
+)
+async def test_bucket_hosts_only_reach_their_leader(host: str, upgraded: bool) -> None:
+    """Knative's server refuses a bucket's Service name unless it leads that bucket."""
+    server = StatServer(
+        lambda _k, _s: None, owns_bucket=lambda b: b == "autoscaler-bucket-00-of-02"
+    )
+    runner = web.AppRunner(server.app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    try:
+        async with aiohttp.ClientSession() as session:
+            if upgraded:
+                async with session.ws_connect(f"ws://127.0.0.1:{port}/", headers={"Host": host}):
+                    pass
+            else:
+                with pytest.raises(aiohttp.WSServerHandshakeError):
+                    async with session.ws_connect(
+                        f"ws://127.0.0.1:{port}/", headers={"Host": host}
+                    ):
+                        pass
+    finally:
+        await runner.cleanup()
