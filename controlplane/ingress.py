@@ -19,8 +19,10 @@ Theory of operation. Everything the ingress knows comes from informers, as a Kna
   arrival to the first byte of its response is observed (``ColdStarts``). Only that first
   request counts; the others that arrive before a pod exists wait on the same cold start, and
   counting them too would turn one burst of 100 into, say, 9 "cold starts" of near-equal
-  length. The figures are written on the Revision as the ``knpy.dev/cold-starts`` annotation
-  (count, last, p50, p99), for ``knpy get revisions``.
+  length. The figures (count, last, p50, p99) are written to the ConfigMap
+  ``knative-serving/knpy-cold-starts``, one key ``<namespace>.<revision>`` each, for ``knpy get
+  revisions``. Not on the Revision: Knative's revision reconciler copies a Revision's
+  annotations into its pods' template, so an annotation there would roll the pods.
 
 A revision with no backend yet (its public Endpoints not written, or empty while the SKS
 switches) and a backend that refuses the connection both get a short wait and a new pick, for up
@@ -45,13 +47,14 @@ from typing import Final
 from shared.kube.client import ApiError, KubeClient, NotFound
 from shared.kube.informer import EventType, Informer, InformerFactory
 from shared.kube.resources import (
+    CONFIGMAPS,
     ENDPOINTS,
     REVISION_LABEL,
-    REVISIONS,
     ROUTES,
     SERVICE_TYPE_LABEL,
     SERVICE_TYPE_PRIVATE,
     SERVICE_TYPE_PUBLIC,
+    SYSTEM_NAMESPACE,
     Obj,
     key_of,
     labels_of,
@@ -167,7 +170,7 @@ RETRY_INTERVAL_S: Final = 0.1
 RETRY_BUDGET_S: Final = 10.0
 # How often the cold-start figures are written to the API at most (one patch per revision).
 COLD_STARTS_WRITE_S: Final = 0.5
-COLD_STARTS_ANNOTATION: Final = "knpy.dev/cold-starts"
+COLD_STARTS_CONFIGMAP: Final = "knpy-cold-starts"
 _HTTP_PORT_NAMES: Final = ("http", "http1")
 
 
@@ -398,8 +401,8 @@ class Ingress:
 
 
 class ColdStartWriter:
-    """Writes each revision's cold-start figures on the Revision (``knpy.dev/cold-starts``),
-    at most every COLD_STARTS_WRITE_S, off the request path."""
+    """Writes each revision's cold-start figures to the ``knpy-cold-starts`` ConfigMap, at
+    most every COLD_STARTS_WRITE_S, off the request path (one merge patch for all)."""
 
     def __init__(self, client: KubeClient, cold_starts: ColdStarts) -> None:
         self.client = client
@@ -419,20 +422,37 @@ class ColdStartWriter:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(COLD_STARTS_WRITE_S)
+            data: dict[str, str] = {}
+            counts: dict[RevisionKey, int] = {}
             for key, series in list(self.cold_starts.by_revision.items()):
                 if self._written.get(key) == series.count:
                     continue
                 figures = self.cold_starts.summary(key) or {}
-                text = json.dumps({k: round(v, 4) for k, v in figures.items()}, sort_keys=True)
-                patch = {"metadata": {"annotations": {COLD_STARTS_ANNOTATION: text}}}
-                try:
-                    await self.client.patch(REVISIONS, key.namespace, key.name, patch)
-                except NotFound:
-                    self.cold_starts.by_revision.pop(key, None)
-                except (ApiError, OSError) as err:
-                    _log.warning("cold starts of %s not written: %s", key, err)
-                    continue
-                self._written[key] = series.count
+                rounded = {k: round(v, 4) for k, v in figures.items()}
+                data[f"{key.namespace}.{key.name}"] = json.dumps(rounded, sort_keys=True)
+                counts[key] = series.count
+            if not data:
+                continue
+            try:
+                await self._write(data)
+            except (ApiError, OSError) as err:
+                _log.warning("cold starts not written: %s", err)
+                continue
+            self._written.update(counts)
+
+    async def _write(self, data: dict[str, str]) -> None:
+        try:
+            await self.client.patch(
+                CONFIGMAPS, SYSTEM_NAMESPACE, COLD_STARTS_CONFIGMAP, {"data": data}
+            )
+        except NotFound:
+            body = {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": COLD_STARTS_CONFIGMAP, "namespace": SYSTEM_NAMESPACE},
+                "data": data,
+            }
+            await self.client.create(CONFIGMAPS, SYSTEM_NAMESPACE, body)
 
 
 _HOST: Final = 2

@@ -20,12 +20,13 @@ with the kubeconfig the server writes (``<state dir>/kubeconfig``, a bearer toke
 ``kubectl --kubeconfig .knpy/kubeconfig`` does.
 
 * Start: the API server (objects of an earlier run come back from the state dir), the
-  ConfigMaps Knative's components GET at start, then ``-f`` files through the same apply as
-  ``knpy apply`` (every document dry-run first: a bad file stops ``knpy serve`` before anything
-  runs), then the system objects (activator and autoscaler Deployments and Services), the
-  kubelet (which first removes the Pod objects of the previous run: their processes are gone),
-  the controllers, and the ingress, which starts serving once the activator is Ready in
-  ``activator-service``'s Endpoints (until then a cold request would have nowhere to go).
+  ConfigMaps Knative's components GET at start, then the dry run of every document of the
+  ``-f`` files (as ``knpy apply`` does: a bad file stops ``knpy serve`` before anything runs),
+  then the system objects (activator and autoscaler Deployments and Services), the kubelet
+  (which first removes the Pod objects of the previous run: their processes are gone), the
+  controllers, the ``-f`` files for real, and the ingress, which starts serving once the
+  activator is Ready in ``activator-service``'s Endpoints (until then a cold request would have
+  nowhere to go).
 * Shutdown (Ctrl-C or SIGTERM) goes from the edge inwards, so nothing is cut mid-request: the
   ingress stops accepting and finishes what it has, the activator drains and stops, then the
   autoscaler, every pod drains (queue-proxy first, then the app), the controllers stop, and the
@@ -46,7 +47,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
-from shared.apiclient import Api, ApiFailure, apply_text
+from shared.apiclient import Api, ApiFailure, Planned, execute, plan_text
 from shared.kube.informer import Informer
 from shared.kube.resources import ACTIVATOR_SERVICE, ENDPOINTS, SYSTEM_NAMESPACE
 
@@ -103,6 +104,7 @@ class LocalServe:
         self._cold_writer: ColdStartWriter | None = None
         self._ingress_server: asyncio.Server | None = None
         self._ingress_proxy: Any = None
+        self._planned: list[Planned] = []
 
     def __repr__(self) -> str:
         return f"<LocalServe ingress=:{self.cfg.port} api={self.api_url} {self.state_dir}>"
@@ -125,13 +127,21 @@ class LocalServe:
         self.factory = KubeInformerFactory(self._api)
         await bootstrap(self.client, None)
 
-    async def apply_files(self, files: Sequence[Path]) -> list[str]:
-        """Apply ``-f`` files as ``knpy apply`` does. Raises ApiFailure (or OSError)."""
-        api = Api(self.server.url, self.server.token)
-        lines: list[str] = []
+    async def check_files(self, files: Sequence[Path]) -> None:
+        """Dry-run every document of the ``-f`` files (as ``knpy apply`` does first), before
+        anything runs. Raises ApiFailure (or OSError) with every refusal."""
+        api = self._local_api()
         for path in files:
-            lines += await asyncio.to_thread(apply_text, api, path.read_text())
-        return lines
+            self._planned += await asyncio.to_thread(plan_text, api, path.read_text())
+
+    async def apply_files(self) -> list[str]:
+        """Write what ``check_files`` checked, once the controllers run (a file that names one
+        object twice, as steps, needs each step seen before the next)."""
+        planned, self._planned = self._planned, []
+        return await asyncio.to_thread(execute, self._local_api(), planned)
+
+    def _local_api(self) -> Api:
+        return Api(self.server.url, self.server.token)
 
     async def start(self) -> None:
         from controlplane.controllers.config import ControllerConfig
@@ -172,6 +182,8 @@ class LocalServe:
             ),
         )
         await self.controllers.start()
+        for line in await self.apply_files():
+            print(line, flush=True)
         from shared.proxy.server import ProxyServer
 
         self.ingress = Ingress(loop=loop, table=self.table, cold_starts=self.cold_starts)
@@ -250,15 +262,14 @@ async def serve(cfg: ServeConfig, stop: asyncio.Event) -> int:
     platform = LocalServe(cfg)
     try:
         await platform.open()
-        for line in await platform.apply_files(cfg.files):
-            print(line, flush=True)
+        await platform.check_files(cfg.files)
     except (ApiFailure, OSError) as err:
         print(f"knpy serve: {err}", file=sys.stderr)
         await platform.stop()
         return 1
     try:
         await platform.start()
-    except OSError as err:  # a port in use, most likely
+    except (ApiFailure, OSError) as err:  # a port in use, most likely
         print(f"knpy serve: cannot start: {err}", file=sys.stderr)
         await platform.stop()
         return 1

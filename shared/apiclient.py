@@ -10,6 +10,12 @@ Apply keeps "nothing of a bad file is applied": every document is first sent wit
 all of them pass is each created, or merge-patched when it exists. A patch whose dry run
 returns the object as it is stored changes nothing and is reported ``unchanged``, as kubectl
 reports it.
+
+A file may name one object twice, as steps (examples/traffic-split: v1, then v2 with a traffic
+block that keeps 20 % on v1). Each step must be seen by Knative's controllers before the next
+replaces it, or v1 would never be made: so after writing an object that a later document names
+again, apply waits (up to STEP_WAIT_S) until its ``status.observedGeneration`` caught up, and for
+a named revision template until ``status.latestCreatedRevisionName`` is that name.
 """
 
 from __future__ import annotations
@@ -17,9 +23,11 @@ from __future__ import annotations
 import base64
 import json
 import ssl
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -29,9 +37,20 @@ import yaml
 from shared.kube import resources as kr
 from shared.kube.resources import Obj, Resource
 
-__all__ = ["Api", "ApiFailure", "apply_text", "load_kubeconfig", "parse_documents"]
+__all__ = [
+    "Api",
+    "ApiFailure",
+    "Planned",
+    "apply_text",
+    "execute",
+    "load_kubeconfig",
+    "parse_documents",
+    "plan_text",
+]
 
 TIMEOUT_S: Final = 30.0
+STEP_WAIT_S: Final = 30.0
+_STEP_POLL_S: Final = 0.05
 DEFAULT_NAMESPACE: Final = "default"
 # Every resource knpy's API serves, by (apiVersion, kind).
 RESOURCES: Final[dict[tuple[str, str], Resource]] = {
@@ -190,7 +209,7 @@ def describe(resource: Resource, name: str) -> str:
 
 
 @dataclass(slots=True)
-class _Planned:
+class Planned:
     resource: Resource
     namespace: str | None
     name: str
@@ -206,7 +225,12 @@ def apply_text(api: Api, text: str, *, namespace: str = DEFAULT_NAMESPACE) -> li
         ApiFailure: the text, or any document, is refused (every refusal, one per line);
             then nothing was written.
     """
-    planned: list[_Planned] = []
+    return execute(api, plan_text(api, text, namespace=namespace))
+
+
+def plan_text(api: Api, text: str, *, namespace: str = DEFAULT_NAMESPACE) -> list[Planned]:
+    """The dry run of every document of ``text``; raises ApiFailure with every refusal."""
+    planned: list[Planned] = []
     problems: list[str] = []
     for i, doc in enumerate(parse_documents(text)):
         try:
@@ -215,10 +239,36 @@ def apply_text(api: Api, text: str, *, namespace: str = DEFAULT_NAMESPACE) -> li
             problems.append(f"document {i + 1}: {err}")
     if problems:
         raise ApiFailure("\n".join(problems))
-    return [_apply(api, p) for p in planned]
+    return planned
 
 
-def _dry_run(api: Api, doc: Obj, default_ns: str) -> _Planned:
+def execute(api: Api, planned: Sequence[Planned]) -> list[str]:
+    """Write what ``plan_text`` checked, in order; kubectl's line for each."""
+    lines = []
+    for i, p in enumerate(planned):
+        lines.append(_apply(api, p))
+        later = {(q.resource, q.namespace, q.name) for q in planned[i + 1 :]}
+        if (p.resource, p.namespace, p.name) in later:
+            _wait_observed(api, p)
+    return lines
+
+
+def _wait_observed(api: Api, p: Planned) -> None:
+    """Until the controllers have acted on this step (see the module doc)."""
+    template = ((p.body.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    revision = template.get("name")
+    deadline = time.monotonic() + STEP_WAIT_S
+    while time.monotonic() < deadline:
+        obj = api.get(p.resource, p.namespace, p.name) or {}
+        status = obj.get("status") or {}
+        generation = (obj.get("metadata") or {}).get("generation", 0)
+        observed = status.get("observedGeneration", 0) >= generation
+        if observed and (not revision or status.get("latestCreatedRevisionName") == revision):
+            return
+        time.sleep(_STEP_POLL_S)
+
+
+def _dry_run(api: Api, doc: Obj, default_ns: str) -> Planned:
     resource = RESOURCES.get((str(doc.get("apiVersion")), str(doc.get("kind"))))
     if resource is None:
         known = ", ".join(sorted(f"{a} {k}" for a, k in RESOURCES))
@@ -246,10 +296,12 @@ def _dry_run(api: Api, doc: Obj, default_ns: str) -> _Planned:
             content_type="application/merge-patch+json",
             query=dry_run,
         )
-    return _Planned(resource, ns, name, doc, current, dry)
+    return Planned(resource, ns, name, doc, current, dry)
 
 
-def _apply(api: Api, p: _Planned) -> str:
+def _apply(api: Api, p: Planned) -> str:
+    if p.current is None and api.get(p.resource, p.namespace, p.name) is not None:
+        p.current, p.dry = {}, None  # made by an earlier document of this file: a patch
     if p.current is None:
         api.call("POST", p.resource.path(p.namespace), p.body)
         return f"{describe(p.resource, p.name)} created"

@@ -5,7 +5,8 @@ and ``delete`` talk to its Kubernetes API with the kubeconfig it writes (``--kub
 ``.knpy/kubeconfig`` by default) through ``shared/apiclient.py``, so they start fast and need no
 event loop. ``get revisions`` joins what Knative spreads over several objects: the Revision
 (replicas, conditions), the Routes (traffic percent and tags), the ServerlessService (Serve or
-Proxy mode) and the ingress's cold-start figures (the Revision's ``knpy.dev/cold-starts``).
+Proxy mode) and the ingress's cold-start figures (the ``knative-serving/knpy-cold-starts``
+ConfigMap).
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from typing import Any
 
 from shared.apiclient import Api, ApiFailure, apply_text, load_kubeconfig
 from shared.kube.resources import (
+    CONFIGMAPS,
     KSERVICES,
     PODAUTOSCALERS,
     REVISIONS,
     ROUTES,
     SERVERLESSSERVICES,
+    SYSTEM_NAMESPACE,
     Resource,
 )
 
@@ -34,7 +37,7 @@ _COMPONENTS = {
     "autoscaler": ("autoscaler", "stats collection and the KPA decider"),
 }
 DEFAULT_KUBECONFIG = Path(".knpy") / "kubeconfig"
-COLD_STARTS_ANNOTATION = "knpy.dev/cold-starts"
+COLD_STARTS_CONFIGMAP = "knpy-cold-starts"
 # Plural resource names of the API, by every name a person may type (kubectl's and kn's).
 KINDS = {
     "services": "services",
@@ -161,7 +164,8 @@ def _get(args: argparse.Namespace) -> int:
             key=lambda i: (i["metadata"].get("namespace", ""), i["metadata"]["name"]),
         )
     if kind == "revisions":
-        items = [with_live_status(api, r) for r in items]
+        cold = api.get(CONFIGMAPS, SYSTEM_NAMESPACE, COLD_STARTS_CONFIGMAP) or {}
+        items = [with_live_status(api, r, cold.get("data") or {}) for r in items]
     if args.output == "json":
         doc = items[0] if args.name else {"apiVersion": "v1", "kind": "List", "items": items}
         print(json.dumps(doc, indent=2))
@@ -177,10 +181,10 @@ def _get(args: argparse.Namespace) -> int:
     return 0
 
 
-def with_live_status(api: Api, rev: Json) -> Json:
+def with_live_status(api: Api, rev: Json, cold_starts: dict[str, str]) -> Json:
     """A Revision with knpy's view added to its status: ``trafficPercent`` and ``tags`` from
     the Routes, ``mode`` from its ServerlessService, replicas from its PodAutoscaler when the
-    Revision has none yet, and ``coldStarts`` from the ingress's annotation."""
+    Revision has none yet, and ``coldStarts`` from the ingress's ConfigMap."""
     meta = rev.get("metadata") or {}
     ns, name = meta.get("namespace", "default"), meta["name"]
     status: Json = rev.setdefault("status", {})
@@ -199,7 +203,7 @@ def with_live_status(api: Api, rev: Json) -> Json:
     pa_status = (pa or {}).get("status") or {}
     status.setdefault("actualReplicas", pa_status.get("actualScale", 0))
     status.setdefault("desiredReplicas", pa_status.get("desiredScale", 0))
-    cold = (meta.get("annotations") or {}).get(COLD_STARTS_ANNOTATION)
+    cold = cold_starts.get(f"{ns}.{name}")
     if cold:
         try:
             figures = json.loads(cold)

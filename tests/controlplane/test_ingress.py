@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from controlplane.ingress import (
-    COLD_STARTS_ANNOTATION,
+    COLD_STARTS_CONFIGMAP,
     ColdStarts,
     ColdStartWriter,
     Ingress,
@@ -25,7 +25,7 @@ from controlplane.ingress import (
     route_hosts,
 )
 from shared.kube.fake import FakeCluster
-from shared.kube.resources import REVISIONS, ROUTES, Obj
+from shared.kube.resources import CONFIGMAPS, ROUTES, Obj
 from shared.proxy.server import ProxyServer
 
 R1 = RevisionKey("default", "hello-00001")
@@ -247,20 +247,19 @@ async def test_request_at_zero_is_one_cold_start_per_burst() -> None:
         await _get(port, HELLO)
         summary = ingress.cold_starts.summary(R1)
         assert summary is not None and summary["count"] == 2.0
-        # The figures land on the Revision for knpy get.
-        cluster.put({"apiVersion": "serving.knative.dev/v1", "kind": "Revision",
-                     "metadata": {"name": "hello-00001", "namespace": "default"}})  # fmt: skip
+        # The figures land in knpy's ConfigMap for knpy get (not on the Revision: its
+        # annotations go into the pods' template).
         writer = ColdStartWriter(cluster, ingress.cold_starts)
         writer.start()
         try:
             for _ in range(40):
                 await asyncio.sleep(0.05)
-                rev = cluster.peek(REVISIONS, "default", "hello-00001") or {}
-                if COLD_STARTS_ANNOTATION in rev["metadata"].get("annotations", {}):
+                cm = cluster.peek(CONFIGMAPS, "knative-serving", COLD_STARTS_CONFIGMAP) or {}
+                if "default.hello-00001" in cm.get("data", {}):
                     break
         finally:
             await writer.stop()
-        assert '"count": 2' in rev["metadata"]["annotations"][COLD_STARTS_ANNOTATION]
+        assert '"count": 2' in cm["data"]["default.hello-00001"]
 
 
 async def test_no_endpoints_yet_and_refusing_backend_are_retried() -> None:
