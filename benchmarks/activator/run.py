@@ -1,7 +1,7 @@
 """Activator benchmark: a queue-proxy reached directly, through the activator, and through nginx.
 
 Theory of operation. One session of fresh processes on 127.0.0.1, reusing the queue-proxy
-benchmark's harness (benchmarks/queueproxy/run.py: process groups, wrk/k6 runners, RSS):
+benchmark's harness (benchmarks/harness.py: process groups, wrk/k6 runners, RSS):
 
     --placement shared (the default; the layout of the first figures):
         core 0: the app (benchmarks/queueproxy/app.py) and the load generator (wrk, k6)
@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import os
 import shutil
@@ -51,24 +50,18 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 
 
-def _load_qpbench() -> ModuleType:
-    """The queue-proxy benchmark module, imported by path (benchmarks/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("qpbench", REPO / "benchmarks/queueproxy/run.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["qpbench"] = module
-    spec.loader.exec_module(module)
-    return module
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # run as a script: make the repo's packages importable
 
+from benchmarks import harness  # noqa: E402
 
-qp = _load_qpbench()
+qp = harness  # the name benchmarks/activator/profile.py uses
 
 NAMESPACE = "bench"
 WARM = "bench-00001"
@@ -79,7 +72,7 @@ QUEUED_REQUESTS = 10_000
 LATE_REQUESTS = 100
 READY_POLL_S = 0.002
 
-K6_SCRIPT = qp.K6_SCRIPT.replace(
+K6_SCRIPT = harness.K6_SCRIPT.replace(
     "http.get(__ENV.URL);",
     f"http.get(__ENV.URL, {{ headers: {json.dumps(ROUTE)} }});",
 )
@@ -94,7 +87,7 @@ def start_activator(
     """
     cluster_file = h.workdir / "cluster.json"
     cluster_file.write_text(json.dumps(cluster))
-    port, metrics, dead = qp.free_port(), qp.free_port(), qp.free_port()
+    port, metrics, dead = harness.free_port(), harness.free_port(), harness.free_port()
     env = {
         "PYTHONPATH": str(REPO),
         "POD_NAME": "activator-bench",
@@ -108,7 +101,7 @@ def start_activator(
     argv = [sys.executable, *(python_args or []), "-m", "activator"]
     argv += ["--cluster-file", str(cluster_file)]
     proc = h.children.spawn("activator", argv, core=h.test_core, env=env, cwd=REPO)
-    qp.wait_ready(proc, h.children, port, headers=ROUTE, body=qp.APP_BODY)
+    harness.wait_ready(proc, h.children, port, headers=ROUTE, body=harness.APP_BODY)
     return port, metrics, proc.pid
 
 
@@ -116,7 +109,7 @@ def wrk(h: Any, url: str, headers: dict[str, str]) -> dict[str, Any]:
     argv = ["wrk", "-t1", f"-c{h.connections}", f"-d{h.duration_s:g}s", "--latency"]
     for name, value in headers.items():
         argv += ["-H", f"{name}: {value}"]
-    return dict(qp.parse_wrk(h._run_tool(h._name("wrk"), [*argv, url])))
+    return dict(harness.parse_wrk(h._run_tool(h._name("wrk"), [*argv, url])))
 
 
 async def _hold(port: int, revision: str, n: int) -> list[asyncio.StreamWriter]:
@@ -148,14 +141,14 @@ async def _queued(metrics_port: int, revision: str) -> float:
 
 def measure_queue_rss(port: int, metrics_port: int, pid: int) -> dict[str, Any]:
     async def run() -> dict[str, Any]:
-        before = qp.rss_bytes(pid)
+        before = harness.rss_bytes(pid)
         start = time.monotonic()
         writers = await _hold(port, COLD, QUEUED_REQUESTS)
         while await _queued(metrics_port, COLD) < QUEUED_REQUESTS:
             if time.monotonic() - start > 60:
                 raise RuntimeError("the activator never held all the requests")
             await asyncio.sleep(0.2)
-        held = qp.rss_bytes(pid)
+        held = harness.rss_bytes(pid)
         for writer in writers:
             writer.close()
         return {
@@ -222,9 +215,9 @@ def start_late_queueproxy(h: Any, app_port: int, port: int) -> None:
         "SERVING_POD": "late-pod",
         "SERVING_POD_IP": "127.0.0.1",
         "QUEUE_SERVING_PORT": str(port),
-        "QUEUE_ADMIN_PORT": str(qp.free_port()),
-        "QUEUE_METRICS_PORT": str(qp.free_port()),
-        "USER_METRICS_PORT": str(qp.free_port()),
+        "QUEUE_ADMIN_PORT": str(harness.free_port()),
+        "QUEUE_METRICS_PORT": str(harness.free_port()),
+        "USER_METRICS_PORT": str(harness.free_port()),
         "USER_PORT": str(app_port),
         "CONTAINER_CONCURRENCY": "0",
         "PYTHONPATH": str(REPO),
@@ -248,9 +241,9 @@ def measure_half_rate(
     rows: list[dict[str, Any]] = []
     for _ in range(pairs):
         direct = h.k6_rate(direct_url, rate)
-        cpu_before = qp.cpu_seconds(act_pid)
+        cpu_before = harness.cpu_seconds(act_pid)
         through = h.k6_rate(act_url, rate)
-        cpu = qp.cpu_seconds(act_pid) - cpu_before
+        cpu = harness.cpu_seconds(act_pid) - cpu_before
         rows.append(
             {
                 "p50_direct_ms": direct["p50_ms"],
@@ -289,19 +282,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--placement", choices=("shared", "own-core"), default="shared")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "activator-latest.json")
     args = parser.parse_args(argv)
-    k6 = shutil.which("k6", path=str(qp.VENV_BIN)) or shutil.which("k6")
+    k6 = shutil.which("k6", path=str(harness.VENV_BIN)) or shutil.which("k6")
     if shutil.which("wrk") is None or k6 is None:
         print("wrk and k6 are required", file=sys.stderr)
         return 2
     cores = sorted(os.sched_getaffinity(0))
     load_core, test_core = (cores[0], cores[1]) if len(cores) >= 2 else (None, None)
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, qp._raise_exit)
+        signal.signal(sig, harness.raise_exit)
     workdir = Path(tempfile.mkdtemp(prefix="knpy-bench-act-"))
     (workdir / "fixed-rate.js").write_text(K6_SCRIPT)  # Harness.k6_rate uses it as it is
-    children = qp.Children(workdir)
+    children = harness.Children(workdir)
     duration = 3.0 if args.quick else 10.0
-    h = qp.Harness(workdir, children, duration, args.connections, load_core, test_core, k6)
+    h = harness.Harness(workdir, children, duration, args.connections, load_core, test_core, k6)
     result: dict[str, Any] = {
         "benchmark": "activator",
         "when": time.strftime("%Y-%m-%dT%H:%M"),
@@ -310,11 +303,11 @@ def main(argv: list[str] | None = None) -> int:
     # Where the queue-proxies run; the activator and nginx always get h.test_core.
     pod_core = test_core if args.placement == "shared" else load_core
     try:
-        app_port, _ = qp.start_app(h, load_core)
+        app_port, _ = harness.start_app(h, load_core)
         h.test_core = pod_core
-        qp_port, _ = qp.start_queueproxy(h, app_port)
+        qp_port, _ = harness.start_queueproxy(h, app_port)
         h.test_core = test_core
-        late_port = qp.free_port()
+        late_port = harness.free_port()
         assert _free(late_port)
         cluster = {
             "revisions": [
@@ -340,8 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         act_url = f"http://127.0.0.1:{act_port}/"
         sat_direct = wrk(h, direct_url, ROUTE)
         sat_act = wrk(h, act_url, ROUTE)
-        act_idle_rss = qp.rss_bytes(act_pid)
-        nginx_port, _ = qp.start_nginx(h, qp_port)
+        act_idle_rss = harness.rss_bytes(act_pid)
+        nginx_port, _ = harness.start_nginx(h, qp_port)
         sat_nginx = wrk(h, f"http://127.0.0.1:{nginx_port}/", {})
         half = min(int(sat_act["rps"] / 2), h.half_rate_cap_rps)
         half_rate = measure_half_rate(h, direct_url, act_url, act_pid, half, args.pairs)

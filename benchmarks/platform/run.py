@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import importlib.util
 import json
 import math
 import os
@@ -59,11 +58,15 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Final
 
 import psutil
 
+if str(Path(__file__).resolve().parents[2]) not in sys.path:
+    # Run as a script: make the repo's packages (benchmarks/ is not installed) importable.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from benchmarks import harness
 from controlplane.pods import free_port
 
 HERE: Final = Path(__file__).resolve().parent
@@ -89,16 +92,6 @@ data: {stable-window: 6s, scale-to-zero-grace-period: 1s}
 """
 
 Json = dict[str, Any]
-
-
-def _load_qpbench() -> ModuleType:
-    """The queue-proxy benchmark module (for its wrk parser), imported by path."""
-    spec = importlib.util.spec_from_file_location("qpbench", REPO / "benchmarks/queueproxy/run.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["qpbench"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def service_yaml(name: str, command: list[str], annotations: dict[str, str] | None = None) -> str:
@@ -284,7 +277,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 # -- 2. throughput -------------------------------------------------------------------------------
-def measure_throughput(p: Platform, qp: ModuleType, duration_s: float, connections: int) -> Json:
+def measure_throughput(p: Platform, duration_s: float, connections: int) -> Json:
     fast = ["sh", "-c", f'exec {sys.executable} {FAST_APP} --port "$PORT"']
     one_pod = {"autoscaling.knative.dev/min-scale": "1", "autoscaling.knative.dev/max-scale": "1"}
     serve_ann = {**one_pod, "autoscaling.knative.dev/target-burst-capacity": "0"}
@@ -308,7 +301,7 @@ def measure_throughput(p: Platform, qp: ModuleType, duration_s: float, connectio
         out = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 60)
         if out.returncode != 0:
             raise RuntimeError(f"wrk exited {out.returncode}: {out.stderr}")
-        figures = dict(qp.parse_wrk(out.stdout))
+        figures = dict(harness.parse_wrk(out.stdout))
         after = p.revision(rev)["mode"]
         if mode is not None and after != mode:
             raise RuntimeError(f"{label}: {rev} was in {after} mode after the run, not {mode}")
@@ -371,7 +364,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     runs = args.runs or (5 if args.quick else 20)
     duration_s = 3.0 if args.quick else 10.0
-    qp = _load_qpbench()
     workdir = Path(tempfile.mkdtemp(prefix="knpy-bench-platform-"))
     result: Json = {
         "benchmark": "platform",
@@ -385,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
             result["cold_start"] = measure_cold_starts(p, runs, min(args.services, runs))
         if "throughput" not in args.skip:
             print("throughput ...", file=sys.stderr)
-            result["throughput"] = measure_throughput(p, qp, duration_s, args.connections)
+            result["throughput"] = measure_throughput(p, duration_s, args.connections)
     finally:
         p.stop()
     shutil.rmtree(workdir, ignore_errors=True)
