@@ -10,6 +10,8 @@ process opens 10 watches on revisions (``watch=1&resourceVersion=<list rv>``), t
    event's arrival on each of the 10 watches -> watch delay p50/p99 over N x 10 arrivals;
 2. merge-patches each revision's status (conditions, replicas, as the reconciler writes
    them) -> patch latency p50/p99 and its watch delay;
+   The server's CPU time (user + system) per create and per patch, with its 10 watch lines,
+   is the figure that least depends on what else runs on the machine.
 3. lists all revisions (one GET) -> list latency and body size;
 4. deletes the Configuration that owns them all (Background propagation: the server deletes
    the N revisions by their ownerReferences) -> time of that one DELETE;
@@ -156,6 +158,7 @@ async def bench(n: int, watchers: int) -> dict[str, Any]:
             await asyncio.sleep(0.3)
             sent: dict[str, float] = {}
             create_ms: list[float] = []
+            cpu0 = ps.cpu_times()
             for i in range(n):
                 body = json.dumps(revision(i, owner_uid)).encode()
                 t0 = time.perf_counter()
@@ -164,6 +167,7 @@ async def bench(n: int, watchers: int) -> dict[str, Any]:
                     assert r.status == 201, r.status
                 create_ms.append((time.perf_counter() - t0) * 1000)
                 sent[f"bench-{i:05d}"] = t0
+            cpu1 = ps.cpu_times()
             patch_headers = {**headers, "Content-Type": "application/merge-patch+json"}
             patch_sent: dict[str, float] = {}
             patch_ms: list[float] = []
@@ -177,6 +181,9 @@ async def bench(n: int, watchers: int) -> dict[str, Any]:
                     assert r.status == 200, r.status
                 patch_ms.append((time.perf_counter() - t0) * 1000)
                 patch_sent[name] = t0
+            cpu2 = ps.cpu_times()
+            out["cpu_create_ms"] = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) * 1000 / n
+            out["cpu_patch_ms"] = (cpu2.user + cpu2.system - cpu1.user - cpu1.system) * 1000 / n
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline and any(
                 len(w.arrived) < 2 * n for w in ws
@@ -234,6 +241,8 @@ def main() -> int:
     rows = [
         (f"create revision (x{n})", "p50 / p99 ms", "{:.2f} / {:.2f}".format(*r["create"])),
         (f"patch status (x{n})", "p50 / p99 ms", "{:.2f} / {:.2f}".format(*r["patch"])),
+        ("server CPU per create / patch", "ms",
+         f"{r['cpu_create_ms']:.2f} / {r['cpu_patch_ms']:.2f}"),
         (f"watch delay, create ({w} watchers)", "p50 / p99 ms",
          "{:.2f} / {:.2f}".format(*r["watch_create"])),
         (f"watch delay, status ({w} watchers)", "p50 / p99 ms",

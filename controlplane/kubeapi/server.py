@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hmac
 import ipaddress
 import json
@@ -107,6 +108,7 @@ def _parse(raw: bytes, media: str) -> Any:
         ) from None
 
 
+@functools.lru_cache(maxsize=64)
 def _is_loopback_host(host: str) -> bool:
     if host.startswith("["):
         name = host[1:].split("]", 1)[0]
@@ -567,8 +569,12 @@ class KubeApiServer:
                 if bookmarks:
                     wait = min(wait, next_bookmark - now)
                 if wait > 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(w.wake.wait(), wait)
+                    # A timer handle, not wait_for (which makes a task per event per watcher).
+                    timer = loop.call_later(wait, w.wake.set)
+                    try:
+                        await w.wake.wait()
+                    finally:
+                        timer.cancel()
                 now = loop.time()
                 if deadline is not None and now >= deadline:
                     return

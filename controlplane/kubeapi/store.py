@@ -207,6 +207,9 @@ class Store:
         self._history.append(ev)
         for listener in self.listeners:
             listener(ev)
+        # The ring keeps the objects only (they share their untouched subtrees with the next
+        # version); a replay after a reconnect encodes its lines again.
+        ev._obj_json = ev._line = None
         return ev
 
     # -- history ------------------------------------------------------------------------------
