@@ -3,6 +3,8 @@
 #
 #   bash images/build.sh [--offline] [--archive DIR] [--base IMAGE] [--tag TAG]
 #                        [--registry PREFIX] [--engine docker|buildah] [component...]
+#   bash images/build.sh --print [--tag TAG] [--registry PREFIX] [component...]
+#                        (the image names it would build, "component image" a line)
 #
 # Components: queue-proxy activator autoscaler (all by default). Images are named
 # <registry>/<component>:<tag>, by default localhost/knpy/<component>:<version in pyproject>:
@@ -31,6 +33,8 @@
 # are only rewritten when their bytes change so that the engine's layer cache holds.
 # Prints one line per image: component, image, size in MB, seconds.
 set -euo pipefail
+# All in one function, parsed whole before it runs: editing this file during a build is safe.
+main() {
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ALL_COMPONENTS=(queue-proxy activator autoscaler)
@@ -47,11 +51,12 @@ export SOURCE_DATE_EPOCH=315532800
 die() { echo "images/build.sh: $*" >&2; exit 1; }
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 
-offline=0 archive="" base="" tag="" engine=${KNPY_IMAGE_ENGINE:-}
+offline=0 archive="" base="" tag="" engine=${KNPY_IMAGE_ENGINE:-} print_only=0
 components=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --offline) offline=1 ;;
+    --print) print_only=1 ;;
     --archive) [ $# -ge 2 ] || die "--archive needs a directory"; archive=$2; shift ;;
     --base) [ $# -ge 2 ] || die "--base needs an image"; base=$2; shift ;;
     --tag) [ $# -ge 2 ] || die "--tag needs a value"; tag=$2; shift ;;
@@ -72,6 +77,14 @@ done
 if [ -n "${PYTHON:-}" ]; then PY=$PYTHON
 elif [ -x "$ROOT/.venv/bin/python" ]; then PY=$ROOT/.venv/bin/python
 else PY=python3
+fi
+
+version() {
+  "$PY" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' "$ROOT/pyproject.toml"
+}
+if [ "$print_only" = 1 ]; then
+  for c in "${components[@]}"; do echo "$c $REGISTRY/$c:${tag:-$(version)}"; done
+  exit 0
 fi
 
 if [ -z "$engine" ]; then
@@ -223,7 +236,7 @@ write_if_changed "$ROOT/images/strip-base.sh" "$CONTEXT/strip-base.sh"
 write_if_changed "$ROOT/images/Containerfile" "$CONTEXT/Containerfile"
 
 # --- images -----------------------------------------------------------------------------
-version=$("$PY" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' "$ROOT/pyproject.toml")
+version=$(version)
 tag=${tag:-$version}
 revision=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)
 if [ "$revision" != unknown ] && ! git -C "$ROOT" diff --quiet HEAD -- pyproject.toml shared \
@@ -251,3 +264,6 @@ for c in "${components[@]}"; do
   secs=$("$PY" -c "import sys, time; print(f'{time.time() - float(sys.argv[1]):.1f}')" "$start")
   printf '%-12s %-40s %10s %6ss\n' "$c" "$name" "$(image_size_mb "$name")" "$secs"
 done
+}
+
+main "$@"
