@@ -234,6 +234,13 @@ class KubeApiServer:
             return await self._dispatch(request)
         except StatusError as e:
             return web.Response(body=_dumps(e.body), status=e.code, content_type=_JSON)
+        except web.HTTPException:
+            raise
+        except Exception as e:  # a bug here or in an admission hook: a Status, not a hang-up
+            log.exception("kube API request %s %s failed", request.method, request.path)
+            err = StatusError(500, f"Internal error occurred: {type(e).__name__}: {e}",
+                              "InternalError")
+            return web.Response(body=_dumps(err.body), status=500, content_type=_JSON)
 
     def _check_access(self, request: web.Request) -> None:
         host = request.headers.get("Host")

@@ -314,3 +314,20 @@ async def test_writes_never_change_stored_objects_in_place(
     await api.ok("PATCH", f"{REVS}/r", {"metadata": {"annotations": {"n": "1"}}},
                  content_type="application/merge-patch+json")
     assert json.dumps(first.obj, sort_keys=True) == before
+
+
+class _BrokenHook:
+    def admit(self, operation: Operation, obj: Obj, old: Obj | None,
+              reader: ObjectReader) -> Obj:
+        raise RuntimeError("boom")
+
+
+async def test_a_failing_hook_is_a_500_status(tmp_path: Any) -> None:
+    api = await start_api(tmp_path, admission={REVISIONS: _BrokenHook()})
+    try:
+        status, err = await api.call("POST", REVS, revision("r"))
+        assert (status, err["kind"], err["reason"]) == (500, "Status", "InternalError")
+        assert "RuntimeError: boom" in err["message"]
+        assert (await api.ok("GET", REVS))["items"] == [], "nothing was stored"
+    finally:
+        await stop_api(api)
