@@ -62,6 +62,7 @@ class Kind:
     status: bool = False  # has a /status subresource; PUT/PATCH of the main one keep status
     scale: bool = False  # has a /scale subresource (autoscaling/v1 Scale)
     generation: bool = True  # metadata.generation moves on changes outside metadata/status
+    custom: bool = False  # a CRD in a cluster (Knative's): no strategic merge patch
     columns: tuple[Column, ...] = ()  # after NAME; CRDs list AGE themselves when they show it
     verbs: tuple[str, ...] = (
         "create", "delete", "deletecollection", "get", "list", "patch", "update", "watch",
@@ -78,7 +79,7 @@ _AGE = Column("Age", "@age", "date")
 
 KINDS: tuple[Kind, ...] = (
     Kind(
-        KSERVICES, "service", ("kservice", "ksvc"), _KNATIVE, status=True,
+        KSERVICES, "service", ("kservice", "ksvc"), _KNATIVE, status=True, custom=True,
         columns=(
             Column("URL", ".status.url"),
             Column("LatestCreated", ".status.latestCreatedRevisionName"),
@@ -88,7 +89,7 @@ KINDS: tuple[Kind, ...] = (
         ),
     ),
     Kind(
-        CONFIGURATIONS, "configuration", ("config", "cfg"), _KNATIVE, status=True,
+        CONFIGURATIONS, "configuration", ("config", "cfg"), _KNATIVE, status=True, custom=True,
         columns=(
             Column("LatestCreated", ".status.latestCreatedRevisionName"),
             Column("LatestReady", ".status.latestReadyRevisionName"),
@@ -97,7 +98,7 @@ KINDS: tuple[Kind, ...] = (
         ),
     ),
     Kind(
-        REVISIONS, "revision", ("rev",), _KNATIVE, status=True,
+        REVISIONS, "revision", ("rev",), _KNATIVE, status=True, custom=True,
         columns=(
             Column("Config Name", ".metadata.labels['serving\\.knative\\.dev/configuration']"),
             Column(
@@ -111,7 +112,7 @@ KINDS: tuple[Kind, ...] = (
         ),
     ),
     Kind(
-        ROUTES, "route", ("rt",), _KNATIVE, status=True,
+        ROUTES, "route", ("rt",), _KNATIVE, status=True, custom=True,
         columns=(
             Column("URL", ".status.url"),
             Column("Ready", _READY),
@@ -120,7 +121,7 @@ KINDS: tuple[Kind, ...] = (
     ),
     Kind(
         PODAUTOSCALERS, "podautoscaler", ("kpa", "pa"), ("knative-internal", "autoscaling"),
-        status=True,
+        status=True, custom=True,
         columns=(
             Column("DesiredScale", ".status.desiredScale", "integer"),
             Column("ActualScale", ".status.actualScale", "integer"),
@@ -129,12 +130,12 @@ KINDS: tuple[Kind, ...] = (
         ),
     ),
     Kind(
-        METRICS, "metric", (), ("knative-internal", "autoscaling"), status=True,
+        METRICS, "metric", (), ("knative-internal", "autoscaling"), status=True, custom=True,
         columns=(Column("Ready", _READY), Column("Reason", _REASON)),
     ),
     Kind(
         SERVERLESSSERVICES, "serverlessservice", ("sks",), ("knative-internal", "networking"),
-        status=True,
+        status=True, custom=True,
         columns=(
             Column("Mode", ".spec.mode"),
             Column("Activators", ".spec.numActivators", "integer"),

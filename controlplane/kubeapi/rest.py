@@ -213,7 +213,7 @@ class Rest:
         subresource: str | None = None,
         dry_run: bool = False,
     ) -> Obj:
-        if patch_type == "strategic" and kind.resource.group.endswith("knative.dev"):
+        if patch_type == "strategic" and kind.custom:
             # Kubernetes refuses strategic merge patch on custom resources.
             raise StatusError(
                 415, "the body of the request was in an unknown format - accepted media "
@@ -283,9 +283,8 @@ class Rest:
         if dry_run:
             return new
         if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
-            # The last finalizer is gone: the marked object goes away now.
-            gone = self._remove(kind, new, "Background")
-            return gone
+            # The last finalizer is gone: the marked object goes away now, in this state.
+            return self._remove(kind, new, "Background", final=True)
         return self.store.put(kind.key, new).obj
 
     # -- scale --------------------------------------------------------------------------------
@@ -359,7 +358,9 @@ class Rest:
             return self.store.put(kind.key, new).obj
         return self._remove(kind, obj, propagation)
 
-    def _remove(self, kind: Kind, obj: Obj, propagation: Propagation) -> Obj:
+    def _remove(
+        self, kind: Kind, obj: Obj, propagation: Propagation, final: bool = False
+    ) -> Obj:
         """Remove the object and cascade: Foreground removes the dependents first (the owner's
         DELETED event comes last), Background after, Orphan not at all."""
         meta = obj["metadata"]
@@ -367,7 +368,7 @@ class Rest:
         uid = str(meta.get("uid", ""))
         if propagation == "Foreground":
             self._cascade(uid, "Foreground")
-        ev = self.store.remove(kind.key, ns, meta["name"])
+        ev = self.store.remove(kind.key, ns, meta["name"], obj if final else None)
         if ev is None:
             return obj
         if propagation == "Background":

@@ -186,8 +186,12 @@ class Store:
         return self._emit(Event(self.rv, "MODIFIED" if old is not None else "ADDED", key, obj,
                                 old))
 
-    def remove(self, key: str, namespace: str, name: str) -> Event | None:
-        """Delete the object; the DELETED event carries it with a fresh resourceVersion."""
+    def remove(
+        self, key: str, namespace: str, name: str, final: Obj | None = None
+    ) -> Event | None:
+        """Delete the object; the DELETED event carries it (or ``final``, its last state when
+        the delete completes an update, as the removal of the last finalizer does) with a
+        fresh resourceVersion."""
         objs = self._objects.get(key, {}).get(namespace)
         if objs is None or name not in objs:
             return None
@@ -197,7 +201,8 @@ class Store:
         self._index_owners(key, namespace, name, old, None)
         self.rv += 1
         # Kubernetes' DELETED event carries the object at the deletion's revision.
-        gone = {**old, "metadata": {**old["metadata"], "resourceVersion": str(self.rv)}}
+        last = final if final is not None else old
+        gone = {**last, "metadata": {**last["metadata"], "resourceVersion": str(self.rv)}}
         return self._emit(Event(self.rv, "DELETED", key, gone, old))
 
     def _emit(self, ev: Event) -> Event:

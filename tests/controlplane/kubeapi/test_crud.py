@@ -282,10 +282,14 @@ async def test_finalizers_mark_then_remove(api: Api) -> None:
     marked = await api.ok("DELETE", f"{CMS}/a")
     assert marked["metadata"]["deletionTimestamp"]
     assert (await api.ok("GET", f"{CMS}/a"))["metadata"]["deletionTimestamp"]
+    rv = api.server.store.rv
     await api.ok("PATCH", f"{CMS}/a", {"metadata": {"finalizers": None}},
                  content_type="application/merge-patch+json")
     status, _ = await api.call("GET", f"{CMS}/a")
     assert status == 404
+    (ev,) = api.server.store.since(rv) or []
+    assert ev.type == "DELETED" and "finalizers" not in ev.obj["metadata"], \
+        "one DELETED event, carrying the object as the update left it"
 
 
 @pytest.mark.parametrize(
