@@ -73,6 +73,7 @@ from .podspec import (
     LOOPBACK,
     NODE_NAME,
     QUEUE_PROXY,
+    READY_AFTER_ANNOTATION,
     ContainerView,
     PodSummary,
     PodView,
@@ -152,6 +153,8 @@ class _Pod:
     terminating: bool = False
     ready: bool = False
     ready_since: str = ""
+    ready_after_s: float | None = None  # creation to the first Ready, once known
+    annotated: bool = False
     written: Obj | None = None
     dirty: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -404,7 +407,7 @@ class Kubelet:
         now = self.clock()
         for _ in range(NAME_ATTEMPTS):
             name = pod_name(run.name, current, self._rng.getrandbits(40))
-            body = pod_object(dep, name, current, ports, rfc3339(now))
+            body = pod_object(dep, name, current, ports, now)
             try:
                 created = await self.client.create(PODS, run.namespace, body)
                 break
@@ -601,6 +604,8 @@ class Kubelet:
         if ready != pod.ready:
             pod.ready = ready
             pod.ready_since = rfc3339(self.clock())
+            if ready and pod.ready_after_s is None:
+                pod.ready_after_s = self.clock() - pod.created
             dep = self._deployments.get(run.namespace, run.name)
             if ready and dep is not None:
                 self._progressed(run, dep)
@@ -620,6 +625,11 @@ class Kubelet:
                 await self.client.patch(
                     PODS, pod.namespace, pod.name, {"status": status}, subresource="status"
                 )
+                if pod.ready_after_s is not None and not pod.annotated:
+                    figure = {READY_AFTER_ANNOTATION: f"{pod.ready_after_s:.6f}"}
+                    patch = {"metadata": {"annotations": figure}}
+                    await self.client.patch(PODS, pod.namespace, pod.name, patch)
+                    pod.annotated = True
             except NotFound:
                 return  # deleted: the pod informer's DELETED drains it
             except (ApiError, OSError, aiohttp.ClientError) as err:

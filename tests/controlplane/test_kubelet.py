@@ -135,6 +135,7 @@ async def test_replicas_run_as_ready_pods_with_their_own_ports(
             assert pod["metadata"]["name"].startswith("hello-00001-deployment-")
             assert pod["metadata"]["ownerReferences"][0]["name"] == "hello-00001-deployment"
             assert pod["status"]["podIP"] == "127.0.0.1" and pod["status"]["phase"] == "Running"
+            assert float(pod["metadata"]["annotations"]["knpy.dev/ready-after-seconds"]) > 0
             port = port_named(pod, "http1")
             serving.add(port)
             async with session.get(f"http://127.0.0.1:{port}/") as resp:

@@ -113,12 +113,13 @@ def test_resolve_env_reads_the_downward_api() -> None:
     pod = pod_object(
         {"metadata": {"name": "d", "namespace": "ns", "uid": "u1"},
          "spec": {"template": {"metadata": {"labels": {"app": "a"}}, "spec": REVISION_SPEC}}},
-        "d-h-x", "h", MOVED, "2026-01-01T00:00:00Z",
+        "d-h-x", "h", MOVED, 1767225600.25,
     )  # fmt: skip
     env = resolve_env(pod["spec"]["containers"][1], pod)
     assert env["SERVING_POD"] == "d-h-x" and env["SERVING_POD_IP"] == "127.0.0.1"
     assert pod["metadata"]["labels"] == {"app": "a", "pod-template-hash": "h"}
     assert pod["metadata"]["ownerReferences"][0]["uid"] == "u1"
+    assert pod["metadata"]["annotations"] == {"knpy.dev/created-at": "1767225600.250000"}
 
 
 @pytest.mark.parametrize(
