@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,19 @@ from typing import Any
 import aiohttp
 import pytest
 
+from controlplane.kubeapi import tls
 from controlplane.kubeapi.server import KubeApiServer
+
+# One serving certificate for the whole session, copied into each state dir (the server reuses
+# a state dir's certificate), which saves an openssl run per test.
+_CERTS: list[Path] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_certificate(tmp_path_factory: pytest.TempPathFactory) -> None:
+    files = tls.ensure_certificate(tmp_path_factory.mktemp("kubeapi-tls"))
+    if files is not None:
+        _CERTS[:] = [files.cert, files.key]
 
 
 @dataclass
@@ -56,6 +69,10 @@ class Api:
 
 
 async def start_api(state_dir: Path, **kw: Any) -> Api:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    for f in _CERTS:
+        if not (state_dir / f.name).exists():
+            shutil.copy2(f, state_dir / f.name)
     server = KubeApiServer(state_dir, **kw)
     await server.start()
     return Api(server, aiohttp.ClientSession())
