@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ class Event:
     rv: int
     type: str
     obj: Obj
+    old: Obj | None  # the state before, so selector watches see objects enter and leave
 
 
 def status(code: int, reason: str, message: str) -> Obj:
@@ -74,6 +76,7 @@ class FaultyApiServer:
         self.requests: list[tuple[str, str, str]] = []  # (method, path, content type)
         self.port = 0
         self._wakeup = asyncio.Event()
+        self._state: dict[tuple[Resource, str, str], Obj] = {}
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._transports: set[asyncio.BaseTransport] = set()
@@ -82,9 +85,14 @@ class FaultyApiServer:
 
     def _recorder(self, resource: Resource) -> Any:
         def record(event: EventType, obj: Obj) -> None:
-            self.history.append(
-                Event(resource, int(obj["metadata"]["resourceVersion"]), event.value, obj)
-            )
+            key = (resource, *key_of(obj))
+            old = self._state.get(key)
+            if event is EventType.DELETED:
+                self._state.pop(key, None)
+            else:
+                self._state[key] = obj
+            rv = int(obj["metadata"]["resourceVersion"])
+            self.history.append(Event(resource, rv, event.value, obj, old))
             self._wakeup.set()
             self._wakeup = asyncio.Event()
 
@@ -215,6 +223,18 @@ class FaultyApiServer:
             return _status_response(e.status, e.reason, e.message)
         return _status_response(405, "MethodNotAllowed", request.method)
 
+    @staticmethod
+    def _seen_as(ev: Event, matches: Callable[[Obj], bool]) -> str | None:
+        """The event a filtered watch sends, as kube-apiserver's watch cache does: an object
+        that starts matching is ADDED, one that stops matching is DELETED."""
+        was = ev.old is not None and matches(ev.old)
+        now = ev.type != "DELETED" and matches(ev.obj)
+        if ev.type == "DELETED":
+            return "DELETED" if was or matches(ev.obj) else None
+        if now:
+            return "MODIFIED" if was else "ADDED"
+        return "DELETED" if was else None
+
     def _line(self, kind: str, obj: Obj) -> bytes:
         return json.dumps({"type": kind, "object": obj}).encode() + b"\n"
 
@@ -253,7 +273,8 @@ class FaultyApiServer:
             # A bookmark promises every event up to its rv was sent: only move past events
             # this watch would not have sent.
             skipped = any(
-                ev.resource == r and ev.rv > from_rv and matches(ev.obj) for ev in self.history
+                ev.resource == r and ev.rv > from_rv and self._seen_as(ev, matches) is not None
+                for ev in self.history
             )
             rv = {"resourceVersion": str(from_rv if skipped else self.cluster._rv)}
             for _ in range(3):
@@ -276,13 +297,14 @@ class FaultyApiServer:
             while pos < len(self.history):
                 ev = self.history[pos]
                 pos += 1
-                if ev.resource != r or ev.rv <= from_rv or not matches(ev.obj):
+                kind = self._seen_as(ev, matches)
+                if ev.resource != r or ev.rv <= from_rv or kind is None:
                     continue
                 if sent == cut_after:
                     assert request.transport is not None
                     request.transport.close()  # mid-stream: the chunked body never ends
                     return resp
-                await resp.write(self._line(ev.type, ev.obj))
+                await resp.write(self._line(kind, ev.obj))
                 sent += 1
             wakeup = self._wakeup
             with contextlib.suppress(TimeoutError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 
 import pytest
@@ -16,6 +17,7 @@ from kubernetes_asyncio.client import ApiClient
 from shared.kube.informer import EventType
 from shared.kube.kubeclient import ApiKubeClient
 from shared.kube.kubeinformer import Backoff, InformerOptions, KubeInformer, KubeInformerFactory
+from shared.kube.labels import parse_selector
 from shared.kube.resources import PODAUTOSCALERS, Obj, key_of
 from tests.shared.kube.apiserver import FaultyApiServer
 
@@ -52,13 +54,13 @@ class View:
             self.rvs[key_of(obj)] = obj["metadata"]["resourceVersion"]
 
 
-def truth(server: FaultyApiServer, selector: str | None = None) -> dict[tuple[str, str], str]:
-    from shared.kube.labels import parse_selector
-
+def truth(
+    server: FaultyApiServer, selector: str | None = None, namespace: str | None = None
+) -> dict[tuple[str, str], str]:
     sel = parse_selector(selector)
     return {
         key_of(o): o["metadata"]["resourceVersion"]
-        for o in server.cluster.objects(PODAUTOSCALERS)
+        for o in server.cluster.objects(PODAUTOSCALERS, namespace)
         if sel.matches(o["metadata"].get("labels"))
     }
 
@@ -69,7 +71,7 @@ async def converge(
     want: dict[tuple[str, str], str] = {}
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        want = truth(server, inf._selector)
+        want = truth(server, inf._selector, inf._namespace)
         cache = {key_of(o): o["metadata"]["resourceVersion"] for o in inf.list()}
         if view.rvs == want and cache == want:
             return
@@ -251,3 +253,42 @@ async def test_factory_shares(api: ApiClient) -> None:
     assert f.informer(PODAUTOSCALERS, label_selector="x=y") is a
     assert f.informer(PODAUTOSCALERS) is not a
     assert f.informer(PODAUTOSCALERS, label_selector="") is f.informer(PODAUTOSCALERS)
+
+
+async def test_random_faults_soak(server: FaultyApiServer, api: ApiClient) -> None:
+    """150 random writes while every watch meets a random fault (seeded, bounded): the
+    consumer's view ends equal to the server, through selectors entering and leaving."""
+    rng = random.Random(8)
+    faults = ["cut:0", "cut:1", "cut:3", "gone-event", "gone-status", "bookmarks-only", ""]
+    server.watch_faults.extend(rng.choice(faults) for _ in range(40))
+    factory = KubeInformerFactory(api, OPTS)
+    everything = factory.informer(PODAUTOSCALERS)
+    selected = factory.informer(PODAUTOSCALERS, namespace=NS, label_selector="app=x")
+    views = [View(), View()]
+    everything.add_handler(views[0])
+    selected.add_handler(views[1])
+    kc = ApiKubeClient(api)
+    await factory.start()
+    try:
+        await asyncio.wait_for(factory.wait_synced(), 5)
+        for _ in range(150):
+            name = f"pa-{rng.randrange(12)}"
+            ns = rng.choice([NS, NS, "other"])
+            exists = server.cluster.peek(PODAUTOSCALERS, ns, name) is not None
+            op = rng.random()
+            if not exists:
+                await kc.create(PODAUTOSCALERS, ns, pa(name, ns, app=rng.choice("xy")))
+            elif op < 0.3:
+                await kc.delete(PODAUTOSCALERS, ns, name)
+            elif op < 0.6:
+                labels = {"app": rng.choice("xy")}
+                await kc.patch(PODAUTOSCALERS, ns, name, {"metadata": {"labels": labels}})
+            else:
+                spec = {"containerConcurrency": rng.randrange(100)}
+                await kc.patch(PODAUTOSCALERS, ns, name, {"spec": spec})
+            await asyncio.sleep(rng.random() * 0.03)
+        await converge(everything, views[0], server, timeout_s=20)
+        await converge(selected, views[1], server, timeout_s=20)
+        assert len(server.watch_faults) <= 40 - 10  # the faults really happened
+    finally:
+        await factory.stop()
