@@ -18,8 +18,10 @@ import uvloop
 from controlplane.kubeapi.server import KubeApiServer
 
 
-async def _run(state_dir: Path, host: str, port: int, bookmark_interval_s: float) -> None:
-    server = KubeApiServer(state_dir, host=host, port=port,
+async def _run(
+    state_dir: Path, host: str, port: int, tls_port: int, bookmark_interval_s: float
+) -> None:
+    server = KubeApiServer(state_dir, host=host, port=port, tls_port=tls_port,
                            bookmark_interval_s=bookmark_interval_s)
     await server.start()
     print(server.url, flush=True)
@@ -38,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m controlplane.kubeapi", description=__doc__)
     p.add_argument("--state-dir", type=Path, required=True)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--port", type=int, default=0, help="the plain HTTP port (server.url)")
+    p.add_argument("--tls-port", type=int, default=0,
+                   help="the HTTPS port the kubeconfig names (kubectl sends tokens only there)")
     p.add_argument("--bookmark-interval", type=float, default=60.0,
                    help="seconds between watch bookmarks")
     args = p.parse_args(argv)
@@ -46,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(
         loop_factory=uvloop.new_event_loop
     ) as runner:
-        runner.run(_run(args.state_dir, args.host, args.port, args.bookmark_interval))
+        runner.run(
+            _run(args.state_dir, args.host, args.port, args.tls_port, args.bookmark_interval)
+        )
     return 0
 
 

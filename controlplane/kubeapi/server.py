@@ -139,10 +139,12 @@ class KubeApiServer:
         admission: Mapping[Resource, AdmissionHook] | None = None,
         bookmark_interval_s: float = 60.0,
         history_events: int = DEFAULT_HISTORY_EVENTS,
+        tls_port: int = 0,
     ) -> None:
         self.state_dir = Path(state_dir)
         self._host = host
         self._port = port
+        self._tls_port = tls_port
         self._bookmark_interval_s = bookmark_interval_s
         self.registry = Registry()
         self.store = Store(None, history_events)  # replaced by the persistent one in start()
@@ -181,7 +183,7 @@ class KubeApiServer:
         self.url = f"http://{_url_host(self._host)}:{self._port}"
         self._tls = await asyncio.to_thread(tls.ensure_certificate, self.state_dir)
         if self._tls is not None:
-            tls_site = web.TCPSite(self._runner, self._host, 0,
+            tls_site = web.TCPSite(self._runner, self._host, self._tls_port,
                                    ssl_context=tls.server_context(self._tls))
             await tls_site.start()
             self.tls_url = f"https://{_url_host(self._host)}:{_bound_port(tls_site)}"

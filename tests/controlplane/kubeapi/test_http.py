@@ -262,3 +262,35 @@ async def test_restart_resumes(tmp_path: Path) -> None:
             "the watch history starts empty after a restart: clients relist"
     finally:
         await stop_api(api)
+
+
+async def test_python_m_entry(tmp_path: Path) -> None:
+    """``python -m controlplane.kubeapi`` prints its URL and kubeconfig, serves, and stops
+    cleanly on SIGTERM."""
+    import asyncio
+    import signal
+    import sys
+
+    import aiohttp
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "controlplane.kubeapi", "--state-dir", str(tmp_path),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[3],
+    )
+    assert proc.stdout is not None
+    try:
+        url = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode().strip()
+        kubeconfig = Path((await asyncio.wait_for(proc.stdout.readline(), 5)).decode().strip())
+        assert url.startswith("http://127.0.0.1:") and kubeconfig == tmp_path / "kubeconfig"
+        token = yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["token"]
+        async with aiohttp.ClientSession() as s, s.get(
+            url + "/version", headers={"Authorization": f"Bearer {token}"}
+        ) as r:
+            assert r.status == 200 and (await r.json())["gitVersion"] == GIT_VERSION
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
