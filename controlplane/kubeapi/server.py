@@ -26,7 +26,7 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -500,6 +500,7 @@ class KubeApiServer:
             else None
         ns = namespace if kind.resource.namespaced else None
         w = Watcher(kind.key, ns, labels, fields, encode)
+        w.on_overflow = _aborter(request)
         bookmarks = _bool_param(q.get("allowWatchBookmarks"))
         rv_param = q.get("resourceVersion", "")
         try:
@@ -596,6 +597,15 @@ class KubeApiServer:
                     next_bookmark = now + self._bookmark_interval_s
         except (ConnectionError, RuntimeError):
             return  # the client went away
+
+
+def _aborter(request: web.Request) -> Callable[[], None]:
+    def abort() -> None:
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+
+    return abort
 
 
 def _bound_port(site: web.TCPSite) -> int:

@@ -50,6 +50,7 @@ class Watcher:
         "lines",
         "max_queue",
         "namespace",
+        "on_overflow",
         "overflowed",
         "wake",
     )
@@ -73,6 +74,9 @@ class Watcher:
         self.wake = asyncio.Event()
         self.closed = False
         self.overflowed = False
+        # Called once on overflow: the server aborts the connection, since a client that
+        # stopped reading would otherwise hold its stream (and the socket) open forever.
+        self.on_overflow: Callable[[], None] | None = None
 
     def matches(self, obj: Obj | None) -> bool:
         if obj is None:
@@ -109,6 +113,8 @@ class Watcher:
             self.closed = True
             self.overflowed = True
             self.lines.clear()
+            if self.on_overflow is not None:
+                self.on_overflow()
         else:
             self.lines.append(line)
         self.wake.set()

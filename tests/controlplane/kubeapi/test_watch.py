@@ -164,8 +164,8 @@ async def test_watch_from_a_compacted_revision_is_410(tmp_path: Path) -> None:
 
 async def test_a_slow_watcher_is_closed_not_buffered(api: Api) -> None:
     """Three watchers, one with a queue of 5 that a burst of 20 writes (made with no await
-    in between, so no stream drains) overflows: that one is closed and its stream ends, the
-    other two see all 20 events."""
+    in between, so no stream drains) overflows: that one is closed and its connection
+    aborted, the other two see all 20 events."""
     streams = [await watch(api, CMS) for _ in range(3)]
     await asyncio.sleep(0.05)
     watchers = api.server.hub.watchers("configmaps")
@@ -181,7 +181,10 @@ async def test_a_slow_watcher_is_closed_not_buffered(api: Api) -> None:
     for s in streams:
         n = 0
         while n < 20:
-            line = await asyncio.wait_for(s.resp.content.readline(), 3)
+            try:
+                line = await asyncio.wait_for(s.resp.content.readline(), 3)
+            except aiohttp.ClientError:
+                break  # the overflowed watch's connection is aborted
             if not line:
                 break
             n += 1
