@@ -156,7 +156,7 @@ class LeaderElector:
         self._leading = True
         _log.info("%s: %s became leader", self.name, self.identity)
         if self._on_started is not None:
-            self._on_started()
+            self._callback(self._on_started)
 
     async def _renew_until_lost(self) -> None:
         cfg = self.config
@@ -189,7 +189,7 @@ class LeaderElector:
         if self._leading:
             self._leading = False
             if self._on_stopped is not None:
-                self._on_stopped()
+                self._callback(self._on_stopped)
 
     # -- one attempt -----------------------------------------------------------------------------
 
@@ -205,6 +205,15 @@ class LeaderElector:
         except ApiError as e:
             self._note(f"{e.status} {e.reason}: {e.message}")
             return False
+        except (ValueError, TypeError, KeyError) as e:  # a malformed Lease: retry, never crash
+            self._note(f"malformed lease: {type(e).__name__}: {e}")
+            return False
+
+    def _callback(self, callback: Callable[[], None]) -> None:
+        try:
+            callback()
+        except Exception:  # the election must go on: a dead elector would hold the lease
+            _log.exception("%s: leader election callback failed", self.identity)
 
     def _note(self, error: str) -> None:
         if error != self._last_error:

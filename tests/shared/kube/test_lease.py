@@ -217,3 +217,43 @@ def test_defaults_and_micro_time() -> None:
     assert micro_time(1_800_000_000.25) == "2027-01-15T08:00:00.250000Z"
     with pytest.raises(ValueError):
         LeaderElector(FakeCluster(), NS, LEASE, "")
+
+
+async def test_malformed_lease_and_raising_callback_do_not_kill_the_elector(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cluster = FakeCluster()
+    cluster.put(
+        {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": LEASE, "namespace": NS},
+            "spec": {"holderIdentity": "", "leaseTransitions": "many"},
+        }
+    )
+
+    def boom() -> None:
+        raise RuntimeError("callback bug")
+
+    e = LeaderElector(cluster, NS, LEASE, "a_1", FAST, on_started_leading=boom)
+    e.start()
+    try:
+        await asyncio.sleep(0.3)
+        assert not e.is_leader  # the malformed lease is not taken blindly
+        assert "malformed lease" in caplog.text
+        lease = cluster.peek(LEASES, NS, LEASE)
+        assert lease is not None
+        lease["spec"]["leaseTransitions"] = 3
+        cluster.put(lease)
+        deadline = time.monotonic() + 3
+        while not e.is_leader and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert e.is_leader and "callback bug" in caplog.text
+        await asyncio.sleep(0.6)  # keeps renewing after the failed callback
+        lease = cluster.peek(LEASES, NS, LEASE)
+        assert lease is not None
+        spec = lease["spec"]
+        assert spec["holderIdentity"] == "a_1" and spec["leaseTransitions"] == 4
+        assert e.is_leader
+    finally:
+        await e.stop()
