@@ -11,9 +11,9 @@ spawns its own processes), so the figures are the whole machine's.
    rounds rather than 20 waits. Per run, by the clock of this process and what the API shows:
 
        total      request sent -> first response byte (raw socket, ``Connection: close``)
-       decision   request sent -> pod spawned (endpoint ``startedAt``): ingress -> activator
-                  -> autoscaler poke -> scale decision -> the platform spawns the pod
-       pod ready  spawn -> the kubelet-style probe passes (``coldStarts.lastPodReadySeconds``):
+       decision   request sent -> Pod created (``knpy.dev/created-at``): ingress -> activator
+                  -> autoscaler poke -> scale decision (/scale) -> the kubelet makes the pod
+       pod ready  creation -> the kubelet's probe passes (``knpy.dev/ready-after-seconds``):
                   app and queue-proxy processes start, the queue-proxy's probe sees the app
        release    the rest: total - decision - pod ready. The activator learns of the pod
                   from the endpoints watch and probes it itself (as Knative's does), so it may
@@ -27,7 +27,7 @@ spawns its own processes), so the figures are the whole machine's.
    app (``benchmarks/queueproxy/app.py``, so the proxies are what is measured), one pod each
    (min-scale = max-scale = 1):
 
-       direct      to the pod's queue-proxy (its port from /seams/v1/endpoints)
+       direct      to the pod's queue-proxy (its queue-port from the Pod object)
        serve mode  ingress -> queue-proxy (target-burst-capacity 0: the activator only at zero)
        proxy mode  ingress -> activator -> queue-proxy (target-burst-capacity -1, Knative's
                    way to keep the activator in the path)
@@ -54,8 +54,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
@@ -68,6 +66,11 @@ if str(Path(__file__).resolve().parents[2]) not in sys.path:
 
 from benchmarks import harness
 from controlplane.pods import free_port
+from controlplane.podspec import CREATED_AT_ANNOTATION as CREATED_AT
+from controlplane.podspec import READY_AFTER_ANNOTATION as READY_AFTER
+from shared.apiclient import Api, apply_text, load_kubeconfig
+from shared.cli import with_live_status
+from shared.kube.resources import CONFIGMAPS, PODS, REVISIONS, SYSTEM_NAMESPACE
 
 HERE: Final = Path(__file__).resolve().parent
 REPO: Final = HERE.parents[1]
@@ -122,7 +125,7 @@ class Platform:
 
     def __init__(self, workdir: Path) -> None:
         self.port, api_port = free_port(), free_port()
-        self.api = f"http://127.0.0.1:{api_port}"
+        self.state = workdir / "state"
         self.log = workdir / "serve.log"
         argv = [sys.executable, "-m", "shared.cli", "serve", "--port", str(self.port)]
         argv += ["--api-port", str(api_port), "--state-dir", str(workdir / "state")]
@@ -143,28 +146,37 @@ class Platform:
     def _dead(self) -> bool:
         return self.proc.poll() is not None
 
-    def call(self, method: str, path: str, body: bytes | None = None) -> Json:
-        req = urllib.request.Request(self.api + path, data=body, method=method)
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            answer: Json = json.loads(resp.read())
-            return answer
+    def client(self) -> Api:
+        return load_kubeconfig(self.state / "kubeconfig")
 
     def apply(self, *docs: str) -> None:
-        self.call("POST", "/apis/v1/apply", "\n---\n".join(docs).encode())
+        apply_text(self.client(), "\n---\n".join(docs))
 
     def revision(self, name: str) -> Json:
-        status: Json = self.call("GET", f"/apis/v1/revisions/{NAMESPACE}/{name}")["status"]
+        """The Revision's status with knpy get's view (mode, replicas, cold starts)."""
+        api = self.client()
+        rev = api.get(REVISIONS, NAMESPACE, name) or {"metadata": {"name": name}}
+        cold = api.get(CONFIGMAPS, SYSTEM_NAMESPACE, "knpy-cold-starts") or {}
+        status: Json = with_live_status(api, rev, cold.get("data") or {})["status"]
+        pods = self.pods(name)
+        ready = [p for p in pods if READY_AFTER in (p["metadata"].get("annotations") or {})]
+        if ready:
+            newest = max(ready, key=lambda p: float(p["metadata"]["annotations"][CREATED_AT]))
+            figures = status.setdefault("coldStarts", {})
+            figures["lastPodReadySeconds"] = float(newest["metadata"]["annotations"][READY_AFTER])
         return status
 
     def pods(self, revision: str) -> list[Json]:
-        try:
-            doc = self.call("GET", f"/seams/v1/endpoints/{NAMESPACE}/{revision}")
-        except urllib.error.HTTPError as err:
-            if err.code == 404:
-                return []
-            raise
-        pods: list[Json] = doc["endpoints"]
-        return pods
+        """The revision's Pod objects, with ``startedAt`` (the kubelet's creation time) and the
+        queue-proxy's serving ``port``, as the old endpoints had them."""
+        items = self.client().list(PODS, NAMESPACE, f"serving.knative.dev/revision={revision}")
+        for pod in items:
+            pod["startedAt"] = float(pod["metadata"]["annotations"][CREATED_AT])
+            for c in pod["spec"]["containers"]:
+                for port in c.get("ports") or []:
+                    if port.get("name") == "queue-port":
+                        pod["port"] = port["containerPort"]
+        return items
 
     def at_zero(self, revision: str) -> bool:
         return self.revision(revision).get("actualReplicas") == 0 and not self.pods(revision)
@@ -283,14 +295,14 @@ def measure_throughput(p: Platform, duration_s: float, connections: int) -> Json
     serve_ann = {**one_pod, "autoscaling.knative.dev/target-burst-capacity": "0"}
     proxy_ann = {**one_pod, "autoscaling.knative.dev/target-burst-capacity": "-1"}
     p.apply(service_yaml("bench", fast, serve_ann), service_yaml("benchproxy", fast, proxy_ann))
-    modes = {"bench-00001": "serve", "benchproxy-00001": "proxy"}
+    modes = {"bench-00001": "Serve", "benchproxy-00001": "Proxy"}
     for rev, wanted in modes.items():
         until(functools.partial(p.serving_in, rev, wanted), f"{rev} ready in {wanted} mode")
     (pod,) = p.pods("bench-00001")
     targets: dict[str, tuple[str, str, str | None]] = {
         "direct to the queue-proxy": (f"http://127.0.0.1:{pod['port']}/", "bench", None),
-        "ingress, serve mode": (f"http://127.0.0.1:{p.port}/", "bench", "serve"),
-        "ingress, proxy mode (activator)": (f"http://127.0.0.1:{p.port}/", "benchproxy", "proxy"),
+        "ingress, serve mode": (f"http://127.0.0.1:{p.port}/", "bench", "Serve"),
+        "ingress, proxy mode (activator)": (f"http://127.0.0.1:{p.port}/", "benchproxy", "Proxy"),
     }
     results: Json = {}
     for label, (url, service, mode) in targets.items():

@@ -143,10 +143,22 @@ async def test_scale_from_zero_through_the_activator_as_knative_writes_it(
         return replicas >= 1 and mode == "Serve" and bool(public) and public != activator_addrs
 
     await s.until(serving, "a replica, the SKS in Serve and the pod in the public Endpoints")
-    pa = await _get_json(s, "podautoscalers", "hello-00001")
-    assert pa["status"]["desiredScale"] >= 1 and pa["status"]["actualScale"] >= 1, pa["status"]
-    conditions = {c["type"]: c["status"] for c in pa["status"]["conditions"]}
-    assert conditions["Ready"] == conditions["Active"] == "True", conditions
+    last: list[Json] = [{}]
+
+    async def pa_active() -> bool:
+        status = (await _get_json(s, "podautoscalers", "hello-00001")).get("status") or {}
+        last[0] = status
+        conditions = {c["type"]: c["status"] for c in status.get("conditions") or []}
+        return (
+            status.get("desiredScale", 0) >= 1
+            and status.get("actualScale", 0) >= 1
+            and conditions.get("Ready") == conditions.get("Active") == "True"
+        )
+
+    try:
+        await s.until(pa_active, "the PodAutoscaler Active and Ready with a replica")
+    except AssertionError as err:
+        raise AssertionError(f"{err}: {last[0]}") from None
     dep = await _get_json(s, "deployment", "hello-00001-deployment")
     assert dep["status"]["readyReplicas"] >= 1 and dep["status"]["observedGeneration"] >= 1
     assert await s.stop() == 0
