@@ -1,10 +1,15 @@
 """``KubeApiServer``: a generic Kubernetes API server on loopback, inside ``knpy serve``.
 
-The aiohttp shell over ``Rest`` (the verbs), ``Store`` (objects, revisions, history) and
-``WatchHub`` (watch fan-out). One catch-all route parses Kubernetes' REST paths
+The aiohttp shell over ``Rest`` (rest.py: the verbs), ``Store`` (store.py: objects,
+revisions, history), ``WatchHub`` (watch.py: fan-out) and ``WatchStreams`` (stream.py: watch
+responses). One catch-all route parses Kubernetes' REST paths
 (``/api/v1/namespaces/<ns>/<plural>/<name>/<subresource>``, ``/apis/<g>/<v>/...`` and the
 legacy ``/watch/`` prefix), checks access, decodes the body, calls one verb and encodes the
 answer. It knows no Knative semantics: Knative's webhook plugs in as ``admission`` hooks.
+
+Two listeners serve the same routes: plain HTTP on ``url`` (``port``), for in-process clients
+and knpy's children, and HTTPS on ``tls_url``, which the kubeconfig names, because kubectl
+sends a token only over TLS (tls.py).
 
 Access, because a browser on the same machine can reach loopback (issue 10): every request but
 the health probes needs ``Authorization: Bearer <token>`` (401); a ``Host`` that is not a
@@ -26,7 +31,7 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -39,9 +44,10 @@ from controlplane.kubeapi.errors import StatusError
 from controlplane.kubeapi.registry import Kind, Registry
 from controlplane.kubeapi.rest import PatchKind, Propagation, Rest
 from controlplane.kubeapi.selectors import FieldSelectorError, parse_field_selector
-from controlplane.kubeapi.store import DEFAULT_HISTORY_EVENTS, Event, EventType, Store
+from controlplane.kubeapi.store import DEFAULT_HISTORY_EVENTS, Store
+from controlplane.kubeapi.stream import WatchStreams, dumps, flag
 from controlplane.kubeapi.tables import table, wants_table
-from controlplane.kubeapi.watch import Encoder, Watcher, WatchHub
+from controlplane.kubeapi.watch import WatchHub
 from shared.kube.labels import SelectorError, parse_selector
 from shared.kube.resources import Obj, Resource
 
@@ -51,8 +57,6 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 3 * 1024 * 1024  # kube-apiserver's limit is 3 MiB too
 THREAD_PARSE_BYTES = 256 * 1024  # above this, parse off the event loop
-# While a watch is idle, check this often whether its client is still connected.
-_WATCH_LIVENESS_S = 5.0
 # Lists this long are encoded in a worker thread (stored objects are never mutated in place).
 _THREAD_ENCODE_ITEMS = 500
 
@@ -77,10 +81,6 @@ _YamlLoader.yaml_implicit_resolvers = {
     k: [r for r in v if r[0] != "tag:yaml.org,2002:timestamp"]
     for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-
-
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
 
 
 def _parse(raw: bytes, media: str) -> Any:
@@ -123,10 +123,6 @@ def _is_loopback_host(host: str) -> bool:
         return False
 
 
-def _bool_param(value: str | None) -> bool:
-    return (value or "").lower() in ("1", "true", "yes")
-
-
 class KubeApiServer:
     """The API server: ``start()`` loads the state, binds and writes the kubeconfig."""
 
@@ -152,6 +148,7 @@ class KubeApiServer:
         self._admission = admission
         self.rest = Rest(self.store, self.registry, admission)
         self.hub = WatchHub()
+        self._streams = WatchStreams(self.store, self.rest, self.hub, bookmark_interval_s)
         self.token = secrets.token_urlsafe(32)
         self.kubeconfig_path = self.state_dir / "kubeconfig"
         self.url = ""
@@ -160,7 +157,6 @@ class KubeApiServer:
         self.tls_url = ""
         self._tls: tls.TlsFiles | None = None
         self._runner: web.AppRunner | None = None
-        self._stopping = False
 
     @property
     def reader(self) -> ObjectReader:
@@ -173,6 +169,7 @@ class KubeApiServer:
         self.rest = Rest(self.store, self.registry, self._admission)
         self.rest.ensure_namespaces()
         self.store.listeners.append(self.hub.publish)
+        self._streams = WatchStreams(self.store, self.rest, self.hub, self._bookmark_interval_s)
         app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -194,7 +191,7 @@ class KubeApiServer:
         log.info("kube API server listening on %s", self.url)
 
     async def stop(self) -> None:
-        self._stopping = True
+        self._streams.stopping = True
         self.hub.close_all()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -235,14 +232,14 @@ class KubeApiServer:
             self._check_access(request)
             return await self._dispatch(request)
         except StatusError as e:
-            return web.Response(body=_dumps(e.body), status=e.code, content_type=_JSON)
+            return web.Response(body=dumps(e.body), status=e.code, content_type=_JSON)
         except web.HTTPException:
             raise
         except Exception as e:  # a bug here or in an admission hook: a Status, not a hang-up
             log.exception("kube API request %s %s failed", request.method, request.path)
             err = StatusError(500, f"Internal error occurred: {type(e).__name__}: {e}",
                               "InternalError")
-            return web.Response(body=_dumps(err.body), status=500, content_type=_JSON)
+            return web.Response(body=dumps(err.body), status=500, content_type=_JSON)
 
     def _check_access(self, request: web.Request) -> None:
         host = request.headers.get("Host")
@@ -259,7 +256,7 @@ class KubeApiServer:
             raise StatusError(401, "Unauthorized", "Unauthorized")
 
     def _json(self, obj: Any, status: int = 200) -> web.Response:
-        return web.Response(body=_dumps(obj), status=status, content_type=_JSON)
+        return web.Response(body=dumps(obj), status=status, content_type=_JSON)
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         segs = [s for s in request.path.split("/") if s]
@@ -350,7 +347,7 @@ class KubeApiServer:
         rest = self.rest
         if name is None:
             if method == "GET":
-                if watch_path or _bool_param(q.get("watch")):
+                if watch_path or flag(q.get("watch")):
                     return await self._watch(request, kind, namespace)
                 return await self._list(request, kind, namespace)
             if method == "POST":
@@ -453,9 +450,10 @@ class KubeApiServer:
             n = len(result["rows"])
         else:
             n = len(result["items"])
-        body = await asyncio.to_thread(_dumps, result) if n > _THREAD_ENCODE_ITEMS else _dumps(
-            result
-        )
+        if n > _THREAD_ENCODE_ITEMS:
+            body = await asyncio.to_thread(dumps, result)
+        else:
+            body = dumps(result)
         return web.Response(body=body, content_type=_JSON)
 
     async def _delete_collection(
@@ -475,13 +473,6 @@ class KubeApiServer:
             "metadata": {"resourceVersion": str(self.store.rv)}, "items": deleted,
         })
 
-    def _table_encoder(self, kind: Kind, include: str) -> Encoder:
-        def encode(typ: EventType, obj: Obj, ev: Event) -> bytes:
-            t = table(kind, [obj], obj["metadata"]["resourceVersion"], include)
-            return _dumps({"type": typ, "object": t}) + b"\n"
-
-        return encode
-
     async def _watch(
         self,
         request: web.Request,
@@ -489,123 +480,8 @@ class KubeApiServer:
         namespace: str | None,
         name: str | None = None,
     ) -> web.StreamResponse:
-        q = request.query
         labels, fields = self._selectors(request)
-        if name is not None:
-            fields = parse_field_selector(
-                ",".join(filter(None, [q.get("fieldSelector"), f"metadata.name={name}"]))
-            )
-        as_table = wants_table(request.headers.get("Accept", ""))
-        encode = self._table_encoder(kind, q.get("includeObject", "Metadata")) if as_table \
-            else None
-        ns = namespace if kind.resource.namespaced else None
-        w = Watcher(kind.key, ns, labels, fields, encode)
-        w.on_overflow = _aborter(request)
-        bookmarks = _bool_param(q.get("allowWatchBookmarks"))
-        rv_param = q.get("resourceVersion", "")
-        try:
-            timeout_s = float(q["timeoutSeconds"]) if "timeoutSeconds" in q else None
-        except ValueError:
-            raise StatusError.bad_request("timeoutSeconds must be a number") from None
-        # Decide the first lines and subscribe with no await in between, so no change falls
-        # between the snapshot and the subscription.
-        if rv_param in ("", "0") or _bool_param(q.get("sendInitialEvents")):
-            for obj in self.rest.list(kind, ns, labels, fields)["items"]:
-                w.push(w.encode("ADDED", obj, Event(0, "ADDED", kind.key, obj)))
-            if _bool_param(q.get("sendInitialEvents")) and bookmarks:
-                w.push(self._bookmark(kind, initial_end=True))
-        else:
-            try:
-                rv = int(rv_param)
-            except ValueError:
-                raise StatusError.bad_request(
-                    f"invalid resourceVersion {rv_param!r}"
-                ) from None
-            events = self.store.since(rv)
-            if events is None:
-                status = StatusError(
-                    410, f"too old resource version: {rv} ({self.store.compacted_rv + 1})",
-                    "Expired",
-                ).body
-                w.push(_dumps({"type": "ERROR", "object": status}) + b"\n")
-                w.closed = True
-            else:
-                for ev in events:
-                    w.offer(ev)
-        if not w.closed:
-            self.hub.add(w)
-        try:
-            resp = web.StreamResponse(headers={"Content-Type": _JSON})
-            resp.enable_chunked_encoding()
-            await resp.prepare(request)
-            await self._pump(request, resp, w, kind, bookmarks, timeout_s)
-            return resp
-        finally:
-            self.hub.remove(w)
-
-    def _bookmark(self, kind: Kind, initial_end: bool = False) -> bytes:
-        meta: Obj = {"resourceVersion": str(self.store.rv)}
-        if initial_end:
-            meta["annotations"] = {"k8s.io/initial-events-end": "true"}
-        obj = {"kind": kind.resource.kind, "apiVersion": kind.resource.api_version,
-               "metadata": meta}
-        return _dumps({"type": "BOOKMARK", "object": obj}) + b"\n"
-
-    async def _pump(
-        self,
-        request: web.Request,
-        resp: web.StreamResponse,
-        w: Watcher,
-        kind: Kind,
-        bookmarks: bool,
-        timeout_s: float | None,
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s if timeout_s is not None else None
-        next_bookmark = loop.time() + self._bookmark_interval_s
-        try:
-            while True:
-                while w.lines:
-                    batch = b"".join(w.lines)
-                    w.lines.clear()
-                    await resp.write(batch)
-                if w.closed or self._stopping:
-                    return
-                w.wake.clear()
-                now = loop.time()
-                wait = _WATCH_LIVENESS_S
-                if deadline is not None:
-                    wait = min(wait, deadline - now)
-                if bookmarks:
-                    wait = min(wait, next_bookmark - now)
-                if wait > 0:
-                    # A timer handle, not wait_for (which makes a task per event per watcher).
-                    timer = loop.call_later(wait, w.wake.set)
-                    try:
-                        await w.wake.wait()
-                    finally:
-                        timer.cancel()
-                now = loop.time()
-                if deadline is not None and now >= deadline:
-                    return
-                transport = request.transport
-                if transport is None or transport.is_closing():
-                    return
-                if bookmarks and now >= next_bookmark:
-                    if not w.lines:
-                        await resp.write(self._bookmark(kind))
-                    next_bookmark = now + self._bookmark_interval_s
-        except (ConnectionError, RuntimeError):
-            return  # the client went away
-
-
-def _aborter(request: web.Request) -> Callable[[], None]:
-    def abort() -> None:
-        transport = request.transport
-        if transport is not None:
-            transport.abort()
-
-    return abort
+        return await self._streams.serve(request, kind, namespace, labels, fields, name)
 
 
 def _bound_port(site: web.TCPSite) -> int:
