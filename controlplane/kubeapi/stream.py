@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -90,6 +91,9 @@ class WatchStreams:
         ns = namespace if kind.resource.namespaced else None
         w = Watcher(kind.key, ns, labels, fields, encode)
         w.on_overflow = _aborter(request)
+        # The first lines (a whole listing, a replay) do not count against the queue's bound,
+        # which is for changes arriving faster than the client reads.
+        bound, w.max_queue = w.max_queue, sys.maxsize
         rv_param = q.get("resourceVersion", "")
         if rv_param in ("", "0") or flag(q.get("sendInitialEvents")):
             for obj in self.rest.list(kind, ns, labels, fields)["items"]:
@@ -112,6 +116,7 @@ class WatchStreams:
             else:
                 for ev in events:
                     w.offer(ev)
+        w.max_queue = len(w.lines) + bound
         if not w.closed:
             self.hub.add(w)
         return w

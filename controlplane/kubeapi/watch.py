@@ -62,14 +62,14 @@ class Watcher:
         labels: Selector,
         fields: FieldSelector,
         encode: Encoder | None = None,
-        max_queue: int = DEFAULT_MAX_QUEUE,
+        max_queue: int | None = None,
     ) -> None:
         self.key = key
         self.namespace = namespace
         self.labels = labels
         self.fields = fields
         self.encode: Encoder = encode or _default_encoder
-        self.max_queue = max_queue
+        self.max_queue = DEFAULT_MAX_QUEUE if max_queue is None else max_queue
         self.lines: deque[bytes] = deque()
         self.wake = asyncio.Event()
         self.closed = False

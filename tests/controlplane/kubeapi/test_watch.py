@@ -191,3 +191,23 @@ async def test_a_slow_watcher_is_closed_not_buffered(api: Api) -> None:
         counts.append(n)
         s.resp.close()
     assert sorted(counts) == [0, 20, 20]
+
+
+async def test_a_big_initial_listing_does_not_overflow(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The queue's bound is for changes: a watcher bounded at 10 takes a listing of 30, and
+    its bound becomes the listing plus 10."""
+    import controlplane.kubeapi.watch as watch_module
+
+    monkeypatch.setattr(watch_module, "DEFAULT_MAX_QUEUE", 10)
+    kind = api.server.registry.lookup("", "v1", "configmaps")
+    assert kind is not None
+    for i in range(30):
+        api.server.rest.create(kind, "default", cm(f"o{i:02d}"))
+    s = await watch(api, CMS)
+    names = [n for _, n in await s.types_names(30)]
+    assert names == [f"o{i:02d}" for i in range(30)]
+    (w,) = api.server.hub.watchers("configmaps")
+    assert w.max_queue == 40 and not w.closed
+    s.resp.close()
