@@ -213,9 +213,17 @@ class LocalServe:
             OSError: not within ACTIVATOR_READY_S; ``serve`` then stops, as for a port in use.
         """
         deadline = time.monotonic() + ACTIVATOR_READY_S
+        assert self.kubelet is not None
         while True:
+            # This run's activator pod, not an address the Endpoints kept from the last run.
             ep = endpoints.get(SYSTEM_NAMESPACE, ACTIVATOR_SERVICE) or {}
-            if any(s.get("addresses") for s in ep.get("subsets") or []):
+            pods = set(self.kubelet.pod_names(SYSTEM_NAMESPACE, ACTIVATOR))
+            ready = {
+                (a.get("targetRef") or {}).get("name")
+                for s in ep.get("subsets") or []
+                for a in s.get("addresses") or []
+            }
+            if ready & pods:
                 return
             if time.monotonic() > deadline:
                 logs = self.state_dir / "pods" / SYSTEM_NAMESPACE
