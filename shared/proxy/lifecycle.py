@@ -127,7 +127,7 @@ def decide(
     body_bytes: int,
     upgrade: bool,
     client_keep_alive: bool,
-    response_started: bool,
+    first_byte_at: float,
 ) -> Decision:
     """The reuse/close/retry rule for an exchange that ends.
 
@@ -141,9 +141,11 @@ def decide(
         reused: the upstream connection had carried a request before this one.
         body_done: the client's request body was read to its end.
         body_bytes: request body bytes read from the client so far.
-        upgrade: the request asked to switch protocols, or the connection was tunnelled.
+        upgrade: the request asked to switch protocols. (A tunnel ends only when a side
+            closes or the exchange is cut, never COMPLETE, so it needs no flag of its own.)
         client_keep_alive: the client allows another request on its connection.
-        response_started: a response byte was written to the client.
+        first_byte_at: when the first response byte was written to the client; 0.0 if none
+            was (the exchange's own field, passed as it is).
 
     Returns:
         One of the module's ``Decision`` constants.
@@ -155,7 +157,7 @@ def decide(
             # A response without a length ends when the upstream closes (RFC 9112 section
             # 6.3 rule 8). httptools has no EOF call, so a response that said it would close
             # is taken as complete, and any other is truncated: the client must see a break.
-            if not upstream_keep_alive and response_started:
+            if not upstream_keep_alive and first_byte_at:
                 return FINISH_CLOSE_BOTH
             return ABORT
         if reused and body_done and body_bytes == 0 and not upgrade:

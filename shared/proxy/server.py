@@ -417,9 +417,9 @@ class ServerConnection(asyncio.Protocol, Generic[TagT]):
                 up.reused,
                 ex.body_done,
                 ex.request_bytes,
-                ex.upgrade or ex.tunnel,
+                ex.upgrade,
                 ex.keep_alive,
-                ex.first_byte_at != 0.0,
+                ex.first_byte_at,
             )
             up.detach(decision.reuse_upstream)
         else:
@@ -431,9 +431,9 @@ class ServerConnection(asyncio.Protocol, Generic[TagT]):
                 False,
                 ex.body_done,
                 ex.request_bytes,
-                ex.upgrade or ex.tunnel,
+                ex.upgrade,
                 ex.keep_alive,
-                ex.first_byte_at != 0.0,
+                ex.first_byte_at,
             )
         self.tunnel = None
         if self.active is ex:

@@ -104,7 +104,7 @@ class UpstreamConnection(asyncio.Protocol, Generic[TagT]):
             ex.request_bytes,
             ex.upgrade,
             ex.keep_alive,
-            ex.first_byte_at != 0.0,
+            ex.first_byte_at,
         )
         action = decision.next
         conn = ex.conn
@@ -178,7 +178,8 @@ class UpstreamConnection(asyncio.Protocol, Generic[TagT]):
     def on_message_complete(self) -> None:
         # Interim 1xx responses (100 Continue, 103 Early Hints) pass through; the exchange
         # ends with the final response.
-        if self.parser.get_status_code() >= 200 and self.state is _RECEIVING:
+        # (A HEAD response is DONE at its head and never gets here.)
+        if self.parser.get_status_code() >= 200:
             self.state = _DONE
 
     # -- used by the pool and the client connection ------------------------------------

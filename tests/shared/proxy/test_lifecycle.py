@@ -37,7 +37,7 @@ PLAIN = {
     "body_bytes": 0,
     "upgrade": False,
     "client_keep_alive": True,
-    "response_started": True,
+    "first_byte_at": 12.5,
 }
 
 
@@ -83,7 +83,7 @@ def case(end: End, want: Decision, id: str, **facts: object) -> object:
             FINISH_CLOSE_BOTH,
             "cut before the app answered",
             upstream=S.WAITING,
-            response_started=False,
+            first_byte_at=0.0,
         ),
         # The upstream closed while the exchange was on it.
         case(U, FINISH_CLOSE_BOTH, "end of a tunnel", upstream=S.TUNNEL, upgrade=True),
@@ -101,7 +101,7 @@ def case(end: End, want: Decision, id: str, **facts: object) -> object:
             "said close but nothing written yet",
             upstream=S.RECEIVING,
             upstream_keep_alive=False,
-            response_started=False,
+            first_byte_at=0.0,
         ),
         case(
             U,
@@ -109,9 +109,9 @@ def case(end: End, want: Decision, id: str, **facts: object) -> object:
             "stale kept-alive connection, no body",
             upstream=S.WAITING,
             reused=True,
-            response_started=False,
+            first_byte_at=0.0,
         ),
-        case(U, FAIL, "fresh connection closed: 502", upstream=S.WAITING, response_started=False),
+        case(U, FAIL, "fresh connection closed: 502", upstream=S.WAITING, first_byte_at=0.0),
         case(
             U,
             FAIL,
@@ -120,7 +120,7 @@ def case(end: End, want: Decision, id: str, **facts: object) -> object:
             reused=True,
             body_done=False,
             body_bytes=10,
-            response_started=False,
+            first_byte_at=0.0,
         ),
         case(
             U,
@@ -129,7 +129,7 @@ def case(end: End, want: Decision, id: str, **facts: object) -> object:
             upstream=S.WAITING,
             reused=True,
             body_bytes=10,
-            response_started=False,
+            first_byte_at=0.0,
         ),
         case(
             U,
@@ -138,7 +138,7 @@ def case(end: End, want: Decision, id: str, **facts: object) -> object:
             upstream=S.WAITING,
             reused=True,
             upgrade=True,
-            response_started=False,
+            first_byte_at=0.0,
         ),
     ],
 )
