@@ -42,7 +42,9 @@ _REASON = ".status.conditions[?(@.type=='Ready')].reason"
 
 @dataclass(frozen=True, slots=True)
 class Column:
-    """One table column: a CRD-style jsonpath, or a builtin printer name (``@ready``...)."""
+    """One table column: a CRD-style jsonpath, or a builtin printer name (``@pod_ready``...).
+    A kind whose columns include ``@name`` places the Name column itself; others get it
+    first."""
 
     name: str
     path: str
@@ -190,11 +192,14 @@ KINDS: tuple[Kind, ...] = (
     ),
     Kind(
         EVENTS, "event", ("ev",), generation=False,
+        # kube's event printer: the name is shown only with -o wide.
         columns=(
+            Column("Last Seen", "@event_last_seen", "date"),
             Column("Type", ".type"),
             Column("Reason", ".reason"),
             Column("Object", "@event_object"),
             Column("Message", ".message"),
+            Column("Name", "@name", priority=1),
         ),
     ),
     Kind(

@@ -159,6 +159,13 @@ def _configmap_data(obj: Obj, _now: datetime) -> int:
     return len(obj.get("data") or {}) + len(obj.get("binaryData") or {})
 
 
+def _event_last_seen(obj: Obj, now: datetime) -> str:
+    ts = obj.get("lastTimestamp") or obj.get("eventTime") or obj.get("firstTimestamp")
+    if ts:
+        obj = {"metadata": {"creationTimestamp": str(ts)[:19] + "Z"}}
+    return _age(obj, now)
+
+
 def _event_object(obj: Obj, _now: datetime) -> str:
     ref = obj.get("involvedObject") or obj.get("regarding") or {}
     return f"{str(ref.get('kind', '')).lower()}/{ref.get('name', '')}"
@@ -169,7 +176,9 @@ def _slice_ports(obj: Obj, _now: datetime) -> str:
 
 
 _BUILTINS: dict[str, Callable[[Obj, datetime], Any]] = {
+    "@name": lambda obj, _now: obj["metadata"]["name"],
     "@age": _age,
+    "@event_last_seen": _event_last_seen,
     "@pod_ready": _pod_ready,
     "@pod_status": _pod_status,
     "@pod_restarts": _pod_restarts,
@@ -194,12 +203,25 @@ def _cell(col: Column, obj: Obj, now: datetime) -> Any:
     return value
 
 
+_NAME = Column("Name", "@name")
+
+
+def _columns(kind: Kind) -> tuple[Column, ...]:
+    if any(c.path == "@name" for c in kind.columns):
+        return kind.columns
+    return (_NAME, *kind.columns)
+
+
 def _column_defs(kind: Kind) -> list[Obj]:
-    cols = [{"name": "Name", "type": "string", "format": "name",
-             "description": "Name must be unique within a namespace.", "priority": 0}]
-    for c in kind.columns:
-        cols.append({"name": c.name, "type": c.type, "format": "", "description": c.name,
-                     "priority": c.priority})
+    cols = []
+    for c in _columns(kind):
+        if c.path == "@name":
+            cols.append({"name": c.name, "type": "string", "format": "name",
+                         "description": "Name must be unique within a namespace.",
+                         "priority": c.priority})
+        else:
+            cols.append({"name": c.name, "type": c.type, "format": "",
+                         "description": c.name, "priority": c.priority})
     if not kind.columns:
         cols.append({"name": "Age", "type": "date", "format": "", "description": "Age",
                      "priority": 0})
@@ -229,8 +251,7 @@ def table(
     now = now or datetime.now(UTC)
     rows: list[Obj] = []
     for o in objs:
-        cells: list[Any] = [o["metadata"]["name"]]
-        cells += [_cell(c, o, now) for c in kind.columns]
+        cells: list[Any] = [_cell(c, o, now) for c in _columns(kind)]
         if not kind.columns:
             cells.append(_age(o, now))
         row: Obj = {"cells": cells}

@@ -294,3 +294,19 @@ async def test_python_m_entry(tmp_path: Path) -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_event_table_puts_the_name_last_and_wide(api: Api) -> None:
+    """kube's event printer: LAST SEEN TYPE REASON OBJECT MESSAGE, NAME only with -o wide."""
+    await api.ok("POST", "/api/v1/namespaces/default/events", {
+        "metadata": {"name": "hello.1"}, "type": "Normal", "reason": "Created",
+        "involvedObject": {"kind": "Revision", "name": "hello-00001"},
+        "message": "Created Deployment", "lastTimestamp": "2020-01-01T00:00:00Z"})
+    out = await api.ok("GET", "/api/v1/namespaces/default/events", headers={"Accept": _TABLE})
+    cols = [(c["name"], c["priority"]) for c in out["columnDefinitions"]]
+    assert cols == [("Last Seen", 0), ("Type", 0), ("Reason", 0), ("Object", 0),
+                    ("Message", 0), ("Name", 1)]
+    cells = out["rows"][0]["cells"]
+    assert cells[1:] == ["Normal", "Created", "revision/hello-00001", "Created Deployment",
+                         "hello.1"]
+    assert cells[0].endswith("y") or cells[0].endswith("d"), "years since 2020"
