@@ -231,7 +231,12 @@ class UpstreamConnection(asyncio.Protocol, Generic[TagT]):
                 # The parser stopped in the middle of a message; start a fresh one.
                 self.parser = httptools.HttpResponseParser(self)
             self.state = _IDLE
-            self.pool.release(self)
+            # pool.release, inlined: this runs once per request.
+            idle = self.pool.idle
+            if len(idle) < self.pool.max_idle:
+                idle.append(self)
+            else:
+                self.close()
         else:
             self.state = _CLOSED
             self.transport.abort()
