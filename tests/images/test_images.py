@@ -88,6 +88,12 @@ def log_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def _rss_mb(ctr: Container) -> int:
+    """Resident memory of the entrypoint's process, for the figures (-s shows them)."""
+    rss: int = ctr.entrypoint_process().memory_info().rss
+    return round(rss / 1e6)
+
+
 @contextlib.contextmanager
 def running(image: str, log_dir: Path) -> Iterator[Container]:
     with Container(image, log_dir) as ctr:
@@ -218,7 +224,7 @@ def test_queue_proxy(images: dict[str, Built], log_dir: Path, app_port: int) -> 
             lambda: http_get(base, {"K-Network-Probe": "queue"}).body == b"queue",
             START_TIMEOUT_S, "queue-proxy answers K-Network-Probe", qp.logs,
         )
-        print(f"queue-proxy start to ready: {ready_s:.2f} s")
+        print(f"queue-proxy start to ready: {ready_s:.2f} s, {_rss_mb(qp)} MB resident")
 
         reply = http_get(f"{base}/hello?x=1", {"Host": "hello.default.example.com"})
         assert reply.status == 200
@@ -343,7 +349,7 @@ async def test_autoscaler_takes_a_stat_websocket(
     stat_port, metrics_port = free_port(), free_port()
     with running(images["autoscaler"].image, log_dir) as ctr:
         ready_s = _start_autoscaler(ctr, kube, stat_port, metrics_port)
-        print(f"autoscaler start to ready: {ready_s:.2f} s")
+        print(f"autoscaler start to ready: {ready_s:.2f} s, {_rss_mb(ctr)} MB resident")
         frame = encode_wire_stats(
             [("default", "hello-00001", StatData(pod_name="activator-0",
                                                  average_concurrent_requests=1.0,
@@ -403,7 +409,8 @@ def test_activator_ready_only_with_an_autoscaler(
                 lambda: http_get(base, KUBELET).status == 200, START_TIMEOUT_S,
                 "activator ready once the autoscaler is up", act.logs,
             )
-            print(f"activator ready {ready_s:.2f} s after the autoscaler")
+            rss = _rss_mb(act)
+            print(f"activator ready {ready_s:.2f} s after the autoscaler, {rss} MB resident")
             act.sigterm()
             assert act.wait(timeout_s=30) == 0, act.logs()
             autoscaler.sigterm()
