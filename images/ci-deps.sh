@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what images/build.sh and tests/images need when they are missing: buildah (builds and
 # runs images without a daemon; chroot isolation, since this sandbox cannot set rlimits for
-# runc/crun) and debootstrap (the --offline base). Debian/Ubuntu only; run as root.
+# runc/crun), debootstrap (the --offline base) and binutils (strip, for the wheels' debug
+# symbols). Debian/Ubuntu only; run as root.
 # Usage: bash images/ci-deps.sh        (a no-op when both are installed)
 set -euo pipefail
 missing=()
 command -v buildah >/dev/null 2>&1 || missing+=(buildah)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+command -v strip >/dev/null 2>&1 || missing+=(binutils)
 if [ "${#missing[@]}" -eq 0 ]; then
   exit 0
 fi
