@@ -135,6 +135,9 @@ image_size_mb() {
 write_if_changed() { cmp -s "$1" "$2" || cp "$1" "$2"; }
 
 mkdir -p "$CACHE"
+# One build at a time per cache: the context directory is shared (two test runs, say).
+exec 9>"$CACHE/.lock"
+flock 9
 CONTEXT=$CACHE/context
 mkdir -p "$CONTEXT/wheels"
 work=$(mktemp -d)
