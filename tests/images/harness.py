@@ -119,6 +119,7 @@ class Container:
         self.proc: subprocess.Popen[bytes] | None = None
         self.entrypoint: list[str] = list(image_config(image)["Entrypoint"])
         self.started_at = 0.0
+        self.copied: set[str] = set()
         buildah("from", "--quiet", "--name", self.name, image)
 
     def __enter__(self) -> Container:
@@ -133,6 +134,24 @@ class Container:
     def copy_in(self, src: Path, dest: str) -> None:
         """Puts a host file into the container, owned by the image's user (65532)."""
         buildah("copy", "--chown", "65532:65532", self.name, str(src), dest)
+        self.copied.add(dest)
+
+    def written_files(self) -> set[str]:
+        """Files the run created, changed or deleted in the container's root (copy_in's aside).
+
+        Read from the overlay upper directory, so it needs buildah's overlay storage. Empty
+        means the component runs on Knative's ``readOnlyRootFilesystem: true``.
+        """
+        merged = Path(buildah("mount", self.name).strip())
+        try:
+            upper = merged.parent / "diff"
+            if merged.name != "merged" or not upper.is_dir():
+                raise RuntimeError(f"{self}: not on overlay storage ({merged})")
+            return {
+                "/" + p.relative_to(upper).as_posix() for p in upper.rglob("*") if not p.is_dir()
+            } - self.copied
+        finally:
+            buildah("umount", self.name)
 
     def exec(self, argv: Sequence[str]) -> str:
         """Runs a command in the container to completion, as the image's user; its stdout."""

@@ -255,6 +255,8 @@ def test_queue_proxy(images: dict[str, Built], log_dir: Path, app_port: int) -> 
         t.join(timeout=10)
         assert slow == {"status": 200}
         assert qp.wait(timeout_s=15) == 0, qp.logs()
+        # Knative runs the sidecar with readOnlyRootFilesystem: nothing may be written.
+        assert qp.written_files() == set()
 
 
 # --- activator and autoscaler ---------------------------------------------------------------
@@ -368,6 +370,7 @@ async def test_autoscaler_takes_a_stat_websocket(
         assert metrics.status == 200 and b"# TYPE" in metrics.body
         ctr.sigterm()
         assert ctr.wait(timeout_s=30) == 0, ctr.logs()
+        assert ctr.written_files() == set()
 
 
 def test_activator_ready_only_with_an_autoscaler(
@@ -415,3 +418,5 @@ def test_activator_ready_only_with_an_autoscaler(
             assert act.wait(timeout_s=30) == 0, act.logs()
             autoscaler.sigterm()
             assert autoscaler.wait(timeout_s=30) == 0, autoscaler.logs()
+            assert act.written_files() == set()
+            assert autoscaler.written_files() == set()
