@@ -194,9 +194,9 @@ def app_port() -> Iterator[int]:
         server.server_close()
 
 
-def test_queue_proxy(images: dict[str, Built], log_dir: Path, app_port: int) -> None:
+def _queue_proxy_env(app_port: int) -> dict[str, str]:
     serving, admin, metrics, user_metrics = (free_port() for _ in range(4))
-    env = {
+    return {
         # Knative's queue-proxy contract (pkg/reconciler/revision/resources/queue.go).
         "SERVING_NAMESPACE": "default",
         "SERVING_SERVICE": "hello",
@@ -217,6 +217,35 @@ def test_queue_proxy(images: dict[str, Built], log_dir: Path, app_port: int) -> 
         "USER_METRICS_PORT": str(user_metrics),
         "QUEUE_DRAIN_PERIOD_SECONDS": "1",
     }
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        pytest.param({"SERVING_CONFIGURATION": None}, "SERVING_CONFIGURATION", id="no-config"),
+        pytest.param({"CONTAINER_CONCURRENCY": "-1"}, "CONTAINER_CONCURRENCY", id="cc-negative"),
+        pytest.param({"SERVING_READINESS_PROBE": "{"}, "SERVING_READINESS_PROBE", id="probe-json"),
+    ],
+)
+def test_queue_proxy_refuses_a_broken_contract(
+    images: dict[str, Built], log_dir: Path, change: dict[str, str | None], named: str
+) -> None:
+    """The image's entrypoint stops at once (exit 2) and names the variable at fault."""
+    env = _queue_proxy_env(free_port())
+    for key, value in change.items():
+        if value is None:
+            del env[key]
+        else:
+            env[key] = value
+    with running(images["queue-proxy"].image, log_dir) as qp:
+        qp.start(env)
+        assert qp.wait(timeout_s=30) == 2
+        assert named in qp.logs()
+
+
+def test_queue_proxy(images: dict[str, Built], log_dir: Path, app_port: int) -> None:
+    env = _queue_proxy_env(app_port)
+    serving, metrics = env["QUEUE_SERVING_PORT"], env["QUEUE_METRICS_PORT"]
     base = f"http://127.0.0.1:{serving}"
     with running(images["queue-proxy"].image, log_dir) as qp:
         qp.start(env)
