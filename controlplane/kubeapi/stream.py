@@ -114,8 +114,10 @@ class WatchStreams:
                 w.push(dumps({"type": "ERROR", "object": status}) + b"\n")
                 w.closed = True
             else:
+                # The history holds every kind's events; a resumed watch replays its own.
                 for ev in events:
-                    w.offer(ev)
+                    if ev.key == kind.key:
+                        w.offer(ev)
         w.max_queue = len(w.lines) + bound
         if not w.closed:
             self.hub.add(w)
