@@ -89,8 +89,9 @@ async def bench_decisions(revisions: int, ticks: int) -> dict[str, Any]:
     clock = Clock(1_700_000_000.0)
     cluster = _cluster(revisions, pods=2)
     cfg = ServiceConfig(autoscaler=AutoscalerConfig.from_configmap({}))
-    svc = AutoscalerService(cfg, cluster, cluster, cluster, clock, scrape_client=NoPods())
-    svc.sync_revisions(await anext(aiter(cluster.watch_revisions())))
+    svc = AutoscalerService(cfg, cluster, clock, scrape_client=NoPods())
+    for spec in (await anext(aiter(cluster.watch_revisions()))).values():
+        svc.upsert(spec)
     keys = svc.multiscaler.revisions()
     rng = random.Random(1)
     base = {k: rng.uniform(0, 40) for k in keys}
@@ -211,7 +212,9 @@ async def bench_scrape(pods: int, per_revision: int, seconds: float) -> dict[str
         connector = aiohttp.TCPConnector(limit=cfg.max_scrapes_in_flight, limit_per_host=0)
         async with aiohttp.ClientSession(connector=connector) as session:
             client = CountingClient(HttpScrapeClient(session, cfg.max_scrapes_in_flight))
-            svc = AutoscalerService(cfg, cluster, cluster, cluster, scrape_client=client)
+            svc = AutoscalerService(cfg, cluster, scrape_client=client)
+            for spec in (await anext(aiter(cluster.watch_revisions()))).values():
+                svc.upsert(spec)
             async with svc:
                 await asyncio.sleep(3)  # warm-up: connections opened, windows started
                 scrapes0, cpu0, srv0 = client.scrapes, time.process_time(), _cpu_s(server.pid)
