@@ -258,7 +258,9 @@ class Serve:
             return status == 200 and revision_of(body) == revision
 
         try:
-            await self.until(check, f"{host} to answer from {revision}")
+            # A first start applies every -f file through the controllers (the traffic-split
+            # example names one object twice and waits between): give a loaded CI machine room.
+            await self.until(check, f"{host} to answer from {revision}", 2 * WAIT_S)
         except AssertionError as err:
             raise AssertionError(f"{err}; last answer: {last[0]}") from None
 
