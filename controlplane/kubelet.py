@@ -64,6 +64,7 @@ from .pods import (
     USER_STOP_GRACE_S,
     ProbeSettings,
     crash_backoff_s,
+    die_with_parent,
     exit_code,
     free_port,
     last_log_line,
@@ -454,6 +455,7 @@ class Kubelet:
                         stdout=out,
                         stderr=asyncio.subprocess.STDOUT,
                         start_new_session=True,
+                        preexec_fn=die_with_parent(),
                     )
             except (OSError, ValueError) as err:
                 # Kubernetes: the runtime could not start the process (exec format, not

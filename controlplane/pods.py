@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
 import socket
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -22,6 +24,7 @@ from typing import Final
 __all__ = [
     "ProbeSettings",
     "crash_backoff_s",
+    "die_with_parent",
     "exit_code",
     "free_port",
     "last_log_line",
@@ -113,6 +116,32 @@ def crash_backoff_s(consecutive_crashes: int) -> float:
 
 
 # -- processes ----------------------------------------------------------------------------------
+# Linux's prctl(PR_SET_PDEATHSIG): the kernel signals the child when the thread that forked it
+# exits, however it exits. Resolved here, once, so the child only calls it.
+_PR_SET_PDEATHSIG: Final = 1
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+
+
+def die_with_parent(sig: signal.Signals = signal.SIGTERM) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that ties the child's life to this process (None off Linux).
+
+    Pods run in sessions of their own, so a signal to knpy serve's process group never reaches
+    them; without this a SIGKILLed ``knpy serve`` (or a killed test run) left every pod and the
+    activator and autoscaler running, orphaned to init. SIGTERM lets each drain as it would on
+    a kubelet's stop.
+    """
+    if _prctl is None:
+        return None
+    prctl, parent = _prctl, os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(sig))
+        if os.getppid() != parent:  # the parent died before prctl: nobody will signal us
+            os.kill(os.getpid(), sig)
+
+    return preexec
+
+
 def free_port() -> int:
     """A free loopback port (bound once, released; the child binds it moments later)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

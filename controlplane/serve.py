@@ -281,6 +281,9 @@ async def serve(cfg: ServeConfig, stop: asyncio.Event) -> int:
         print(f"knpy serve: cannot start: {err}", file=sys.stderr)
         await platform.stop()
         return 1
+    except BaseException:
+        await platform.stop()  # nothing a failed start began may outlive it
+        raise
     print(
         f"knpy serve: ingress http://{cfg.host}:{cfg.port} (Host: <service>.<namespace>.localhost),"
         f" API {platform.api_url} (kubeconfig {platform.server.kubeconfig_path}),"

@@ -350,11 +350,13 @@ async def serving(tmp: Path) -> AsyncIterator[Callable[..., Serve]]:
         for s in started:
             await s.close_client()
             if s.proc.poll() is None:
-                for child in _children(s.proc.pid):
-                    with contextlib.suppress(psutil.NoSuchProcess):
-                        child.kill()
+                # knpy serve first: killing its pods first let its kubelet restart them.
+                tree = _children(s.proc.pid)
                 s.proc.kill()
                 s.proc.wait()
+                for child in tree:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        child.kill()
 
 
 def _children(pid: int) -> list[psutil.Process]:

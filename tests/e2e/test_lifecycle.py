@@ -9,11 +9,16 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
 
 from controlplane.pods import free_port
 
 from .harness import EXAMPLES, REPO_ROOT, STEP_S, Json, Serve, hello_yaml
+
+# SIGTERM from the parent-death signal, then each pod's drain (2 s quiet period locally) and the
+# activator's (1 s): well inside this.
+ORPHAN_EXIT_S = 15.0
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -95,6 +100,21 @@ async def test_restart_restores_the_services(serve: Callable[..., Serve]) -> Non
     result = await again.load("split.default.localhost", clients=8, requests=500)
     assert result.failures == [] and set(result.revisions) == {"split-v1", "split-v2"}
     assert await again.stop(signal.SIGINT) == 0
+
+
+async def test_sigkill_of_serve_leaves_no_process_behind(serve: Callable[..., Serve]) -> None:
+    """Issue 10: pods run in sessions of their own, so only the parent-death signal the kubelet
+    sets ends them when knpy serve dies without its drain."""
+    s = serve(EXAMPLES / "hello" / "service.yaml")
+    await s.answers("hello.default.localhost", "hello-00001")
+    tree = psutil.Process(s.proc.pid).children(recursive=True)
+    commands = {" ".join(p.cmdline()) for p in tree}
+    assert any("-m activator" in c for c in commands), commands
+    assert any("-m queueproxy" in c for c in commands), commands
+    s.proc.kill()
+    await asyncio.to_thread(s.proc.wait, STEP_S)
+    _, alive = await asyncio.to_thread(psutil.wait_procs, tree, ORPHAN_EXIT_S)
+    assert not alive, [p.cmdline() for p in alive]
 
 
 def crashing_yaml(marker: Path) -> str:
