@@ -40,6 +40,7 @@ from shared.kube.resources import (
     key_of,
     labels_of,
 )
+from shared.seams import Endpoint, RevisionKey
 
 __all__ = [
     "PRIVATE_ENDPOINTS_SELECTOR",
@@ -74,15 +75,6 @@ class Protocol(enum.Enum):
     H2C = "h2c"
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class RevisionKey:
-    namespace: str
-    name: str
-
-    def __str__(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-
 @dataclass(frozen=True, slots=True)
 class RevisionSpec:
     """What the activator needs of a Revision (serving.knative.dev/v1)."""
@@ -95,20 +87,6 @@ class RevisionSpec:
     protocol: Protocol = Protocol.HTTP1
     annotations: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """One pod of a revision, as the activator reaches it: its queue-proxy."""
-
-    pod_name: str
-    host: str  # the pod IP (127.0.0.1 on the local platform)
-    port: int  # the queue-proxy's serving port (8012 in a cluster)
-    ready: bool = True  # in ``addresses`` (Kubernetes calls it ready), not notReadyAddresses
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
 
 
 def _seconds(spec: Obj, key: str, default: float) -> float:

@@ -71,17 +71,9 @@ from shared.proxy.head import (
 )
 from shared.proxy.http1 import error_body, simple_response
 from shared.proxy.upstream import UpstreamPool
+from shared.seams import RevisionKey
 
 _log = logging.getLogger("knpy.ingress")
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class RevisionKey:
-    namespace: str
-    name: str
-
-    def __str__(self) -> str:
-        return f"{self.namespace}/{self.name}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 from autoscaler.config import AutoscalerConfig  # noqa: E402
 from autoscaler.scraper import HttpScrapeClient  # noqa: E402
 from autoscaler.service import AutoscalerService, ServiceConfig  # noqa: E402
-from shared.seams import Endpoint, InMemoryCluster, RevisionKey, RevisionSpec  # noqa: E402
+from shared.seams import Endpoint, RevisionKey, RevisionSpec  # noqa: E402
 from shared.stat import StatData, encode_stat  # noqa: E402
 
 TICK_S = 2.0
@@ -61,16 +61,18 @@ class NoPods:
         raise AssertionError("not scraping in the decisions benchmark")
 
 
-def _cluster(revisions: int, pods: int, ports: list[int] | None = None) -> InMemoryCluster:
-    cluster = InMemoryCluster()
-    started = time.time() - 3600
-    for r in range(revisions):
-        key = RevisionKey(f"ns-{r % 50}", f"rev-{r:05d}")
-        annotations = {"autoscaling.knative.dev/metric": "rps"} if r % 10 == 0 else {}
-        cluster.put_revision(RevisionSpec(key, 10 * (1 + r % 3), annotations=annotations))
-        cluster.set_endpoints(
-            key,
-            tuple(
+class Pods:
+    """The revisions and their pods, standing where the Pod informer's index does."""
+
+    def __init__(self, revisions: int, pods: int, ports: list[int] | None = None) -> None:
+        started = time.time() - 3600
+        self.specs: list[RevisionSpec] = []
+        self._pods: dict[RevisionKey, tuple[Endpoint, ...]] = {}
+        for r in range(revisions):
+            key = RevisionKey(f"ns-{r % 50}", f"rev-{r:05d}")
+            annotations = {"autoscaling.knative.dev/metric": "rps"} if r % 10 == 0 else {}
+            self.specs.append(RevisionSpec(key, 10 * (1 + r % 3), annotations=annotations))
+            self._pods[key] = tuple(
                 Endpoint(
                     f"{key.name}-{i}",
                     "127.0.0.1",
@@ -80,17 +82,19 @@ def _cluster(revisions: int, pods: int, ports: list[int] | None = None) -> InMem
                     started,
                 )
                 for i in range(pods)
-            ),
-        )
-    return cluster
+            )
+
+    def endpoints(self, key: RevisionKey) -> tuple[Endpoint, ...]:
+        return self._pods.get(key, ())
 
 
 async def bench_decisions(revisions: int, ticks: int) -> dict[str, Any]:
     clock = Clock(1_700_000_000.0)
-    cluster = _cluster(revisions, pods=2)
+    pods = Pods(revisions, pods=2)
     cfg = ServiceConfig(autoscaler=AutoscalerConfig.from_configmap({}))
-    svc = AutoscalerService(cfg, cluster, clock, scrape_client=NoPods())
-    for spec in (await anext(aiter(cluster.watch_revisions()))).values():
+    decided: list[RevisionKey] = []
+    svc = AutoscalerService(cfg, pods, clock, on_tick=decided.append, scrape_client=NoPods())
+    for spec in pods.specs:
         svc.upsert(spec)
     keys = svc.multiscaler.revisions()
     rng = random.Random(1)
@@ -125,7 +129,7 @@ async def bench_decisions(revisions: int, ticks: int) -> dict[str, Any]:
         "us_per_decision": statistics.median(cpu) / len(keys) * 1e6,
         "core_share_at_2s_ticks": statistics.median(cpu) / TICK_S,
         "us_per_stat_recorded": record_us,
-        "decisions_published": len(cluster.decisions),
+        "revisions_decided": len(decided),
     }
 
 
@@ -207,13 +211,13 @@ async def bench_scrape(pods: int, per_revision: int, seconds: float) -> dict[str
         assert server.stdout is not None
         ports: list[int] = json.loads(server.stdout.readline())
         revisions = pods // per_revision
-        cluster = _cluster(revisions, per_revision, ports)
+        cluster = Pods(revisions, per_revision, ports)
         cfg = ServiceConfig(bind_host="127.0.0.1", stat_port=0, metrics_port=0)
         connector = aiohttp.TCPConnector(limit=cfg.max_scrapes_in_flight, limit_per_host=0)
         async with aiohttp.ClientSession(connector=connector) as session:
             client = CountingClient(HttpScrapeClient(session, cfg.max_scrapes_in_flight))
             svc = AutoscalerService(cfg, cluster, scrape_client=client)
-            for spec in (await anext(aiter(cluster.watch_revisions()))).values():
+            for spec in cluster.specs:
                 svc.upsert(spec)
             async with svc:
                 await asyncio.sleep(3)  # warm-up: connections opened, windows started
