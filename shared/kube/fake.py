@@ -59,6 +59,7 @@ from shared.kube import resources as _resources
 from shared.kube.client import ApiError, Conflict, NotFound, PatchType
 from shared.kube.informer import EventType, Handler
 from shared.kube.labels import Selector, SelectorError, parse_selector
+from shared.kube.patch import PatchError, clone, json_patch, merge_patch
 from shared.kube.resources import (
     CONFIGMAPS,
     DEPLOYMENTS,
@@ -128,120 +129,6 @@ def _invalid(message: str) -> ApiError:
 def _spec_of(obj: Obj) -> Obj:
     """Everything generation tracks: the object without metadata and status."""
     return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
-
-
-# -- patches -----------------------------------------------------------------------------------
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch; returns a new value (the inputs are not changed)."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    out = copy.deepcopy(target) if isinstance(target, dict) else {}
-    for k, v in patch.items():
-        if v is None:
-            out.pop(k, None)
-        else:
-            out[k] = merge_patch(out.get(k), v)
-    return out
-
-
-def _pointer(path: str) -> list[str]:
-    if path == "":
-        return []
-    if not path.startswith("/"):
-        raise _invalid(f"invalid JSON pointer {path!r}")
-    return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
-
-
-def _walk(doc: Any, parts: list[str]) -> Any:
-    for p in parts:
-        if isinstance(doc, dict):
-            if p not in doc:
-                raise _invalid(f"path element {p!r} not found")
-            doc = doc[p]
-        elif isinstance(doc, list):
-            try:
-                doc = doc[int(p)]
-            except (ValueError, IndexError):
-                raise _invalid(f"bad array index {p!r}") from None
-        else:
-            raise _invalid(f"cannot descend into {p!r}")
-    return doc
-
-
-def _add(doc: Any, parts: list[str], value: Any) -> Any:
-    if not parts:
-        return value
-    parent = _walk(doc, parts[:-1])
-    last = parts[-1]
-    if isinstance(parent, dict):
-        parent[last] = value
-    elif isinstance(parent, list):
-        if last == "-":
-            parent.append(value)
-        else:
-            try:
-                i = int(last)
-            except ValueError:
-                raise _invalid(f"bad array index {last!r}") from None
-            if not 0 <= i <= len(parent):
-                raise _invalid(f"array index {i} out of range")
-            parent.insert(i, value)
-    else:
-        raise _invalid(f"cannot add at {last!r}")
-    return doc
-
-
-def _remove(doc: Any, parts: list[str]) -> tuple[Any, Any]:
-    if not parts:
-        raise _invalid("cannot remove the whole document")
-    parent = _walk(doc, parts[:-1])
-    last = parts[-1]
-    if isinstance(parent, dict):
-        if last not in parent:
-            raise _invalid(f"path element {last!r} not found")
-        return doc, parent.pop(last)
-    if isinstance(parent, list):
-        try:
-            return doc, parent.pop(int(last))
-        except (ValueError, IndexError):
-            raise _invalid(f"bad array index {last!r}") from None
-    raise _invalid(f"cannot remove {last!r}")
-
-
-def json_patch(target: Any, ops: builtins.list[Obj]) -> Any:
-    """RFC 6902 JSON patch (add, remove, replace, move, copy, test); returns a new value.
-
-    Raises:
-        ApiError: 422 Invalid when an operation does not apply (the whole patch fails).
-    """
-    if not isinstance(ops, list):
-        raise _invalid("a JSON patch is a list of operations")
-    doc = copy.deepcopy(target)
-    for op in ops:
-        kind = op.get("op")
-        parts = _pointer(str(op.get("path", "")))
-        if kind == "add":
-            doc = _add(doc, parts, copy.deepcopy(op.get("value")))
-        elif kind == "remove":
-            doc, _ = _remove(doc, parts)
-        elif kind == "replace":
-            doc, _ = _remove(doc, parts) if parts else (doc, None)
-            doc = _add(doc, parts, copy.deepcopy(op.get("value")))
-        elif kind in ("move", "copy"):
-            src = _pointer(str(op.get("from", "")))
-            if kind == "move":
-                doc, value = _remove(doc, src)
-            else:
-                value = copy.deepcopy(_walk(doc, src))
-            doc = _add(doc, parts, value)
-        elif kind == "test":
-            if _walk(doc, parts) != op.get("value"):
-                raise _invalid(f"test failed at {op.get('path')!r}")
-        else:
-            raise _invalid(f"unknown JSON patch op {kind!r}")
-    return doc
 
 
 # -- the informer --------------------------------------------------------------------------------
@@ -597,14 +484,19 @@ class FakeCluster:
 
     @staticmethod
     def _apply(old: Obj, patch: Obj | builtins.list[Obj], patch_type: PatchType) -> Obj:
-        if patch_type == "json":
-            if not isinstance(patch, list):
-                raise _invalid("a JSON patch is a list of operations")
-            out = json_patch(old, patch)
-        else:  # "merge", and "strategic" approximated as a merge patch
-            if not isinstance(patch, dict):
-                raise _invalid("a merge patch is a JSON object")
-            out = merge_patch(old, patch)
+        try:
+            if patch_type == "json":
+                if not isinstance(patch, list):
+                    raise _invalid("a JSON patch is a list of operations")
+                out = json_patch(old, patch)
+            else:  # "merge", and "strategic" approximated as a merge patch
+                if not isinstance(patch, dict):
+                    raise _invalid("a merge patch is a JSON object")
+                # The merge shares untouched subtrees with ``old``; the write below edits
+                # metadata in place, so the stored object must not be one of them.
+                out = clone(merge_patch(old, patch))
+        except PatchError as err:
+            raise _invalid(str(err)) from None
         if not isinstance(out, dict):
             raise _invalid("the patched object is not a JSON object")
         return out

@@ -22,6 +22,7 @@ PURE = [
     "shared/kube/client.py",
     "shared/kube/labels.py",
     "shared/kube/hashing.py",
+    "shared/kube/patch.py",
     "shared/breaker.py",
     "autoscaler/aggregation.py",
     "autoscaler/scaling.py",
