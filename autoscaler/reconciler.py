@@ -59,7 +59,6 @@ from autoscaler.resources import (
     revision_spec,
 )
 from autoscaler.service import AutoscalerService
-from autoscaler.workqueue import WorkQueue
 from shared.envconfig import ConfigError
 from shared.kube.client import Conflict, KubeClient
 from shared.kube.informer import EventType, InformerFactory
@@ -76,6 +75,7 @@ from shared.kube.resources import (
     labels_of,
     meta,
 )
+from shared.kube.workqueue import WorkQueue
 from shared.seams import Mode, RevisionKey
 
 __all__ = [
@@ -188,7 +188,10 @@ class PodAutoscalerReconciler:
         self.metrics = informers.informer(METRICS)
         self.deployments = informers.informer(DEPLOYMENTS)
         self.pods = pods
-        self.queue = WorkQueue("podautoscaler", self.reconcile, workers=workers)
+        # Backoff capped at 10 s, not client-go's 30 s: a decision is only good for seconds.
+        self.queue: WorkQueue[str] = WorkQueue(
+            "podautoscaler", self.reconcile, workers=workers, max_backoff_s=10.0
+        )
         self._restored: set[RevisionKey] = set()
         # Per PA: the decision and KPA status its last complete pass wrote (see on_tick).
         self._reconciled: dict[RevisionKey, tuple[object, ...] | None] = {}

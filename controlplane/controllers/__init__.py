@@ -3,8 +3,8 @@
 ``Controllers(factory, client, ControllerConfig(...))`` runs the Service, Configuration, Route,
 Revision and ServerlessService reconcilers and Kubernetes' endpoints controller, each an
 ordinary API client (informers to read, ``KubeClient`` to write), one concept per module.
-The reconciler modules import no asyncio (their cores are pure; only ``workqueue`` and
-``controllers`` run the loop), so both names are loaded on first use.
+The reconciler modules import no asyncio (their cores are pure; only ``controllers`` runs the
+loop, with shared/kube/workqueue.py), so both names are loaded on first use.
 """
 
 from __future__ import annotations

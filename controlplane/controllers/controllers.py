@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from shared.kube.client import KubeClient
 from shared.kube.informer import EventType, Handler, Informer, InformerFactory
 from shared.kube.resources import Obj, Resource, key_of
+from shared.kube.workqueue import WorkQueue
 
 from .base import Cache, Reconciler, of_kind
 from .config import ControllerConfig
@@ -29,7 +30,6 @@ from .revision import RevisionReconciler
 from .route import RouteReconciler
 from .serverlessservice import ServerlessServiceReconciler
 from .service import ServiceReconciler
-from .workqueue import Controller
 
 __all__ = ["Controllers"]
 
@@ -58,10 +58,12 @@ class Controllers:
                 EndpointsReconciler,
             )
         )
-        self._controllers: list[Controller] = []
+        self._controllers: list[WorkQueue[Key]] = []
         self._handlers: list[tuple[Informer, Handler]] = []
         for r in self.reconcilers:
-            controller = Controller(r.name, r.reconcile, workers=self._cfg.workers)
+            controller: WorkQueue[Key] = WorkQueue(
+                r.name, _by_key(r.reconcile), workers=self._cfg.workers
+            )
             self._controllers.append(controller)
             self._watch(controller, r.resource, None, lambda obj: [key_of(obj)])
             for w in r.watches():
@@ -80,7 +82,7 @@ class Controllers:
 
     def _watch(
         self,
-        controller: Controller,
+        controller: WorkQueue[Key],
         resource: Resource,
         namespace: str | None,
         keys: Callable[[Obj], Iterable[Key]],
@@ -92,7 +94,7 @@ class Controllers:
                 return
             try:
                 for ns, name in keys(obj):
-                    controller.enqueue(ns, name)
+                    controller.add((ns, name))
             except Exception:  # a handler must never break the informer's loop
                 _log.exception("%s: mapping %s %s failed", controller.name, event.value, obj)
 
@@ -105,7 +107,7 @@ class Controllers:
         await self._factory.start()
         await asyncio.gather(*(inf.wait_synced() for inf in self._informers.values()))
         for controller in self._controllers:
-            controller.start()
+            await controller.start()
         for informer, handler in self._handlers:
             informer.add_handler(handler)
         self._started = True
@@ -118,5 +120,15 @@ class Controllers:
             await controller.stop()
         await self._factory.stop()
 
-    def controllers(self) -> Sequence[Controller]:
+    def controllers(self) -> Sequence[WorkQueue[Key]]:
         return tuple(self._controllers)
+
+
+def _by_key(reconcile: Callable[[str, str], Awaitable[None]]) -> Callable[[Key], Awaitable[None]]:
+    """A reconciler's ``reconcile(namespace, name)`` as the work queue's ``reconcile(key)``."""
+
+    def run(key: Key) -> Awaitable[None]:
+        return reconcile(*key)
+
+    return run
+

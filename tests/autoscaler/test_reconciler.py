@@ -12,7 +12,6 @@ import pytest
 
 from autoscaler.kpa import ActiveState
 from autoscaler.resources import format_time
-from autoscaler.workqueue import WorkQueue
 from shared.kube.resources import (
     DEPLOYMENTS,
     KPA_CLASS,
@@ -21,6 +20,7 @@ from shared.kube.resources import (
     SERVERLESSSERVICES,
     Obj,
 )
+from shared.kube.workqueue import WorkQueue
 from tests.autoscaler.kubeharness import (
     CONFIG,
     DEPLOYMENT,

@@ -236,7 +236,7 @@ async def test_no_write_when_nothing_changed() -> None:
         writes = len(env.cluster.writes)
         for controller in env.controllers.controllers():
             for obj in env.cluster.objects(controller_resource(env, controller.name)):
-                controller.enqueue(obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+                controller.add((obj["metadata"].get("namespace", ""), obj["metadata"]["name"]))
         await env.cluster.settle()
         await asyncio.sleep(0.01)
         assert env.cluster.writes[writes:] == []
