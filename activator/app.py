@@ -30,10 +30,6 @@ from activator.metrics import ActivatorMetrics
 from activator.reporter import ConcurrencyReporter
 from activator.revisions import ActiveRevision, RevisionTable
 from activator.statsink import StatSink
-
-# The request log renderer is the queue-proxy's (the same Knative template subset); it
-# belongs in shared/ now that two components use it.
-from queueproxy.reqlog import RequestLogger, RequestLogRevision
 from shared.envconfig import ConfigError
 from shared.kube.informer import InformerFactory
 from shared.kube.resources import CONFIGURATION_LABEL, SERVICE_LABEL
@@ -42,6 +38,10 @@ from shared.proxy.exchange import Exchange
 from shared.proxy.http1 import error_body, simple_response
 from shared.proxy.local import LocalHandler
 from shared.proxy.server import ProxyServer
+
+# The request log renderer is the queue-proxy's (the same Knative template subset); it
+# belongs in shared/ now that two components use it.
+from shared.reqlog import RequestLogger, RequestLogRevision
 
 __all__ = ["Activator"]
 

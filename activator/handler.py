@@ -32,9 +32,6 @@ import time
 from typing import TYPE_CHECKING, Final
 
 from activator.revisions import ActivatorRequest, ActiveRevision, RevisionTable
-
-# The queue-proxy's renderer of Knative's request log template (see activator/app.py).
-from queueproxy.reqlog import trace_id_from_headers
 from shared.breaker import Admission
 from shared.proxy.head import (
     DROP,
@@ -54,7 +51,6 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import Tracer
 
     from activator.reporter import ConcurrencyReporter
-    from queueproxy.reqlog import RequestLogger
     from shared.proxy.exchange import Exchange
     from shared.proxy.upstream import UpstreamPool
 
@@ -246,30 +242,9 @@ class ActivatorHandler:
             ex.span.set_attribute("http.response.status_code", status)
             ex.span.end()
         if rev.request_log is not None:
-            self._log(rev.request_log, ex, status, now)
-
-    def _log(self, log: RequestLogger, ex: Exchange, status: int, now: float) -> None:
-        """One request log line (Knative's RequestLogHandler around the activation handler:
-        only requests for a revision, never probes)."""
-        span = ex.span
-        if span is not None:
-            trace_id = f"{span.get_span_context().trace_id:032x}"
-        else:
-            trace_id = trace_id_from_headers(ex.header(b"traceparent"), ex.header(b"x-b3-traceid"))
-        log.log(
-            method=ex.method.decode("latin-1"),
-            uri=ex.target.decode("latin-1"),
-            proto="HTTP/" + ex.version,
-            host=(ex.header(b"host") or b"").decode("latin-1"),
-            remote_addr=ex.conn.remote,
-            user_agent=(ex.header(b"user-agent") or b"").decode("latin-1"),
-            referer=(ex.header(b"referer") or b"").decode("latin-1"),
-            content_length=ex.request_bytes,
-            status=status,
-            response_size=ex.response_bytes,
-            latency_s=now - ex.started_at,
-            trace_id=trace_id,
-        )
+            # Knative's RequestLogHandler around the activation handler: only requests for a
+            # revision, never probes.
+            rev.request_log.log_exchange(ex, status, now - ex.started_at)
 
     # -- the upstream pools' hook -----------------------------------------------------------
     def connect_failed(self, pool: UpstreamPool, ex: Exchange, err: OSError) -> bool:

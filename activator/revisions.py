@@ -52,8 +52,8 @@ from shared.proxy.upstream import ConnectErrorHook, UpstreamPool
 if TYPE_CHECKING:
     from activator.lb_policy import PodTracker
     from activator.metrics import RevisionMetrics
-    from queueproxy.reqlog import RequestLogger
     from shared.proxy.exchange import Exchange
+    from shared.reqlog import RequestLogger
 
 __all__ = ["ActivatorRequest", "ActiveRevision", "RevisionTable"]
 

@@ -78,7 +78,7 @@ class QueueProxy:
         request_log = None
         obs = cfg.observability
         if obs.enable_request_log:
-            from queueproxy.reqlog import RequestLogger, RequestLogRevision
+            from shared.reqlog import RequestLogger, RequestLogRevision
 
             request_log = RequestLogger(
                 obs.request_log_template,

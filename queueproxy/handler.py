@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Final
 
 from queueproxy.drain import Drainer
 from queueproxy.forwarded import generate_forwarded
-from queueproxy.reqlog import trace_id_from_headers
 from shared.breaker import Admission, Breaker
 from shared.proxy.exchange import Exchange
 from shared.proxy.head import (
@@ -48,7 +47,7 @@ if TYPE_CHECKING:
 
     from queueproxy.metrics import UserMetrics
     from queueproxy.readiness import ReadinessProber
-    from queueproxy.reqlog import RequestLogger
+    from shared.reqlog import RequestLogger
 
 # Header kinds the policy looks at; every other header passes through untouched.
 _HOST: Final = 2
@@ -322,24 +321,5 @@ class QueueHandler:
     def _log(self, ex: Exchange[int], now: float) -> None:
         log = self.request_log
         assert log is not None
-        span = ex.span
-        if span is not None:
-            trace_id = f"{span.get_span_context().trace_id:032x}"
-        else:
-            # As Knative: the trace the caller sent, when the queue-proxy itself is not tracing.
-            trace_id = trace_id_from_headers(ex.header(b"traceparent"), ex.header(b"x-b3-traceid"))
-        log.log(
-            method=ex.method.decode("latin-1"),
-            uri=ex.target.decode("latin-1"),
-            proto="HTTP/" + ex.version,
-            host=(ex.header(b"host") or b"").decode("latin-1"),
-            remote_addr=ex.conn.remote,
-            user_agent=(ex.header(b"user-agent") or b"").decode("latin-1"),
-            referer=(ex.header(b"referer") or b"").decode("latin-1"),
-            content_length=ex.request_bytes,
-            status=ex.status,
-            response_size=ex.response_bytes,
-            latency_s=now - ex.started_at if ex.started_at else 0.0,
-            trace_id=trace_id,
-            probe=bool(ex.tag & _PROBE),
-        )
+        latency_s = now - ex.started_at if ex.started_at else 0.0
+        log.log_exchange(ex, ex.status, latency_s, probe=bool(ex.tag & _PROBE))

@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 
-from queueproxy.reqlog import (
+from shared.envconfig import ConfigError
+from shared.observability import DEFAULT_REQUEST_LOG_TEMPLATE
+from shared.reqlog import (
     RequestLogger,
     RequestLogRevision,
     js_escape,
     trace_id_from_headers,
 )
-from shared.envconfig import ConfigError
-from shared.observability import DEFAULT_REQUEST_LOG_TEMPLATE
 
 REVISION = RequestLogRevision(
     name="hello-00001",

@@ -29,9 +29,12 @@ from __future__ import annotations
 import re
 import sys
 from dataclasses import dataclass
-from typing import Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from shared.envconfig import ConfigError
+
+if TYPE_CHECKING:
+    from shared.proxy.exchange import Exchange
 
 __all__ = [
     "RequestLogRevision",
@@ -299,6 +302,33 @@ class RequestLogger:
             # A closed or broken log stream must not fail the request (Knative ignores
             # write errors too).
             pass
+
+    def log_exchange(
+        self, ex: Exchange[Any], status: int, latency_s: float, *, probe: bool = False
+    ) -> None:
+        """The line for a finished proxied request, read from its exchange (the queue-proxy's
+        and the activator's RequestLogHandler alike)."""
+        span = ex.span
+        if span is not None:
+            trace_id = f"{span.get_span_context().trace_id:032x}"
+        else:
+            # As Knative: the trace the caller sent, when this hop itself is not tracing.
+            trace_id = trace_id_from_headers(ex.header(b"traceparent"), ex.header(b"x-b3-traceid"))
+        self.log(
+            method=ex.method.decode("latin-1"),
+            uri=ex.target.decode("latin-1"),
+            proto="HTTP/" + ex.version,
+            host=(ex.header(b"host") or b"").decode("latin-1"),
+            remote_addr=ex.conn.remote,
+            user_agent=(ex.header(b"user-agent") or b"").decode("latin-1"),
+            referer=(ex.header(b"referer") or b"").decode("latin-1"),
+            content_length=ex.request_bytes,
+            status=status,
+            response_size=ex.response_bytes,
+            latency_s=latency_s,
+            trace_id=trace_id,
+            probe=probe,
+        )
 
     def __repr__(self) -> str:
         return f"RequestLogger(template={self.template!r}, log_probes={self.log_probes})"
