@@ -35,6 +35,8 @@ from typing import Any, ClassVar, Final, TypeAlias, TypeVar
 
 import yaml
 
+from shared.documents import load_documents
+
 __all__ = [
     "API_VERSION",
     "CONFIGMAP_NAMESPACE",
@@ -635,16 +637,6 @@ def _unknown_kind(api_version: object, kind: object) -> FieldError:
     return FieldError.invalid(kind, "kind", f"knpy serves {known}")
 
 
-class _Loader(yaml.SafeLoader):
-    """YAML 1.1 without timestamps: a date stays the string the API would have kept."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
 def parse_documents(text: str) -> list[Resource]:
     """Every resource of a multi-document YAML or JSON text, in order.
 
@@ -656,19 +648,10 @@ def parse_documents(text: str) -> list[Resource]:
             bad document are reported together.
     """
     try:
-        loaded = list(yaml.load_all(text, Loader=_Loader))
+        documents = load_documents(text)
     except yaml.YAMLError as e:
         problem = Problem("input", (FieldError(f"not YAML or JSON: {e}", ()),))
         raise ValidationError([problem]) from None
-    documents: list[object] = []
-    for doc in loaded:
-        if isinstance(doc, dict) and doc.get("kind") == "List":
-            items = doc.get("items")
-            documents.extend(items if isinstance(items, list) else [])
-        elif isinstance(doc, list):
-            documents.extend(doc)
-        elif doc is not None:
-            documents.append(doc)
     resources: list[Resource] = []
     problems: list[Problem] = []
     for i, doc in enumerate(documents):

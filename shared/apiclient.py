@@ -34,6 +34,7 @@ from typing import Any, Final
 
 import yaml
 
+from shared.documents import load_documents
 from shared.kube import resources as kr
 from shared.kube.resources import Obj, Resource
 
@@ -172,34 +173,16 @@ def load_kubeconfig(path: Path) -> Api:
 
 
 # -- documents -----------------------------------------------------------------------------------
-class _Loader(yaml.SafeLoader):
-    """YAML 1.1 without timestamps: a date stays the string the API would have kept."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
 def parse_documents(text: str) -> list[Obj]:
-    """Every object of a multi-document YAML or JSON text, in order; a ``kind: List`` or a
-    top-level array contributes its items, empty documents are skipped."""
+    """Every object of a multi-document YAML or JSON text, in order (shared/documents.py)."""
     try:
-        loaded = list(yaml.load_all(text, Loader=_Loader))
+        loaded = load_documents(text)
     except yaml.YAMLError as err:
         raise ApiFailure(f"not YAML or JSON: {err}") from None
-    documents: list[Obj] = []
     for doc in loaded:
-        if isinstance(doc, dict) and doc.get("kind") == "List":
-            documents.extend(i for i in doc.get("items") or [] if isinstance(i, dict))
-        elif isinstance(doc, list):
-            documents.extend(i for i in doc if isinstance(i, dict))
-        elif isinstance(doc, dict):
-            documents.append(doc)
-        elif doc is not None:
+        if not isinstance(doc, dict):
             raise ApiFailure(f"not a Kubernetes object: {doc!r}")
-    return documents
+    return loaded
 
 
 def describe(resource: Resource, name: str) -> str:

@@ -48,6 +48,7 @@ from controlplane.kubeapi.store import DEFAULT_HISTORY_EVENTS, Store
 from controlplane.kubeapi.stream import WatchStreams, dumps, flag
 from controlplane.kubeapi.tables import table, wants_table
 from controlplane.kubeapi.watch import WatchHub
+from shared.documents import JsonYamlLoader
 from shared.kube.labels import SelectorError, parse_selector
 from shared.kube.resources import Obj, Resource
 
@@ -73,16 +74,6 @@ _PATCH_TYPES: dict[str, PatchKind] = {
 _OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
 
 
-class _YamlLoader(yaml.SafeLoader):
-    """SafeLoader without the timestamp resolver: a YAML date stays the string JSON has."""
-
-
-_YamlLoader.yaml_implicit_resolvers = {
-    k: [r for r in v if r[0] != "tag:yaml.org,2002:timestamp"]
-    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
 def _parse(raw: bytes, media: str) -> Any:
     """Decode a body; StatusError 400 names the problem."""
     if media == protobuf.PROTOBUF:
@@ -94,7 +85,7 @@ def _parse(raw: bytes, media: str) -> Any:
             raise StatusError.bad_request(f"the protobuf body is malformed: {e}") from None
     try:
         if media in _YAML:
-            docs = [d for d in yaml.load_all(raw.decode(), Loader=_YamlLoader) if d is not None]
+            docs = [d for d in yaml.load_all(raw.decode(), Loader=JsonYamlLoader) if d is not None]
             if len(docs) != 1:
                 raise StatusError.bad_request(
                     f"the body must hold exactly one YAML document, found {len(docs)}"
@@ -180,13 +171,15 @@ class KubeApiServer:
         self.url = f"http://{_url_host(self._host)}:{self._port}"
         self._tls = await asyncio.to_thread(tls.ensure_certificate, self.state_dir)
         if self._tls is not None:
-            tls_site = web.TCPSite(self._runner, self._host, self._tls_port,
-                                   ssl_context=tls.server_context(self._tls))
+            tls_site = web.TCPSite(
+                self._runner, self._host, self._tls_port, ssl_context=tls.server_context(self._tls)
+            )
             await tls_site.start()
             self.tls_url = f"https://{_url_host(self._host)}:{_bound_port(tls_site)}"
         else:
-            log.warning("no openssl: the kubeconfig points at plain HTTP, where kubectl "
-                        "sends no token")
+            log.warning(
+                "no openssl: the kubeconfig points at plain HTTP, where kubectl sends no token"
+            )
         self._write_kubeconfig()
         log.info("kube API server listening on %s", self.url)
 
@@ -213,8 +206,10 @@ class KubeApiServer:
             "clusters": [{"name": "knpy", "cluster": cluster}],
             "users": [{"name": "knpy", "user": {"token": self.token}}],
             "contexts": [
-                {"name": "knpy",
-                 "context": {"cluster": "knpy", "user": "knpy", "namespace": "default"}}
+                {
+                    "name": "knpy",
+                    "context": {"cluster": "knpy", "user": "knpy", "namespace": "default"},
+                }
             ],
             "current-context": "knpy",
             "preferences": {},
@@ -237,15 +232,15 @@ class KubeApiServer:
             raise
         except Exception as e:  # a bug here or in an admission hook: a Status, not a hang-up
             log.exception("kube API request %s %s failed", request.method, request.path)
-            err = StatusError(500, f"Internal error occurred: {type(e).__name__}: {e}",
-                              "InternalError")
+            err = StatusError(
+                500, f"Internal error occurred: {type(e).__name__}: {e}", "InternalError"
+            )
             return web.Response(body=dumps(err.body), status=500, content_type=_JSON)
 
     def _check_access(self, request: web.Request) -> None:
         host = request.headers.get("Host")
         if host is not None and not _is_loopback_host(host):
-            raise StatusError(403, f"forbidden: host {host!r} is not a loopback name",
-                              "Forbidden")
+            raise StatusError(403, f"forbidden: host {host!r} is not a loopback name", "Forbidden")
         if request.path in _OPEN_PATHS:
             return
         auth = request.headers.get("Authorization", "")
@@ -261,8 +256,21 @@ class KubeApiServer:
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         segs = [s for s in request.path.split("/") if s]
         if not segs:
-            return self._json({"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez",
-                                         "/openapi/v2", "/openapi/v3", "/readyz", "/version"]})
+            return self._json(
+                {
+                    "paths": [
+                        "/api",
+                        "/api/v1",
+                        "/apis",
+                        "/healthz",
+                        "/livez",
+                        "/openapi/v2",
+                        "/openapi/v3",
+                        "/readyz",
+                        "/version",
+                    ]
+                }
+            )
         head = segs[0]
         if head in ("healthz", "livez", "readyz") and len(segs) == 1:
             return web.Response(text="ok")
@@ -280,8 +288,9 @@ class KubeApiServer:
             if len(segs) == 2:
                 doc = discovery.group(self.registry, segs[1])
                 if doc is None:
-                    raise StatusError(404, "the server could not find the requested resource",
-                                      "NotFound")
+                    raise StatusError(
+                        404, "the server could not find the requested resource", "NotFound"
+                    )
                 return self._json(doc)
             return await self._group_version(request, segs[1], segs[2], segs[3:])
         raise StatusError(404, "the server could not find the requested resource", "NotFound")
@@ -289,8 +298,7 @@ class KubeApiServer:
     def _openapi(self, request: web.Request, segs: list[str]) -> web.Response:
         doc = openapi.document(self.registry, segs, request.headers.get("Accept", ""))
         if doc is None:
-            raise StatusError(404, "the server could not find the requested resource",
-                              "NotFound")
+            raise StatusError(404, "the server could not find the requested resource", "NotFound")
         body, ctype = doc
         return web.Response(body=body, content_type=ctype)
 
@@ -300,8 +308,9 @@ class KubeApiServer:
         if not rest:
             doc = discovery.resource_list(self.registry, group, version)
             if doc is None:
-                raise StatusError(404, "the server could not find the requested resource",
-                                  "NotFound")
+                raise StatusError(
+                    404, "the server could not find the requested resource", "NotFound"
+                )
             return self._json(doc)
         watch_path = False
         if rest[0] == "watch":
@@ -315,21 +324,18 @@ class KubeApiServer:
         ):
             namespace, rest = rest[1], rest[2:]
         if not rest or len(rest) > 3:
-            raise StatusError(404, "the server could not find the requested resource",
-                              "NotFound")
+            raise StatusError(404, "the server could not find the requested resource", "NotFound")
         kind = self.registry.lookup(group, version, rest[0])
         if kind is None:
-            raise StatusError(404, "the server could not find the requested resource",
-                              "NotFound")
+            raise StatusError(404, "the server could not find the requested resource", "NotFound")
         name = rest[1] if len(rest) > 1 else None
         sub = rest[2] if len(rest) > 2 else None
-        if sub is not None and not ((sub == "status" and kind.status)
-                                    or (sub == "scale" and kind.scale)):
-            raise StatusError(404, "the server could not find the requested resource",
-                              "NotFound")
+        if sub is not None and not (
+            (sub == "status" and kind.status) or (sub == "scale" and kind.scale)
+        ):
+            raise StatusError(404, "the server could not find the requested resource", "NotFound")
         if kind.resource.namespaced and namespace is None and name is not None:
-            raise StatusError(404, "the server could not find the requested resource",
-                              "NotFound")
+            raise StatusError(404, "the server could not find the requested resource", "NotFound")
         return await self._resource(request, kind, namespace, name, sub, watch_path)
 
     async def _resource(
@@ -363,8 +369,14 @@ class KubeApiServer:
                 return self._json(rest.get_scale(kind, namespace, name))
             obj = rest.get(kind, namespace, name)
             if wants_table(request.headers.get("Accept", "")):
-                return self._json(table(kind, [obj], obj["metadata"]["resourceVersion"],
-                                        q.get("includeObject", "Metadata")))
+                return self._json(
+                    table(
+                        kind,
+                        [obj],
+                        obj["metadata"]["resourceVersion"],
+                        q.get("includeObject", "Metadata"),
+                    )
+                )
             return self._json(obj)
         if method == "PUT":
             body = await self._body(request, _OBJECT_TYPES)
@@ -372,19 +384,20 @@ class KubeApiServer:
         if method == "PATCH":
             media = request.content_type.lower()
             if media == "application/apply-patch+yaml":
-                raise StatusError(415, "server-side apply is not supported by knpy; use "
-                                  "client-side kubectl apply", "UnsupportedMediaType")
+                raise StatusError(
+                    415,
+                    "server-side apply is not supported by knpy; use client-side kubectl apply",
+                    "UnsupportedMediaType",
+                )
             patch_type = _PATCH_TYPES.get(media)
             body = await self._body(request, set(_PATCH_TYPES))
             assert patch_type is not None
-            return self._json(
-                rest.patch(kind, namespace, name, patch_type, body, sub, dry_run)
-            )
+            return self._json(rest.patch(kind, namespace, name, patch_type, body, sub, dry_run))
         if method == "DELETE" and sub is None:
             opts = await self._delete_options(request)
             propagation = cast(
-                Propagation, opts.get("propagationPolicy") or q.get("propagationPolicy")
-                or "Background",
+                Propagation,
+                opts.get("propagationPolicy") or q.get("propagationPolicy") or "Background",
             )
             if propagation not in ("Background", "Foreground", "Orphan"):
                 raise StatusError.bad_request(f"unknown propagationPolicy {propagation!r}")
@@ -403,8 +416,10 @@ class KubeApiServer:
         media = request.content_type.lower() if "Content-Type" in request.headers else _JSON
         if media not in allowed:
             raise StatusError(
-                415, f"the body of the request was in an unknown format - accepted media types "
-                f"include: {', '.join(sorted(allowed))}", "UnsupportedMediaType",
+                415,
+                f"the body of the request was in an unknown format - accepted media types "
+                f"include: {', '.join(sorted(allowed))}",
+                "UnsupportedMediaType",
             )
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             raise _too_large()
@@ -439,14 +454,16 @@ class KubeApiServer:
             raise StatusError.bad_request(str(e)) from None
         return labels, fields
 
-    async def _list(
-        self, request: web.Request, kind: Kind, namespace: str | None
-    ) -> web.Response:
+    async def _list(self, request: web.Request, kind: Kind, namespace: str | None) -> web.Response:
         labels, fields = self._selectors(request)
         result = self.rest.list(kind, namespace, labels, fields)
         if wants_table(request.headers.get("Accept", "")):
-            result = table(kind, result["items"], result["metadata"]["resourceVersion"],
-                           request.query.get("includeObject", "Metadata"))
+            result = table(
+                kind,
+                result["items"],
+                result["metadata"]["resourceVersion"],
+                request.query.get("includeObject", "Metadata"),
+            )
             n = len(result["rows"])
         else:
             n = len(result["items"])
@@ -468,10 +485,14 @@ class KubeApiServer:
             m = o["metadata"]
             with contextlib.suppress(StatusError):
                 deleted.append(self.rest.delete(kind, m.get("namespace"), m["name"], propagation))
-        return self._json({
-            "kind": f"{kind.resource.kind}List", "apiVersion": kind.resource.api_version,
-            "metadata": {"resourceVersion": str(self.store.rv)}, "items": deleted,
-        })
+        return self._json(
+            {
+                "kind": f"{kind.resource.kind}List",
+                "apiVersion": kind.resource.api_version,
+                "metadata": {"resourceVersion": str(self.store.rv)},
+                "items": deleted,
+            }
+        )
 
     async def _watch(
         self,
@@ -494,10 +515,14 @@ def _url_host(host: str) -> str:
 
 
 def _method_not_allowed(method: str) -> StatusError:
-    return StatusError(405, f"the server does not allow this method on the requested "
-                       f"resource ({method})", "MethodNotAllowed")
+    return StatusError(
+        405,
+        f"the server does not allow this method on the requested resource ({method})",
+        "MethodNotAllowed",
+    )
 
 
 def _too_large() -> StatusError:
-    return StatusError(413, f"the request body is larger than {MAX_BODY_BYTES} bytes",
-                       "RequestEntityTooLarge")
+    return StatusError(
+        413, f"the request body is larger than {MAX_BODY_BYTES} bytes", "RequestEntityTooLarge"
+    )
