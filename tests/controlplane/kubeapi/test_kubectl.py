@@ -4,7 +4,6 @@ replace with a stale resourceVersion, no token, and kubectl apply's strategic me
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,11 +15,9 @@ import yaml
 from tests.controlplane.kubeapi.conftest import Api, revision, start_api, stop_api
 
 # One server for the module, so kubectl's discovery cache (keyed by host:port) is filled once;
-# every test uses its own names.
-pytestmark = [
-    pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed"),
-    pytest.mark.asyncio(loop_scope="module"),
-]
+# every test uses its own names. No skip without kubectl: scripts/setup.sh installs it, and a
+# missing judge must fail the suite, not silence it.
+pytestmark = [pytest.mark.asyncio(loop_scope="module")]
 
 ROOT = Path(__file__).resolve().parents[3]
 HELLO = ROOT / "examples" / "hello" / "service.yaml"
