@@ -74,6 +74,7 @@ from shared.kube.resources import (
     key_of,
     labels_of,
     meta,
+    resource_for,
 )
 from shared.kube.workqueue import WorkQueue
 from shared.seams import Mode, RevisionKey
@@ -157,9 +158,10 @@ def scale_resource(ref: Obj) -> Resource:
     an unusual kind would need discovery, which Knative reads through its duck informer.
     """
     api_version, kind = str(ref.get("apiVersion", "")), str(ref.get("kind", ""))
+    known = resource_for(api_version, kind)
+    if known is not None:
+        return known
     group, _, version = api_version.rpartition("/")
-    if (group, version, kind) == (DEPLOYMENTS.group, DEPLOYMENTS.version, DEPLOYMENTS.kind):
-        return DEPLOYMENTS
     return Resource(group, version, kind.lower() + "s", kind)
 
 

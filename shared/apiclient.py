@@ -54,9 +54,7 @@ STEP_WAIT_S: Final = 30.0
 _STEP_POLL_S: Final = 0.05
 DEFAULT_NAMESPACE: Final = "default"
 # Every resource knpy's API serves, by (apiVersion, kind).
-RESOURCES: Final[dict[tuple[str, str], Resource]] = {
-    (r.api_version, r.kind): r for r in vars(kr).values() if isinstance(r, Resource)
-}
+RESOURCES: Final[dict[tuple[str, str], Resource]] = kr.known_resources()
 # Fields the server owns: two objects that differ only there are the same to a person.
 _SERVER_FIELDS: Final = ("resourceVersion", "generation", "managedFields", "creationTimestamp")
 

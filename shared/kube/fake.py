@@ -83,16 +83,13 @@ _NO_GENERATION = frozenset({CONFIGMAPS, ENDPOINTS, ENDPOINTSLICES, LEASES, NAMES
 # Fields the API server owns: a write cannot change them.
 _SYSTEM_META = ("uid", "creationTimestamp", "generation", "resourceVersion")
 
-_KNOWN: dict[tuple[str, str], Resource] = {
-    (r.api_version, r.kind): r
-    for r in (getattr(_resources, n) for n in _resources.__all__)
-    if isinstance(r, Resource)
-}
-
 
 def resource_for(api_version: str, kind: str) -> Resource:
     """The known Resource for an object's apiVersion and kind (``KeyError`` if unknown)."""
-    return _KNOWN[(api_version, kind)]
+    resource = _resources.resource_for(api_version, kind)
+    if resource is None:
+        raise KeyError((api_version, kind))
+    return resource
 
 
 class Write(NamedTuple):

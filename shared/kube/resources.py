@@ -29,6 +29,8 @@ __all__ = [
     "SERVICES",
     "Obj",
     "Resource",
+    "known_resources",
+    "resource_for",
 ]
 
 Obj = dict[str, Any]
@@ -105,6 +107,19 @@ METRIC_ANNOTATION: Final = "autoscaling.knative.dev/metric"
 SYSTEM_NAMESPACE: Final = "knative-serving"
 ACTIVATOR_SERVICE: Final = "activator-service"
 AUTOSCALER_SERVICE: Final = "autoscaler"
+
+
+def known_resources() -> dict[tuple[str, str], Resource]:
+    """Every resource above by (apiVersion, kind), the key an object itself carries."""
+    return {(r.api_version, r.kind): r for r in globals().values() if isinstance(r, Resource)}
+
+
+_KNOWN: Final = known_resources()
+
+
+def resource_for(api_version: str, kind: str) -> Resource | None:
+    """The resource of an object's apiVersion and kind, or None when knpy does not know it."""
+    return _KNOWN.get((api_version, kind))
 
 
 def meta(obj: Obj) -> Obj:
