@@ -141,7 +141,16 @@ def test_apply_get_route_delete_and_clean_stop(serve: Callable[..., Serve], tmp_
     assert "http://hello.default.localhost" in table and "True" in table
     revisions = s.knpy("get", "revisions").stdout
     assert "hello-00001" in revisions and "100%" in revisions
-    doc = json.loads(s.knpy("get", "revisions", "hello-00001", "-o", "json").stdout)
+
+    def revision_status() -> dict[str, int]:
+        out = s.knpy("get", "revisions", "hello-00001", "-o", "json").stdout
+        status: dict[str, int] = json.loads(out)["status"]
+        return status
+
+    # desiredReplicas is the PodAutoscaler's desiredScale: -1 (Knative's scaleUnknown) until
+    # the autoscaler's first decision tick, which can come after the first answer.
+    _until(lambda: revision_status().get("desiredReplicas", -1) >= 0, "the first decision")
+    doc = {"status": revision_status()}
     assert doc["status"]["actualReplicas"] == 1 and doc["status"]["desiredReplicas"] == 1
     assert "kind: Route" in s.knpy("get", "routes", "-o", "yaml").stdout
     bad = tmp_path / "bad.yaml"
