@@ -37,13 +37,13 @@ from shared.proxy.head import (
     DROP,
     PASS,
     HeaderKinds,
-    Tracing,
     connection_tokens,
     drop_listed,
     finish_head,
     request_line,
 )
 from shared.proxy.http1 import error_body, simple_response
+from shared.proxy.tracing import Tracing
 
 if TYPE_CHECKING:
     from collections.abc import Callable

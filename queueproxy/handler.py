@@ -32,13 +32,13 @@ from shared.proxy.head import (
     DROP,
     PASS,
     HeaderKinds,
-    Tracing,
     connection_tokens,
     drop_listed,
     finish_head,
     request_line,
 )
 from shared.proxy.http1 import error_body, simple_response
+from shared.proxy.tracing import Tracing
 from shared.proxy.upstream import UpstreamPool
 from shared.stats import RequestStats
 

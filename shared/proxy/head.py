@@ -17,9 +17,7 @@ from shared.proxy.exchange import Exchange
 from shared.proxy.http1 import HOP_BY_HOP
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import Tracer
-    from opentelemetry.trace import Span
-
+    from shared.proxy.tracing import Tracing
 
 # Header kinds every component shares; each adds its own from 2 up.
 PASS: Final = 0  # passed through untouched
@@ -76,34 +74,6 @@ class HeaderKinds:
         return kind
 
 
-class Tracing:
-    """A tracer with the header helpers, imported only when tracing is on.
-
-    OpenTelemetry's SDK costs about 10 MB of memory per process; a pod that does not trace
-    should not pay it.
-    """
-
-    __slots__ = ("_extract", "_in_context", "_inject", "tracer")
-
-    def __init__(self, tracer: Tracer) -> None:
-        from opentelemetry.trace import set_span_in_context
-
-        from shared.tracing import extract_context, inject_headers
-
-        self.tracer = tracer
-        self._extract = extract_context
-        self._inject = inject_headers
-        self._in_context = set_span_in_context
-
-    def start_child(self, name: str, parent: Span | None) -> Span:
-        """A span under ``parent`` (the request's), e.g. for the wait in a breaker."""
-        context = self._in_context(parent) if parent is not None else None
-        return self.tracer.start_span(name, context=context)
-
-    def __repr__(self) -> str:
-        return f"<Tracing {self.tracer!r}>"
-
-
 def drop_listed(out: list[bytes], drop: list[bytes]) -> None:
     """Remove, in place, the header lines whose names ``Connection`` listed (after line 0)."""
     if drop:
@@ -135,11 +105,9 @@ def finish_head(
     if ex.upgrade:
         append(b"Connection: Upgrade\r\nUpgrade: %b\r\n" % (ex.header(b"upgrade") or b""))
     if tracing is not None:
-        span = tracing.tracer.start_span(
-            span_name, context=tracing._extract(traceparent, tracestate)
-        )
+        span = tracing.start_remote_child(span_name, traceparent, tracestate)
         ex.span = span
-        for name, value in tracing._inject(span):
+        for name, value in tracing.headers(span):
             append(b"%b: %b\r\n" % (name, value))
     elif traceparent is not None:
         append(b"traceparent: %b\r\n" % traceparent)

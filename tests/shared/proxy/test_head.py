@@ -10,7 +10,6 @@ from shared.proxy.head import (
     DROP,
     PASS,
     HeaderKinds,
-    Tracing,
     connection_tokens,
     drop_listed,
     finish_head,
@@ -18,6 +17,7 @@ from shared.proxy.head import (
 )
 from shared.proxy.memory import MemoryTransport
 from shared.proxy.server import ProxyServer
+from shared.proxy.tracing import Tracing
 
 from .rig import Rig
 
