@@ -22,8 +22,8 @@ import time
 
 from activator.cluster import RevisionKey
 from activator.statsink import StatSink
-from shared.stat import StatData, WireStat, encode_wire_stats
-from shared.stats import RequestStats
+from shared.request_stats import RequestStats
+from shared.stat_proto import StatData, WireStat, encode_wire_stats
 
 __all__ = ["ConcurrencyReporter", "RevisionStats"]
 

@@ -45,7 +45,7 @@ from shared.kube.resources import (
     key_of,
 )
 from shared.seams import RevisionKey
-from shared.stat import StatData
+from shared.stat_proto import StatData
 
 __all__ = [
     "CONFIG_AUTOSCALER",

@@ -31,7 +31,7 @@ from typing import Protocol
 from autoscaler import config
 from autoscaler.aggregation import TimedFloat64Buckets, WeightedFloat64Buckets
 from shared.seams import RevisionKey
-from shared.stat import StatData
+from shared.stat_proto import StatData
 
 __all__ = [
     "BUCKET_SIZE_S",

@@ -24,7 +24,7 @@ from autoscaler.bucket import BucketElector, owner_bucket, slice_address
 from autoscaler.statserver import FORWARD_PATH
 from shared.kube.informer import Informer
 from shared.seams import RevisionKey
-from shared.stat import StatData, WireStat, encode_wire_stats
+from shared.stat_proto import StatData, WireStat, encode_wire_stats
 
 __all__ = ["StatForwarder"]
 

@@ -27,7 +27,7 @@ from autoscaler.collector import MetricCollector, MetricSpec, WindowAverages
 from autoscaler.kpa import KpaSpec, PodAutoscalerStatus, reconcile
 from autoscaler.scaling import Autoscaler, DeciderSpec
 from shared.seams import Mode, RevisionKey, ScaleDecision
-from shared.stat import StatData
+from shared.stat_proto import StatData
 
 __all__ = [
     "TICK_INTERVAL_S",

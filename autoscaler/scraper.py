@@ -31,7 +31,7 @@ from typing import Protocol
 import aiohttp
 
 from shared.seams import Endpoint
-from shared.stat import StatData, decode_stat
+from shared.stat_proto import StatData, decode_stat
 
 __all__ = [
     "MAX_STAT_BYTES",

@@ -50,7 +50,7 @@ from autoscaler.statserver import StatServer
 from shared.envconfig import env_int, env_port, env_str
 from shared.metrics import render_text
 from shared.seams import Endpoint, RevisionKey, RevisionSpec
-from shared.stat import StatData
+from shared.stat_proto import StatData
 
 __all__ = [
     "SCRAPE_INTERVAL_S",

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from shared.seams import RevisionKey
-from shared.stat import StatData, decode_wire_stats
+from shared.stat_proto import StatData, decode_wire_stats
 
 __all__ = ["CLOSE_CODE_SERVICE_RESTART", "FORWARD_PATH", "OnStat", "StatServer"]
 

@@ -24,8 +24,8 @@ from shared.proxy.http1 import simple_response
 from shared.proxy.local import LocalHandler
 from shared.proxy.server import ProxyServer
 from shared.proxy.upstream import UpstreamPool
-from shared.stat import StatData, encode_stat
-from shared.stats import RequestStats, StatReport
+from shared.request_stats import RequestStats, StatReport
+from shared.stat_proto import StatData, encode_stat
 
 _PROTOBUF = b"application/protobuf"
 _PROM_TYPE = b"text/plain; version=0.0.4; charset=utf-8"

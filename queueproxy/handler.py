@@ -40,7 +40,7 @@ from shared.proxy.head import (
 from shared.proxy.http1 import error_body, simple_response
 from shared.proxy.tracing import Tracing
 from shared.proxy.upstream import UpstreamPool
-from shared.stats import RequestStats
+from shared.request_stats import RequestStats
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import Tracer

@@ -142,7 +142,7 @@ class UserMetrics:
 
 
 class StatFigures(Protocol):
-    """The figures of shared.stats.StatReport that the Stat exposition needs."""
+    """The figures of shared.request_stats.StatReport that the Stat exposition needs."""
 
     @property
     def avg_concurrency(self) -> float: ...

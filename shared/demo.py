@@ -71,7 +71,7 @@ async def _load(url: str, seconds: float, concurrency: int) -> tuple[int, int, l
 async def _demo(seconds: float, concurrency: int) -> int:
     import aiohttp
 
-    from shared.stat import decode_stat
+    from shared.stat_proto import decode_stat
 
     app_port, qp_port = _free_port(), _free_port()
     admin_port, stats_port, user_port = _free_port(), _free_port(), _free_port()

@@ -40,7 +40,7 @@ from autoscaler.config import AutoscalerConfig  # noqa: E402
 from autoscaler.scraper import HttpScrapeClient  # noqa: E402
 from autoscaler.service import AutoscalerService, ServiceConfig  # noqa: E402
 from shared.seams import Endpoint, RevisionKey, RevisionSpec  # noqa: E402
-from shared.stat import StatData, encode_stat  # noqa: E402
+from shared.stat_proto import StatData, encode_stat  # noqa: E402
 
 TICK_S = 2.0
 STABLE_WINDOW_S = 60

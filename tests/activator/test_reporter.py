@@ -18,7 +18,7 @@ import pytest
 
 from activator.cluster import RevisionKey
 from activator.reporter import ConcurrencyReporter, RevisionStats, removed_stats
-from shared.stat import StatData, WireStat, decode_wire_stats
+from shared.stat_proto import StatData, WireStat, decode_wire_stats
 
 POD = "the-best-activator"
 REV1 = RevisionKey("test", "rev1")

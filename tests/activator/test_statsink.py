@@ -1,7 +1,7 @@
 """Tests for activator.statsink: the WebSocket to the autoscaler, against a real server.
 
 The autoscaler side is an aiohttp WebSocket server on 127.0.0.1 that decodes every binary
-frame with ``shared.stat.decode_wire_stats``, as Knative's autoscaler stat server does. What
+frame with ``shared.stat_proto.decode_wire_stats``, as Knative's autoscaler stat server does. What
 must hold (Knative's durable sending connection, and the issue): the link comes back on its
 own after the autoscaler goes away and returns, with a back-off rather than a busy loop;
 ``send`` never waits, whatever the link's state; and what waits for the link is bounded.
@@ -28,7 +28,7 @@ from activator.statsink import (
     WebSocketStatSink,
     backoff_delays,
 )
-from shared.stat import StatData, WireStat, encode_wire_stats
+from shared.stat_proto import StatData, WireStat, encode_wire_stats
 from tests.activator.integration.harness import AutoscalerStandIn
 
 pytestmark = pytest.mark.timeout(20)

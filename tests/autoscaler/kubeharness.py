@@ -32,7 +32,7 @@ from shared.kube.resources import (
     Obj,
 )
 from shared.seams import Endpoint, RevisionKey
-from shared.stat import StatData
+from shared.stat_proto import StatData
 
 NS, REV = "default", "hello-00001"
 KEY = RevisionKey(NS, REV)

@@ -20,7 +20,7 @@ from autoscaler.service import ServiceConfig
 from shared.kube.fake import FakeCluster
 from shared.kube.lease import micro_time
 from shared.kube.resources import CONFIGMAPS, METRICS, SERVERLESSSERVICES, Obj
-from shared.stat import StatData, encode_wire_stats
+from shared.stat_proto import StatData, encode_wire_stats
 from tests.autoscaler.kubeharness import (
     KEY,
     NS,

@@ -6,7 +6,7 @@ import pytest
 
 from autoscaler.collector import Aggregation, MetricCollector, MetricSpec
 from shared.seams import RevisionKey
-from shared.stat import StatData
+from shared.stat_proto import StatData
 
 KEY = RevisionKey("default", "hello-00001")
 SPEC = MetricSpec(stable_window_s=60.0, panic_window_s=6.0)

@@ -19,7 +19,7 @@ from autoscaler.scraper import (
     population_mean_sample_size,
 )
 from shared.seams import Endpoint
-from shared.stat import StatData, encode_stat
+from shared.stat_proto import StatData, encode_stat
 
 NOW = 10_000.0
 WINDOW_S = 60.0

@@ -15,7 +15,7 @@ from autoscaler.scraper import ScrapeError
 from autoscaler.service import AutoscalerService, ServiceConfig, resolve_scaling
 from shared.envconfig import ConfigError
 from shared.seams import Endpoint, Mode, RevisionKey, RevisionSpec
-from shared.stat import StatData
+from shared.stat_proto import StatData
 
 pytestmark = pytest.mark.timeout(10)
 

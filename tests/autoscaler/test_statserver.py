@@ -13,7 +13,7 @@ from websockets.exceptions import ConnectionClosed
 
 from autoscaler.statserver import FORWARD_PATH, StatServer
 from shared.seams import RevisionKey
-from shared.stat import StatData, WireStatMessages, encode_wire_stats
+from shared.stat_proto import StatData, WireStatMessages, encode_wire_stats
 
 pytestmark = pytest.mark.timeout(10)
 

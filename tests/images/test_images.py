@@ -34,7 +34,7 @@ import pytest
 import yaml
 
 from images import deps
-from shared.stat import StatData, decode_stat, encode_wire_stats
+from shared.stat_proto import StatData, decode_stat, encode_wire_stats
 from tests.images.harness import (
     COMPONENTS,
     ROOT,

@@ -22,7 +22,7 @@ from shared.proxy.exchange import Exchange
 from shared.proxy.memory import MemoryNetwork, MemoryTransport
 from shared.proxy.server import ProxyServer
 from shared.proxy.upstream import UpstreamPool
-from shared.stats import RequestStats
+from shared.request_stats import RequestStats
 
 CLIENT = ("10.1.0.7", 51000)
 

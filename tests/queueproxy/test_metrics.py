@@ -181,7 +181,7 @@ def test_render_stat_prometheus_rejects_bad_period() -> None:
 
 
 def test_render_stat_prometheus_takes_the_stats_report() -> None:
-    from shared.stats import StatReport
+    from shared.request_stats import StatReport
 
     text = render_stat_prometheus(
         StatReport(1.5, 0.5, 10, 4), 2.0, namespace="n", configuration="c", revision="r", pod="p"

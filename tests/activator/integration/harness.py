@@ -25,7 +25,7 @@ from activator.cluster import RevisionKey
 from activator.config import ActivatorConfig
 from activator.statsink import WebSocketStatSink
 from shared.kube.fake import FakeCluster
-from shared.stat import WireStat, decode_wire_stats
+from shared.stat_proto import WireStat, decode_wire_stats
 from tests.activator import objects
 from tests.queueproxy.integration.qpharness import LOOPBACK, Stack, free_port
 

@@ -23,7 +23,7 @@ from websockets.asyncio.client import connect
 from autoscaler.config import AutoscalerConfig
 from autoscaler.service import AutoscalerService, ServiceConfig
 from shared.seams import Endpoint, Mode, RevisionKey, RevisionSpec
-from shared.stat import StatData, encode_wire_stats
+from shared.stat_proto import StatData, encode_wire_stats
 from tests.queueproxy.integration.qpharness import LOOPBACK, Stack, StartStack
 
 pytestmark = pytest.mark.timeout(60)

@@ -41,7 +41,7 @@ from shared.kube.resources import (
     SERVERLESSSERVICES,
     Obj,
 )
-from shared.stat import StatData, encode_wire_stats
+from shared.stat_proto import StatData, encode_wire_stats
 from tests.autoscaler.kubeharness import (
     DEPLOYMENT,
     NS,

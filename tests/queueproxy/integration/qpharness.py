@@ -362,7 +362,7 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
 
 
 def wire_decode_stat(data: bytes) -> DecodedStat:
-    """Knative's Stat from protobuf wire bytes, independent of shared.stat (a cross-check)."""
+    """Knative's Stat from protobuf wire bytes, independent of shared.stat_proto (a cross-check)."""
     values: dict[str, Any] = {}
     pos = 0
     while pos < len(data):
@@ -390,10 +390,10 @@ def wire_decode_stat(data: bytes) -> DecodedStat:
 
 
 def decode_stat(data: bytes) -> DecodedStat:
-    """Decode with shared.stat when it exists, and check it agrees with the wire decoder."""
+    """Decode with shared.stat_proto when it exists, and check it agrees with the wire decoder."""
     wire = wire_decode_stat(data)
     try:
-        from shared.stat import decode_stat as shared_decode
+        from shared.stat_proto import decode_stat as shared_decode
     except ImportError:
         return wire
     stat = shared_decode(data)

@@ -1,4 +1,4 @@
-"""Tests for shared.stats, the scenarios of knative/networking's request_test.go.
+"""Tests for shared.request_stats, the scenarios of knative/networking's request_test.go.
 
 Case names are Knative's. Events are (kind, milliseconds since the start): ``in``/``out``
 for direct requests, ``inP``/``outP`` for proxied ones, ``report`` to close a window.
@@ -10,7 +10,7 @@ from dataclasses import astuple
 
 import pytest
 
-from shared.stats import RequestStats, StatReport
+from shared.request_stats import RequestStats, StatReport
 
 Event = tuple[str, int]
 

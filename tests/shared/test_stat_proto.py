@@ -1,4 +1,4 @@
-"""Tests for shared.stat: Knative's stat.proto encodings, checked against hand-built bytes.
+"""Tests for shared.stat_proto: Knative's stat.proto encodings, checked against hand-built bytes.
 
 The expected bytes are spelled out field by field (tag = field_number << 3 | wire_type;
 doubles are 8 little-endian bytes; int64 is a base-128 varint), so compatibility with the
@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from shared.stat import (
+from shared.stat_proto import (
     Stat,
     StatData,
     WireStat,
