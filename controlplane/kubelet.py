@@ -64,11 +64,11 @@ from .pods import (
     USER_STOP_GRACE_S,
     ProbeSettings,
     crash_backoff_s,
-    die_with_parent,
     exit_code,
     free_port,
     last_log_line,
     terminate,
+    tied_to_parent,
 )
 from .podspec import (
     LOOPBACK,
@@ -444,18 +444,18 @@ class Kubelet:
         while not pod.terminating:
             began = self.clock()
             try:
-                argv = container_argv(c.spec, self.python)
                 env = {**self.base_env, **resolve_env(c.spec, pod.obj)}
+                spawn = tied_to_parent(container_argv(c.spec, self.python), env)
                 with c.log.open("ab") as out:
                     c.proc = await asyncio.create_subprocess_exec(
-                        *argv,
+                        *spawn.argv,
                         cwd=c.spec.get("workingDir") or None,
                         env=env,
                         stdin=asyncio.subprocess.DEVNULL,
                         stdout=out,
                         stderr=asyncio.subprocess.STDOUT,
                         start_new_session=True,
-                        preexec_fn=die_with_parent(),
+                        preexec_fn=spawn.preexec_fn,
                     )
             except (OSError, ValueError) as err:
                 # Kubernetes: the runtime could not start the process (exec format, not

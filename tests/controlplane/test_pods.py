@@ -1,13 +1,24 @@
-"""The kubelet's process helpers: CrashLoopBackOff delays, exit codes, the last log line."""
+"""The kubelet's process helpers: CrashLoopBackOff delays, exit codes, the last log line, and
+children tied to knpy serve's life."""
 
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from controlplane.pods import ProbeSettings, crash_backoff_s, exit_code, last_log_line
+from controlplane.pods import (
+    ProbeSettings,
+    crash_backoff_s,
+    exit_code,
+    last_log_line,
+    resolve_executable,
+)
 
 
 @pytest.mark.parametrize(
@@ -56,3 +67,75 @@ def test_probe_settings_defaults() -> None:
     assert ProbeSettings.from_probe(None) == ProbeSettings()
     got = ProbeSettings.from_probe({"periodSeconds": 2, "failureThreshold": 1, "timeoutSeconds": 0})
     assert (got.period_s, got.failure_threshold, got.timeout_s) == (2.0, 1, 1.0)
+
+
+def _write(path: Path, text: str, mode: int) -> Path:
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [
+        pytest.param("no-such-command-knpy", FileNotFoundError, id="not-on-path"),
+        pytest.param("/nonexistent/app", FileNotFoundError, id="absolute-missing"),
+        pytest.param("plain.txt", PermissionError, id="not-executable"),
+        pytest.param(".", PermissionError, id="a-directory"),
+    ],
+)
+def test_resolve_executable_raises_what_exec_would(
+    tmp_path: Path, name: str, error: type[OSError]
+) -> None:
+    _write(tmp_path / "plain.txt", "data", 0o644)
+    command = str(tmp_path / name) if name in ("plain.txt", ".") else name
+    with pytest.raises(error) as caught:
+        resolve_executable(command, {"PATH": str(tmp_path)})
+    assert caught.value.filename == command
+    assert caught.value.strerror in str(caught.value)
+
+
+def test_resolve_executable_searches_the_child_path(tmp_path: Path) -> None:
+    tool = _write(tmp_path / "tool", "#!/bin/sh\n", 0o755)
+    assert resolve_executable("tool", {"PATH": f"/nonexistent:{tmp_path}"}) == str(tool)
+    assert resolve_executable(str(tool), {}) == str(tool)
+
+
+def test_a_tied_child_dies_with_its_parent_even_by_sigkill(tmp_path: Path) -> None:
+    # An intermediate parent spawns `sleep` tied to itself, in a session of its own (as pods
+    # are), prints its pid and waits; SIGKILL of the parent must take the child too.
+    script = (
+        "import subprocess, sys\n"
+        "from controlplane.pods import tied_to_parent\n"
+        "s = tied_to_parent(['sleep', '60'], None)\n"
+        "p = subprocess.Popen(s.argv, preexec_fn=s.preexec_fn, start_new_session=True)\n"
+        "print(p.pid, flush=True)\n"
+        "p.wait()\n"
+    )
+    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE) as parent:
+        try:
+            assert parent.stdout is not None
+            child = int(parent.stdout.readline())
+            _until(lambda: _command(child).endswith(b"sleep"), "setpriv to exec sleep")
+        finally:
+            parent.kill()
+    _until(lambda: not _alive(child), "the child to die with its parent")
+
+
+def _until(check: Callable[[], bool], what: str, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def _command(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
