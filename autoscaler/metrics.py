@@ -8,11 +8,16 @@ kn_service_name, kn_configuration_name, kn_revision_name):
 
     kn_revision_pods_desired          pods the decider wants
     kn_revision_pods_requested        pods asked of the platform (after bounds, scale to zero)
-    kn_revision_pods_count            ready pods now
+    kn_revision_pods_actual           ready pods now (see below)
     kn_revision_capacity_excess       excess burst capacity
     kn_revision_panic_mode            1 while the decider panics
     kn_revision_concurrency_stable / _panic / _target
     kn_revision_rps_stable / _panic / _target
+
+Knative names the ready-pod gauge ``kn.revision.pods.count``. Rendered as
+``kn_revision_pods_count`` it is a gauge with a histogram's ``_count`` suffix, which
+``promtool check metrics`` refuses; so it is ``kn_revision_pods_actual`` here, after Knative's
+OpenCensus-era ``actual_pods`` and the "Actual Pods" of its Scaling Debugging dashboard.
 
 Knative exports only its scaling metric's three; both are exported here, because both are
 collected (the target of the metric not scaled on is absent). A figure with no data (the
@@ -43,7 +48,7 @@ RevisionLabels = tuple[str, str, str, str]
 _GAUGES = (
     ("kn_revision_pods_desired", "Number of pods the autoscaler wants to allocate"),
     ("kn_revision_pods_requested", "Number of pods autoscaler requested from the platform"),
-    ("kn_revision_pods_count", "Number of pods that are allocated currently"),
+    ("kn_revision_pods_actual", "Number of pods that are allocated currently"),
     ("kn_revision_capacity_excess", "Excess burst capacity observed over the stable window"),
     ("kn_revision_panic_mode", "If greater than 0 the autoscaler is in panic mode"),
     (

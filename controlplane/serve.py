@@ -51,6 +51,7 @@ from shared.apiclient import Api, ApiFailure, Planned, execute, plan_text
 from shared.kube.informer import Informer
 from shared.kube.resources import ACTIVATOR_SERVICE, ENDPOINTS, SYSTEM_NAMESPACE
 
+from . import discovery
 from .ingress import ColdStarts, ColdStartWriter, Ingress, RoutingTable
 from .kubelet import Kubelet
 from .pods import LOOPBACK, free_port
@@ -122,6 +123,7 @@ class LocalServe:
         )
         await self.server.start()
         self.api_url = self.server.url
+        discovery.install(self.server)  # Prometheus: <state>/prometheus.yml, /knpy/v1/targets
         self._api = await load_api_client({}, str(self.server.kubeconfig_path))
         self.client = ApiKubeClient(self._api)
         self.factory = KubeInformerFactory(self._api)

@@ -31,7 +31,7 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -72,6 +72,7 @@ _PATCH_TYPES: dict[str, PatchKind] = {
     "application/strategic-merge-patch+json": "strategic",
 }
 _OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
+PathHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _parse(raw: bytes, media: str) -> Any:
@@ -148,6 +149,13 @@ class KubeApiServer:
         self.tls_url = ""
         self._tls: tls.TlsFiles | None = None
         self._runner: web.AppRunner | None = None
+        # Non-resource paths others serve here, behind the same token (as kube-apiserver
+        # serves /metrics): exact path -> handler. controlplane/discovery.py adds two.
+        self._paths: dict[str, PathHandler] = {}
+
+    def add_path(self, path: str, handler: PathHandler) -> None:
+        """Serve ``path`` (an exact path outside /api and /apis) with ``handler``."""
+        self._paths[path] = handler
 
     @property
     def reader(self) -> ObjectReader:
@@ -254,21 +262,27 @@ class KubeApiServer:
         return web.Response(body=dumps(obj), status=status, content_type=_JSON)
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        extra = self._paths.get(request.path)
+        if extra is not None:
+            return await extra(request)
         segs = [s for s in request.path.split("/") if s]
         if not segs:
             return self._json(
                 {
-                    "paths": [
-                        "/api",
-                        "/api/v1",
-                        "/apis",
-                        "/healthz",
-                        "/livez",
-                        "/openapi/v2",
-                        "/openapi/v3",
-                        "/readyz",
-                        "/version",
-                    ]
+                    "paths": sorted(
+                        [
+                            "/api",
+                            "/api/v1",
+                            "/apis",
+                            "/healthz",
+                            "/livez",
+                            "/openapi/v2",
+                            "/openapi/v3",
+                            "/readyz",
+                            "/version",
+                            *self._paths,
+                        ]
+                    )
                 }
             )
         head = segs[0]
