@@ -15,15 +15,15 @@ periods. Validated once; nothing below ``main`` reads ``os.environ``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from shared.envconfig import ConfigError, env_float, env_int, env_port, env_str, quote
+from shared.envconfig import ConfigError, env_duration, env_float, env_int, env_port, env_str
+from shared.gosyntax import quote
 from shared.observability import ObservabilityConfig
 
-__all__ = ["ActivatorConfig", "parse_go_duration"]
+__all__ = ["ActivatorConfig"]
 
 # Knative's breakerQueueDepth: requests a revision may hold in one activator before 503s.
 DEFAULT_QUEUE_DEPTH = 10_000
@@ -44,37 +44,6 @@ DEFAULT_SYSTEM_NAMESPACE = "knative-serving"
 DEFAULT_CLUSTER_DOMAIN = "cluster.local"
 # The autoscaler's stat server port (cmd/activator/main.go autoscalerPort).
 AUTOSCALER_PORT = 8080
-
-_GO_DURATION = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|ms|s|m|h)")
-_UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_go_duration(name: str, raw: str) -> float:
-    """Seconds in a Go duration string ("300ms", "1m30s"), as Knative's PROBE_* variables.
-
-    Go's time.ParseDuration grammar, but for negative values, which no period can be.
-
-    Raises:
-        ConfigError: not a non-negative Go duration.
-    """
-    if raw == "0":  # Go's special case: a bare zero needs no unit
-        return 0.0
-    pos = 1 if raw.startswith("+") else 0  # Go takes a sign; "-" is refused, as negative
-    total = 0.0
-    for match in _GO_DURATION.finditer(raw, pos):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _UNIT_S[match.group(2)]
-        pos = match.end()
-    if pos != len(raw) or pos == 0 or raw == "+":
-        raise ConfigError(name, f'must be a Go duration such as "300ms", got {quote(raw)}')
-    return total
-
-
-def _duration(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    return parse_go_duration(name, raw) if raw else default
-
 
 @dataclass(frozen=True, slots=True)
 class ActivatorConfig:
@@ -134,8 +103,8 @@ class ActivatorConfig:
             ),
             autoscaler_url=env_str(env, "ACTIVATOR_AUTOSCALER_URL", autoscaler),
             queue_depth=env_int(env, "ACTIVATOR_QUEUE_DEPTH", DEFAULT_QUEUE_DEPTH, minimum=1),
-            probe_timeout_s=_duration(env, "PROBE_TIMEOUT", DEFAULT_PROBE_TIMEOUT_S),
-            probe_frequency_s=_duration(env, "PROBE_FREQUENCY", DEFAULT_PROBE_FREQUENCY_S),
+            probe_timeout_s=env_duration(env, "PROBE_TIMEOUT", DEFAULT_PROBE_TIMEOUT_S),
+            probe_frequency_s=env_duration(env, "PROBE_FREQUENCY", DEFAULT_PROBE_FREQUENCY_S),
             drain_timeout_s=env_float(
                 env, "ACTIVATOR_DRAIN_TIMEOUT_SECONDS", DEFAULT_DRAIN_TIMEOUT_S, minimum=0
             ),

@@ -19,7 +19,8 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Final, cast, get_args
 
-from shared.envconfig import ConfigError, quote
+from shared.envconfig import ConfigError
+from shared.gosyntax import quote
 from shared.kube.informer import EventType, InformerFactory
 from shared.kube.resources import CONFIGMAPS, Obj, key_of
 from shared.observability import (

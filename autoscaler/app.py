@@ -18,21 +18,23 @@ workers stop and the stat server closes its WebSockets with 1012.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 
 import aiohttp
 
 from autoscaler.bucket import BucketElector, LeaderElectionConfig
-from autoscaler.config import AutoscalerConfig
+from autoscaler.config import ProcessConfig
+from autoscaler.configmap import CONFIG_NAME, AutoscalerConfig
+from autoscaler.engine import AutoscalerEngine
 from autoscaler.forwarder import StatForwarder
 from autoscaler.pods import PodIndex
 from autoscaler.reconciler import ActivatorProber, HttpActivatorProber, PodAutoscalerReconciler
 from autoscaler.scraper import ScrapeClient
-from autoscaler.service import AutoscalerService, ServiceConfig
-from shared.envconfig import ConfigError, env_str
+from shared.envconfig import ConfigError
 from shared.kube.client import KubeClient
 from shared.kube.informer import EventType, InformerFactory
 from shared.kube.resources import (
@@ -40,7 +42,6 @@ from shared.kube.resources import (
     ENDPOINTSLICES,
     PODS,
     REVISION_UID_LABEL,
-    SYSTEM_NAMESPACE,
     Obj,
     key_of,
 )
@@ -48,46 +49,14 @@ from shared.seams import RevisionKey
 from shared.stat_proto import StatData
 
 __all__ = [
-    "CONFIG_AUTOSCALER",
     "CONFIG_LEADER_ELECTION",
     "Autoscaler",
-    "ProcessConfig",
+    "serve",
 ]
 
 log = logging.getLogger(__name__)
 
-CONFIG_AUTOSCALER = "config-autoscaler"
 CONFIG_LEADER_ELECTION = "config-leader-election"
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessConfig:
-    """The process's identity and ports (Knative's env contract plus knpy's port variables)."""
-
-    pod_name: str
-    pod_ip: str
-    system_namespace: str = SYSTEM_NAMESPACE
-    cluster_domain: str = "cluster.local"
-    service: ServiceConfig = field(default_factory=ServiceConfig)
-
-    @property
-    def identity(self) -> str:
-        """The Lease holderIdentity, Knative's ``<POD_NAME>_<POD_IP>``."""
-        return f"{self.pod_name}_{self.pod_ip}"
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> ProcessConfig:
-        """Raises: ConfigError: POD_NAME or POD_IP missing, or a port variable invalid."""
-        for name in ("POD_NAME", "POD_IP"):
-            if not env.get(name):
-                raise ConfigError(name, "required (the lease identity is POD_NAME_POD_IP)")
-        return cls(
-            pod_name=env["POD_NAME"],
-            pod_ip=env["POD_IP"],
-            system_namespace=env_str(env, "SYSTEM_NAMESPACE", SYSTEM_NAMESPACE),
-            cluster_domain=env_str(env, "CLUSTER_DOMAIN", "cluster.local"),
-            service=ServiceConfig.from_env(env),
-        )
 
 
 class Autoscaler:
@@ -112,8 +81,8 @@ class Autoscaler:
         self._configmaps = informers.informer(CONFIGMAPS, namespace=cfg.system_namespace)
         self._slices = informers.informer(ENDPOINTSLICES, namespace=cfg.system_namespace)
         self.pods = PodIndex(informers.informer(PODS, label_selector=REVISION_UID_LABEL))
-        self.engine = AutoscalerService(
-            cfg.service,
+        self.engine = AutoscalerEngine(
+            cfg.engine,
             self.pods,
             clock,
             on_tick=self._on_tick,
@@ -213,7 +182,7 @@ class Autoscaler:
         return LeaderElectionConfig.from_configmap(_data(cm))
 
     def _on_configmap(self, event: EventType, cm: Obj) -> None:
-        if key_of(cm)[1] != CONFIG_AUTOSCALER:
+        if key_of(cm)[1] != CONFIG_NAME:
             return
         data = {} if event is EventType.DELETED else _data(cm)
         if data == self._autoscaler_data:
@@ -250,3 +219,28 @@ class Autoscaler:
 def _data(cm: Obj | None) -> dict[str, str]:
     raw = (cm or {}).get("data") or {}
     return {str(k): str(v) for k, v in raw.items()}
+
+
+async def serve(cfg: ProcessConfig, env: Mapping[str, str], kubeconfig: str | None) -> None:
+    """Run against the Kubernetes API until SIGTERM or SIGINT, then stop.
+
+    In a pod (``KUBERNETES_SERVICE_HOST`` set) the service account; otherwise ``kubeconfig``,
+    ``$KUBECONFIG`` or ``~/.kube/config`` (shared/kube/config.py).
+
+    Raises:
+        KubeConfigError: no usable credentials.
+    """
+    from shared.kube.config import load_api_client
+    from shared.kube.kubeclient import ApiKubeClient
+    from shared.kube.kubeinformer import KubeInformerFactory
+
+    api = await load_api_client(env, kubeconfig)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with Autoscaler(cfg, ApiKubeClient(api), KubeInformerFactory(api)):
+            await stop.wait()
+    finally:
+        await api.close()

@@ -30,8 +30,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from autoscaler.config import parse_go_duration
 from shared.envconfig import ConfigError
+from shared.gosyntax import parse_seconds
 from shared.kube import hashing, lease
 from shared.kube.client import ApiError, Conflict, KubeClient
 from shared.kube.resources import ENDPOINTSLICES, SERVICES, Obj
@@ -51,7 +51,6 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MAX_BUCKETS = 10  # knative/pkg leaderelection's MaxBuckets
-_NS_PER_S = 1e9
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +71,7 @@ class LeaderElectionConfig:
             if key not in data:
                 return default
             try:
-                return parse_go_duration(data[key]) / _NS_PER_S
+                return parse_seconds(data[key])
             except ValueError as err:
                 raise ConfigError(key, str(err)) from err
 

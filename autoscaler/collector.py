@@ -28,28 +28,24 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
-from autoscaler import config
+from autoscaler import register
 from autoscaler.aggregation import TimedFloat64Buckets, WeightedFloat64Buckets
+from autoscaler.register import BUCKET_SIZE_S
 from shared.seams import RevisionKey
 from shared.stat_proto import StatData
 
 __all__ = [
-    "BUCKET_SIZE_S",
     "Aggregation",
     "MetricCollector",
     "MetricSpec",
     "WindowAverages",
 ]
 
-# Knative's config.BucketSize: the windows keep one bucket per second, the scrape period.
-BUCKET_SIZE_S = config.BUCKET_SIZE_S
-
-
 class Aggregation(enum.Enum):
     """autoscaling.knative.dev/metric-aggregation-algorithm."""
 
-    LINEAR = config.LINEAR
-    WEIGHTED_EXPONENTIAL = config.WEIGHTED_EXPONENTIAL
+    LINEAR = register.LINEAR
+    WEIGHTED_EXPONENTIAL = register.WEIGHTED_EXPONENTIAL
 
 
 @dataclass(frozen=True, slots=True)

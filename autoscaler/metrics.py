@@ -35,7 +35,8 @@ from collections.abc import Iterable
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from autoscaler.multiscaler import RPS, Tick
+from autoscaler.multiscaler import Tick
+from autoscaler.register import RPS
 from shared.metrics import FastRegistry
 from shared.seams import RevisionKey
 

@@ -25,12 +25,12 @@ from dataclasses import dataclass
 
 from autoscaler.collector import MetricCollector, MetricSpec, WindowAverages
 from autoscaler.kpa import KpaSpec, PodAutoscalerStatus, reconcile
+from autoscaler.register import RPS
 from autoscaler.scaling import Autoscaler, DeciderSpec
 from shared.seams import Mode, RevisionKey, ScaleDecision
 from shared.stat_proto import StatData
 
 __all__ = [
-    "TICK_INTERVAL_S",
     "MultiScaler",
     "RevisionScaling",
     "Tick",
@@ -39,9 +39,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Knative's tickInterval: how often every decider runs.
-TICK_INTERVAL_S = 2.0
-RPS = "rps"
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,7 @@ from typing import Any
 
 import aiohttp
 
+from autoscaler.engine import AutoscalerEngine
 from autoscaler.kpa import MIN_ACTIVATORS, ActiveState, PodAutoscalerStatus
 from autoscaler.multiscaler import RevisionScaling
 from autoscaler.pods import PodIndex
@@ -58,7 +59,6 @@ from autoscaler.resources import (
     restore_status,
     revision_spec,
 )
-from autoscaler.service import AutoscalerService
 from shared.envconfig import ConfigError
 from shared.kube.client import Conflict, KubeClient
 from shared.kube.informer import EventType, InformerFactory
@@ -172,7 +172,7 @@ class PodAutoscalerReconciler:
         self,
         client: KubeClient,
         informers: InformerFactory,
-        engine: AutoscalerService,
+        engine: AutoscalerEngine,
         pods: PodIndex,
         prober: ActivatorProber,
         *,

@@ -18,8 +18,9 @@ platform adds one rule: a container needs a ``command`` (knpy runs it; it pulls 
 ``validate_update(new, old)`` adds the checks against what is stored: a Revision's spec is
 immutable, and a template whose name the user fixed may not change without a new name.
 
-Autoscaling annotations and config-autoscaler belong to the autoscaler (autoscaler/config.py,
-Knative's rules): ``ValidationContext`` calls its parsers through two plain functions raising
+Autoscaling annotations and config-autoscaler belong to the autoscaler
+(autoscaler/annotations.py and autoscaler/configmap.py, Knative's rules):
+``ValidationContext`` calls its parsers through two plain functions raising
 ``ConfigError(name, reason)`` and reports their errors at
 ``spec.template.metadata.annotations.<key>`` and ``data.<key>``.
 """
@@ -33,7 +34,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 
-from autoscaler.config import AutoscalerConfig, RevisionAutoscaling
+from autoscaler.annotations import RevisionAutoscaling
+from autoscaler.configmap import AutoscalerConfig
 from shared.envconfig import ConfigError
 
 from .defaults import DefaultsConfig, set_defaults

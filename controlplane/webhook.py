@@ -39,7 +39,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from autoscaler.config import KPA, AutoscalerConfig
+from autoscaler.configmap import AutoscalerConfig
+from autoscaler.register import KPA
 from shared.envconfig import ConfigError
 from shared.kube.resources import (
     CONFIGMAPS,

@@ -20,7 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from shared.breaker import MAX_BREAKER_CAPACITY
-from shared.envconfig import ConfigError, env_float, env_int, env_port, env_str, quote
+from shared.envconfig import ConfigError, env_float, env_int, env_port, env_str
+from shared.gosyntax import quote
 from shared.observability import ObservabilityConfig
 
 __all__ = ["QueueProxyConfig"]

@@ -9,36 +9,29 @@ Conventions, chosen to fail fast at start-up rather than misbehave later:
 
 - A variable that is absent, or set to the empty string, takes its default: Kubernetes
   renders ``value: ""`` and a missing ``fieldRef`` the same way, and both mean "not set".
-- Numbers are parsed strictly: no underscores, no surrounding spaces, no ``inf``/``nan``.
-- Booleans accept exactly Go's strconv.ParseBool spellings, since Knative writes them with
-  strconv.FormatBool (pkg/reconciler/revision/resources/queue.go).
+- Values are parsed as Go parses them (shared/gosyntax.py): numbers strictly (no
+  underscores, no surrounding spaces, no ``inf``/``nan``), booleans in exactly
+  strconv.ParseBool's spellings, since Knative writes them with strconv.FormatBool
+  (pkg/reconciler/revision/resources/queue.go).
 """
 
 from __future__ import annotations
 
-import json
-import math
-import re
+import contextlib
 from collections.abc import Mapping
 from typing import Literal, overload
+
+from shared.gosyntax import NS_PER_S, parse_bool, parse_duration, parse_float, parse_int, quote
 
 __all__ = [
     "ConfigError",
     "env_bool",
+    "env_duration",
     "env_float",
     "env_int",
     "env_port",
     "env_str",
-    "quote",
 ]
-
-# Go's strconv.ParseBool: the only spellings it accepts.
-_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
-_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
-
-# ASCII digits only: Python's int() would also take "1_000", " 7 " and Arabic-Indic digits.
-_INT_RE = re.compile(r"[+-]?[0-9]+")
-_FLOAT_RE = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 _PORT_MIN = 1
 _PORT_MAX = 65535
@@ -56,11 +49,6 @@ class ConfigError(ValueError):
         super().__init__(f"{name}: {reason}")
         self.name = name
         self.reason = reason
-
-
-def quote(value: str) -> str:
-    """Quote a raw value for an error message the way Go's %q would, roughly."""
-    return json.dumps(value)
 
 
 def _raw(env: Mapping[str, str], name: str) -> str | None:
@@ -118,8 +106,8 @@ def env_int(
     raw = _raw(env, name)
     if raw is None:
         return default
-    if _INT_RE.fullmatch(raw) is not None:
-        value = int(raw)
+    with contextlib.suppress(ValueError):
+        value = parse_int(raw)
         if (minimum is None or value >= minimum) and (maximum is None or value <= maximum):
             return value
     raise ConfigError(name, f"{_range_text('an integer', minimum, maximum)}, got {quote(raw)}")
@@ -140,13 +128,9 @@ def env_float(
     raw = _raw(env, name)
     if raw is None:
         return default
-    if _FLOAT_RE.fullmatch(raw) is not None:
-        value = float(raw)
-        if (
-            math.isfinite(value)
-            and (minimum is None or value >= minimum)
-            and (maximum is None or value <= maximum)
-        ):
+    with contextlib.suppress(ValueError):
+        value = parse_float(raw)
+        if (minimum is None or value >= minimum) and (maximum is None or value <= maximum):
             return value
     raise ConfigError(name, f"{_range_text('a number', minimum, maximum)}, got {quote(raw)}")
 
@@ -156,13 +140,30 @@ def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = _raw(env, name)
     if raw is None:
         return default
-    if raw in _TRUE:
-        return True
-    if raw in _FALSE:
-        return False
-    raise ConfigError(name, f"must be a boolean (true/false/1/0/t/f), got {quote(raw)}")
+    try:
+        return parse_bool(raw)
+    except ValueError:
+        reason = f"must be a boolean (true/false/1/0/t/f), got {quote(raw)}"
+        raise ConfigError(name, reason) from None
 
 
 def env_port(env: Mapping[str, str], name: str, default: int) -> int:
     """Read a TCP port number in [1, 65535]."""
     return env_int(env, name, default, minimum=_PORT_MIN, maximum=_PORT_MAX)
+
+
+def env_duration(env: Mapping[str, str], name: str, default: float) -> float:
+    """Read a Go duration ("300ms", "1m30s") in seconds, as Knative's PROBE_* variables.
+
+    Go's time.ParseDuration grammar, but for negative values, which no period can be.
+    """
+    raw = _raw(env, name)
+    if raw is None:
+        return default
+    try:
+        ns = parse_duration(raw)
+    except ValueError:
+        ns = -1
+    if ns < 0:
+        raise ConfigError(name, f'must be a Go duration such as "300ms", got {quote(raw)}')
+    return ns / NS_PER_S

@@ -36,7 +36,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal, TypeVar, cast, get_args
 
-from shared.envconfig import ConfigError, env_bool, env_float, env_str, quote
+from shared.envconfig import ConfigError, env_bool, env_float, env_str
+from shared.gosyntax import quote
 
 __all__ = [
     "DEFAULT_REQUEST_LOG_TEMPLATE",

@@ -3,7 +3,7 @@
 Two measurements, one process each time on uvloop, as ``python -m autoscaler`` runs:
 
 decisions  10,000 revisions (the in-memory cluster as the platform), each with windows full
-           of a minute of stats, decided by ``AutoscalerService.tick_all`` exactly as the 2-s
+           of a minute of stats, decided by ``AutoscalerEngine.tick_all`` exactly as the 2-s
            loop does (collector averages, decider, KPA pass, metrics row, publish on change).
            Reported: CPU seconds per tick (target: under 1 s, i.e. half a core at one tick
            every 2 s) and per revision, and the cost of recording one Stat.
@@ -36,9 +36,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from autoscaler.config import AutoscalerConfig  # noqa: E402
+from autoscaler.config import EngineConfig  # noqa: E402
+from autoscaler.configmap import AutoscalerConfig  # noqa: E402
+from autoscaler.engine import AutoscalerEngine  # noqa: E402
 from autoscaler.scraper import HttpScrapeClient  # noqa: E402
-from autoscaler.service import AutoscalerService, ServiceConfig  # noqa: E402
 from shared.seams import Endpoint, RevisionKey, RevisionSpec  # noqa: E402
 from shared.stat_proto import StatData, encode_stat  # noqa: E402
 
@@ -91,9 +92,9 @@ class Pods:
 async def bench_decisions(revisions: int, ticks: int) -> dict[str, Any]:
     clock = Clock(1_700_000_000.0)
     pods = Pods(revisions, pods=2)
-    cfg = ServiceConfig(autoscaler=AutoscalerConfig.from_configmap({}))
+    cfg = EngineConfig(autoscaler=AutoscalerConfig.from_configmap({}))
     decided: list[RevisionKey] = []
-    svc = AutoscalerService(cfg, pods, clock, on_tick=decided.append, scrape_client=NoPods())
+    svc = AutoscalerEngine(cfg, pods, clock, on_tick=decided.append, scrape_client=NoPods())
     for spec in pods.specs:
         svc.upsert(spec)
     keys = svc.multiscaler.revisions()
@@ -212,11 +213,11 @@ async def bench_scrape(pods: int, per_revision: int, seconds: float) -> dict[str
         ports: list[int] = json.loads(server.stdout.readline())
         revisions = pods // per_revision
         cluster = Pods(revisions, per_revision, ports)
-        cfg = ServiceConfig(bind_host="127.0.0.1", stat_port=0, metrics_port=0)
+        cfg = EngineConfig(bind_host="127.0.0.1", stat_port=0, metrics_port=0)
         connector = aiohttp.TCPConnector(limit=cfg.max_scrapes_in_flight, limit_per_host=0)
         async with aiohttp.ClientSession(connector=connector) as session:
             client = CountingClient(HttpScrapeClient(session, cfg.max_scrapes_in_flight))
-            svc = AutoscalerService(cfg, cluster, scrape_client=client)
+            svc = AutoscalerEngine(cfg, cluster, scrape_client=client)
             for spec in cluster.specs:
                 svc.upsert(spec)
             async with svc:

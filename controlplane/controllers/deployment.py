@@ -39,8 +39,9 @@ import json
 from collections.abc import Mapping
 from typing import Final
 
-from autoscaler.config import AutoscalerConfig, parse_go_duration
+from autoscaler.configmap import AutoscalerConfig
 from shared.envconfig import ConfigError
+from shared.gosyntax import parse_duration
 from shared.kube.resources import (
     CONFIGURATION_LABEL,
     REVISION_LABEL,
@@ -170,7 +171,7 @@ def progress_deadline(rev: Obj, default_s: int) -> int:
     value = annotations_of(rev).get(PROGRESS_DEADLINE_ANNOTATION)
     if value:
         try:
-            return parse_go_duration(value) // 1_000_000_000
+            return parse_duration(value) // 1_000_000_000
         except ValueError:
             pass
     return default_s

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from activator.config import ActivatorConfig, parse_go_duration
+from activator.config import ActivatorConfig
 from shared.envconfig import ConfigError
 from shared.observability import ObservabilityConfig
 
@@ -181,27 +181,3 @@ def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None
     with pytest.raises(ConfigError) as err:
         ActivatorConfig.from_env({**POD, **env})
     assert str(err.value).startswith(message), str(err.value)
-
-
-@pytest.mark.parametrize(
-    ("raw", "seconds"),
-    [
-        pytest.param("300ms", 0.3, id="ms"),
-        pytest.param("1m30s", 90.0, id="compound"),
-        pytest.param("1.5h", 5400.0, id="fraction"),
-        pytest.param(".5s", 0.5, id="leading-dot"),
-        pytest.param("250us", 250e-6, id="us"),
-        pytest.param("250µs", 250e-6, id="micro-sign"),
-        pytest.param("0s", 0.0, id="zero"),
-        pytest.param("0", 0.0, id="bare-zero"),
-        pytest.param("+2s", 2.0, id="plus-sign"),
-    ],
-)
-def test_go_durations(raw: str, seconds: float) -> None:
-    assert parse_go_duration("X", raw) == pytest.approx(seconds)
-
-
-@pytest.mark.parametrize("raw", ["", "5", "5 s", "s", "1d", "1s2", "+", "-1s", "1s-1s"])
-def test_go_duration_errors(raw: str) -> None:
-    with pytest.raises(ConfigError, match=r"^X: must be a Go duration"):
-        parse_go_duration("X", raw)

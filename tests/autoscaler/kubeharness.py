@@ -11,12 +11,13 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from autoscaler.config import AutoscalerConfig
+from autoscaler.config import EngineConfig
+from autoscaler.configmap import AutoscalerConfig
+from autoscaler.engine import AutoscalerEngine
 from autoscaler.pods import PodIndex
 from autoscaler.reconciler import ActivatorProber, PodAutoscalerReconciler
 from autoscaler.resources import format_time
 from autoscaler.scraper import ScrapeError
-from autoscaler.service import AutoscalerService, ServiceConfig
 from shared.kube.fake import FakeCluster
 from shared.kube.resources import (
     CLASS_ANNOTATION,
@@ -197,12 +198,12 @@ class Rig:
         self.scrape = FakePods()
         self.prober = FakeProber()
         self.pods = PodIndex(self.cluster.informer(PODS, label_selector=REVISION_UID_LABEL))
-        cfg = ServiceConfig(
+        cfg = EngineConfig(
             autoscaler=AutoscalerConfig.from_configmap(config if config is not None else CONFIG),
             stat_port=0,
             metrics_port=0,
         )
-        self.engine = AutoscalerService(
+        self.engine = AutoscalerEngine(
             cfg, self.pods, self.clock, scrape_client=self.scrape, rng=random.Random(1)
         )
         self.rec = PodAutoscalerReconciler(

@@ -16,7 +16,7 @@ from websockets.asyncio.client import connect
 
 from autoscaler.app import Autoscaler, ProcessConfig
 from autoscaler.bucket import bucket_names, owner_bucket
-from autoscaler.service import ServiceConfig
+from autoscaler.config import EngineConfig
 from shared.kube.fake import FakeCluster
 from shared.kube.lease import micro_time
 from shared.kube.resources import CONFIGMAPS, METRICS, SERVERLESSSERVICES, Obj
@@ -70,7 +70,7 @@ async def replicas(cluster: FakeCluster) -> AsyncIterator[Callable[[str], Autosc
         cfg = ProcessConfig(
             pod_name=name,
             pod_ip=LOOPBACK,
-            service=ServiceConfig(bind_host=LOOPBACK, stat_port=0, metrics_port=0),
+            engine=EngineConfig(bind_host=LOOPBACK, stat_port=0, metrics_port=0),
         )
         a = Autoscaler(cfg, cluster, cluster, scrape_client=FakePods(), prober=FakeProber())
         made.append(a)
@@ -155,7 +155,7 @@ async def test_a_failed_start_stops_what_it_started(cluster: FakeCluster) -> Non
         cfg = ProcessConfig(
             pod_name="a",
             pod_ip=LOOPBACK,
-            service=ServiceConfig(
+            engine=EngineConfig(
                 bind_host=LOOPBACK, stat_port=taken.getsockname()[1], metrics_port=0
             ),
         )

@@ -39,7 +39,7 @@ STEP_S: Final = 30.0
 WAIT_S: Final = 30.0
 # Short autoscaling windows so that an idle revision reaches zero pods in ~10 s rather than
 # Knative's 90 s: the smallest stable window the validation allows (6 s, WINDOW_MIN_S in
-# autoscaler/config.py) and a 2 s grace period (it must only be positive).
+# autoscaler/register.py) and a 2 s grace period (it must only be positive).
 FAST_AUTOSCALER: Final = """
 apiVersion: v1
 kind: ConfigMap

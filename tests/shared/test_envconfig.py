@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from shared.envconfig import ConfigError, env_bool, env_float, env_int, env_port, env_str
+from shared.envconfig import (
+    ConfigError,
+    env_bool,
+    env_duration,
+    env_float,
+    env_int,
+    env_port,
+    env_str,
+)
 
 NAME = "SOME_VAR"
 
@@ -145,3 +153,31 @@ def test_config_error_is_value_error() -> None:
     err = ConfigError("X", "bad")
     assert isinstance(err, ValueError)
     assert (str(err), err.name, err.reason) == ("X: bad", "X", "bad")
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"),
+    [
+        pytest.param("300ms", 0.3, id="ms"),
+        pytest.param("1m30s", 90.0, id="compound"),
+        pytest.param("1.5h", 5400.0, id="fraction"),
+        pytest.param(".5s", 0.5, id="leading-dot"),
+        pytest.param("250us", 250e-6, id="us"),
+        pytest.param("250µs", 250e-6, id="micro-sign"),
+        pytest.param("0s", 0.0, id="zero"),
+        pytest.param("0", 0.0, id="bare-zero"),
+        pytest.param("+2s", 2.0, id="plus-sign"),
+    ],
+)
+def test_env_duration(raw: str, seconds: float) -> None:
+    assert env_duration({NAME: raw}, NAME, 9.0) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("raw", ["5", "5 s", "s", "1d", "1s2", "+", "-1s", "1s-1s"])
+def test_env_duration_invalid(raw: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^{NAME}: must be a Go duration"):
+        env_duration({NAME: raw}, NAME, 9.0)
+
+
+def test_env_duration_absent_or_empty_takes_the_default() -> None:
+    assert env_duration({}, NAME, 9.0) == env_duration({NAME: ""}, NAME, 9.0) == 9.0

@@ -20,8 +20,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
-from autoscaler.config import AutoscalerConfig
-from autoscaler.service import AutoscalerService, ServiceConfig
+from autoscaler.config import EngineConfig
+from autoscaler.configmap import AutoscalerConfig
+from autoscaler.engine import AutoscalerEngine
 from shared.seams import Endpoint, Mode, RevisionKey, RevisionSpec
 from shared.stat_proto import StatData, encode_wire_stats
 from tests.queueproxy.integration.qpharness import LOOPBACK, Stack, StartStack
@@ -49,7 +50,7 @@ class Platform:
     """The test's side: the pod table the engine reads, the engine, every decision seen."""
 
     table: PodTable
-    service: AutoscalerService
+    service: AutoscalerEngine
     history: list[tuple[int, Mode]] = field(default_factory=list)
 
     def on_tick(self, key: RevisionKey) -> None:
@@ -107,20 +108,20 @@ StartPlatform = Callable[..., Awaitable[Platform]]
 
 @pytest.fixture
 async def platform() -> AsyncIterator[StartPlatform]:
-    services: list[AutoscalerService] = []
+    services: list[AutoscalerEngine] = []
 
     async def start(
         pods: list[Stack], config: dict[str, str], annotations: dict[str, str] | None = None
     ) -> Platform:
         table = PodTable()
         table.pods = tuple(endpoint(s, i) for i, s in enumerate(pods))
-        cfg = ServiceConfig(
+        cfg = EngineConfig(
             autoscaler=AutoscalerConfig.from_configmap(config),
             bind_host=LOOPBACK,
             stat_port=0,
             metrics_port=0,
         )
-        service = AutoscalerService(cfg, table, on_tick=lambda key: p.on_tick(key))
+        service = AutoscalerEngine(cfg, table, on_tick=lambda key: p.on_tick(key))
         p = Platform(table, service)
         spec = RevisionSpec(
             KEY, 10, annotations=MappingProxyType(annotations or {}), service="hello"

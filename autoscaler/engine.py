@@ -1,11 +1,12 @@
 """The autoscaler's engine: scraping, stat intake and the decider ticks, around the pure cores.
 
-Theory of operation. ``AutoscalerService`` is the part of Knative's autoscaler process
+Theory of operation. ``AutoscalerEngine`` is the part of Knative's autoscaler process
 (cmd/autoscaler/main.go) that does not talk to the Kubernetes API: the PodAutoscaler
 reconciler (reconciler.py) tells it which revisions to decide (``upsert``/``delete``, each
-resolved from the PA's ``autoscaling.knative.dev/*`` annotations and the ``config-autoscaler``
-ConfigMap into a ``RevisionScaling``), and it tells the reconciler after every decision
-(``on_tick``), which reads the latest one (``latest``) and makes the cluster match it.
+resolved by resolve.py from the PA's ``autoscaling.knative.dev/*`` annotations and the
+``config-autoscaler`` ConfigMap into a ``RevisionScaling``), and it tells the reconciler after
+every decision (``on_tick``), which reads the latest one (``latest``) and makes the cluster
+match it.
 
 - every second each revision's ready pods (a ``PodSource``: the Pod informer's index) are
   sampled and scraped (scraper.py) into the collector; a revision whose previous scrape is
@@ -31,35 +32,33 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
-from dataclasses import dataclass, field, replace
-from types import MappingProxyType
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import replace
 from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
 
-from autoscaler import config
-from autoscaler.collector import Aggregation, MetricCollector, MetricSpec
-from autoscaler.config import AutoscalerConfig, RevisionAutoscaling, decider_spec
-from autoscaler.kpa import ActiveState, KpaSpec, PodAutoscalerStatus
+from autoscaler.collector import MetricCollector
+from autoscaler.config import EngineConfig
+from autoscaler.configmap import AutoscalerConfig
+from autoscaler.kpa import ActiveState, PodAutoscalerStatus
 from autoscaler.metrics import AutoscalerMetrics, RevisionLabels
-from autoscaler.multiscaler import TICK_INTERVAL_S, MultiScaler, RevisionScaling, Tick
+from autoscaler.multiscaler import MultiScaler, RevisionScaling, Tick
+from autoscaler.resolve import resolve_scaling
+from autoscaler.scaling import TICK_INTERVAL_S
 from autoscaler.scraper import HttpScrapeClient, ScrapeClient, ScrapeError, StatsScraper
 from autoscaler.statserver import StatServer
-from shared.envconfig import env_int, env_port, env_str
 from shared.metrics import render_text
 from shared.seams import Endpoint, RevisionKey, RevisionSpec
 from shared.stat_proto import StatData
 
 __all__ = [
     "SCRAPE_INTERVAL_S",
-    "AutoscalerService",
+    "AutoscalerEngine",
     "Forward",
     "OnTick",
     "PodSource",
-    "ServiceConfig",
-    "resolve_scaling",
 ]
 
 log = logging.getLogger(__name__)
@@ -86,81 +85,6 @@ class PodSource(Protocol):
     def endpoints(self, key: RevisionKey) -> tuple[Endpoint, ...]: ...
 
 
-# --------------------------------------------------------------------------------------------
-# Configuration
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceConfig:
-    """The autoscaler process's configuration, resolved once."""
-
-    autoscaler: AutoscalerConfig = field(
-        default_factory=lambda: AutoscalerConfig.from_configmap({})
-    )
-    bind_host: str = "0.0.0.0"
-    stat_port: int = 8080  # 0: any free port (tests)
-    metrics_port: int = 9090
-    max_scrapes_in_flight: int = 100
-
-    @classmethod
-    def from_env(
-        cls, env: Mapping[str, str], configmap: Mapping[str, str] = MappingProxyType({})
-    ) -> ServiceConfig:
-        """Build from the environment and the config-autoscaler data.
-
-        Raises:
-            ConfigError: a variable or ConfigMap key is invalid.
-        """
-        return cls(
-            autoscaler=AutoscalerConfig.from_configmap(dict(configmap)),
-            bind_host=env_str(env, "AUTOSCALER_BIND_HOST", "0.0.0.0"),
-            stat_port=env_port(env, "AUTOSCALER_STAT_PORT", 8080),
-            metrics_port=env_port(env, "AUTOSCALER_METRICS_PORT", 9090),
-            max_scrapes_in_flight=env_int(
-                env, "AUTOSCALER_MAX_SCRAPES_IN_FLIGHT", 100, minimum=1, maximum=10_000
-            ),
-        )
-
-
-def resolve_scaling(spec: RevisionSpec, cfg: AutoscalerConfig) -> RevisionScaling | None:
-    """A revision's decider spec, KPA bounds and metric windows (Knative's MakeDecider/Metric).
-
-    Returns:
-        None for a revision of another autoscaler class (the HPA's), which the KPA leaves alone.
-
-    Raises:
-        ConfigError: an ``autoscaling.knative.dev/*`` annotation is invalid.
-    """
-    cc = spec.container_concurrency
-    ra = RevisionAutoscaling.from_annotations(spec.annotations, cc, cfg)
-    if ra.autoscaler_class != config.KPA:
-        return None
-    decider = decider_spec(cfg, ra, cc, reachable=spec.reachable)
-    min_scale, max_scale = config.scale_bounds(cfg, ra, reachable=spec.reachable)
-    kpa = KpaSpec(
-        min_scale=min_scale,
-        max_scale=max_scale,
-        initial_scale=decider.initial_scale,
-        reachable=decider.reachable,
-        enable_scale_to_zero=cfg.enable_scale_to_zero,
-        stable_window_s=decider.stable_window,
-        scale_to_zero_grace_period_s=cfg.scale_to_zero_grace_period,
-        scale_to_zero_pod_retention_s=config.scale_to_zero_pod_retention(cfg, ra),
-        target_burst_capacity=decider.target_burst_capacity,
-        total_value=decider.total_value,
-        activator_capacity=decider.activator_capacity,
-    )
-    metric = MetricSpec(
-        stable_window_s=decider.stable_window,
-        panic_window_s=config.panic_window(cfg, ra),
-        aggregation=Aggregation(ra.metric_aggregation_algorithm),
-        # Knative's resolveScrapeTarget: TBC -1 keeps the activator in the path, so the pods
-        # are not scraped and the activator's stats are all there is.
-        scraped=decider.target_burst_capacity != -1,
-    )
-    return RevisionScaling(decider, kpa, metric)
-
-
 def _labels(spec: RevisionSpec) -> RevisionLabels:
     return (spec.key.namespace, spec.service, spec.configuration, spec.key.name)
 
@@ -169,20 +93,16 @@ def _ready(endpoints: tuple[Endpoint, ...]) -> int:
     return sum(1 for e in endpoints if e.ready)
 
 
-# --------------------------------------------------------------------------------------------
-# The service
-
-
-class AutoscalerService:
+class AutoscalerEngine:
     """The decider half of Knative's autoscaler process; see the module docstring.
 
-    Use ``async with AutoscalerService(...) as svc:`` (or ``start``/``stop``); the actual
-    ports are ``svc.stat_port`` and ``svc.metrics_port`` once started.
+    Use ``async with AutoscalerEngine(...) as engine:`` (or ``start``/``stop``); the actual
+    ports are ``engine.stat_port`` and ``engine.metrics_port`` once started.
     """
 
     def __init__(
         self,
-        cfg: ServiceConfig,
+        cfg: EngineConfig,
         pods: PodSource,
         clock: Clock = time.time,
         *,
@@ -219,11 +139,11 @@ class AutoscalerService:
 
     def __repr__(self) -> str:
         return (
-            f"<AutoscalerService revisions={len(self.multiscaler)} "
+            f"<AutoscalerEngine revisions={len(self.multiscaler)} "
             f"stat_port={self.stat_port} metrics_port={self.metrics_port}>"
         )
 
-    async def __aenter__(self) -> AutoscalerService:
+    async def __aenter__(self) -> AutoscalerEngine:
         await self.start()
         return self
 

@@ -9,10 +9,11 @@ from types import MappingProxyType
 
 import pytest
 
-from autoscaler.config import AutoscalerConfig
+from autoscaler.config import EngineConfig
+from autoscaler.configmap import AutoscalerConfig
+from autoscaler.engine import AutoscalerEngine
 from autoscaler.kpa import ActiveState
 from autoscaler.scraper import ScrapeError
-from autoscaler.service import AutoscalerService, ServiceConfig, resolve_scaling
 from shared.envconfig import ConfigError
 from shared.seams import Endpoint, Mode, RevisionKey, RevisionSpec
 from shared.stat_proto import StatData
@@ -68,10 +69,10 @@ class Harness:
         self.ticked: list[RevisionKey] = []
         self.forwarded: list[RevisionKey] = []
         self.foreign: set[RevisionKey] = set()
-        cfg = ServiceConfig(
+        cfg = EngineConfig(
             autoscaler=AutoscalerConfig.from_configmap(config), stat_port=0, metrics_port=0
         )
-        self.svc = AutoscalerService(
+        self.svc = AutoscalerEngine(
             cfg,
             self.table,
             self.clock,
@@ -249,45 +250,3 @@ async def test_invalid_and_hpa_revisions_are_left_alone(h: Harness) -> None:
         h.svc.upsert(bad)
     assert h.svc.upsert(hpa) is None
     assert len(h.svc.multiscaler) == 0
-
-
-def test_resolve_scaling_short_windows_and_tbc() -> None:
-    cfg = AutoscalerConfig.from_configmap({**CONFIG, "target-burst-capacity": "-1"})
-    scaling = resolve_scaling(RevisionSpec(KEY, 10), cfg)
-    assert scaling is not None
-    assert (scaling.decider.target_value, scaling.decider.total_value) == (7.0, 10.0)
-    assert (scaling.metric.stable_window_s, scaling.metric.panic_window_s) == (6.0, 1.0)
-    assert not scaling.metric.scraped  # TBC -1: the activator's stats only
-    assert scaling.kpa.scale_to_zero_grace_period_s == 6.0
-
-
-def test_service_config_from_env_names_the_variable() -> None:
-    cfg = ServiceConfig.from_env({"AUTOSCALER_STAT_PORT": "18080"}, {"stable-window": "6s"})
-    assert cfg.stat_port == 18080 and cfg.metrics_port == 9090
-    assert cfg.autoscaler.stable_window == 6.0
-    with pytest.raises(ConfigError, match="AUTOSCALER_METRICS_PORT"):
-        ServiceConfig.from_env({"AUTOSCALER_METRICS_PORT": "x"})
-    with pytest.raises(ConfigError, match="stable-window"):
-        ServiceConfig.from_env({}, {"stable-window": "1s"})
-
-
-@pytest.mark.parametrize(
-    ("reachable", "want_min", "want_reachable"),
-    [
-        pytest.param(True, 2, True, id="routed: min-scale holds"),
-        pytest.param(False, 0, False, id="unreachable: min-scale ignored, no rate limit"),
-    ],
-)
-def test_resolve_scaling_follows_reachability(
-    reachable: bool, want_min: int, want_reachable: bool
-) -> None:
-    """Knative's PodAutoscaler reachability: only a routed revision keeps its min-scale."""
-    spec = RevisionSpec(
-        RevisionKey("default", "old-00001"),
-        annotations=MappingProxyType({"autoscaling.knative.dev/min-scale": "2"}),
-        reachable=reachable,
-    )
-    scaling = resolve_scaling(spec, AutoscalerConfig())
-    assert scaling is not None
-    assert scaling.kpa.min_scale == want_min
-    assert scaling.decider.reachable is want_reachable
