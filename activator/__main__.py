@@ -3,8 +3,8 @@
 Revisions, Endpoints and ConfigMaps come from the Kubernetes API: in a pod when
 KUBERNETES_SERVICE_HOST is set (the service account), otherwise ``--kubeconfig``, else
 KUBECONFIG, else ~/.kube/config (``knpy serve`` writes one for its API). ``--cluster-file``
-instead serves a fixed set of Kubernetes objects from a file (activator/serve.py
-load_cluster_file), for benchmarks and hand runs. The environment is Knative's (POD_NAME,
+instead serves a fixed set of Kubernetes objects from a file (load_cluster_file in
+activator/app.py), for benchmarks and hand runs. The environment is Knative's (POD_NAME,
 POD_IP, SYSTEM_NAMESPACE, ...) plus knpy's ACTIVATOR_* knobs; see activator/config.py.
 """
 
@@ -29,8 +29,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvloop
 
+    from activator.app import StartupError, serve, serve_static
     from activator.config import ActivatorConfig
-    from activator.serve import StartupError, serve, serve_static
     from shared.kube.config import KubeConfigError
 
     try:

@@ -1,4 +1,5 @@
-"""The activator process: wires the proxy, the revisions, the reporter and the stat link together.
+"""The activator process: wires the proxy, the revisions, the reporter and the stat link together,
+and runs it until SIGTERM and its drain.
 
 Two listeners, as Knative's activator: serving (8012: the requests, kubelet and network
 probes) and metrics (9090: Prometheus text at ``/metrics``; knpy adds ``/healthz``, the same
@@ -7,6 +8,11 @@ health the kubelet probe sees, for hand use). Revisions and Endpoints come from 
 FakeCluster in unit tests. The ConfigMaps config-logging and config-observability in the
 system namespace are followed (the log level; tracing and the request log), as Knative's
 configmap watcher does.
+
+Start, as Knative's cmd/activator/main.go: read ``config-network`` once (its absence is
+fatal), start the informers and wait for their first lists, then serve. The informers come
+from the Kubernetes API (``serve``), or from a file of objects (``serve_static``, for
+benchmarks and hand runs without an API server).
 
 Drain, as Knative's main: on SIGTERM the kubelet probe fails at once ("received SIGTERM from
 kubelet") while requests are still served for ``drain_timeout_s`` (45 s, the time the
@@ -18,32 +24,50 @@ deadlines to finish.
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 import time
-from typing import Any
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import aiohttp
+import yaml
 
 from activator.cluster import RevisionSpec
 from activator.config import ActivatorConfig
-from activator.configmaps import ConfigMaps
+from activator.configmaps import NETWORK_CONFIGMAP, ConfigMaps, data_of, network_warnings
 from activator.handler import ActivatorHandler
 from activator.metrics import ActivatorMetrics
 from activator.reporter import ConcurrencyReporter
 from activator.revisions import ActiveRevision, RevisionTable
-from activator.statsink import StatSink
+from activator.statsink import StatSink, WebSocketStatSink
+from shared.documents import load_documents
 from shared.envconfig import ConfigError
+from shared.kube.client import ApiError, KubeClient
 from shared.kube.informer import InformerFactory
-from shared.kube.resources import CONFIGURATION_LABEL, SERVICE_LABEL
+from shared.kube.resources import CONFIGMAPS, CONFIGURATION_LABEL, SERVICE_LABEL, Obj
 from shared.observability import ObservabilityConfig
 from shared.proxy.exchange import Exchange
 from shared.proxy.http1 import error_body, simple_response
 from shared.proxy.local import LocalHandler
 from shared.proxy.server import ProxyServer
-
-# The request log renderer is the queue-proxy's (the same Knative template subset); it
-# belongs in shared/ now that two components use it.
 from shared.reqlog import RequestLogger, RequestLogRevision
 
-__all__ = ["Activator"]
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import Tracer
+
+    from shared.kube.fake import FakeCluster
+
+__all__ = [
+    "Activator",
+    "StartupError",
+    "fetch_network_config",
+    "load_cluster_file",
+    "run",
+    "serve",
+    "serve_static",
+]
 
 
 def _tracing_of(obs: ObservabilityConfig) -> tuple[str, str, float]:
@@ -93,7 +117,7 @@ class Activator:
         self.metrics_port = cfg.metrics_port
         self._local: ProxyServer | None = None
         self._servers: list[asyncio.Server] = []
-        self._tracer: Any = None
+        self._tracer: Tracer | None = None
         self._observability: ObservabilityConfig | None = None
         self._request_log_template = ""
 
@@ -261,3 +285,155 @@ class Activator:
             from shared.tracing import shutdown_tracing
 
             shutdown_tracing(self._tracer)
+
+
+# Knative polls the API this long at start ("we sometimes start faster than we can reach
+# kube-api") before giving up.
+API_WAIT_S = 60.0
+_API_RETRY_S = 1.0
+
+
+class StartupError(Exception):
+    """The activator cannot start (config-network missing, the API unreachable)."""
+
+
+async def fetch_network_config(
+    client: KubeClient, namespace: str, wait_s: float = API_WAIT_S
+) -> Obj:
+    """GET config-network, retrying while the API is unreachable.
+
+    Raises:
+        StartupError: it does not exist, or the API did not answer within ``wait_s``.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            obj = await client.get(CONFIGMAPS, namespace, NETWORK_CONFIGMAP)
+        except (ApiError, OSError, aiohttp.ClientError) as err:
+            if time.monotonic() >= deadline:
+                raise StartupError(f"failed to fetch network config: {err}") from err
+            await asyncio.sleep(_API_RETRY_S)
+            continue
+        if obj is None:
+            raise StartupError(
+                f'failed to fetch network config: configmaps "{NETWORK_CONFIGMAP}" not found '
+                f"in namespace {namespace}"
+            )
+        return obj
+
+
+async def run(
+    cfg: ActivatorConfig,
+    client: KubeClient,
+    informers: InformerFactory,
+    *,
+    stat_sink: StatSink | None = None,
+    stop: asyncio.Event | None = None,
+    on_serving: Callable[[Activator], None] | None = None,
+) -> Activator:
+    """Serve until SIGTERM/SIGINT (or ``stop`` is set), then drain and stop.
+
+    ``on_serving`` sees the activator once it listens and follows the informers (for tests).
+
+    Raises:
+        StartupError: see fetch_network_config.
+    """
+    network = await fetch_network_config(client, cfg.system_namespace)
+    for warning in network_warnings(data_of(network)):
+        print(f"activator: {NETWORK_CONFIGMAP}: {warning}", file=sys.stderr, flush=True)
+    sink = stat_sink or WebSocketStatSink(cfg.autoscaler_url, reconnect_max_s=cfg.reconnect_max_s)
+    activator = Activator(cfg, informers, sink)
+    await informers.start()
+    try:
+        for informer in (
+            activator.table.revisions,
+            activator.table.private,
+            activator.table.public,
+            activator.configmaps.informer,
+        ):
+            await informer.wait_synced()
+        await activator.start()
+        if on_serving is not None:
+            on_serving(activator)
+        sigterm = stop or asyncio.Event()
+
+        def on_signal() -> None:
+            activator.begin_drain()
+            sigterm.set()
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+        print(
+            f"activator {cfg.pod_name}: serving :{activator.serving_port} as "
+            f"{activator.table.own_address}, metrics :{activator.metrics_port}, "
+            f"stats to {cfg.autoscaler_url}",
+            file=sys.stderr,
+            flush=True,
+        )
+        await sigterm.wait()
+        activator.begin_drain()
+        await activator.drain()
+        await activator.stop()
+    finally:
+        await informers.stop()
+    return activator
+
+
+async def serve(cfg: ActivatorConfig, env: Mapping[str, str], kubeconfig: str | None) -> None:
+    """``run`` against the Kubernetes API: in cluster, or by kubeconfig (shared/kube/config.py).
+
+    Raises:
+        StartupError, KubeConfigError.
+    """
+    from shared.kube.config import load_api_client
+    from shared.kube.kubeclient import ApiKubeClient
+    from shared.kube.kubeinformer import KubeInformerFactory
+
+    api = await load_api_client(env, kubeconfig)
+    try:
+        await run(cfg, ApiKubeClient(api), KubeInformerFactory(api))
+    finally:
+        await api.close()
+
+
+def load_cluster_file(path: Path) -> FakeCluster:
+    """A static informer source: the Kubernetes objects in ``path`` in an in-memory cluster.
+
+    The file holds what the API would: Revisions, Endpoints (private and public, with
+    Knative's labels) and the ConfigMaps in the system namespace (config-network among
+    them), as YAML documents, a JSON array, or a ``List`` object with ``items``. Nothing
+    changes them afterwards; for benchmarks and hand runs without an API server.
+
+    Raises:
+        ConfigError: unreadable file, or an object of an unknown kind (named by its index).
+    """
+    from shared.kube.fake import FakeCluster, resource_for
+
+    try:
+        items = load_documents(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(str(path), f"cannot read the cluster file: {err}") from err
+    cluster = FakeCluster()
+    for i, obj in enumerate(items):
+        where = f"{path}[{i}]"
+        if not isinstance(obj, dict) or not isinstance(obj.get("metadata"), dict):
+            raise ConfigError(where, "must be a Kubernetes object with metadata")
+        try:
+            resource = resource_for(str(obj.get("apiVersion")), str(obj.get("kind")))
+        except KeyError:
+            raise ConfigError(
+                where, f"unknown apiVersion/kind {obj.get('apiVersion')}/{obj.get('kind')}"
+            ) from None
+        cluster.put(obj, resource)
+    return cluster
+
+
+async def serve_static(cfg: ActivatorConfig, path: Path) -> None:
+    """``run`` over the objects of a cluster file (load_cluster_file).
+
+    Raises:
+        ConfigError, StartupError.
+    """
+    cluster = load_cluster_file(path)
+    await run(cfg, cluster, cluster)

@@ -1,4 +1,4 @@
-"""activator.serve.load_cluster_file: a static informer source of Kubernetes objects."""
+"""activator.app.load_cluster_file: a static informer source of Kubernetes objects."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from activator.serve import load_cluster_file
+from activator.app import load_cluster_file
 from shared.envconfig import ConfigError
 from shared.kube.resources import CONFIGMAPS, ENDPOINTS, REVISIONS
 from tests.activator.objects import configmap, private_endpoints, revision

@@ -1,4 +1,4 @@
-"""activator.serve.run over a FakeCluster: config-network is required, the ConfigMaps are
+"""activator.app.run over a FakeCluster: config-network is required, the ConfigMaps are
 followed, probes are answered, and readiness follows the stat link and SIGTERM."""
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ from dataclasses import dataclass
 import aiohttp
 import pytest
 
-from activator.app import Activator
+from activator.app import Activator, StartupError, fetch_network_config, run
 from activator.config import ActivatorConfig
-from activator.serve import StartupError, fetch_network_config, run
 from shared.kube.client import ApiError
 from shared.kube.fake import FakeCluster
 from shared.kube.resources import CONFIGMAPS
