@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil  # type: ignore[import-untyped]
+
+from shared.ports import free_port
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -363,12 +364,6 @@ class Harness:
 
 # ---------------------------------------------------------------------------------------------
 # Targets: each `start_*` returns (url to load, pid whose tree is measured).
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_ready(

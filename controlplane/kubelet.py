@@ -53,6 +53,7 @@ import aiohttp
 from shared.kube.client import ApiError, Conflict, KubeClient, NotFound
 from shared.kube.informer import EventType, Informer, InformerFactory
 from shared.kube.resources import DEPLOYMENTS, PODS, Obj
+from shared.ports import free_port
 
 from .pods import (
     AGGRESSIVE_CALL_TIMEOUT_S,
@@ -65,7 +66,6 @@ from .pods import (
     ProbeSettings,
     crash_backoff_s,
     exit_code,
-    free_port,
     last_log_line,
     terminate,
     tied_to_parent,

@@ -16,7 +16,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +27,6 @@ __all__ = [
     "Spawn",
     "crash_backoff_s",
     "exit_code",
-    "free_port",
     "last_log_line",
     "resolve_executable",
     "terminate",
@@ -186,14 +184,6 @@ def resolve_executable(command: str, env: Mapping[str, str] | None) -> str:
     if os.path.isdir(path) or not os.access(path, os.X_OK):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), command)
     return path
-
-
-def free_port() -> int:
-    """A free loopback port (bound once, released; the child binds it moments later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def terminate(proc: asyncio.subprocess.Process | None, grace_s: float) -> None:

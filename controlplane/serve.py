@@ -50,11 +50,12 @@ from typing import Any, Final
 from shared.apiclient import Api, ApiFailure, Planned, execute, plan_text
 from shared.kube.informer import Informer
 from shared.kube.resources import ACTIVATOR_SERVICE, ENDPOINTS, SYSTEM_NAMESPACE
+from shared.ports import free_port
 
 from . import discovery
 from .ingress import ColdStarts, ColdStartWriter, Ingress, RoutingTable
 from .kubelet import Kubelet
-from .pods import LOOPBACK, free_port
+from .pods import LOOPBACK
 from .system import ACTIVATOR, AUTOSCALER, SystemConfig, bootstrap
 
 __all__ = ["LocalServe", "ServeConfig", "run_serve"]

@@ -9,21 +9,16 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from shared.ports import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_APP = ROOT / "examples" / "sampleapp" / "app.py"
 _SHOWN_METRICS = ("kn_serving_invocation_duration_seconds_count", "kn_serving_queue")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _wait_http(url: str, headers: dict[str, str], deadline_s: float) -> None:
@@ -73,8 +68,8 @@ async def _demo(seconds: float, concurrency: int) -> int:
 
     from shared.stat_proto import decode_stat
 
-    app_port, qp_port = _free_port(), _free_port()
-    admin_port, stats_port, user_port = _free_port(), _free_port(), _free_port()
+    app_port, qp_port = free_port(), free_port()
+    admin_port, stats_port, user_port = free_port(), free_port(), free_port()
     env = dict(os.environ)
     env.update(
         PORT=str(app_port),

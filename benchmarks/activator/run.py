@@ -60,6 +60,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run as a script: make the repo's packages importable
 
 from benchmarks import harness  # noqa: E402
+from shared.ports import free_port  # noqa: E402
 
 qp = harness  # the name benchmarks/activator/profile.py uses
 
@@ -87,7 +88,7 @@ def start_activator(
     """
     cluster_file = h.workdir / "cluster.json"
     cluster_file.write_text(json.dumps(cluster))
-    port, metrics, dead = harness.free_port(), harness.free_port(), harness.free_port()
+    port, metrics, dead = free_port(), free_port(), free_port()
     env = {
         "PYTHONPATH": str(REPO),
         "POD_NAME": "activator-bench",
@@ -215,9 +216,9 @@ def start_late_queueproxy(h: Any, app_port: int, port: int) -> None:
         "SERVING_POD": "late-pod",
         "SERVING_POD_IP": "127.0.0.1",
         "QUEUE_SERVING_PORT": str(port),
-        "QUEUE_ADMIN_PORT": str(harness.free_port()),
-        "QUEUE_METRICS_PORT": str(harness.free_port()),
-        "USER_METRICS_PORT": str(harness.free_port()),
+        "QUEUE_ADMIN_PORT": str(free_port()),
+        "QUEUE_METRICS_PORT": str(free_port()),
+        "USER_METRICS_PORT": str(free_port()),
         "USER_PORT": str(app_port),
         "CONTAINER_CONCURRENCY": "0",
         "PYTHONPATH": str(REPO),
@@ -307,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         h.test_core = pod_core
         qp_port, _ = harness.start_queueproxy(h, app_port)
         h.test_core = test_core
-        late_port = harness.free_port()
+        late_port = free_port()
         assert _free(late_port)
         cluster = {
             "revisions": [

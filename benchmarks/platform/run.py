@@ -65,12 +65,12 @@ if str(Path(__file__).resolve().parents[2]) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks import harness
-from controlplane.pods import free_port
 from controlplane.podspec import CREATED_AT_ANNOTATION as CREATED_AT
 from controlplane.podspec import READY_AFTER_ANNOTATION as READY_AFTER
 from shared.apiclient import Api, apply_text, load_kubeconfig
 from shared.cli import with_live_status
 from shared.kube.resources import CONFIGMAPS, PODS, REVISIONS, SYSTEM_NAMESPACE
+from shared.ports import free_port
 
 HERE: Final = Path(__file__).resolve().parent
 REPO: Final = HERE.parents[1]

@@ -17,8 +17,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from controlplane.pods import free_port
 from shared.cli import render_table
+from shared.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_APP = REPO_ROOT / "examples" / "sampleapp" / "app.py"

@@ -29,7 +29,7 @@ from typing import Any, Final
 import aiohttp
 import psutil
 
-from controlplane.pods import free_port
+from shared.ports import free_port
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 EXAMPLES: Final = REPO_ROOT / "examples"

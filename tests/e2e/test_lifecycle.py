@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from controlplane.pods import free_port
+from shared.ports import free_port
 
 from .harness import EXAMPLES, REPO_ROOT, STEP_S, Json, Serve, hello_yaml
 

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -100,13 +99,6 @@ def image_config(image: str) -> dict[str, Any]:
 
 def remove_image(image: str) -> None:
     subprocess.run(["buildah", "rmi", "-f", image], capture_output=True, timeout=60, check=False)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Container:

@@ -34,6 +34,7 @@ import pytest
 import yaml
 
 from images import deps
+from shared.ports import free_port
 from shared.stat_proto import StatData, decode_stat, encode_wire_stats
 from tests.images.harness import (
     COMPONENTS,
@@ -41,7 +42,6 @@ from tests.images.harness import (
     Built,
     Container,
     build,
-    free_port,
     http_get,
     image_config,
     remove_image,

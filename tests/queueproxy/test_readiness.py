@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -18,6 +17,7 @@ from queueproxy.readiness import (
     parse_probes,
 )
 from shared.envconfig import ConfigError
+from shared.ports import free_port
 
 HOST = "127.0.0.1"
 
@@ -136,13 +136,6 @@ async def http_app(app: HTTPApp) -> AsyncIterator[int]:
         await server.wait_closed()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _http_spec(port: int, period_s: int = 0, success: int = 1, **extra: object) -> str:
     spec: dict[str, object] = {
         "httpGet": {"host": HOST, "port": port, "path": "/ready", **extra},
@@ -195,7 +188,7 @@ async def test_aggressive_http_retries_until_ready() -> None:
 
 
 async def test_aggressive_tcp_succeeds_once_the_app_listens() -> None:
-    port = _free_port()
+    port = free_port()
     prober = ReadinessProber(json.dumps({"tcpSocket": {"port": port}}), HOST, port)
     probing = asyncio.create_task(prober.probe())
     await asyncio.sleep(0.2)
@@ -214,7 +207,7 @@ async def test_aggressive_tcp_succeeds_once_the_app_listens() -> None:
     ],
 )
 async def test_aggressive_probe_of_refusing_port_fails_after_poll_timeout(spec: str) -> None:
-    prober = ReadinessProber(spec, HOST, _free_port(), poll_timeout_s=0.2)
+    prober = ReadinessProber(spec, HOST, free_port(), poll_timeout_s=0.2)
     start = time.monotonic()
     assert not await prober.probe()
     assert 0.15 <= time.monotonic() - start < 1.0
@@ -288,7 +281,7 @@ async def test_multiple_probes_must_all_pass(second_status: int, want: bool) -> 
 
 
 async def test_close_cancels_a_round_in_flight() -> None:
-    prober = ReadinessProber('{"tcpSocket":{}}', HOST, _free_port())
+    prober = ReadinessProber('{"tcpSocket":{}}', HOST, free_port())
     waiter = asyncio.create_task(prober.probe())
     await asyncio.sleep(0.1)
     await prober.close()

@@ -25,9 +25,10 @@ from activator.cluster import RevisionKey
 from activator.config import ActivatorConfig
 from activator.statsink import WebSocketStatSink
 from shared.kube.fake import FakeCluster
+from shared.ports import free_port
 from shared.stat_proto import WireStat, decode_wire_stats
 from tests.activator import objects
-from tests.queueproxy.integration.qpharness import LOOPBACK, Stack, free_port
+from tests.queueproxy.integration.qpharness import LOOPBACK, Stack
 
 KEY = RevisionKey("default", "hello-00001")
 ROUTE = {"Knative-Serving-Namespace": KEY.namespace, "Knative-Serving-Revision": KEY.name}

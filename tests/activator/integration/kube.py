@@ -20,8 +20,9 @@ from shared.kube.config import load_api_client
 from shared.kube.fake import resource_for
 from shared.kube.kubeclient import ApiKubeClient
 from shared.kube.resources import Obj, key_of
+from shared.ports import free_port
 from tests.activator.objects import configmap
-from tests.queueproxy.integration.qpharness import LOOPBACK, Child, free_port, wait_listening
+from tests.queueproxy.integration.qpharness import LOOPBACK, Child, wait_listening
 
 
 @dataclass

@@ -10,8 +10,9 @@ import aiohttp
 import pytest
 import yaml
 
+from shared.ports import free_port
 from tests.activator import objects
-from tests.queueproxy.integration.qpharness import LOOPBACK, StartStack, free_port, wait_listening
+from tests.queueproxy.integration.qpharness import LOOPBACK, StartStack, wait_listening
 
 from .harness import KEY, AutoscalerStandIn, get_status, set_pods
 

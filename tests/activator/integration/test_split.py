@@ -9,7 +9,8 @@ import aiohttp
 import pytest
 
 from shared.kube.fake import FakeCluster
-from tests.queueproxy.integration.qpharness import StartStack, app_stats, free_port
+from shared.ports import free_port
+from tests.queueproxy.integration.qpharness import StartStack, app_stats
 
 from .harness import (
     KEY,

@@ -19,6 +19,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from shared.ports import free_port
+
 from .qpharness import (
     CLIENT_TIMEOUT_S,
     LOOPBACK,
@@ -31,7 +33,6 @@ from .qpharness import (
     StartApp,
     StartQueueProxy,
     StartStack,
-    free_port,
     queue_proxy_env,
     wait_listening,
 )

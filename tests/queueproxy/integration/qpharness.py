@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import struct
 import subprocess
 import time
@@ -22,6 +21,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+
+from shared.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SAMPLE_APP = REPO_ROOT / "examples" / "sampleapp" / "app.py"
@@ -37,14 +38,6 @@ POD_NAME = "hello-00001-deployment-7d9f8-abcde"
 
 KUBELET_PROBE_HEADERS = {"K-Kubelet-Probe": "queue"}
 KUBELET_UA_HEADERS = {"User-Agent": "kube-probe/1.30"}
-
-
-def free_port() -> int:
-    """A port free on loopback now (bound then released; the race is tolerable on loopback)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def closed_port() -> int:
