@@ -28,6 +28,37 @@ A revision with no backend yet (its public Endpoints not written, or empty while
 switches) and a backend that refuses the connection both get a short wait and a new pick, for up
 to RETRY_BUDGET_S: no byte of the request was sent, so it may be sent again (Knative's ingresses
 retry on connect-failure the same way).
+
+The edge. The ingress is the one door from outside, so what the hops behind it trust must not
+come from a client:
+
+* **Internal headers** are removed: ``K-Proxy-Request`` (the queue-proxy would count the
+  request as the activator's, blinding the autoscaler), ``K-Network-Probe``/``-Hash`` and
+  ``K-Kubelet-Probe`` (probe answers instead of the app), ``K-Original-Host`` (the Host the app
+  sees), every ``K-Network-*`` and ``Knative-Serving-*`` (the revision is the ingress's to
+  name). Kourier (net-kourier) sets ``Knative-Serving-Revision``/``-Namespace`` with Envoy's
+  OVERWRITE_IF_EXISTS_OR_ADD and leaves the ``K-`` headers alone, because in a cluster the
+  queue-proxy is not reachable from outside but through it; here the same holds only if the
+  ingress strips them, so it does.
+* **A probe's user agent** from outside (``kube-probe/``, ``Knative-Activator-Probe``,
+  ``Knative-Autoscaling-Probe``, the prefixes the queue-proxy and activator answer as probes)
+  is kept for the app but demoted: ``User-Agent: kube-probe/1.30`` reaches the app as
+  ``User-Agent: external (kube-probe/1.30)``, a product with the original as its comment
+  (RFC 9110 section 10.1.5), so no hop behind takes it for a probe and the app's logs still
+  show what came. Removing it instead would lose that.
+* **Forwarding headers** follow Envoy's rule, as Kourier configures it (``trusted-hops-count``
+  in ``config-kourier``, Envoy's ``xff_num_trusted_hops``, default 0): with no trusted hop, the
+  client's ``Forwarded``, ``X-Forwarded-*`` and ``X-Real-IP`` are removed and the ingress sets
+  ``X-Forwarded-For`` (the peer), ``X-Forwarded-Proto`` (``http``) and ``X-Forwarded-Host``
+  (the Host); the queue-proxy builds ``Forwarded`` from them. With N > 0 trusted hops, the
+  peer is a proxy the operator trusts: its headers pass, the missing ones are set as above,
+  and the peer is appended to its ``X-Forwarded-For``, whose N-th address from the right (as
+  received) is the client.
+* **Connection limits** (``shared.proxy.server.ConnectionLimits``): a request head within
+  ``request-headers-timeout`` (default 10 s), a kept-alive connection idle for at most
+  ``idle-timeout`` (default 120 s), and at most ``max-connections`` (default from the fd
+  limit) before new connections are answered 503, all keys of ``config-kourier`` too (see
+  ``EdgeConfig``).
 """
 
 from __future__ import annotations
@@ -44,6 +75,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+from autoscaler.config import parse_go_duration
 from shared.kube.client import ApiError, KubeClient, NotFound
 from shared.kube.informer import EventType, Informer, InformerFactory
 from shared.kube.resources import (
@@ -70,6 +102,7 @@ from shared.proxy.head import (
     request_line,
 )
 from shared.proxy.http1 import error_body, simple_response
+from shared.proxy.server import ConnectionLimits
 from shared.proxy.upstream import UpstreamPool
 from shared.seams import RevisionKey
 
@@ -164,13 +197,81 @@ RETRY_BUDGET_S: Final = 10.0
 COLD_STARTS_WRITE_S: Final = 0.5
 COLD_STARTS_CONFIGMAP: Final = "knpy-cold-starts"
 _HTTP_PORT_NAMES: Final = ("http", "http1")
+# Statuses with which the activator or a proxy says no pod answered: a request at zero pods that
+# ends with one did not wait for a pod, and is no cold start (issue 10: crashing pods counted).
+_NO_POD_ANSWERED: Final = frozenset({502, 503, 504})
+
+# The ingress's ConfigMap, as Kourier's (net-kourier config/200-config.yaml) in the system
+# namespace.
+EDGE_CONFIGMAP: Final = "config-kourier"
+# A request head arrives within this long. Clients on loopback or a LAN send one in well under
+# 100 ms; 10 s leaves room for a 64 KiB head (MAX_HEAD_BYTES) at 56 kbit/s, and makes 500
+# slowloris connections live 10 s instead of for ever.
+HEADER_TIMEOUT_S: Final = 10.0
+# A kept-alive client connection with no request in it is closed after this. Longer than the
+# idle timeouts of the common clients' pools (aiohttp 15 s, Go's and so k6's 90 s), so that the
+# client closes first and never reuses a connection the ingress is closing. nginx: 75 s.
+IDLE_TIMEOUT_S: Final = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeConfig:
+    """The ingress's settings from ``config-kourier`` (each key's default when absent).
+
+    ``trusted-hops-count`` is Kourier's own key (Envoy's ``xff_num_trusted_hops``); Kourier leaves
+    Envoy's header, idle and connection limits at their defaults, so the other three are knpy's,
+    named after Envoy's settings: ``request-headers-timeout`` and ``idle-timeout`` (Go
+    durations, "0s" for none) and ``max-connections`` ("0": from the fd limit).
+    """
+
+    trusted_hops: int = 0
+    header_timeout_s: float = HEADER_TIMEOUT_S
+    idle_timeout_s: float = IDLE_TIMEOUT_S
+    max_connections: int = 0
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, str]) -> EdgeConfig:
+        """Raises ValueError naming the key whose value is bad."""
+        return cls(
+            trusted_hops=_count(data, "trusted-hops-count", 0),
+            header_timeout_s=_seconds(data, "request-headers-timeout", HEADER_TIMEOUT_S),
+            idle_timeout_s=_seconds(data, "idle-timeout", IDLE_TIMEOUT_S),
+            max_connections=_count(data, "max-connections", 0),
+        )
+
+    def limits(self) -> ConnectionLimits:
+        return ConnectionLimits(self.header_timeout_s, self.idle_timeout_s, self.max_connections)
+
+
+def _count(data: Mapping[str, str], key: str, default: int) -> int:
+    raw = data.get(key)
+    if raw is None:
+        return default
+    if not raw.strip().isdigit():
+        raise ValueError(f"{key}: must be a whole number of 0 or more, got {raw!r}")
+    return int(raw)
+
+
+def _seconds(data: Mapping[str, str], key: str, default: float) -> float:
+    raw = data.get(key)
+    if raw is None:
+        return default
+    try:
+        ns = parse_go_duration(raw.strip())
+    except ValueError:
+        ns = -1
+    if ns < 0:
+        raise ValueError(f'{key}: must be a Go duration such as "10s" (0s: none), got {raw!r}')
+    return ns / 1e9
 
 
 class RoutingTable:
-    """Hosts, backends and pod presence, kept from the informers' caches (level based).
+    """Hosts, backends and pod presence, and the edge's settings, kept from the informers'
+    caches (level based).
 
     Handlers only mark what changed and rebuild that part from the cache, so a missed or
-    coalesced event converges on the next one.
+    coalesced event converges on the next one. ``limits`` is one object for the life of the
+    table, changed in place, so that the ingress's ``ProxyServer`` sees each change.
     """
 
     def __init__(self, domain: str = "localhost") -> None:
@@ -178,9 +279,12 @@ class RoutingTable:
         self.routes: dict[bytes, Route] = {}
         self.backends: dict[RevisionKey, tuple[tuple[str, int], ...]] = {}
         self.pods: dict[RevisionKey, int] = {}
+        self.edge = EdgeConfig()
+        self.limits = self.edge.limits()
         self._routes: Informer | None = None
         self._public: Informer | None = None
         self._private: Informer | None = None
+        self._config: Informer | None = None
 
     def __repr__(self) -> str:
         return f"<RoutingTable hosts={len(self.routes)} backends={len(self.backends)}>"
@@ -194,9 +298,31 @@ class RoutingTable:
         self._private = factory.informer(
             ENDPOINTS, label_selector=f"{SERVICE_TYPE_LABEL}={SERVICE_TYPE_PRIVATE}"
         )
+        self._config = factory.informer(CONFIGMAPS, namespace=SYSTEM_NAMESPACE)
         self._routes.add_handler(self._on_route)
         self._public.add_handler(self._on_public)
         self._private.add_handler(self._on_private)
+        self._config.add_handler(self._on_config)
+
+    def _on_config(self, _event: EventType, obj: Obj) -> None:
+        if key_of(obj)[1] != EDGE_CONFIGMAP:
+            return
+        assert self._config is not None
+        cm = self._config.get(SYSTEM_NAMESPACE, EDGE_CONFIGMAP) or {}
+        try:
+            self.set_edge(EdgeConfig.from_data(cm.get("data") or {}))
+        except ValueError as err:
+            # As Knative's ConfigMap watchers: a bad value is logged, the last good one kept.
+            _log.error("%s/%s not applied: %s", SYSTEM_NAMESPACE, EDGE_CONFIGMAP, err)
+
+    def set_edge(self, edge: EdgeConfig) -> None:
+        """Apply new edge settings: trusted hops from the next request, limits from the next
+        connection or sweep."""
+        self.edge = edge
+        limits = self.limits
+        limits.header_timeout_s = edge.header_timeout_s
+        limits.idle_timeout_s = edge.idle_timeout_s
+        limits.max_connections = edge.max_connections
 
     def _on_route(self, _event: EventType, _obj: Obj) -> None:
         assert self._routes is not None
@@ -286,6 +412,7 @@ def _host(url: object) -> str:
 
 
 # Exchange.tag for the ingress: the revision, for a cold start when it arrived, and retries.
+# None until the request is routed (and for one answered by the ingress itself).
 @dataclass(slots=True)
 class _Tag:
     key: RevisionKey
@@ -295,8 +422,14 @@ class _Tag:
     retries: int = 0
 
 
+_Ex = Exchange[_Tag | None]
+
+
 class Ingress:
-    """A ``RequestHandler`` for ``shared.proxy.ProxyServer`` that routes by Host."""
+    """A ``RequestHandler[_Tag | None]`` for ``shared.proxy.ProxyServer`` that routes by Host.
+
+    Serve it as ``ProxyServer(ingress, initial_tag=None, limits=ingress.limits)``.
+    """
 
     def __init__(
         self,
@@ -310,7 +443,7 @@ class Ingress:
         self.table = table
         self.cold_starts = cold_starts if cold_starts is not None else ColdStarts()
         self._draw = (rng or random.Random()).random
-        self._pools: dict[tuple[str, int], UpstreamPool] = {}
+        self._pools: dict[tuple[str, int], UpstreamPool[_Tag | None]] = {}
         self._next: dict[RevisionKey, int] = {}
         # Revisions whose cold start's first request is still in flight.
         self._cold: set[RevisionKey] = set()
@@ -318,9 +451,14 @@ class Ingress:
     def __repr__(self) -> str:
         return f"<Ingress {self.table!r} pools={len(self._pools)}>"
 
+    @property
+    def limits(self) -> ConnectionLimits:
+        """The client connections' limits, following ``config-kourier``."""
+        return self.table.limits
+
     # -- RequestHandler ---------------------------------------------------------------------
-    def handle(self, ex: Exchange) -> None:
-        host, lines, xff = _scan(ex)
+    def handle(self, ex: _Ex) -> None:
+        host, lines, xff = _scan(ex, self.table.edge.trusted_hops > 0)
         name = host.rsplit(b":", 1)[0] if not host.endswith(b"]") else host
         route = self.table.routes.get(name.lower())
         if route is None:
@@ -336,9 +474,9 @@ class Ingress:
         ex.tag = _Tag(key, now if cold else 0.0, lines, xff)
         self._send(ex)
 
-    def _send(self, ex: Exchange) -> None:
+    def _send(self, ex: _Ex) -> None:
         tag = ex.tag
-        assert isinstance(tag, _Tag)
+        assert tag is not None
         backends = self.table.backends.get(tag.key)
         if not backends:
             if not self._later(ex):
@@ -351,11 +489,13 @@ class Ingress:
         head = ex.head if tag.retries else _finish(ex, list(tag.lines), tag.xff, tag.key)
         ex.forward(self._pool(backend), head)
 
-    def finished(self, ex: Exchange) -> None:
+    def finished(self, ex: _Ex) -> None:
         tag = ex.tag
-        if isinstance(tag, _Tag) and tag.cold_since:
+        if tag is not None and tag.cold_since:
             self._cold.discard(tag.key)
-            if ex.first_byte_at:
+            # A cold start is a request that waited at zero pods for one to answer: not one
+            # the activator failed (no pod came, or it crashed), nor one cut before any answer.
+            if ex.first_byte_at and ex.status not in _NO_POD_ANSWERED:
                 self.cold_starts.observe(tag.key, ex.first_byte_at - tag.cold_since)
 
     def close(self) -> None:
@@ -363,7 +503,7 @@ class Ingress:
             pool.close()
 
     # -- internals --------------------------------------------------------------------------
-    def _pool(self, addr: tuple[str, int]) -> UpstreamPool:
+    def _pool(self, addr: tuple[str, int]) -> UpstreamPool[_Tag | None]:
         pool = self._pools.get(addr)
         if pool is None:
             pool = self._pools[addr] = UpstreamPool(
@@ -371,14 +511,14 @@ class Ingress:
             )
         return pool
 
-    def _connect_failed(self, pool: UpstreamPool, ex: Exchange, err: OSError) -> bool:
+    def _connect_failed(self, pool: UpstreamPool[_Tag | None], ex: _Ex, err: OSError) -> bool:
         """Send the request again (see RETRY_BUDGET_S); False lets the proxy answer 502."""
         del pool, err
-        return isinstance(ex.tag, _Tag) and not ex.done and self._later(ex)
+        return ex.tag is not None and not ex.done and self._later(ex)
 
-    def _later(self, ex: Exchange) -> bool:
+    def _later(self, ex: _Ex) -> bool:
         tag = ex.tag
-        assert isinstance(tag, _Tag)
+        assert tag is not None
         if tag.retries * RETRY_INTERVAL_S >= RETRY_BUDGET_S:
             return False
         if not tag.retries and not ex.head:
@@ -387,7 +527,7 @@ class Ingress:
         self.loop.call_later(RETRY_INTERVAL_S, self._retry, ex)
         return True
 
-    def _retry(self, ex: Exchange) -> None:
+    def _retry(self, ex: _Ex) -> None:
         if not ex.done:
             self._send(ex)
 
@@ -450,27 +590,52 @@ class ColdStartWriter:
 _HOST: Final = 2
 _XFF: Final = 3
 _XFP: Final = 4
-_CONNECTION: Final = 5
+_XFH: Final = 5
+_FORWARDING: Final = 6
+_CONNECTION: Final = 7
+_USER_AGENT: Final = 8
 _KINDS: Final = HeaderKinds(
     {
         b"host": _HOST,
         b"x-forwarded-for": _XFF,
         b"x-forwarded-proto": _XFP,
+        b"x-forwarded-host": _XFH,
+        b"forwarded": _FORWARDING,
+        b"x-real-ip": _FORWARDING,
         b"connection": _CONNECTION,
+        b"user-agent": _USER_AGENT,
+        # Knative's internal headers (knative.dev/networking's header names): see the module
+        # docstring. K-Network-Probe and -Hash are under the prefix below.
+        b"k-proxy-request": DROP,
+        b"k-kubelet-probe": DROP,
+        b"k-original-host": DROP,
     },
-    # A client cannot route itself: the ingress alone names the revision for the activator.
-    prefixes={b"knative-serving-": DROP},
+    prefixes={
+        b"knative-serving-": DROP,  # the ingress alone names the revision for the activator
+        b"k-network-": DROP,
+        b"x-forwarded-": _FORWARDING,  # -Port, -Prefix, -Server, -Client-Cert ...
+    },
 )
 
+# User agents the hops behind answer as probes (queueproxy/handler.py _PROBE_AGENTS, the
+# activator's "kube-probe/"), and how the ingress demotes one (see the module docstring).
+_PROBE_AGENTS: Final = (b"kube-probe/", b"Knative-Activator-Probe", b"Knative-Autoscaling-Probe")
+_XFP_HTTP: Final = b"X-Forwarded-Proto: http\r\n"
 
-def _scan(ex: Exchange) -> tuple[bytes, list[bytes], bytes | None]:
-    """One pass over the client's headers: its Host, the lines to pass on, X-Forwarded-For."""
+
+def _scan(ex: _Ex, trusted: bool) -> tuple[bytes, list[bytes], bytes | None]:
+    """One pass over the client's headers: its Host, the lines to pass on, and the
+    X-Forwarded-For chain to extend with the peer (None: the peer alone).
+
+    ``trusted``: the peer is a trusted proxy (``trusted-hops-count`` > 0): its forwarding
+    headers pass; otherwise they are removed and the ingress's own set.
+    """
     spellings = _KINDS.spellings
     lines = [request_line(ex)]
     append = lines.append
     host = b""
     xff = None
-    xfp = False
+    xfp = xfh = False
     drop: list[bytes] = []
     for name, value in ex.headers:
         kind = spellings.get(name)
@@ -481,22 +646,38 @@ def _scan(ex: Exchange) -> tuple[bytes, list[bytes], bytes | None]:
         elif kind == _HOST:
             host = value
             append(b"%b: %b\r\n" % (name, value))
+        elif kind == _USER_AGENT:
+            if value.startswith(_PROBE_AGENTS):
+                value = b"external (%b)" % value
+            append(b"%b: %b\r\n" % (name, value))
+        elif kind == DROP:
+            pass
+        elif not trusted:
+            if kind == _CONNECTION:
+                drop.extend(connection_tokens(value))
         elif kind == _XFF:
             xff = value if xff is None else xff + b", " + value
         elif kind == _XFP:
             xfp = True
+            append(b"%b: %b\r\n" % (name, value))
+        elif kind == _XFH:
+            xfh = True
+            append(b"%b: %b\r\n" % (name, value))
+        elif kind == _FORWARDING:
             append(b"%b: %b\r\n" % (name, value))
         elif kind == _CONNECTION:
             drop.extend(connection_tokens(value))
     if drop:
         drop_listed(lines, drop)
     if not xfp:
-        append(b"X-Forwarded-Proto: http\r\n")
+        append(_XFP_HTTP)
+    if not xfh and host:
+        append(b"X-Forwarded-Host: %b\r\n" % host)
     return host, lines, xff
 
 
 def _finish(
-    ex: Exchange, lines: list[bytes], xff: bytes | None, activator_for: RevisionKey | None = None
+    ex: _Ex, lines: list[bytes], xff: bytes | None, activator_for: RevisionKey | None = None
 ) -> bytes:
     """The head for the next hop; for the activator, naming the revision in
     Knative-Serving-Revision/-Namespace as Knative's ingress does for a revision whose public

@@ -192,7 +192,9 @@ class LocalServe:
         self.ingress = Ingress(loop=loop, table=self.table, cold_starts=self.cold_starts)
         self._cold_writer = ColdStartWriter(self.client, self.cold_starts)
         self._cold_writer.start()
-        self._ingress_proxy = ProxyServer(self.ingress)
+        self._ingress_proxy = ProxyServer(
+            self.ingress, initial_tag=None, limits=self.ingress.limits
+        )
         self._ingress_proxy.start(loop)
         # Bound now (a port in use stops start-up), served once the activator is Ready:
         # connections made meanwhile wait in the backlog. Knative's ingress likewise only

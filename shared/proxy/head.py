@@ -118,6 +118,16 @@ def finish_head(
     return b"".join(out)
 
 
+# Names ``Connection`` cannot make hop-by-hop: the message's own routing and framing. Go's
+# ReverseProxy cannot drop them either (Host, Content-Length and Transfer-Encoding live outside
+# its Header map); here a client's ``Connection: Host`` would delete the Host line, and a
+# ``Connection: Content-Length`` would send a body with no length, so that the next hop read
+# the body as the next request. RFC 9110 section 7.6.1 forbids listing end-to-end fields.
+_NOT_HOP_BY_HOP: Final = frozenset({b"host", b"content-length", b"transfer-encoding"})
+
+
 def connection_tokens(value: bytes) -> list[bytes]:
-    """The lower-case header names a ``Connection`` header lists."""
-    return [t.strip().lower() for t in value.split(b",")]
+    """The lower-case header names a ``Connection`` header lists, less the end-to-end ones
+    it may not remove (``_NOT_HOP_BY_HOP``)."""
+    tokens = [t.strip().lower() for t in value.split(b",")]
+    return [t for t in tokens if t not in _NOT_HOP_BY_HOP]

@@ -16,6 +16,14 @@ timer per request: a timer per request costs more than the request itself at 20k
 Knative's timeouts are whole seconds. ``ProxyServer.sweep(now)`` is that check, with the clock
 passed in.
 
+The listener's own limits (``ConnectionLimits``) guard the process rather than a request: a
+request head must arrive whole within ``header_timeout_s`` (slowloris), a kept-alive connection
+with no request in it is closed after ``idle_timeout_s``, and past ``max_connections`` (never
+above what the fd limit allows, ``fd_connection_cap``) a new connection is answered 503 and
+closed, so that one listener's flood cannot take the fds the process's other listeners need.
+They are checked by ``ProxyServer.sweep_connections(now)``, every ``CONNECTION_SWEEP_TICKS``:
+a connection only stores when its wait began (``since``), one attribute per request.
+
 The connection's lifecycle is ``shared.proxy.lifecycle.ServerState``; what an ending exchange
 leaves behind (reuse the upstream, keep the client) is ``lifecycle.decide``. The upstream side is
 reached only through the ``Upstream`` protocol (``shared.proxy.contract``).
@@ -24,9 +32,12 @@ reached only through the ``Upstream`` protocol (``shared.proxy.contract``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import resource
 import time
 from collections import deque
-from typing import Final, Generic, cast, overload
+from dataclasses import dataclass
+from typing import Any, Final, Generic, cast, overload
 
 import httptools
 
@@ -41,6 +52,15 @@ MAX_HEAD_BYTES = 64 * 1024
 
 # How often timeouts are checked; Knative's timeouts are configured in whole seconds.
 TICK_S = 0.1
+# The connections' own timeouts (header read, idle) are checked every 5 ticks, 0.5 s: they are
+# seconds long, and the check walks every connection (10,000 in 2-5 ms).
+CONNECTION_SWEEP_TICKS = 5
+# A connection shed over the cap keeps its socket this long at most after its 503, so that the
+# client reads the answer before the close (closing with its request unread would send a reset,
+# which can discard the 503 on the client's side). At most SHED_LINGER_MAX linger at a time;
+# past that a shed connection is closed at once.
+SHED_LINGER_S = 1.0
+SHED_LINGER_MAX = 256
 
 # Why reading from the client is paused (a bit each; reading resumes when none is left).
 _PAUSE_PIPELINE = 1
@@ -48,6 +68,12 @@ _PAUSE_WAIT = 2
 _PAUSE_UPSTREAM = 4
 
 _TIMEOUT_BODY = error_body("request timeout")
+_SHED_RESPONSE: Final = simple_response(
+    503, error_body("too many connections"), keep_alive=False, headers=((b"Retry-After", b"1"),)
+)
+_HEADER_TIMEOUT: Final = simple_response(
+    408, error_body("request header timeout"), keep_alive=False
+)
 
 # The states, as module globals: one dict lookup on the hot path instead of two.
 _IDLE: Final = ServerState.IDLE
@@ -58,8 +84,66 @@ _COMPLETE: Final = End.COMPLETE
 _CUT: Final = End.CUT
 
 
-class _HeadTooLarge(Exception):
-    pass
+class _BadHead(Exception):
+    """Raised from a parser callback: the head is refused with ``status`` (caught in
+    ``data_received``, where httptools re-raises it as the context of its callback error)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def fd_connection_cap() -> int:
+    """The most client connections one listener may hold under this process's fd limit.
+
+    A proxy's client connection usually pairs with an upstream one, so a listener may take half
+    of what is left after a reserve for everything else (the API server, informers, pods' pipes,
+    log files): with the soft limit at 20,000, (20,000 - 1,024) / 2 = 9,488; at 1,024, 384.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        soft = 1 << 20
+    reserve = min(1024, soft // 4)
+    return max(16, (soft - reserve) // 2)
+
+
+@dataclass(slots=True)
+class ConnectionLimits:
+    """One listener's limits on its client connections; 0 turns a timeout off.
+
+    Read at each use, so its owner may change a field at run time (the ingress follows its
+    ConfigMap); ``check`` says what is wrong with a value.
+
+    Attributes:
+        header_timeout_s: a request head must be read whole within this long of its first byte,
+            of the connection's start, or of the end of the response before it (Go's
+            ReadHeaderTimeout, Envoy's request_headers_timeout). Past it: 408 if part of a head
+            came, else a plain close.
+        idle_timeout_s: a kept-alive connection with no request in it is closed after this long
+            (Go's IdleTimeout, Envoy's idle_timeout).
+        max_connections: client connections at most; a new one past it gets a 503 with
+            ``Connection: close``. 0 means ``fd_connection_cap()``, which also bounds any value.
+    """
+
+    header_timeout_s: float = 0.0
+    idle_timeout_s: float = 0.0
+    max_connections: int = 0
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raises ValueError naming the field with a bad value."""
+        for name in ("header_timeout_s", "idle_timeout_s"):
+            value = getattr(self, name)
+            if not value >= 0:  # also refuses NaN
+                raise ValueError(f"{name} must be 0 (none) or more, got {value!r}")
+        if self.max_connections < 0:
+            raise ValueError(
+                f"max_connections must be 0 (from the fd limit) or more, got "
+                f"{self.max_connections!r}"
+            )
 
 
 class ProxyServer(Generic[TagT]):
@@ -75,6 +159,7 @@ class ProxyServer(Generic[TagT]):
         handler: RequestHandler[None],
         *,
         max_head_bytes: int = MAX_HEAD_BYTES,
+        limits: ConnectionLimits | None = None,
     ) -> None: ...
 
     @overload
@@ -84,6 +169,7 @@ class ProxyServer(Generic[TagT]):
         *,
         initial_tag: TagT,
         max_head_bytes: int = MAX_HEAD_BYTES,
+        limits: ConnectionLimits | None = None,
     ) -> None: ...
 
     def __init__(
@@ -92,21 +178,39 @@ class ProxyServer(Generic[TagT]):
         *,
         initial_tag: TagT | None = None,
         max_head_bytes: int = MAX_HEAD_BYTES,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         # The overloads pair the handler's tag type with the initial tag (None without one).
         self.handler = cast("RequestHandler[TagT]", handler)
         self.initial_tag = cast("TagT", initial_tag)
         self.max_head_bytes = max_head_bytes
+        self.limits = limits if limits is not None else ConnectionLimits()
+        self.fd_cap = fd_connection_cap()
         self.connections: set[ServerConnection[TagT]] = set()
         self.live: set[Exchange[TagT]] = set()
+        # Protocols made by the factory whose connection_made has not run yet: the loop makes
+        # up to a backlog of them in one go. Reset each tick, when none can be left.
+        self.accepting = 0
+        self.shedding: dict[_Shed, float] = {}  # shed connections lingering, since when
+        self.shed_count = 0
         self.now = time.monotonic()
+        self._ticks = 0
         self._ticker: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
-        return f"<ProxyServer connections={len(self.connections)} in_flight={len(self.live)}>"
+        return (
+            f"<ProxyServer connections={len(self.connections)} in_flight={len(self.live)} "
+            f"shed={self.shed_count}>"
+        )
 
-    def __call__(self) -> ServerConnection[TagT]:
-        """Protocol factory for ``loop.create_server``."""
+    def __call__(self) -> asyncio.Protocol:
+        """Protocol factory for ``loop.create_server``: past the cap, a connection is shed."""
+        cap = self.limits.max_connections
+        cap = min(cap, self.fd_cap) if cap else self.fd_cap
+        if len(self.connections) + self.accepting >= cap:
+            self.shed_count += 1
+            return _Shed(self)
+        self.accepting += 1
         return ServerConnection(self)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -118,7 +222,13 @@ class ProxyServer(Generic[TagT]):
             self._ticker = None
 
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.sweep(time.monotonic())
+        now = time.monotonic()
+        self.sweep(now)
+        self.accepting = 0
+        self._ticks += 1
+        if self._ticks >= CONNECTION_SWEEP_TICKS:
+            self._ticks = 0
+            self.sweep_connections(now)
         self._ticker = loop.call_later(TICK_S, self._tick, loop)
 
     def sweep(self, now: float) -> None:
@@ -139,6 +249,34 @@ class ProxyServer(Generic[TagT]):
                 ):
                     ex.conn.timeout(ex)
 
+    def sweep_connections(self, now: float) -> None:
+        """Close the connections past the header or idle timeout at ``now``, and the shed ones
+        that lingered SHED_LINGER_S.
+
+        Only a connection with no exchange handled (``IDLE``) waits on the client: while one is
+        handled, the exchange's own timeouts apply. It waits for a head (the header timeout)
+        from its start, from the end of a response, or, kept alive, from the first byte of
+        the next request; before that byte it is idle (the idle timeout).
+        """
+        limits = self.limits
+        header_s = limits.header_timeout_s
+        idle_s = limits.idle_timeout_s
+        if header_s or idle_s:
+            for conn in list(self.connections):
+                if conn.state is not _IDLE:
+                    continue
+                waited = now - conn.since
+                if conn.parsing is not None or not conn.kept:
+                    if header_s and waited >= header_s:
+                        conn.header_timeout()
+                elif idle_s and waited >= idle_s:
+                    conn.close()
+        if self.shedding:
+            for shed, since in list(self.shedding.items()):
+                if now - since < SHED_LINGER_S:
+                    break  # in order of shedding
+                shed.close()
+
     def close_idle(self) -> None:
         """Close every kept-alive connection that has no request in it (for a drain)."""
         for conn in list(self.connections):
@@ -148,6 +286,51 @@ class ProxyServer(Generic[TagT]):
     def abort_all(self) -> None:
         for conn in list(self.connections):
             conn.close()
+        for shed in list(self.shedding):
+            shed.close()
+
+
+class _Shed(asyncio.Protocol):
+    """A connection past the cap: answered 503 with ``Connection: close``, never parsed.
+
+    The answer goes out before the request is read; the write side is then closed (FIN after
+    the 503), what the client sends is discarded, and the socket is closed when the client
+    closes its side or after SHED_LINGER_S, whichever comes first.
+    """
+
+    __slots__ = ("server", "transport")
+
+    transport: asyncio.Transport
+
+    def __init__(self, server: ProxyServer[Any]) -> None:
+        self.server = server
+
+    def __repr__(self) -> str:
+        return "<_Shed>"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast("asyncio.Transport", transport)
+        self.transport.write(_SHED_RESPONSE)
+        shedding = self.server.shedding
+        if len(shedding) >= SHED_LINGER_MAX or not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        shedding[self] = self.server.now
+        with contextlib.suppress(OSError, RuntimeError):
+            self.transport.write_eof()
+
+    def data_received(self, data: bytes) -> None:
+        pass  # the request is not read
+
+    def eof_received(self) -> bool:
+        return False  # the client read its answer and closed: close our end too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.shedding.pop(self, None)
+
+    def close(self) -> None:
+        self.server.shedding.pop(self, None)
+        self.transport.close()
 
 
 class ServerConnection(asyncio.Protocol, Generic[TagT]):
@@ -163,8 +346,10 @@ class ServerConnection(asyncio.Protocol, Generic[TagT]):
         "active",
         "handler",
         "head_bytes",
+        "hosts",
         "in_head",
         "initial_tag",
+        "kept",
         "parsed_bytes",
         "parser",
         "parsing",
@@ -172,6 +357,7 @@ class ServerConnection(asyncio.Protocol, Generic[TagT]):
         "pipeline",
         "remote",
         "server",
+        "since",
         "state",
         "transport",
         "tunnel",
@@ -194,8 +380,13 @@ class ServerConnection(asyncio.Protocol, Generic[TagT]):
         self.in_head = False
         self.head_bytes = 0
         self.parsed_bytes = 0
+        self.hosts = 0
         self.remote = ""
         self.tunnel: Upstream[TagT] | None = None
+        # When the connection began to wait on the client (its start, a response's end, a
+        # head's first byte: ``server.now``), and whether a request of it was answered yet.
+        self.since = server.now
+        self.kept = False
 
     def __repr__(self) -> str:
         return f"<ServerConnection {self.remote} {self.state.value} active={self.active!r}>"
@@ -206,7 +397,11 @@ class ServerConnection(asyncio.Protocol, Generic[TagT]):
         self.transport = cast("asyncio.Transport", transport)
         peer = transport.get_extra_info("peername")
         self.remote = peer[0] if peer else ""
-        self.server.connections.add(self)
+        server = self.server
+        if server.accepting:
+            server.accepting -= 1
+        server.connections.add(self)
+        self.since = server.now
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = _CLOSED
@@ -243,8 +438,9 @@ class ServerConnection(asyncio.Protocol, Generic[TagT]):
             if ex is not None and rest:
                 ex.body_buf.append(rest)
         except httptools.HttpParserCallbackError as err:
-            if isinstance(err.__context__, _HeadTooLarge):
-                self._reject(431, "request header fields too large")
+            bad = err.__context__
+            if isinstance(bad, _BadHead):
+                self._reject(bad.status, bad.reason)
             else:
                 raise
         except httptools.HttpParserError as err:
@@ -268,6 +464,9 @@ class ServerConnection(asyncio.Protocol, Generic[TagT]):
         self.in_head = True
         self.head_bytes = 0
         self.parsed_bytes = 0
+        self.hosts = 0
+        if self.state is _IDLE and self.kept:
+            self.since = self.server.now  # a kept-alive connection's next head: no longer idle
 
     def on_url(self, url: bytes) -> None:
         ex = self.parsing
@@ -282,8 +481,16 @@ class ServerConnection(asyncio.Protocol, Generic[TagT]):
         ex.headers.append((name, value))
         self.parsed_bytes += len(name) + len(value) + 4
         if self.parsed_bytes > self.server.max_head_bytes:
-            raise _HeadTooLarge
-        if len(name) == 17 and name.lower() == b"transfer-encoding":
+            raise _BadHead(431, "request header fields too large")
+        size = len(name)
+        if size == 4:
+            # RFC 9112 section 3.2: a request with more than one Host is answered 400 (which
+            # of them would route it, and which would the app see?).
+            if name.lower() == b"host":
+                self.hosts += 1
+                if self.hosts > 1:
+                    raise _BadHead(400, "more than one Host header")
+        elif size == 17 and name.lower() == b"transfer-encoding":
             ex.chunked = True
 
     def on_headers_complete(self) -> None:
@@ -440,6 +647,8 @@ class ServerConnection(asyncio.Protocol, Generic[TagT]):
             self.active = None
             if self.state is _ACTIVE:
                 self.state = _IDLE
+                self.since = self.server.now
+                self.kept = True
         if self.paused & (_PAUSE_WAIT | _PAUSE_UPSTREAM):
             self._resume(_PAUSE_WAIT | _PAUSE_UPSTREAM)
         try:
@@ -460,11 +669,29 @@ class ServerConnection(asyncio.Protocol, Generic[TagT]):
         self.state = _CLOSED
         self.transport.close()
 
+    def header_timeout(self) -> None:
+        """The sweep: no whole head within the header timeout. Part of one came: 408 (as
+        nginx's client_header_timeout); nothing came: a plain close (as Go's server)."""
+        if self.parsing is not None:
+            self.transport.write(_HEADER_TIMEOUT)
+        self.parsing = None
+        self.close()
+
     # -- internals ---------------------------------------------------------------------
     def _reject(self, status: int, reason: str) -> None:
-        """Bad input: answer once, then close; the rest of what the client sent is dropped."""
-        if self.active is None:
-            self.transport.write(simple_response(status, error_body(reason), keep_alive=False))
+        """Bad input: answer once, then close; the rest of what the client sent is dropped.
+
+        Bad input in the body of the request being handled (a malformed chunk size) ends that
+        exchange with the answer, if none of its response was written yet; its upstream
+        connection, which got part of a body, is closed. A bad head of a request pipelined
+        behind a response in progress cannot be answered in turn: the connection closes.
+        """
+        data = simple_response(status, error_body(reason), keep_alive=False)
+        ex = self.active
+        if ex is None:
+            self.transport.write(data)
+        elif ex is self.parsing and not ex.first_byte_at and not ex.done:
+            self.respond(ex, data, status, False)
         self.parsing = None
         self.close()
 

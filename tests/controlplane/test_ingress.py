@@ -172,7 +172,7 @@ async def ingress_with(
     table.follow(cluster)
     await cluster.start()
     ingress = Ingress(loop=loop, table=table, rng=random.Random(1))
-    proxy = ProxyServer(ingress)
+    proxy = ProxyServer(ingress, initial_tag=None)
     server = await loop.create_server(proxy, "127.0.0.1", 0)
     try:
         yield server.sockets[0].getsockname()[1], ingress, activator, pods
