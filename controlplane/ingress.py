@@ -75,7 +75,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from autoscaler.config import parse_go_duration
+from shared.gosyntax import parse_seconds
 from shared.kube.client import ApiError, KubeClient, NotFound
 from shared.kube.informer import EventType, Informer, InformerFactory
 from shared.kube.resources import (
@@ -257,12 +257,12 @@ def _seconds(data: Mapping[str, str], key: str, default: float) -> float:
     if raw is None:
         return default
     try:
-        ns = parse_go_duration(raw.strip())
+        seconds = parse_seconds(raw.strip())
     except ValueError:
-        ns = -1
-    if ns < 0:
+        seconds = -1.0
+    if seconds < 0:
         raise ValueError(f'{key}: must be a Go duration such as "10s" (0s: none), got {raw!r}')
-    return ns / 1e9
+    return seconds
 
 
 class RoutingTable:
