@@ -40,7 +40,7 @@ from activator.configmaps import NETWORK_CONFIGMAP, ConfigMaps, data_of, network
 from activator.handler import ActivatorHandler
 from activator.metrics import ActivatorMetrics
 from activator.reporter import ConcurrencyReporter
-from activator.revisions import ActiveRevision, RevisionTable
+from activator.revisions import ActivatorRequest, ActiveRevision, RevisionTable
 from activator.statsink import StatSink, WebSocketStatSink
 from shared.documents import load_documents
 from shared.envconfig import ConfigError
@@ -112,10 +112,10 @@ class Activator:
         )
         self.draining = False
         self.handler: ActivatorHandler | None = None
-        self.proxy: ProxyServer | None = None
+        self.proxy: ProxyServer[ActivatorRequest | None] | None = None
         self.serving_port = cfg.serving_port
         self.metrics_port = cfg.metrics_port
-        self._local: ProxyServer | None = None
+        self._local: ProxyServer[None] | None = None
         self._servers: list[asyncio.Server] = []
         self._tracer: Tracer | None = None
         self._observability: ObservabilityConfig | None = None
@@ -144,7 +144,7 @@ class Activator:
             health=self.health,
             cluster_domain=cfg.cluster_domain,
         )
-        self.proxy = ProxyServer(self.handler)
+        self.proxy = ProxyServer(self.handler, initial_tag=None)
         self.proxy.start(loop)
         serving = await loop.create_server(
             self.proxy, cfg.bind_host, cfg.serving_port, backlog=4096, reuse_address=True
@@ -237,11 +237,11 @@ class Activator:
         )
         return rev
 
-    def _serve_metrics(self, ex: Exchange) -> None:
+    def _serve_metrics(self, ex: Exchange[None]) -> None:
         body = self.metrics.render()
         ex.respond(simple_response(200, body, content_type=_PROM_TYPE), status=200)
 
-    def _serve_health(self, ex: Exchange) -> None:
+    def _serve_health(self, ex: Exchange[None]) -> None:
         problem = self.health()
         if problem is None:
             ex.respond(simple_response(200, b"ok\n"), status=200)

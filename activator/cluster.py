@@ -27,7 +27,7 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Final
 
 from shared.kube.resources import (
     REVISION_LABEL,
@@ -150,7 +150,7 @@ def endpoints_revision(obj: Obj) -> RevisionKey | None:
     return RevisionKey(key_of(obj)[0], name)
 
 
-def _subsets(obj: Obj, port: str) -> Iterable[tuple[int, list[Any], list[Any]]]:
+def _subsets(obj: Obj, port: str) -> Iterable[tuple[int, list[object], list[object]]]:
     """(port number, addresses, notReadyAddresses) of each subset that has the named port."""
     subsets = obj.get("subsets")
     if not isinstance(subsets, list):
@@ -160,14 +160,15 @@ def _subsets(obj: Obj, port: str) -> Iterable[tuple[int, list[Any], list[Any]]]:
             continue
         for p in subset.get("ports") or ():
             if isinstance(p, dict) and p.get("name") == port and isinstance(p.get("port"), int):
-                yield (
-                    p["port"],
-                    subset.get("addresses") or [],
-                    subset.get("notReadyAddresses") or [],
-                )
+                addresses = _list(subset.get("addresses"))
+                yield p["port"], addresses, _list(subset.get("notReadyAddresses"))
 
 
-def _endpoint(address: Any, port: int, ready: bool) -> Endpoint | None:
+def _list(value: object) -> list[object]:
+    return value if isinstance(value, list) else []
+
+
+def _endpoint(address: object, port: int, ready: bool) -> Endpoint | None:
     if not isinstance(address, dict) or not isinstance(address.get("ip"), str):
         return None
     ref = address.get("targetRef")

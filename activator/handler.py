@@ -126,7 +126,7 @@ class ActivatorHandler:
         self.tracing = Tracing(tracer) if tracer is not None else None
 
     # -- RequestHandler ---------------------------------------------------------------------
-    def handle(self, ex: Exchange) -> None:
+    def handle(self, ex: Exchange[ActivatorRequest | None]) -> None:
         now = time.monotonic()
         ex.started_at = now
         ex.last_write = now
@@ -217,7 +217,7 @@ class ActivatorHandler:
             ex.idle_timeout = rev.idle_timeout_s
         self._admit(rev, ex)
 
-    def finished(self, ex: Exchange) -> None:
+    def finished(self, ex: Exchange[ActivatorRequest | None]) -> None:
         rec = ex.tag
         if rec is None:  # answered here (probe, 404): not a request of a revision
             return
@@ -247,10 +247,15 @@ class ActivatorHandler:
             rev.request_log.log_exchange(ex, status, now - ex.started_at)
 
     # -- the upstream pools' hook -----------------------------------------------------------
-    def connect_failed(self, pool: UpstreamPool, ex: Exchange, err: OSError) -> bool:
+    def connect_failed(
+        self,
+        pool: UpstreamPool[ActivatorRequest | None],
+        ex: Exchange[ActivatorRequest | None],
+        err: OSError,
+    ) -> bool:
         """A pod refused the connection before any byte was sent: drop it, try another."""
         rec = ex.tag
-        if not isinstance(rec, ActivatorRequest) or rec.tracker is None:
+        if rec is None or rec.tracker is None:
             return False
         rev = rec.rev
         tracker = rec.tracker
@@ -267,14 +272,14 @@ class ActivatorHandler:
         return True
 
     # -- internals --------------------------------------------------------------------------
-    def _admit(self, rev: ActiveRevision, ex: Exchange) -> None:
+    def _admit(self, rev: ActiveRevision, ex: Exchange[ActivatorRequest | None]) -> None:
         admission = rev.throttler.try_acquire(ex)
         if admission is Admission.ADMITTED:
             rev.go(ex)
         elif admission is Admission.QUEUED:
             if self.tracing is not None:
                 ex.wait_span = self.tracing.start_child("kn.activator.throttler_try", ex.span)
-            ex.conn.wait(ex)
+            ex.wait()
         else:
             ex.respond(_QUEUE_FULL, status=503)
 
@@ -291,21 +296,23 @@ class ActivatorHandler:
             return parts[0], parts[1]
         return None, None
 
-    def _not_found(self, ex: Exchange, name: bytes | None) -> None:
+    def _not_found(self, ex: Exchange[ActivatorRequest | None], name: bytes | None) -> None:
         revision = (name or b"").decode("latin-1")
         body = error_body(
             f'Error getting active endpoint: revision.serving.knative.dev "{revision}" not found'
         )
         ex.respond(simple_response(404, body), status=404)
 
-    def _health(self, ex: Exchange) -> None:
+    def _health(self, ex: Exchange[ActivatorRequest | None]) -> None:
         problem = self.health()
         if problem is None:
             ex.respond(_HEALTHY, status=200)
         else:
             ex.respond(simple_response(500, error_body(problem)), status=500)
 
-    def _probe(self, ex: Exchange, probe: bytes, network_hash: bytes | None) -> None:
+    def _probe(
+        self, ex: Exchange[ActivatorRequest | None], probe: bytes, network_hash: bytes | None
+    ) -> None:
         if probe == _ACTIVATOR:
             ex.respond(_PROBE_OK, status=200)
         elif probe == b"probe":

@@ -68,7 +68,8 @@ class PodTracker:
             )
         self.address = address
         self.in_flight = 0
-        self._breaker = (
+        # The tracker is its own breaker's only waiter token: it never queues (see reserve).
+        self._breaker: Breaker[PodTracker] | None = (
             Breaker(_POD_QUEUE_DEPTH, container_concurrency, container_concurrency)
             if container_concurrency > 0
             else None

@@ -80,7 +80,7 @@ class _Pod:
 
     __slots__ = ("host_tail", "pool")
 
-    def __init__(self, pool: UpstreamPool, address: str) -> None:
+    def __init__(self, pool: UpstreamPool[ActivatorRequest | None], address: str) -> None:
         self.pool = pool
         # Go's ReverseProxy sends Host: <target> once RewriteHostIn emptied r.Host.
         self.host_tail = b"Host: %b\r\n\r\n" % address.encode()
@@ -98,14 +98,15 @@ class ActiveRevision:
         probe_timeout_s: float,
         probe_frequency_s: float,
         max_idle_conns: int,
-        on_connect_error: ConnectErrorHook,
+        on_connect_error: ConnectErrorHook[ActivatorRequest | None],
     ) -> None:
         self.key = spec.key
         self.spec = spec
         self.timeout_s = spec.timeout_s
         self.response_start_timeout_s = spec.response_start_timeout_s
         self.idle_timeout_s = spec.idle_timeout_s
-        self.throttler = RevisionThrottler(
+        # The waiters are the requests' exchanges themselves (see the module docstring).
+        self.throttler: RevisionThrottler[Exchange[ActivatorRequest | None]] = RevisionThrottler(
             str(spec.key), spec.container_concurrency, queue_depth=queue_depth
         )
         self.port_name = port_name(spec.protocol)
@@ -126,12 +127,12 @@ class ActiveRevision:
         return f"<ActiveRevision {self.throttler!r} {self.backends!r}>"
 
     # -- the request path ----------------------------------------------------------------
-    def go(self, ex: Exchange) -> None:
+    def go(self, ex: Exchange[ActivatorRequest | None]) -> None:
         """Forward an admitted request to the pod the throttler reserved for it."""
         tracker = self.throttler.pick(ex)
-        if tracker is None:  # not admitted: cannot happen, the throttler decided it was
+        rec = ex.tag
+        if tracker is None or rec is None:  # the handler tags before it admits: cannot happen
             raise AssertionError(f"{ex!r} woken without a pod by {self.throttler!r}")
-        rec: ActivatorRequest = ex.tag
         rec.tracker = tracker
         if ex.wait_span is not None:
             ex.wait_span.end()
@@ -141,9 +142,10 @@ class ActiveRevision:
             pod = self.pods[tracker.address] = self._new_pod(tracker.address)
         ex.forward(pod.pool, rec.head + pod.host_tail)
 
-    def wake(self, waiters: list[object]) -> None:
+    def wake(self, waiters: list[Exchange[ActivatorRequest | None]]) -> None:
+        """Forward the requests the throttler just admitted (it reserved each a pod)."""
         for ex in waiters:
-            self.go(ex)  # type: ignore[arg-type]
+            self.go(ex)
 
     # -- capacity changes ----------------------------------------------------------------
     def update_pods(self, healthy: frozenset[str]) -> None:

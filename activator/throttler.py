@@ -42,7 +42,8 @@ Lifecycle of one request, for the shell::
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
+from typing import Generic, TypeVar
 
 from activator.lb_policy import PodTracker, PolicyState, policy_for
 from activator.split import assign_slice, revision_capacity
@@ -50,11 +51,15 @@ from shared.breaker import MAX_BREAKER_CAPACITY, Admission, Breaker
 
 __all__ = ["BREAKER_QUEUE_DEPTH", "RevisionThrottler"]
 
+# The waiter: the token the shell wakes once admitted (the request's Exchange in the
+# activator, a plain object in tests).
+W = TypeVar("W", bound=Hashable)
+
 # Knative's breakerQueueDepth: requests that may wait per revision before the next gets a 503.
 BREAKER_QUEUE_DEPTH = 10_000
 
 
-class RevisionThrottler:
+class RevisionThrottler(Generic[W]):
     """Admission, queueing and pod placement for one revision on this activator.
 
     Args:
@@ -97,16 +102,16 @@ class RevisionThrottler:
         self._queue_depth = queue_depth
         self._state = PolicyState(rng)
         # Knative's revision breaker: no pods yet, so capacity 0 and everyone queues.
-        self._breaker = Breaker(queue_depth, MAX_BREAKER_CAPACITY, 0)
+        self._breaker: Breaker[W] = Breaker(queue_depth, MAX_BREAKER_CAPACITY, 0)
         self._trackers: dict[str, PodTracker] = {}  # every ready pod, by address
         self._assigned: list[PodTracker] = []  # this activator's share, sorted by address
         self._activator_index = -1  # unknown: take every pod (Knative's start state)
         self._num_activators = 0
-        self._placed: dict[object, PodTracker] = {}  # admitted, pod reserved, not yet picked
+        self._placed: dict[W, PodTracker] = {}  # admitted, pod reserved, not yet picked
 
     # -- the request path ----------------------------------------------------------------
 
-    def try_acquire(self, waiter: object) -> Admission:
+    def try_acquire(self, waiter: W) -> Admission:
         """Admit a new request now (its pod is reserved), queue it, or refuse it.
 
         ``waiter`` is any hashable token the shell can wake later (an asyncio future, say).
@@ -124,7 +129,7 @@ class RevisionThrottler:
             self._place(waiter)
         return admission
 
-    def pick(self, waiter: object) -> PodTracker | None:
+    def pick(self, waiter: W) -> PodTracker | None:
         """The pod reserved for an admitted ``waiter``; the request now owns one slot on it.
 
         Returns None when ``waiter`` holds no reservation: still queued, cancelled, never
@@ -132,7 +137,7 @@ class RevisionThrottler:
         """
         return self._placed.pop(waiter, None)
 
-    def release(self, tracker: PodTracker) -> list[object]:
+    def release(self, tracker: PodTracker) -> list[W]:
         """A picked request ended (success or failure); give back its pod and revision slots.
 
         Returns the waiter now admitted in its place, if any (at most one), with its pod
@@ -148,7 +153,7 @@ class RevisionThrottler:
         self._place(woken)
         return [woken]
 
-    def cancel(self, waiter: object) -> list[object]:
+    def cancel(self, waiter: W) -> list[W]:
         """A request gave up (timeout, client gone) before it picked; it holds nothing after.
 
         A queued waiter leaves the queue. A waiter that was admitted but had not picked yet
@@ -165,7 +170,7 @@ class RevisionThrottler:
 
     # -- pods and activators -------------------------------------------------------------
 
-    def update_pods(self, addresses: Iterable[str]) -> list[object]:
+    def update_pods(self, addresses: Iterable[str]) -> list[W]:
         """Set the revision's ready pods (Knative's handleUpdate); returns waiters admitted.
 
         Pods already known keep their tracker (and their requests in flight); pods not in
@@ -177,14 +182,14 @@ class RevisionThrottler:
         }
         return self._update_capacity()
 
-    def remove_pod(self, address: str) -> list[object]:
+    def remove_pod(self, address: str) -> list[W]:
         """Drop a pod that failed, and its slots; returns waiters admitted (a new split can
         give this activator more pods). Requests already on it are the caller's to end."""
         if self._trackers.pop(address, None) is None:
             return []
         return self._update_capacity()
 
-    def update_activators(self, activator_index: int, num_activators: int) -> list[object]:
+    def update_activators(self, activator_index: int, num_activators: int) -> list[W]:
         """Set this activator's place among all (Knative's handlePubEpsUpdate); returns
         waiters admitted.
 
@@ -206,7 +211,7 @@ class RevisionThrottler:
         self._num_activators = num_activators
         return self._update_capacity()
 
-    def _update_capacity(self) -> list[object]:
+    def _update_capacity(self) -> list[W]:
         """Recompute this activator's pods and the revision capacity (Knative's updateCapacity).
 
         Pods are assigned before capacity grows, so every waiter it admits finds a pod.
@@ -225,7 +230,7 @@ class RevisionThrottler:
             self._place(waiter)
         return admitted
 
-    def _place(self, waiter: object) -> None:
+    def _place(self, waiter: W) -> None:
         """Reserve a pod slot for a waiter the revision breaker just admitted."""
         tracker = self._policy(self._assigned, self._state)
         if tracker is None:  # impossible while active < capacity; see the module docstring

@@ -11,7 +11,7 @@ import asyncio
 import signal
 import sys
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from queueproxy.config import QueueProxyConfig
 from queueproxy.drain import Drainer, DrainState
@@ -26,6 +26,9 @@ from shared.proxy.server import ProxyServer
 from shared.proxy.upstream import UpstreamPool
 from shared.request_stats import RequestStats, StatReport
 from shared.stat_proto import StatData, encode_stat
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import Tracer
 
 _PROTOBUF = b"application/protobuf"
 _PROM_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
@@ -66,7 +69,7 @@ class QueueProxy:
         self._tasks: list[asyncio.Task[None]] = []
         self._sigterm = asyncio.Event()
         self._drained = asyncio.Event()
-        self._tracer: object | None = None
+        self._tracer: Tracer | None = None
 
     def __repr__(self) -> str:
         return f"<QueueProxy {self.cfg.namespace}/{self.cfg.revision} pod={self.cfg.pod}>"
@@ -154,7 +157,7 @@ class QueueProxy:
                 )
             )
 
-    def _serve_stats(self, ex: Exchange) -> None:
+    def _serve_stats(self, ex: Exchange[None]) -> None:
         accept = ex.header(b"accept") or b""
         if _PROTOBUF in accept:
             body = self.last_stat
@@ -173,18 +176,18 @@ class QueueProxy:
             ctype = _PROM_TYPE
         ex.respond(simple_response(200, body, content_type=ctype), status=200)
 
-    def _serve_user_metrics(self, ex: Exchange) -> None:
+    def _serve_user_metrics(self, ex: Exchange[None]) -> None:
         body = self.metrics.render()
         ex.respond(simple_response(200, body, content_type=_PROM_TYPE), status=200)
 
     # -- drain --------------------------------------------------------------------------------
-    def _wait_for_drain(self, ex: Exchange) -> None:
+    def _wait_for_drain(self, ex: Exchange[None]) -> None:
         self.drainer.start(time.monotonic())
         loop = asyncio.get_running_loop()
         task = loop.create_task(self._answer_when_drained(ex))
         self._tasks.append(task)
 
-    async def _answer_when_drained(self, ex: Exchange) -> None:
+    async def _answer_when_drained(self, ex: Exchange[None]) -> None:
         try:
             await asyncio.wait_for(self._sigterm.wait(), _DRAIN_RESET_S)
         except TimeoutError:
@@ -237,7 +240,7 @@ class QueueProxy:
         if self._tracer is not None:
             from shared.tracing import shutdown_tracing
 
-            shutdown_tracing(self._tracer)  # type: ignore[arg-type]
+            shutdown_tracing(self._tracer)
 
 
 async def serve(cfg: QueueProxyConfig) -> None:
