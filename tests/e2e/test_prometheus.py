@@ -1,7 +1,7 @@
 """A real Prometheus (Debian's package; ``.ci/run`` installs it) on the ``prometheus.yml`` that
 ``knpy serve`` writes, while a known load runs through the ingress.
 
-The load is open-loop: 20 requests a second for 20 s, each holding its pod for 200 ms, so about
+The load is open-loop: 20 requests a second for 24 s, each holding its pod for 200 ms, so about
 4 requests are in flight; the revision's target of 1 concurrent request per pod (70 % of it
 used) makes the autoscaler want ~6 pods, capped at 2 by max-scale. The test then asks
 Prometheus, over its HTTP API, what a user would: are all targets up; is the request rate the
@@ -28,7 +28,7 @@ from typing import Any, Final
 import aiohttp
 import pytest
 
-from controlplane.pods import free_port
+from shared.ports import free_port
 
 from .harness import REPO_ROOT, STEP_S, WAIT_S, Serve, hello_yaml
 
@@ -37,7 +37,7 @@ Json = dict[str, Any]
 HOST: Final = "hello.default.localhost"
 REVISION: Final = "hello-00001"
 RATE_PER_S: Final = 20
-LOAD_S: Final = 20
+LOAD_S: Final = 24
 SLEEP_PATH: Final = "/sleep?ms=200"
 MAX_SCALE: Final = 2
 # The rate window must hold several 2 s scrapes of every pod; shorter means a scale-up so slow
@@ -232,12 +232,16 @@ async def test_prometheus_scrapes_everything_and_sees_the_load(
         counted = (
             f'sum(kn_serving_invocation_duration_seconds_count{{kn_revision_name="{REVISION}"}})'
         )
-        # The warm-up requests counted and scraped: the count stands still for two scrapes.
-        before = -1.0
-        while True:
-            await asyncio.sleep(2.5)
+
+        async def counted_now() -> float:
             result = await prom.query(counted, time.time())
-            now_counted = float(result[0]["value"][1]) if result else -1.0
+            return float(result[0]["value"][1]) if result else -1.0
+
+        # The warm-up requests counted and scraped: the count stands still over a scrape.
+        before = await counted_now()
+        while True:
+            await asyncio.sleep(2.2)
+            now_counted = await counted_now()
             if now_counted == before:
                 break
             before = now_counted
@@ -247,7 +251,10 @@ async def test_prometheus_scrapes_everything_and_sees_the_load(
         ended = sent[-1]
         assert failures == [], failures[:5]
         assert late < 1.0, f"the load client fell {late:.2f} s behind its schedule"
-        await asyncio.sleep(5.0)  # two more scrapes: the last answers are in
+        # The last answers scraped (the count is exact: checked below).
+        deadline = time.monotonic() + WAIT_S
+        while await counted_now() < before + len(sent) and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
 
         # -- every target is up, and they are what knpy serve lists --------------------------
         targets = await _all_up(prom, 5)
@@ -260,7 +267,7 @@ async def test_prometheus_scrapes_everything_and_sees_the_load(
         assert len(pods) >= 2, f"expected the scale-up's pods among the targets: {pods}"
 
         # -- every request the queue-proxies answered, once ------------------------------------
-        after = float((await prom.query(counted, time.time()))[0]["value"][1])
+        after = await counted_now()
         assert after - before == len(sent), (before, after, len(sent))
 
         # -- the request rate, over the part of the load where every pod was scraped ----------
