@@ -38,9 +38,9 @@ import collections
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import yaml
 from aiohttp import web
@@ -58,6 +58,9 @@ from shared.kube.resources import (
     Obj,
 )
 from shared.metrics import render_text
+
+if TYPE_CHECKING:
+    from controlplane.kubeapi.server import KubeApiServer
 
 __all__ = [
     "METRICS_PATH",
@@ -271,27 +274,12 @@ def _write_private(path: Path, text: str) -> None:
 
 
 # -- the API server's side -----------------------------------------------------------------------
-class ApiServer(Protocol):
-    """What ``install`` needs of ``controlplane.kubeapi.server.KubeApiServer``."""
-
-    url: str
-    token: str
-    state_dir: Path
-
-    @property
-    def store(self) -> StoredObjects: ...
-
-    def add_path(
-        self, path: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> None: ...
-
-
 def _only_get(request: web.Request) -> None:
     if request.method not in ("GET", "HEAD"):
         raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
 
 
-def install(server: ApiServer, interval_s: float = SCRAPE_INTERVAL_S) -> Path:
+def install(server: KubeApiServer, interval_s: float = SCRAPE_INTERVAL_S) -> Path:
     """Serve the targets and the platform's metrics on the (started) API server, and write
     ``prometheus.yml`` and the token file it names into the state dir. Returns the config."""
     address = server.url.split("://", 1)[-1]
