@@ -8,24 +8,22 @@ the two connections call each other only through the ``Downstream`` and ``Upstre
 below, so either side can be replaced by a fake in a unit test.
 
 Everything is generic in ``TagT``, the type of the handler's own per-request state
-(``Exchange.tag``): an ``int`` of flags for the queue-proxy, a record for the activator. The
-default (``Any``) only keeps unparameterised annotations of older callers compiling; a handler
-states its own tag type (``RequestHandler[int]``, ``Exchange[int]``).
+(``Exchange.tag``): an ``int`` of flags for the queue-proxy, ``ActivatorRequest | None`` for
+the activator, None for the local routes. There is no default: every handler states its tag
+type (``RequestHandler[int]``, ``Exchange[int]``), so mypy checks what each puts in the tag.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
-
-from typing_extensions import TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from shared.proxy.exchange import Exchange
     from shared.proxy.lifecycle import UpstreamState
 
-TagT = TypeVar("TagT", default=Any)
+TagT = TypeVar("TagT")
 
 # How an upstream pool opens a connection: ``loop.create_connection`` in production, an
 # in-memory network (shared.proxy.memory) in unit tests. Called as

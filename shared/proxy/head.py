@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
+from shared.proxy.contract import TagT
 from shared.proxy.exchange import Exchange
 from shared.proxy.http1 import HOP_BY_HOP
 
@@ -31,7 +32,7 @@ _NOT_FORWARDED: Final = HOP_BY_HOP - {b"connection"}
 _VERSION_TAILS: Final = {v: b" HTTP/%b\r\n" % v.encode() for v in ("1.0", "1.1")}
 
 
-def request_line(ex: Exchange) -> bytes:
+def request_line(ex: Exchange[TagT]) -> bytes:
     tail = _VERSION_TAILS.get(ex.version) or b" HTTP/%b\r\n" % ex.version.encode()
     return b"%b %b%b" % (ex.method, ex.target, tail)
 
@@ -82,7 +83,7 @@ def drop_listed(out: list[bytes], drop: list[bytes]) -> None:
 
 def finish_head(
     out: list[bytes],
-    ex: Exchange,
+    ex: Exchange[TagT],
     *,
     xff: bytes | None,
     traceparent: bytes | None,
