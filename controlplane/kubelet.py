@@ -65,6 +65,7 @@ from .pods import (
     USER_STOP_GRACE_S,
     ProbeSettings,
     crash_backoff_s,
+    end_group,
     exit_code,
     last_log_line,
     terminate,
@@ -443,9 +444,11 @@ class Kubelet:
     async def _run_container(self, run: _Deployment, pod: _Pod, c: _Container) -> None:
         while not pod.terminating:
             began = self.clock()
+            argv = [""]
             try:
                 env = {**self.base_env, **resolve_env(c.spec, pod.obj)}
-                spawn = tied_to_parent(container_argv(c.spec, self.python), env)
+                argv = container_argv(c.spec, self.python)
+                spawn = tied_to_parent(argv, env)
                 with c.log.open("ab") as out:
                     c.proc = await asyncio.create_subprocess_exec(
                         *spawn.argv,
@@ -459,8 +462,9 @@ class Kubelet:
                     )
             except (OSError, ValueError) as err:
                 # Kubernetes: the runtime could not start the process (exec format, not
-                # found, ...): exit code 128, reason StartError, then RunContainerError.
-                message = str(err)
+                # found, ...): exit code 128, reason StartError, then RunContainerError; the
+                # message names the executable as runc's does ('exec: "app": ...').
+                message = _start_error(argv[0], err)
                 _log.error("pod %s: container %s cannot start: %s", pod.name, c.name, message)
                 when = rfc3339(self.clock())
                 c.last_terminated = {
@@ -478,6 +482,7 @@ class Kubelet:
                 c.running.set()
                 self._changed(run, pod)
                 code = await c.proc.wait()
+                end_group(c.proc.pid)  # what the container's main process left behind
                 c.running.clear()
                 if pod.terminating:
                     return
@@ -669,9 +674,14 @@ class Kubelet:
             queue = [c for c in pod.containers if c.name == QUEUE_PROXY]
             others = [c for c in pod.containers if c.name != QUEUE_PROXY]
             for c in queue:
-                await terminate(c.proc, self.drain_period_s + grace_s + QUEUE_STOP_MARGIN_S)
+                await terminate(
+                    c.proc, self.drain_period_s + grace_s + QUEUE_STOP_MARGIN_S, group=True
+                )
             await asyncio.gather(
-                *(terminate(c.proc, USER_STOP_GRACE_S if queue else grace_s) for c in others)
+                *(
+                    terminate(c.proc, USER_STOP_GRACE_S if queue else grace_s, group=True)
+                    for c in others
+                )
             )
         finally:
             if run.pods.get(pod.name) is pod:
@@ -681,6 +691,14 @@ class Kubelet:
             if not self._closed and not run.frozen:
                 run.dirty.set()
             _log.info("pod %s/%s stopped", pod.namespace, pod.name)
+
+
+def _start_error(command: str, err: OSError | ValueError) -> str:
+    """What a container that could not start shows (``exec: "app": [Errno 2] No such ...``)."""
+    if not isinstance(err, OSError) or err.errno is None:
+        return str(err)
+    where = f": {err.filename}" if err.filename not in (None, command) else ""
+    return f'exec: "{command}": [Errno {err.errno}] {err.strerror}{where}'
 
 
 def _same(a: Obj | None, b: Obj | None, ignore: tuple[str, ...] = ()) -> bool:

@@ -26,6 +26,7 @@ __all__ = [
     "ProbeSettings",
     "Spawn",
     "crash_backoff_s",
+    "end_group",
     "exit_code",
     "last_log_line",
     "resolve_executable",
@@ -186,17 +187,46 @@ def resolve_executable(command: str, env: Mapping[str, str] | None) -> str:
     return path
 
 
-async def terminate(proc: asyncio.subprocess.Process | None, grace_s: float) -> None:
-    """SIGTERM, wait up to ``grace_s``, then SIGKILL; always reaps the process."""
+async def terminate(
+    proc: asyncio.subprocess.Process | None, grace_s: float, *, group: bool = False
+) -> None:
+    """SIGTERM, wait up to ``grace_s``, then SIGKILL; always reaps the process.
+
+    ``group``: the process leads a process group (a container: the kubelet starts each in a
+    session of its own), and the whole group gets the signals, and SIGKILL once the leader is
+    gone (``end_group``). A ``sh -c "python app.py; ..."`` container's app is the shell's
+    child, which a signal to the shell alone left running with its port.
+    """
     if proc is None or proc.returncode is not None:
         if proc is not None:
             await proc.wait()
+            if group:
+                end_group(proc.pid)
         return
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGTERM)
+    _signal(proc.pid, signal.SIGTERM, group)
     try:
         await asyncio.wait_for(proc.wait(), grace_s)
     except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
+        _signal(proc.pid, signal.SIGKILL, group)
         await proc.wait()
+    if group:
+        end_group(proc.pid)
+
+
+def end_group(leader: int) -> None:
+    """SIGKILL what is left of the process group ``leader`` led, once it has exited.
+
+    Kubernetes' container runtime does the same when a container's main process exits: the
+    rest of its PID namespace is killed. A group id stays allocated while any member lives, so
+    this reaches only processes the container started.
+    """
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(leader, signal.SIGKILL)
+
+
+def _signal(pid: int, sig: signal.Signals, group: bool) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if group:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)

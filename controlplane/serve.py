@@ -56,6 +56,7 @@ from . import discovery
 from .ingress import ColdStarts, ColdStartWriter, Ingress, RoutingTable
 from .kubelet import Kubelet
 from .pods import LOOPBACK
+from .supervision import StateDirBusy, Watchdog, end_marked, lock_state_dir, mark
 from .system import ACTIVATOR, AUTOSCALER, SystemConfig, bootstrap
 
 __all__ = ["LocalServe", "ServeConfig", "run_serve"]
@@ -92,7 +93,8 @@ class LocalServe:
     def __init__(self, cfg: ServeConfig) -> None:
         self.cfg = cfg
         self.state_dir = cfg.state_dir.resolve()
-        self.base_env = {**os.environ, **cfg.child_env}
+        # Every child carries the state dir's mark (controlplane/supervision.py).
+        self.base_env = {**os.environ, **cfg.child_env, **mark(self.state_dir)}
         self.cold_starts = ColdStarts()
         self.server: Any = None
         self.api_url = ""
@@ -271,7 +273,33 @@ class LocalServe:
 
 
 async def serve(cfg: ServeConfig, stop: asyncio.Event) -> int:
-    """Run until ``stop`` is set; 1 if a ``-f`` file is refused (then nothing runs)."""
+    """Run until ``stop`` is set; 1 if the state dir is another run's or a ``-f`` file is
+    refused (then nothing runs).
+
+    The state dir is locked first, then what a killed run on it left running is ended (its
+    processes carry the dir's mark), and a watchdog ends this run's processes once it is
+    gone, however it goes (controlplane/supervision.py).
+    """
+    state_dir = cfg.state_dir.resolve()
+    try:
+        lock = lock_state_dir(state_dir)
+    except StateDirBusy as err:
+        print(f"knpy serve: {err}", file=sys.stderr)
+        return 1
+    try:
+        ended = await asyncio.to_thread(end_marked, state_dir)
+        if ended:
+            _log.warning("ended %d processes a killed knpy serve left running", ended)
+        watchdog = Watchdog(state_dir, cfg.python)
+        try:
+            return await _serve(cfg, stop)
+        finally:
+            await asyncio.to_thread(watchdog.close)
+    finally:
+        lock.release()
+
+
+async def _serve(cfg: ServeConfig, stop: asyncio.Event) -> int:
     platform = LocalServe(cfg)
     try:
         await platform.open()

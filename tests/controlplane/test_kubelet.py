@@ -176,7 +176,11 @@ def _listening(ports: set[int]) -> bool:
         pytest.param([sys.executable, "-c", "import sys; sys.exit('config missing')"],
                      "CrashLoopBackOff", 1, "config missing", id="crash-loop"),
         pytest.param(["/nonexistent/app"], "RunContainerError", 128,
-                     "No such file or directory", id="cannot-start"),
+                     'exec: "/nonexistent/app": [Errno 2] No such file or directory',
+                     id="cannot-start-ENOENT"),
+        pytest.param(["/tmp"], "RunContainerError", 128,
+                     'exec: "/tmp": [Errno 13] Permission denied',
+                     id="cannot-start-EACCES"),
     ],
 )  # fmt: skip
 async def test_failing_container_shows_as_kubernetes_shows_it(
