@@ -14,8 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from controlplane.pods import free_port
 from controlplane.supervision import MARK_ENV
+from shared.ports import free_port
 
 from .harness import EXAMPLES, REPO_ROOT, STEP_S, Json, Serve
 
