@@ -52,6 +52,7 @@ from shared.proxy.upstream import ConnectErrorHook, UpstreamPool
 if TYPE_CHECKING:
     from activator.lb_policy import PodTracker
     from activator.metrics import RevisionMetrics
+    from shared.proxy.contract import Connector
     from shared.proxy.exchange import Exchange
     from shared.reqlog import RequestLogger
 
@@ -99,7 +100,10 @@ class ActiveRevision:
         probe_frequency_s: float,
         max_idle_conns: int,
         on_connect_error: ConnectErrorHook[ActivatorRequest | None],
+        connect: Connector | None = None,
     ) -> None:
+        """``connect`` opens pod connections: the event loop's unless given (the in-memory
+        network of shared/proxy/memory.py in unit tests)."""
         self.key = spec.key
         self.spec = spec
         self.timeout_s = spec.timeout_s
@@ -122,6 +126,7 @@ class ActiveRevision:
         self.pods: dict[str, _Pod] = {}
         self._max_idle = max_idle_conns
         self._on_connect_error = on_connect_error
+        self._connect = connect
 
     def __repr__(self) -> str:
         return f"<ActiveRevision {self.throttler!r} {self.backends!r}>"
@@ -176,6 +181,7 @@ class ActiveRevision:
             int(port),
             max_idle=self._max_idle,
             on_connect_error=self._on_connect_error,
+            connect=self._connect,
         )
         return _Pod(pool, address)
 
