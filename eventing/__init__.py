@@ -1,0 +1,1 @@
+"""Knative Eventing's data plane: brokers, triggers, delivery and CloudEvents filters."""
