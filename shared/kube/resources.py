@@ -12,8 +12,11 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 __all__ = [
+    "BROKERS",
+    "CHANNELS",
     "CONFIGMAPS",
     "CONFIGURATIONS",
+    "CONTAINERSOURCES",
     "DEPLOYMENTS",
     "ENDPOINTS",
     "ENDPOINTSLICES",
@@ -21,12 +24,16 @@ __all__ = [
     "LEASES",
     "METRICS",
     "NAMESPACES",
+    "PINGSOURCES",
     "PODAUTOSCALERS",
     "PODS",
     "REVISIONS",
     "ROUTES",
     "SERVERLESSSERVICES",
     "SERVICES",
+    "SINKBINDINGS",
+    "SUBSCRIPTIONS",
+    "TRIGGERS",
     "Obj",
     "Resource",
     "known_resources",
@@ -88,6 +95,16 @@ CONFIGMAPS: Final = Resource("", "v1", "configmaps", "ConfigMap")
 NAMESPACES: Final = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
 LEASES: Final = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 ENDPOINTSLICES: Final = Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
+# Knative Eventing (pkg/apis/eventing/v1, messaging/v1, sources/v1).
+BROKERS: Final = Resource("eventing.knative.dev", "v1", "brokers", "Broker")
+TRIGGERS: Final = Resource("eventing.knative.dev", "v1", "triggers", "Trigger")
+CHANNELS: Final = Resource("messaging.knative.dev", "v1", "channels", "Channel")
+SUBSCRIPTIONS: Final = Resource("messaging.knative.dev", "v1", "subscriptions", "Subscription")
+PINGSOURCES: Final = Resource("sources.knative.dev", "v1", "pingsources", "PingSource")
+SINKBINDINGS: Final = Resource("sources.knative.dev", "v1", "sinkbindings", "SinkBinding")
+CONTAINERSOURCES: Final = Resource(
+    "sources.knative.dev", "v1", "containersources", "ContainerSource"
+)
 
 # -- Knative's labels and annotations --------------------------------------------------------
 SERVICE_LABEL: Final = "serving.knative.dev/service"
@@ -106,6 +123,14 @@ METRIC_ANNOTATION: Final = "autoscaling.knative.dev/metric"
 # The system namespace Knative's components run in (SYSTEM_NAMESPACE in their manifests).
 SYSTEM_NAMESPACE: Final = "knative-serving"
 ACTIVATOR_SERVICE: Final = "activator-service"
+# Eventing's system namespace and the Broker class annotation (eventing.knative.dev/v1).
+EVENTING_NAMESPACE: Final = "knative-eventing"
+BROKER_CLASS_ANNOTATION: Final = "eventing.knative.dev/broker.class"
+# knpy's default class: durable, stored in the state dir (docs/eventing.md).
+DEFAULT_BROKER_CLASS: Final = "MTChannelBasedBroker"
+RABBITMQ_BROKER_CLASS: Final = "RabbitMQBroker"
+# The Host the ingress routes to the broker data plane (a Broker's status.address.url).
+BROKER_INGRESS_HOST: Final = "broker-ingress.knative-eventing.localhost"
 AUTOSCALER_SERVICE: Final = "autoscaler"
 
 
