@@ -63,11 +63,13 @@ from .pods import (
     QUEUE_STOP_MARGIN_S,
     STARTING_POLL_S,
     USER_STOP_GRACE_S,
+    LocalProcess,
     ProbeSettings,
     crash_backoff_s,
     end_group,
     exit_code,
     last_log_line,
+    start_process,
     terminate,
     tied_to_parent,
 )
@@ -117,7 +119,7 @@ def rfc3339(t: float) -> str:
 class _Container:
     spec: Obj
     log: Path
-    proc: asyncio.subprocess.Process | None = None
+    proc: LocalProcess | None = None
     restart_count: int = 0
     started_at: str = ""
     started_mono: float = 0.0
@@ -450,15 +452,8 @@ class Kubelet:
                 argv = container_argv(c.spec, self.python)
                 spawn = tied_to_parent(argv, env)
                 with c.log.open("ab") as out:
-                    c.proc = await asyncio.create_subprocess_exec(
-                        *spawn.argv,
-                        cwd=c.spec.get("workingDir") or None,
-                        env=env,
-                        stdin=asyncio.subprocess.DEVNULL,
-                        stdout=out,
-                        stderr=asyncio.subprocess.STDOUT,
-                        start_new_session=True,
-                        preexec_fn=spawn.preexec_fn,
+                    c.proc = start_process(
+                        spawn, cwd=c.spec.get("workingDir") or None, env=env, stdout=out
                     )
             except (OSError, ValueError) as err:
                 # Kubernetes: the runtime could not start the process (exec format, not

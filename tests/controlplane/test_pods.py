@@ -3,6 +3,7 @@ children tied to knpy serve's life."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
@@ -18,6 +19,9 @@ from controlplane.pods import (
     exit_code,
     last_log_line,
     resolve_executable,
+    start_process,
+    terminate,
+    tied_to_parent,
 )
 
 
@@ -139,3 +143,34 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
+
+
+async def test_local_process_is_awaited_by_many_and_reports_the_signal(tmp_path: Path) -> None:
+    log = tmp_path / "out.log"
+    with log.open("ab") as out:
+        proc = start_process(
+            tied_to_parent(["sh", "-c", "echo started; exec sleep 30"], None),
+            cwd=None,
+            env={"PATH": "/usr/bin:/bin"},
+            stdout=out,
+        )
+    assert proc.returncode is None
+    waiters = [asyncio.ensure_future(proc.wait()) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    assert not any(w.done() for w in waiters)
+    await terminate(proc, 5.0, group=True)
+    assert await asyncio.gather(*waiters) == [-signal.SIGTERM] * 3
+    assert proc.returncode == -signal.SIGTERM
+    assert f"pid={proc.pid}" in repr(proc)
+
+
+async def test_local_process_exit_code_and_missing_working_dir(tmp_path: Path) -> None:
+    with (tmp_path / "out.log").open("ab") as out:
+        proc = start_process(
+            tied_to_parent(["sh", "-c", "exit 3"], None), cwd=None, env={}, stdout=out
+        )
+        assert await proc.wait() == 3
+        with pytest.raises(FileNotFoundError):
+            start_process(
+                tied_to_parent(["true"], None), cwd=str(tmp_path / "gone"), env={}, stdout=out
+            )
