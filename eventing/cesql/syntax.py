@@ -1,0 +1,383 @@
+"""CESQL syntax: the lexer, the syntax tree and a precedence-climbing parser.
+
+The grammar is the spec's (CESQL v1 §2) with the precedence of its ANTLR grammar
+(``cesql/CESQLParser.g4``), strongest first:
+
+    function call, EXISTS, literal, identifier, ( ... )    primaries
+    NOT x, -x                                             prefix; the operand is a primary
+    x [NOT] LIKE 'pattern'                                postfix
+    x [NOT] IN (a, b, ...)                                postfix
+    * / %                                                 left-associative
+    + -                                                   left-associative
+    = != <> < <= > >=                                     left-associative
+    AND OR XOR                                            one level, right-associative
+
+Two consequences people trip on, both as the grammar (and so sdk-go, Knative's engine) has
+them: ``NOT a LIKE 'x%'`` is ``(NOT a) LIKE 'x%'``; and ``a AND b OR c`` is
+``a AND (b OR c)``. Parenthesize.
+
+Keywords and function names are case-insensitive; attribute names are lowercased (the TCK's
+``EXISTS SOURCE``). An integer's sign belongs to the literal when it touches the digits
+(``-2147483648`` is a valid literal, ``- 2147483648`` a negation of an out-of-range one);
+unlike sdk-go's lexer, ``4 -1`` and ``4-1`` both parse as a subtraction.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from eventing.cesql.values import INT32_MAX, INT32_MIN, Value
+
+KEYWORDS: Final = frozenset({"AND", "OR", "XOR", "NOT", "LIKE", "EXISTS", "IN", "TRUE", "FALSE"})
+# §2.2: identifiers are lowercase letters and digits (we accept uppercase and lowercase them);
+# §2.4: function names are letters and underscores.
+_IDENTIFIER: Final = re.compile(r"[A-Za-z0-9]+")
+_FUNCTION_NAME: Final = re.compile(r"[A-Za-z][A-Za-z_]*")
+_WORD_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+_SPACE: Final = frozenset(" \t\r\n")
+_TWO_CHAR_OPS: Final = frozenset({"!=", "<>", "<=", ">="})
+_ONE_CHAR_OPS: Final = frozenset("=<>+-*/%(),")
+# A nesting bound, so a hostile expression gets a parse error, not a RecursionError.
+MAX_DEPTH: Final = 200
+
+
+class CesqlParseError(ValueError):
+    """An expression that is not CESQL: where (0-based character offset) and why."""
+
+    def __init__(self, position: int, message: str) -> None:
+        super().__init__(f"{message} (at offset {position})")
+        self.position = position
+        self.message = message
+
+
+TokenKind = Literal["int", "str", "word", "op", "eof"]
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    kind: TokenKind
+    text: str  # the operator, the word, the digits, or the string's decoded value
+    pos: int
+    end: int
+
+
+def tokenize(source: str) -> list[Token]:
+    """Split an expression into tokens; a CesqlParseError at the first bad character."""
+    out: list[Token] = []
+    i, n = 0, len(source)
+    while i < n:
+        c = source[i]
+        if c in _SPACE:
+            i += 1
+        elif c in _WORD_CHARS:
+            j = i + 1
+            while j < n and source[j] in _WORD_CHARS:
+                j += 1
+            word = source[i:j]
+            out.append(Token("int" if word.isdigit() else "word", word, i, j))
+            i = j
+        elif c == "'" or c == '"':
+            j, text = _read_string(source, i)
+            out.append(Token("str", text, i, j))
+            i = j
+        elif source[i : i + 2] in _TWO_CHAR_OPS:
+            out.append(Token("op", source[i : i + 2], i, i + 2))
+            i += 2
+        elif c in _ONE_CHAR_OPS:
+            out.append(Token("op", c, i, i + 1))
+            i += 1
+        else:
+            raise CesqlParseError(i, f"unexpected character {c!r}")
+    out.append(Token("eof", "", n, n))
+    return out
+
+
+def _read_string(source: str, start: int) -> tuple[int, str]:
+    # §2.2: a string is delimited by ' or "; inside, a backslash before the delimiter escapes
+    # it. Any other backslash is an ordinary character (so 'a\c' is the 3 characters a\c, as
+    # sdk-go reads it), but it still pairs with the next character when scanning for the end,
+    # so '\\' followed by the delimiter does not end the string early.
+    quote = source[start]
+    parts: list[str] = []
+    i, n = start + 1, len(source)
+    while i < n:
+        c = source[i]
+        if c == "\\" and i + 1 < n:
+            nxt = source[i + 1]
+            parts.append(nxt if nxt == quote else c + nxt)
+            i += 2
+        elif c == quote:
+            return i + 1, "".join(parts)
+        else:
+            parts.append(c)
+            i += 1
+    raise CesqlParseError(start, "unterminated string literal")
+
+
+# -- the syntax tree ------------------------------------------------------------------------
+# Each node prints as an S-expression, which is how tests check the parse (precedence).
+
+
+@dataclass(frozen=True, slots=True)
+class Constant:
+    value: Value
+
+    def __str__(self) -> str:
+        v = self.value
+        if isinstance(v, bool):
+            return "TRUE" if v else "FALSE"
+        return repr(v)
+
+
+@dataclass(frozen=True, slots=True)
+class Identifier:
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True, slots=True)
+class Exists:
+    name: str
+
+    def __str__(self) -> str:
+        return f"(EXISTS {self.name})"
+
+
+@dataclass(frozen=True, slots=True)
+class Unary:
+    op: Literal["NOT", "-"]
+    operand: Node
+
+    def __str__(self) -> str:
+        return f"({self.op} {self.operand})"
+
+
+@dataclass(frozen=True, slots=True)
+class Binary:
+    op: str  # AND OR XOR = != <> < <= > >= + - * / %
+    left: Node
+    right: Node
+
+    def __str__(self) -> str:
+        return f"({self.op} {self.left} {self.right})"
+
+
+@dataclass(frozen=True, slots=True)
+class Like:
+    operand: Node
+    pattern: str
+    negated: bool
+
+    def __str__(self) -> str:
+        return f"({'NOT LIKE' if self.negated else 'LIKE'} {self.operand} {self.pattern!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class In:
+    operand: Node
+    items: tuple[Node, ...]
+    negated: bool
+
+    def __str__(self) -> str:
+        items = " ".join(str(i) for i in self.items)
+        return f"({'NOT IN' if self.negated else 'IN'} {self.operand} [{items}])"
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    name: str  # uppercased
+    args: tuple[Node, ...]
+
+    def __str__(self) -> str:
+        return f"({self.name}{''.join(' ' + str(a) for a in self.args)})"
+
+
+Node = Constant | Identifier | Exists | Unary | Binary | Like | In | Call
+
+# Binding powers of the infix and postfix operators (higher binds tighter), and which
+# associate to the right. A prefix operator's operand is parsed above every one of them.
+_LOGIC: Final = 10
+_INFIX_POWER: Final = {
+    "AND": _LOGIC, "OR": _LOGIC, "XOR": _LOGIC,
+    "=": 20, "!=": 20, "<>": 20, "<": 20, "<=": 20, ">": 20, ">=": 20,
+    "+": 30, "-": 30,
+    "*": 40, "/": 40, "%": 40,
+    "IN": 50,
+    "LIKE": 60,
+}  # fmt: skip
+_PREFIX_OPERAND_POWER: Final = 70
+
+
+def parse(source: str) -> Node:
+    """Parse a whole expression; CesqlParseError if it is not CESQL."""
+    return _Parser(tokenize(source)).parse_all()
+
+
+class _Parser:
+    __slots__ = ("depth", "i", "tokens")
+
+    def __init__(self, tokens: list[Token]) -> None:
+        self.tokens = tokens
+        self.i = 0
+        self.depth = 0
+
+    def peek(self, ahead: int = 0) -> Token:
+        return self.tokens[min(self.i + ahead, len(self.tokens) - 1)]
+
+    def take(self) -> Token:
+        tok = self.tokens[self.i]
+        if tok.kind != "eof":
+            self.i += 1
+        return tok
+
+    def expect_op(self, op: str, what: str) -> Token:
+        tok = self.take()
+        if tok.kind != "op" or tok.text != op:
+            raise CesqlParseError(tok.pos, f"expected {op!r} {what}, found {_show(tok)}")
+        return tok
+
+    def parse_all(self) -> Node:
+        if self.peek().kind == "eof":
+            raise CesqlParseError(0, "empty expression")
+        node = self.expression(0)
+        tok = self.peek()
+        if tok.kind != "eof":
+            raise CesqlParseError(tok.pos, f"unexpected {_show(tok)} after a complete expression")
+        return node
+
+    def expression(self, min_power: int) -> Node:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise CesqlParseError(self.peek().pos, f"expression nested deeper than {MAX_DEPTH}")
+        left = self.prefix()
+        while True:
+            tok = self.peek()
+            op = _infix_name(tok)
+            negated = False
+            if op == "NOT":
+                # x NOT LIKE 'p', x NOT IN (...)
+                follow = _infix_name(self.peek(1))
+                if follow not in ("LIKE", "IN"):
+                    raise CesqlParseError(tok.pos, "expected LIKE or IN after NOT")
+                op, negated = follow, True
+            if op is None or _INFIX_POWER[op] < min_power:
+                break
+            power = _INFIX_POWER[op]
+            self.take()
+            if negated:
+                self.take()
+            if op == "LIKE":
+                pat = self.take()
+                if pat.kind != "str":
+                    # §3.4.3: the pattern must be a string literal, never a cast value.
+                    raise CesqlParseError(pat.pos, "the LIKE pattern must be a string literal")
+                left = Like(left, pat.text, negated)
+            elif op == "IN":
+                left = In(left, self.set_items(), negated)
+            else:
+                # AND/OR/XOR associate to the right (<assoc=right> in the grammar).
+                right = self.expression(power if power == _LOGIC else power + 1)
+                left = Binary(op, left, right)
+        self.depth -= 1
+        return left
+
+    def set_items(self) -> tuple[Node, ...]:
+        self.expect_op("(", "to open the IN set")
+        items = [self.expression(0)]
+        while self.peek().kind == "op" and self.peek().text == ",":
+            self.take()
+            items.append(self.expression(0))
+        self.expect_op(")", "to close the IN set")
+        return tuple(items)
+
+    def prefix(self) -> Node:
+        tok = self.take()
+        if tok.kind == "int":
+            return Constant(_int_literal(tok.text, tok.pos))
+        if tok.kind == "str":
+            return Constant(tok.text)
+        if tok.kind == "op":
+            if tok.text == "(":
+                node = self.expression(0)
+                self.expect_op(")", "to close the sub-expression")
+                return node
+            if tok.text in ("-", "+"):
+                nxt = self.peek()
+                if nxt.kind == "int" and nxt.pos == tok.end:
+                    self.take()
+                    return Constant(_int_literal(tok.text + nxt.text, tok.pos))
+                if tok.text == "-":
+                    return Unary("-", self.expression(_PREFIX_OPERAND_POWER))
+            raise CesqlParseError(tok.pos, f"unexpected {_show(tok)}")
+        if tok.kind == "word":
+            upper = tok.text.upper()
+            if upper in KEYWORDS:
+                return self.keyword(upper, tok)
+            nxt = self.peek()
+            if nxt.kind == "op" and nxt.text == "(":
+                return self.call(tok)
+            if _IDENTIFIER.fullmatch(tok.text) is None:
+                raise CesqlParseError(tok.pos, f"invalid attribute name {tok.text!r}")
+            return Identifier(tok.text.lower())
+        raise CesqlParseError(tok.pos, "unexpected end of expression")
+
+    def keyword(self, upper: str, tok: Token) -> Node:
+        if upper == "TRUE":
+            return Constant(True)
+        if upper == "FALSE":
+            return Constant(False)
+        if upper == "NOT":
+            return Unary("NOT", self.expression(_PREFIX_OPERAND_POWER))
+        if upper == "EXISTS":
+            name = self.take()
+            if (
+                name.kind != "word"
+                or name.text.upper() in KEYWORDS
+                or _IDENTIFIER.fullmatch(name.text) is None
+            ):
+                raise CesqlParseError(name.pos, "expected an attribute name after EXISTS")
+            return Exists(name.text.lower())
+        raise CesqlParseError(tok.pos, f"unexpected keyword {upper}")
+
+    def call(self, name: Token) -> Node:
+        if _FUNCTION_NAME.fullmatch(name.text) is None:
+            raise CesqlParseError(name.pos, f"invalid function name {name.text!r}")
+        self.expect_op("(", "to open the argument list")
+        args: list[Node] = []
+        if not (self.peek().kind == "op" and self.peek().text == ")"):
+            args.append(self.expression(0))
+            while self.peek().kind == "op" and self.peek().text == ",":
+                self.take()
+                args.append(self.expression(0))
+        self.expect_op(")", f"to close the arguments of {name.text}")
+        return Call(name.text.upper(), tuple(args))
+
+
+def _infix_name(tok: Token) -> str | None:
+    if tok.kind == "op":
+        return tok.text if tok.text in _INFIX_POWER else None
+    if tok.kind == "word":
+        upper = tok.text.upper()
+        if upper in ("AND", "OR", "XOR", "LIKE", "IN", "NOT"):
+            return upper
+    return None
+
+
+def _int_literal(text: str, pos: int) -> int:
+    n = int(text)
+    if not INT32_MIN <= n <= INT32_MAX:
+        # §2.2: integer literals MUST be valid 32-bit signed integers.
+        raise CesqlParseError(pos, f"integer literal {text} is outside the 32-bit range")
+    return n
+
+
+def _show(tok: Token) -> str:
+    if tok.kind == "eof":
+        return "the end of the expression"
+    if tok.kind == "str":
+        return "a string literal"
+    return repr(tok.text)
