@@ -49,11 +49,20 @@ import enum
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Final
 
 from eventing import cesql
 from eventing.cesql.values import from_event, to_str
+from eventing.errors import FieldError
+
+__all__ = [
+    "EventFilter",
+    "FieldError",
+    "FilterResult",
+    "TriggerFilterError",
+    "compile_trigger_filter",
+    "validate_trigger_filters",
+]
 
 Event = Mapping[str, object]
 
@@ -73,7 +82,7 @@ _Run = Callable[[Event], FilterResult]
 
 # trigger_validation.go validAttributeName: lowercase alphanumeric, starting with a letter.
 _VALID_ATTRIBUTE_NAME: Final = re.compile(r"[a-z][a-z0-9]*")
-_ATTRIBUTE_NAME_DETAILS: Final = (
+_NAME_DETAILS: Final = (
     "Attribute name must start with a letter and can only contain lowercase alphanumeric"
 )
 _MULTIPLE_DIALECTS: Final = "multiple dialects found, filters can have only one dialect set"
@@ -81,25 +90,11 @@ _MAP_DIALECTS: Final = ("exact", "prefix", "suffix")
 _DIALECTS: Final = frozenset({*_MAP_DIALECTS, "all", "any", "not", "cesql"})
 
 
-@dataclass(frozen=True, slots=True)
-class FieldError:
-    """One webhook error: the field path from the Trigger (``spec.filters[1].cesql``), the
-    message and optional details, worded as knative.dev/pkg/apis.FieldError words them."""
-
-    path: str
-    message: str
-    details: str = ""
-
-    def __str__(self) -> str:
-        text = f"{self.message}: {self.path}"
-        return f"{text}\n{self.details}" if self.details else text
-
-
 class TriggerFilterError(ValueError):
     """A Trigger spec whose filters do not validate; ``errors`` says where and why."""
 
     def __init__(self, errors: Sequence[FieldError]) -> None:
-        super().__init__("; ".join(str(e).replace("\n", ": ") for e in errors))
+        super().__init__("; ".join(str(e) for e in errors))
         self.errors = tuple(errors)
 
 
@@ -373,9 +368,7 @@ def _check_map(pairs: object, path: str, *, allow_empty: bool) -> list[FieldErro
     for name, value in pairs.items():
         where = f"{path}[{name}]"
         if not isinstance(name, str) or _VALID_ATTRIBUTE_NAME.fullmatch(name) is None:
-            errors.append(
-                FieldError(where, f"invalid key name {_go_quote(name)}", _ATTRIBUTE_NAME_DETAILS)
-            )
+            errors.append(_error(where, f"invalid key name {_go_quote(name)}", _NAME_DETAILS))
         if not isinstance(value, str):
             errors.append(_invalid(where, value, "expected a string"))
         elif not value and not allow_empty:
@@ -386,8 +379,14 @@ def _check_map(pairs: object, path: str, *, allow_empty: bool) -> list[FieldErro
 
 def _invalid(path: str, value: object, details: str) -> FieldError:
     # apis.ErrInvalidValue: "invalid value: %v".
-    shown = value if isinstance(value, str) else json.dumps(value, default=str)
-    return FieldError(path, f"invalid value: {shown}", details)
+    shown = value if isinstance(value, str) and value else json.dumps(value, default=str)
+    return _error(path, f"invalid value: {shown}", details)
+
+
+def _error(path: str, message: str, details: str) -> FieldError:
+    # Knative's FieldError keeps details apart and kubectl prints them after the path; the
+    # shared FieldError has one message, so they follow Knative's message after a colon.
+    return FieldError(path, f"{message}: {details}")
 
 
 def _go_quote(name: object) -> str:

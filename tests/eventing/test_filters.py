@@ -336,22 +336,30 @@ VALIDATION_CASES = [
     ),
     pytest.param(
         {"filter": {"attributes": {"Type": "t"}}},
-        [FieldError("spec.filter.attributes[Type]", 'invalid key name "Type"', NAME_DETAILS)],
+        [FieldError("spec.filter.attributes[Type]", f'invalid key name "Type": {NAME_DETAILS}')],
         id="legacy-uppercase-name",
     ),
     pytest.param(
         {"filter": {"attributes": {"1abc": "t"}}},
-        [FieldError("spec.filter.attributes[1abc]", 'invalid key name "1abc"', NAME_DETAILS)],
+        [FieldError("spec.filter.attributes[1abc]", f'invalid key name "1abc": {NAME_DETAILS}')],
         id="legacy-digit-first",
     ),
     pytest.param(
         {"filters": [{"exact": {"type": "t"}}, {"prefix": {"my-ext": "x"}}]},
-        [FieldError("spec.filters[1].prefix[my-ext]", 'invalid key name "my-ext"', NAME_DETAILS)],
+        [
+            FieldError(
+                "spec.filters[1].prefix[my-ext]", f'invalid key name "my-ext": {NAME_DETAILS}'
+            )
+        ],
         id="prefix-dash",
     ),
     pytest.param(
         {"filters": [{"suffix": {"my_ext": "x"}}]},
-        [FieldError("spec.filters[0].suffix[my_ext]", 'invalid key name "my_ext"', NAME_DETAILS)],
+        [
+            FieldError(
+                "spec.filters[0].suffix[my_ext]", f'invalid key name "my_ext": {NAME_DETAILS}'
+            )
+        ],
         id="suffix-underscore",
     ),
     pytest.param(
@@ -369,8 +377,7 @@ VALIDATION_CASES = [
         [
             FieldError(
                 "spec.filters[1].cesql",
-                "invalid value: type = ",
-                "unexpected end of expression (at offset 7)",
+                "invalid value: type = : unexpected end of expression (at offset 7)",
             )
         ],
         id="cesql-parse-error",
@@ -380,8 +387,7 @@ VALIDATION_CASES = [
         [
             FieldError(
                 "spec.filters[0].any[0].all[0].not.cesql",
-                "invalid value: x LIKE 1",
-                "the LIKE pattern must be a string literal (at offset 7)",
+                "invalid value: x LIKE 1: the LIKE pattern must be a string literal (at offset 7)",
             )
         ],
         id="nested-path",
@@ -390,7 +396,7 @@ VALIDATION_CASES = [
         {"filters": [{"exact": {"type": ""}}]},
         [
             FieldError(
-                "spec.filters[0].exact[type]", "invalid value: ", "exact needs a non-empty value"
+                "spec.filters[0].exact[type]", 'invalid value: "": exact needs a non-empty value'
             )
         ],
         id="empty-exact-value",
@@ -405,15 +411,14 @@ VALIDATION_CASES = [
         [
             FieldError(
                 "spec.filters",
-                'invalid value: {"exact": {"type": "t"}}',
-                "expected a list of filters",
+                'invalid value: {"exact": {"type": "t"}}: expected a list of filters',
             )
         ],
         id="filters-not-a-list",
     ),
     pytest.param(
         {"filters": [{"exact": {"count": 10}}]},
-        [FieldError("spec.filters[0].exact[count]", "invalid value: 10", "expected a string")],
+        [FieldError("spec.filters[0].exact[count]", "invalid value: 10: expected a string")],
         id="non-string-value",
     ),
     pytest.param(
@@ -439,6 +444,8 @@ def test_compile_refuses_what_validation_refuses() -> None:
     assert 'invalid key name "Bad"' in str(info.value)
 
 
-def test_field_error_reads_like_knatives() -> None:
-    error = FieldError("spec.filters[0].cesql", "invalid value: ((", "unexpected end")
-    assert str(error) == "invalid value: ((: spec.filters[0].cesql\nunexpected end"
+def test_errors_print_as_kubectl_shows_a_webhook_refusal() -> None:
+    (error,) = validate_trigger_filters({"filters": [{"cesql": "(("}]})
+    assert str(error) == (
+        "invalid value: ((: unexpected end of expression (at offset 2): spec.filters[0].cesql"
+    )
