@@ -357,6 +357,8 @@ def admission_hooks(
         check_autoscaling_annotations: the autoscaler's checks of ``autoscaling.knative.dev/*``
             annotations on revision templates; None skips them.
     """
+    from .eventing_webhook import eventing_hooks  # it reuses ``denied`` from here
+
     check = check_autoscaling_annotations
     return {
         KSERVICES: KnativeHook("Service", check),
@@ -367,4 +369,5 @@ def admission_hooks(
         PODAUTOSCALERS: PodAutoscalerHook(),
         METRICS: MetricHook(),
         SERVERLESSSERVICES: ServerlessServiceHook(),
+        **eventing_hooks(),
     }

@@ -13,8 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.kube.resources import (
+    BROKERS,
+    CHANNELS,
     CONFIGMAPS,
     CONFIGURATIONS,
+    CONTAINERSOURCES,
     DEPLOYMENTS,
     ENDPOINTS,
     ENDPOINTSLICES,
@@ -22,12 +25,16 @@ from shared.kube.resources import (
     LEASES,
     METRICS,
     NAMESPACES,
+    PINGSOURCES,
     PODAUTOSCALERS,
     PODS,
     REVISIONS,
     ROUTES,
     SERVERLESSSERVICES,
     SERVICES,
+    SINKBINDINGS,
+    SUBSCRIPTIONS,
+    TRIGGERS,
     Resource,
 )
 
@@ -78,6 +85,11 @@ class Kind:
 
 _KNATIVE = ("all", "knative", "serving")
 _AGE = Column("Age", "@age", "date")
+_EVENTING = ("all", "knative", "eventing")
+_MESSAGING = ("all", "knative", "messaging")
+_SOURCES = ("all", "knative", "sources")
+_READY_REASON = (_AGE, Column("Ready", _READY), Column("Reason", _REASON))
+_SINK = Column("Sink", ".status.sinkUri")
 
 KINDS: tuple[Kind, ...] = (
     Kind(
@@ -147,6 +159,38 @@ KINDS: tuple[Kind, ...] = (
             Column("Reason", _REASON),
         ),
     ),
+    # Knative Eventing's CRDs (config/core/resources/*.yaml): their columns and categories.
+    Kind(
+        BROKERS, "broker", (), _EVENTING, status=True, custom=True,
+        columns=(
+            Column("URL", ".status.address.url"),
+            *_READY_REASON,
+            Column("Class", ".metadata.annotations['eventing\\.knative\\.dev/broker\\.class']",
+                   priority=1),
+        ),
+    ),
+    Kind(
+        TRIGGERS, "trigger", (), _EVENTING, status=True, custom=True,
+        columns=(
+            Column("Broker", ".spec.broker"),
+            Column("Subscriber_URI", ".status.subscriberUri"),
+            *_READY_REASON,
+        ),
+    ),
+    Kind(
+        CHANNELS, "channel", ("ch",), _MESSAGING, status=True, custom=True,
+        columns=(Column("URL", ".status.address.url"), *_READY_REASON),
+    ),
+    Kind(SUBSCRIPTIONS, "subscription", ("sub",), _MESSAGING, status=True, custom=True,
+         columns=_READY_REASON),
+    Kind(
+        PINGSOURCES, "pingsource", (), _SOURCES, status=True, custom=True,
+        columns=(_SINK, Column("Schedule", ".spec.schedule"), *_READY_REASON),
+    ),
+    Kind(SINKBINDINGS, "sinkbinding", (), _SOURCES, status=True, custom=True,
+         columns=(_SINK, *_READY_REASON)),
+    Kind(CONTAINERSOURCES, "containersource", (), _SOURCES, status=True, custom=True,
+         columns=(_SINK, *_READY_REASON)),
     Kind(
         DEPLOYMENTS, "deployment", ("deploy",), ("all",), status=True, scale=True,
         columns=(

@@ -50,6 +50,9 @@ _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9
 # apimachinery's names.SimpleNameGenerator alphabet (no vowels, no confusable digits).
 _GEN_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 _WEBHOOK = "validation.webhook.serving.knative.dev"
+# Knative Eventing's webhook answers for its three groups.
+_EVENTING_GROUPS = ("eventing.knative.dev", "messaging.knative.dev", "sources.knative.dev")
+_EVENTING_WEBHOOK = "validation.webhook.eventing.knative.dev"
 
 
 def now_rfc3339() -> str:
@@ -522,9 +525,10 @@ class Rest:
             return hook.admit(op, clone(obj), clone(old) if old is not None else None,
                               self.reader)
         except Denied as d:
+            webhook = _EVENTING_WEBHOOK if kind.resource.group in _EVENTING_GROUPS else _WEBHOOK
             raise StatusError(
                 400,
-                f'admission webhook "{_WEBHOOK}" denied the request: validation failed: '
+                f'admission webhook "{webhook}" denied the request: validation failed: '
                 f"{d.message}",
                 "BadRequest",
                 {"causes": [{"field": c.field, "message": c.message} for c in d.causes]}

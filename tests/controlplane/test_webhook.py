@@ -12,14 +12,21 @@ import pytest
 from controlplane.kubeapi.admission import Cause, Denied, Operation
 from controlplane.webhook import admission_hooks
 from shared.kube.resources import (
+    BROKERS,
+    CHANNELS,
     CONFIGMAPS,
     CONFIGURATIONS,
+    CONTAINERSOURCES,
     KSERVICES,
     METRICS,
+    PINGSOURCES,
     PODAUTOSCALERS,
     REVISIONS,
     ROUTES,
     SERVERLESSSERVICES,
+    SINKBINDINGS,
+    SUBSCRIPTIONS,
+    TRIGGERS,
     Obj,
     Resource,
 )
@@ -574,4 +581,12 @@ def test_every_resource_knatives_webhook_admits_has_a_hook() -> None:
         PODAUTOSCALERS,
         METRICS,
         SERVERLESSSERVICES,
+        # Knative Eventing's (controlplane/eventing_webhook.py)
+        BROKERS,
+        TRIGGERS,
+        CHANNELS,
+        SUBSCRIPTIONS,
+        PINGSOURCES,
+        SINKBINDINGS,
+        CONTAINERSOURCES,
     }
