@@ -1,36 +1,43 @@
 """``knpy serve``: Knative Serving on one machine, in one foreground process and its children.
 
 Theory of operation. What a cluster spreads over kube-apiserver, Knative's controller and
-webhook, the Deployment controller, kubelets and an ingress runs here in one event loop, each
-a client of the same Kubernetes API, with the data plane in real processes:
+webhook, the Deployment controller, kubelets and an ingress runs here in two processes, each
+part a client of the same Kubernetes API, with the data plane in real processes:
 
 ```
-knpy serve ── KubeApiServer :9080 (objects in <state>/kube.sqlite3, Knative's webhook)
-   │  Controllers: Service → Configuration + Route, Revision → Deployment + PodAutoscaler,
-   │               SKS → private/public Services and Endpoints, Services → Endpoints
-   │  Kubelet: Deployments → Pods → processes (user app + queue-proxy; activator; autoscaler)
-   └ ingress :8080: Routes + public Endpoints (informers) → activator or pods
+knpy serve ── ingress :8080: Routes + public Endpoints (informers) → activator or pods
+   │          Kubelet: Deployments → Pods → processes (user app + queue-proxy; activator;
+   │                   autoscaler), children of this process, tied to its life
+   ├ control process (controlplane/control.py):
+   │    KubeApiServer :9080 (objects in <state>/kube.sqlite3, Knative's webhook)
+   │    Controllers: Service → Configuration + Route, Revision → Deployment + PodAutoscaler,
+   │                 SKS → private/public Services and Endpoints, Services → Endpoints
+   └ watchdog (controlplane/supervision.py): ends every process of the run once this one ends
 autoscaler (pod) ── PodAutoscaler → SKS mode, Deployment /scale      (--kubeconfig)
 activator  (pod) ── Revisions, Endpoints; stats → autoscaler         (--kubeconfig)
 ```
 
-Nothing talks to anything but through the API: the platform's own parts read it through
-informers over HTTP (``KubeInformerFactory``), exactly as the activator and the autoscaler do
-with the kubeconfig the server writes (``<state dir>/kubeconfig``, a bearer token), and as
-``kubectl --kubeconfig .knpy/kubeconfig`` does.
+The ingress never waits on control work (issue 10: an 858 KB apply once froze it for 14 s):
+parsing, admission, storing and reconciling run in the control process, on its own event loop
+and CPU. Nothing talks to anything but through the API: the platform's own parts read it
+through informers over HTTP (``KubeInformerFactory``), exactly as the activator and the
+autoscaler do with the kubeconfig the server writes (``<state dir>/kubeconfig``, a bearer
+token), and as ``kubectl --kubeconfig .knpy/kubeconfig`` does.
 
-* Start: the API server (objects of an earlier run come back from the state dir), the
-  ConfigMaps Knative's components GET at start, then the dry run of every document of the
-  ``-f`` files (as ``knpy apply`` does: a bad file stops ``knpy serve`` before anything runs),
-  then the system objects (activator and autoscaler Deployments and Services), the kubelet
-  (which first removes the Pod objects of the previous run: their processes are gone), the
-  controllers, the ``-f`` files for real, and the ingress, which starts serving once the
-  activator is Ready in ``activator-service``'s Endpoints (until then a cold request would have
-  nowhere to go).
+* Start: the lock on the state dir (a second ``knpy serve`` on it is refused), the end of
+  whatever a killed run on it left running, the watchdog, then the control process's API
+  server (objects of an earlier run come back from the state dir), the ConfigMaps Knative's
+  components GET at start, then the dry run of every document of the ``-f`` files (as ``knpy
+  apply`` does: a bad file stops ``knpy serve`` before anything runs), then the system objects
+  (activator and autoscaler Deployments and Services), the kubelet (which first removes the Pod
+  objects of the previous run: their processes are gone), the controllers, the ``-f`` files for
+  real, and the ingress, which starts serving once the activator is Ready in
+  ``activator-service``'s Endpoints (until then a cold request would have nowhere to go).
 * Shutdown (Ctrl-C or SIGTERM) goes from the edge inwards, so nothing is cut mid-request: the
   ingress stops accepting and finishes what it has, the activator drains and stops, then the
-  autoscaler, every pod drains (queue-proxy first, then the app), the controllers stop, and the
-  API server stops last.
+  autoscaler, every pod drains (queue-proxy first, then the app), then the control process
+  stops its controllers and its API server. If the control process dies, ``knpy serve`` stops
+  the same way and exits 1: without its API nothing of the platform could change.
 """
 
 from __future__ import annotations
@@ -52,7 +59,7 @@ from shared.kube.informer import Informer
 from shared.kube.resources import ACTIVATOR_SERVICE, ENDPOINTS, SYSTEM_NAMESPACE
 from shared.ports import free_port
 
-from . import discovery
+from .control import ControlEndpoint, ControlProcess
 from .ingress import ColdStarts, ColdStartWriter, Ingress, RoutingTable
 from .kubelet import Kubelet
 from .pods import LOOPBACK
@@ -70,7 +77,6 @@ _ACTIVATOR_POLL_S: Final = 0.05
 # In-flight ingress requests get this long to finish at shutdown before they are cut.
 INGRESS_DRAIN_S: Final = 30.0
 _INGRESS_CHECK_S: Final = 0.05
-QUEUE_COMMAND: Final = ("python", "-m", "queueproxy")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,12 +102,11 @@ class LocalServe:
         # Every child carries the state dir's mark (controlplane/supervision.py).
         self.base_env = {**os.environ, **cfg.child_env, **mark(self.state_dir)}
         self.cold_starts = ColdStarts()
-        self.server: Any = None
+        self.control: ControlProcess | None = None
         self.api_url = ""
         self._api: Any = None  # the kubernetes-asyncio ApiClient of the platform's parts
         self.client: Any = None
         self.factory: Any = None
-        self.controllers: Any = None
         self.kubelet: Kubelet | None = None
         self.table = RoutingTable()
         self.ingress: Ingress | None = None
@@ -113,21 +118,28 @@ class LocalServe:
     def __repr__(self) -> str:
         return f"<LocalServe ingress=:{self.cfg.port} api={self.api_url} {self.state_dir}>"
 
+    @property
+    def endpoint(self) -> ControlEndpoint:
+        assert self.control is not None, "open() first"
+        return self.control.endpoint
+
     async def open(self) -> None:
-        """The API server with Knative's webhook, and the ConfigMaps (nothing runs yet)."""
-        from controlplane.kubeapi.server import KubeApiServer
-        from controlplane.webhook import admission_hooks
+        """The control process (API server, Knative's webhook), and the ConfigMaps (nothing
+        runs yet)."""
         from shared.kube.config import load_api_client
         from shared.kube.kubeclient import ApiKubeClient
         from shared.kube.kubeinformer import KubeInformerFactory
 
-        self.server = KubeApiServer(
-            self.state_dir, host=self.cfg.host, port=self.cfg.api_port, admission=admission_hooks()
+        self.control = await ControlProcess.start(
+            self.state_dir,
+            host=self.cfg.host,
+            port=self.cfg.api_port,
+            drain_period_s=self.cfg.drain_period_s,
+            python=self.cfg.python,
+            env=self.base_env,
         )
-        await self.server.start()
-        self.api_url = self.server.url
-        discovery.install(self.server)  # Prometheus: <state>/prometheus.yml, /knpy/v1/targets
-        self._api = await load_api_client({}, str(self.server.kubeconfig_path))
+        self.api_url = self.endpoint.url
+        self._api = await load_api_client({}, str(self.endpoint.kubeconfig))
         self.client = ApiKubeClient(self._api)
         self.factory = KubeInformerFactory(self._api)
         await bootstrap(self.client, None)
@@ -146,13 +158,9 @@ class LocalServe:
         return await asyncio.to_thread(execute, self._local_api(), planned)
 
     def _local_api(self) -> Api:
-        return Api(self.server.url, self.server.token)
+        return Api(self.endpoint.url, self.endpoint.token)
 
     async def start(self) -> None:
-        from controlplane.controllers.config import ControllerConfig
-        from controlplane.controllers.controllers import Controllers
-        from shared.kube.kubeinformer import KubeInformerFactory
-
         cfg = self.cfg
         loop = asyncio.get_running_loop()
         self.kubelet = Kubelet(
@@ -168,7 +176,7 @@ class LocalServe:
             _log.info("removed %d pods of the previous run", removed)
         system = SystemConfig(
             python=cfg.python,
-            kubeconfig=str(self.server.kubeconfig_path),
+            kubeconfig=str(self.endpoint.kubeconfig),
             autoscaler_stat_port=free_port(),
         )
         await bootstrap(self.client, system)
@@ -176,17 +184,8 @@ class LocalServe:
         self.table.follow(self.factory)
         activator_endpoints: Informer = self.factory.informer(ENDPOINTS, namespace=SYSTEM_NAMESPACE)
         await self.factory.start()
-        self.controllers = Controllers(
-            KubeInformerFactory(self._api),
-            self.client,
-            ControllerConfig(
-                queue_sidecar_command=QUEUE_COMMAND,
-                queue_env=MappingProxyType(
-                    {"QUEUE_DRAIN_PERIOD_SECONDS": f"{cfg.drain_period_s:g}"}
-                ),
-            ),
-        )
-        await self.controllers.start()
+        assert self.control is not None
+        await self.control.start_controllers()
         for line in await self.apply_files():
             print(line, flush=True)
         from shared.proxy.server import ProxyServer
@@ -248,16 +247,14 @@ class LocalServe:
             await self.kubelet.close()
         if self._cold_writer is not None:
             await self._cold_writer.stop()
-        if self.controllers is not None:
-            await self.controllers.stop()
         if self.factory is not None:
             await self.factory.stop()
         if self.ingress is not None:
             self.ingress.close()
         if self._api is not None:
             await self._api.close()
-        if self.server is not None:
-            await self.server.stop()
+        if self.control is not None:
+            await self.control.stop()
 
     async def _stop_ingress(self) -> None:
         if self._ingress_server is None:
@@ -319,18 +316,31 @@ async def _serve(cfg: ServeConfig, stop: asyncio.Event) -> int:
         raise
     print(
         f"knpy serve: ingress http://{cfg.host}:{cfg.port} (Host: <service>.<namespace>.localhost),"
-        f" API {platform.api_url} (kubeconfig {platform.server.kubeconfig_path}),"
+        f" API {platform.api_url} (kubeconfig {platform.endpoint.kubeconfig}),"
         f" state {platform.state_dir}",
         file=sys.stderr,
         flush=True,
     )
+    assert platform.control is not None
+    control_exit = asyncio.ensure_future(platform.control.wait())
+    stopped = asyncio.ensure_future(stop.wait())
     try:
-        await stop.wait()
+        await asyncio.wait({control_exit, stopped}, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        stopped.cancel()
+        failed = control_exit.done()
+        control_exit.cancel()
+        if failed:  # without its API nothing of the platform can change: stop it all
+            print(
+                f"knpy serve: the control process (API server, controllers) exited"
+                f" {control_exit.result()}; stopping",
+                file=sys.stderr,
+                flush=True,
+            )
         print("knpy serve: draining ...", file=sys.stderr, flush=True)
         await platform.stop()
         print("knpy serve: stopped", file=sys.stderr, flush=True)
-    return 0
+    return 1 if failed else 0
 
 
 def run_serve(cfg: ServeConfig) -> int:

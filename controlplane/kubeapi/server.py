@@ -15,8 +15,9 @@ Access, because a browser on the same machine can reach loopback (issue 10): eve
 the health probes needs ``Authorization: Bearer <token>`` (401); a ``Host`` that is not a
 loopback name is refused (403) against DNS rebinding; bodies are accepted only as JSON, YAML or
 the patch media types (415), so a cross-site ``text/plain`` form post never acts; bodies over
-3 MiB are 413, and bodies over 256 KiB are parsed in a worker thread so the ingress that shares
-this event loop keeps serving.
+3 MiB are 413, and bodies over 256 KiB are parsed in a worker thread (two at a time) so that
+watches keep flowing. ``knpy serve`` runs this server in a process of its own
+(controlplane/control.py), away from the ingress.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 3 * 1024 * 1024  # kube-apiserver's limit is 3 MiB too
 THREAD_PARSE_BYTES = 256 * 1024  # above this, parse off the event loop
+# Big bodies parsed at once: each takes up to 3 MiB and seconds of CPU (PyYAML's pure-Python
+# loader: ~2 s a megabyte); the rest wait for a turn rather than pile up threads and memory.
+THREAD_PARSE_AT_ONCE = 2
 # Lists this long are encoded in a worker thread (stored objects are never mutated in place).
 _THREAD_ENCODE_ITEMS = 500
 
@@ -149,6 +153,7 @@ class KubeApiServer:
         self.tls_url = ""
         self._tls: tls.TlsFiles | None = None
         self._runner: web.AppRunner | None = None
+        self._big_parses = asyncio.Semaphore(THREAD_PARSE_AT_ONCE)
         # Non-resource paths others serve here, behind the same token (as kube-apiserver
         # serves /metrics): exact path -> handler. controlplane/discovery.py adds two.
         self._paths: dict[str, PathHandler] = {}
@@ -442,7 +447,8 @@ class KubeApiServer:
         except web.HTTPRequestEntityTooLarge:
             raise _too_large() from None
         if len(raw) > THREAD_PARSE_BYTES:
-            return await asyncio.to_thread(_parse, raw, media)
+            async with self._big_parses:
+                return await asyncio.to_thread(_parse, raw, media)
         return _parse(raw, media)
 
     async def _delete_options(self, request: web.Request) -> Obj:
