@@ -12,7 +12,8 @@ What knpy decides differently (each written down in docs/eventing.md):
   Knative's defaulting writes it. ``spec.config`` is left unset: knpy has no channel ConfigMap.
 - Delivery specs are validated by eventing.delivery (the data plane's own reader), with the
   ``delivery-timeout`` and ``delivery-retryafter`` features on.
-- Trigger ``filters`` are parsed by eventing.filters (CESQL included) when it is installed.
+- Trigger ``filter`` and ``filters`` are checked by eventing.filters (the data plane's own
+  compiler; CESQL expressions are parsed there).
 - Channel: ``channelTemplate`` is optional. knpy's Channel is durable whatever the template
   names (it is backed by a Broker of the default class; docs/eventing.md).
 """
@@ -30,6 +31,7 @@ from typing import Final
 
 from eventing.delivery import validate_delivery
 from eventing.errors import FieldError as EventingFieldError
+from eventing.filters import validate_trigger_filters
 from shared.kube.resources import (
     BROKER_CLASS_ANNOTATION,
     BROKERS,
@@ -58,26 +60,11 @@ __all__ = [
 
 BROKER_LABEL: Final = "eventing.knative.dev/broker"  # Knative's trigger label (setLabels)
 DEFAULT_SCHEDULE: Final = "* * * * *"  # ping_defaults.go
-_ATTRIBUTE_NAME: Final = re.compile(r"^[a-z][a-z0-9]*$")
 _EXTENSION_NAME: Final = re.compile(r"^[a-zA-Z0-9]+$")
 _IMMUTABLE: Final = "Immutable fields changed (-old +new)"
 # config-br-defaults (config/core/configmaps/default-broker.yaml) as Knative's defaulting copies
 # it into a Broker without a delivery.
 _DEFAULT_DELIVERY: Final = {"retry": 10, "backoffPolicy": "exponential", "backoffDelay": "PT0.2S"}
-
-FilterValidator = Callable[[object, str], list[EventingFieldError]]
-
-
-def _load_filter_validator() -> FilterValidator | None:
-    """eventing.filters' validation of a Trigger's ``filters`` (CESQL included), once it is
-    installed; until then the dialects' structure is checked here."""
-    try:
-        from eventing.filters import validate_trigger_filters  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    validator: FilterValidator = validate_trigger_filters
-    return validator
-
 
 def _from_eventing(errors: Sequence[EventingFieldError]) -> list[FieldError]:
     return [FieldError(e.message, (e.path,)) for e in errors]
@@ -254,66 +241,6 @@ def _default_trigger(obj: Obj) -> None:
         obj.setdefault("metadata", {}).setdefault("labels", {})[BROKER_LABEL] = broker
 
 
-def _attribute_names(attrs: object, path: str) -> list[FieldError]:
-    """ValidateAttributesNames: lowercase alphanumeric, starting with a letter."""
-    if attrs is None:
-        return []
-    if not isinstance(attrs, Mapping):
-        return [FieldError.invalid(attrs, path)]
-    return [
-        FieldError(
-            f'invalid key name "{name}"', (f"{path}[{name}]",),
-            "Attribute name must start with a letter and can only contain lowercase alphanumeric",
-        )
-        for name in attrs
-        if not _ATTRIBUTE_NAME.match(str(name))
-    ]
-
-
-_DIALECTS: Final = ("exact", "prefix", "suffix", "all", "any", "not", "cesql")
-
-
-def _filter_structure(f: object, path: str) -> list[FieldError]:
-    """The structure of one SubscriptionsAPIFilter (one dialect, attribute names), for when
-    eventing.filters is not installed; CESQL is then only checked to be a string."""
-    if not isinstance(f, Mapping):
-        return [FieldError.invalid(f, path)]
-    errs: list[FieldError] = []
-    present = [d for d in _DIALECTS if f.get(d)]
-    if len(present) > 1:
-        message = "multiple dialects found, filters can have only one dialect set"
-        errs.append(FieldError(message, (path,)))
-    for d in ("exact", "prefix", "suffix"):
-        errs += _attribute_names(f.get(d), f"{path}.{d}")
-    for d in ("all", "any"):
-        items = f.get(d)
-        if items is not None:
-            if not isinstance(items, list):
-                errs.append(FieldError.invalid(items, f"{path}.{d}"))
-            else:
-                for i, sub in enumerate(items):
-                    errs += _filter_structure(sub, f"{path}.{d}[{i}]")
-    if f.get("not") is not None:
-        errs += _filter_structure(f["not"], f"{path}.not")
-    if f.get("cesql") is not None and not isinstance(f["cesql"], str):
-        errs.append(FieldError.invalid(f["cesql"], f"{path}.cesql"))
-    return errs
-
-
-def _filters_errors(filters: object) -> list[FieldError]:
-    if filters is None:
-        return []
-    validator = _load_filter_validator()
-    if validator is not None:
-        return _from_eventing(validator(filters, "spec.filters"))
-    if not isinstance(filters, list):
-        return [FieldError.invalid(filters, "spec.filters")]
-    errs: list[FieldError] = []
-    for i, f in enumerate(filters):
-        errs += _filter_structure(f, f"spec.filters[{i}]")
-    return errs
-
-
 def _validate_trigger(obj: Obj, old: Obj | None) -> list[FieldError]:
     spec = _spec(obj)
     ns = _namespace(obj)
@@ -331,12 +258,7 @@ def _validate_trigger(obj: Obj, old: Obj | None) -> list[FieldError]:
             "feature.CrossNamespaceEventLinks is disabled"
         )
         errs.append(FieldError.disallowed("spec.brokerRef.namespace", details=details))
-    flt = spec.get("filter")
-    if isinstance(flt, Mapping):
-        errs += _attribute_names(flt.get("attributes"), "spec.filter.attributes")
-    elif flt is not None:
-        errs.append(FieldError.invalid(flt, "spec.filter"))
-    errs += _filters_errors(spec.get("filters"))
+    errs += _from_eventing(validate_trigger_filters(spec))
     errs += destination_errors(spec.get("subscriber"), "spec.subscriber", ns)
     errs += _delivery_errors(spec)
     if old is not None and _spec(old).get("broker") != broker:
