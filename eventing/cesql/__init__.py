@@ -52,14 +52,16 @@ class Expression:
             return self._run(event), None
         except CesqlError as e:
             return e.value, e.kind
-        except RecursionError:
+        except Exception:
+            # Not CESQL's doing (an event mapping that raises, a bug): §3.3's GenericError,
+            # so that one bad event cannot take down the caller.
             return zero_of(self.type), "generic"
 
     def matches(self, event: Mapping[str, object]) -> bool:
         """Whether an event passes this expression as a filter: true and no error (§1.2)."""
         try:
             return self._run(event) is True
-        except (CesqlError, RecursionError):
+        except Exception:
             return False
 
     def __repr__(self) -> str:

@@ -25,6 +25,7 @@ from eventing.cesql.syntax import (
     Identifier,
     In,
     Like,
+    Logic,
     Node,
     Unary,
 )
@@ -59,6 +60,8 @@ def static_type(node: Node) -> CesqlType | None:
         return bool if node.op == "NOT" else int
     if isinstance(node, Binary):
         return int if node.op in _ARITHMETIC_OPS else bool
+    if isinstance(node, Logic):
+        return bool
     if isinstance(node, Call):
         fn = functions.resolve(node.name, len(node.args))
         return fn.returns if fn is not None else bool
@@ -77,6 +80,8 @@ def compile_node(node: Node) -> Compiled:
         return _not(compile_node(node.operand)) if node.op == "NOT" else _negate(node)
     if isinstance(node, Binary):
         return _binary(node)
+    if isinstance(node, Logic):
+        return _logic(node)
     if isinstance(node, Like):
         return _like(node)
     if isinstance(node, In):
@@ -146,10 +151,6 @@ def _negate(node: Unary) -> Compiled:
 def _binary(node: Binary) -> Compiled:
     op = node.op
     left, right = compile_node(node.left), compile_node(node.right)
-    if op in ("AND", "OR"):
-        return _and_or(op == "AND", left, right)
-    if op == "XOR":
-        return _xor(left, right)
     if op in ("=", "!=", "<>"):
         return _equal(op == "=", left, right)
     if op in ("<", "<=", ">", ">="):
@@ -157,30 +158,34 @@ def _binary(node: Binary) -> Compiled:
     return _arithmetic(op, left, right)
 
 
-def _and_or(is_and: bool, left: Compiled, right: Compiled) -> Compiled:
-    # AND stops at a false left operand, OR at a true one (§3.4.2).
-    def and_or(event: Event) -> Value:
+def _logic(node: Logic) -> Compiled:
+    # a op1 (b op2 (c ...)) evaluated left to right in one loop. ``flip`` carries the XORs
+    # met so far: x XOR rest is rest, or NOT rest when x is true. AND stops at a false
+    # operand and OR at a true one, the rest unevaluated (§3.4.2); the chain's value is then
+    # known: false for AND, true for OR, each seen through the pending flips.
+    operands = tuple(compile_node(o) for o in node.operands)
+    steps = tuple(zip(operands[:-1], node.ops, strict=True))
+    last = operands[-1]
+
+    def logic(event: Event) -> Value:
+        flip = False
         try:
-            x = to_bool(left(event))
-            if x is not is_and:
-                return x
-            return to_bool(right(event))
+            for operand, op in steps:
+                x = to_bool(operand(event))
+                if op == "AND":
+                    if not x:
+                        return flip
+                elif op == "OR":
+                    if x:
+                        return not flip
+                elif x:
+                    flip = not flip
+            return to_bool(last(event)) is not flip
         except CesqlError as e:
             e.value = False
             raise
 
-    return and_or
-
-
-def _xor(left: Compiled, right: Compiled) -> Compiled:
-    def xor(event: Event) -> Value:
-        try:
-            return to_bool(left(event)) is not to_bool(right(event))
-        except CesqlError as e:
-            e.value = False
-            raise
-
-    return xor
+    return logic
 
 
 def _equal(want: bool, left: Compiled, right: Compiled) -> Compiled:

@@ -20,6 +20,11 @@ Keywords and function names are case-insensitive; attribute names are lowercased
 ``EXISTS SOURCE``). An integer's sign belongs to the literal when it touches the digits
 (``-2147483648`` is a valid literal, ``- 2147483648`` a negation of an out-of-range one);
 unlike sdk-go's lexer, ``4 -1`` and ``4-1`` both parse as a subtraction.
+
+A chain of AND/OR/XOR is read in a loop into one ``Logic`` node, so thousands of terms
+cost no stack; anything else that nests deeper than ``MAX_DEPTH`` levels (parentheses,
+prefix operators, a 300-term sum) is refused as a parse error rather than left to
+Python's recursion limit.
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ _WORD_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUV
 _SPACE: Final = frozenset(" \t\r\n")
 _TWO_CHAR_OPS: Final = frozenset({"!=", "<>", "<=", ">="})
 _ONE_CHAR_OPS: Final = frozenset("=<>+-*/%(),")
-# A nesting bound, so a hostile expression gets a parse error, not a RecursionError.
+# A nesting bound, so a hostile expression gets a parse error, not a RecursionError: the
+# parser and the evaluator recurse once or twice a level, well inside Python's 1,000.
 MAX_DEPTH: Final = 200
 
 
@@ -158,12 +164,27 @@ class Unary:
 
 @dataclass(frozen=True, slots=True)
 class Binary:
-    op: str  # AND OR XOR = != <> < <= > >= + - * / %
+    op: str  # = != <> < <= > >= + - * / %
     left: Node
     right: Node
 
     def __str__(self) -> str:
         return f"({self.op} {self.left} {self.right})"
+
+
+@dataclass(frozen=True, slots=True)
+class Logic:
+    """``a op1 b op2 c ...`` with AND, OR and XOR, which share one precedence level and
+    associate to the right: ``a AND b OR c`` is ``a AND (b OR c)`` (CESQLParser.g4)."""
+
+    operands: tuple[Node, ...]
+    ops: tuple[str, ...]  # one fewer than operands
+
+    def __str__(self) -> str:
+        text = str(self.operands[-1])
+        for op, operand in zip(reversed(self.ops), reversed(self.operands[:-1]), strict=True):
+            text = f"({op} {operand} {text})"
+        return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,11 +217,12 @@ class Call:
         return f"({self.name}{''.join(' ' + str(a) for a in self.args)})"
 
 
-Node = Constant | Identifier | Exists | Unary | Binary | Like | In | Call
+Node = Constant | Identifier | Exists | Unary | Binary | Logic | Like | In | Call
 
 # Binding powers of the infix and postfix operators (higher binds tighter), and which
 # associate to the right. A prefix operator's operand is parsed above every one of them.
 _LOGIC: Final = 10
+_LOGIC_OPS: Final = ("AND", "OR", "XOR")
 _INFIX_POWER: Final = {
     "AND": _LOGIC, "OR": _LOGIC, "XOR": _LOGIC,
     "=": 20, "!=": 20, "<>": 20, "<": 20, "<=": 20, ">": 20, ">=": 20,
@@ -247,6 +269,9 @@ class _Parser:
         tok = self.peek()
         if tok.kind != "eof":
             raise CesqlParseError(tok.pos, f"unexpected {_show(tok)} after a complete expression")
+        if tree_depth(node) > MAX_DEPTH:
+            # e.g. 1 + 1 + ... read in a loop, but nested in the tree, which evaluation recurses
+            raise CesqlParseError(0, f"expression nested deeper than {MAX_DEPTH}")
         return node
 
     def expression(self, min_power: int) -> Node:
@@ -278,12 +303,24 @@ class _Parser:
                 left = Like(left, pat.text, negated)
             elif op == "IN":
                 left = In(left, self.set_items(), negated)
+            elif power == _LOGIC:
+                left = self.logic_chain(left, op)
             else:
-                # AND/OR/XOR associate to the right (<assoc=right> in the grammar).
-                right = self.expression(power if power == _LOGIC else power + 1)
-                left = Binary(op, left, right)
+                left = Binary(op, left, self.expression(power + 1))
         self.depth -= 1
         return left
+
+    def logic_chain(self, first: Node, first_op: str) -> Node:
+        # a AND b OR c XOR d: read in a loop, not by recursion, so a long chain costs no stack.
+        operands, ops = [first, self.expression(_LOGIC + 1)], [first_op]
+        while True:
+            op = _infix_name(self.peek())
+            if op is None or op not in _LOGIC_OPS:
+                break
+            self.take()
+            ops.append(op)
+            operands.append(self.expression(_LOGIC + 1))
+        return Logic(tuple(operands), tuple(ops))
 
     def set_items(self) -> tuple[Node, ...]:
         self.expect_op("(", "to open the IN set")
@@ -355,6 +392,34 @@ class _Parser:
                 args.append(self.expression(0))
         self.expect_op(")", f"to close the arguments of {name.text}")
         return Call(name.text.upper(), tuple(args))
+
+
+def children(node: Node) -> tuple[Node, ...]:
+    """The sub-expressions of a node."""
+    if isinstance(node, Unary):
+        return (node.operand,)
+    if isinstance(node, Binary):
+        return (node.left, node.right)
+    if isinstance(node, Logic):
+        return node.operands
+    if isinstance(node, Like):
+        return (node.operand,)
+    if isinstance(node, In):
+        return (node.operand, *node.items)
+    if isinstance(node, Call):
+        return node.args
+    return ()
+
+
+def tree_depth(root: Node) -> int:
+    """How deeply the tree nests (a logic chain is one level), without recursing."""
+    deepest = 0
+    stack = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children(node))
+    return deepest
 
 
 def _infix_name(tok: Token) -> str | None:
