@@ -1,0 +1,145 @@
+"""The broker process: the ingress and the dispatcher over one event log, following the
+Brokers and Triggers of the Kubernetes API.
+
+Start: open the event log (the state dir's SQLite database), start the informers and wait for
+their first lists, forget the queues of triggers deleted while the process was down, start a
+worker per trigger (each resumes at its cursor, so what was stored but not delivered before a
+crash goes out now), then listen. ``GET /healthz`` on the ingress port answers 200 from then
+on. SIGTERM or SIGINT: stop listening, cancel the deliveries in flight (they are not acked, so
+the next start repeats them) and close the log after its last commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Callable, Mapping
+
+from eventing.broker.cluster import BrokerCluster
+from eventing.broker.config import BrokerConfig
+from eventing.broker.dispatcher import Dispatcher
+from eventing.broker.ingress import Ingress, IngressConnection
+from eventing.broker.store import DATABASE_NAME, EventLog, SqliteEventLog
+from shared.kube.informer import InformerFactory
+
+__all__ = ["BrokerApp", "run", "serve"]
+
+
+class BrokerApp:
+    """One data plane: ``await start()`` (informers started by the caller), ``stop()``."""
+
+    def __init__(
+        self, cfg: BrokerConfig, informers: InformerFactory, event_log: EventLog | None = None
+    ) -> None:
+        self.cfg = cfg
+        self.log: EventLog = event_log or SqliteEventLog(
+            cfg.state_dir / DATABASE_NAME, synchronous=cfg.synchronous
+        )
+        self.cluster = BrokerCluster(informers, cfg.broker_class, self._triggers_changed)
+        self.ready = False
+        self.ingress = Ingress(
+            self.log,
+            self.cluster.serves,
+            max_ttl=cfg.max_ttl,
+            max_body_bytes=cfg.max_body_bytes,
+            ready=lambda: self.ready,
+        )
+        self.dispatcher = Dispatcher(
+            self.log,
+            self.ingress.ingest,
+            concurrency=cfg.concurrency,
+            attempt_timeout_s=cfg.attempt_timeout_s,
+        )
+        self.port = cfg.ingress_port
+        self._server: asyncio.Server | None = None
+        self._started = False
+        self._stopping: set[asyncio.Future[None]] = set()
+
+    def __repr__(self) -> str:
+        return f"<BrokerApp :{self.port} ready={self.ready} {self.ingress!r} {self.dispatcher!r}>"
+
+    async def start(self) -> None:
+        await self.log.open()
+        await self.dispatcher.start()
+        await self.cluster.wait_synced()
+        targets = self.cluster.targets()
+        for gone in self.log.triggers() - set(targets):
+            self.log.forget(gone)
+        self._started = True
+        self._triggers_changed()
+        loop = asyncio.get_running_loop()
+        ingress = self.ingress
+        self._server = await loop.create_server(
+            lambda: IngressConnection(ingress),
+            self.cfg.bind_host,
+            self.cfg.ingress_port,
+            backlog=4096,
+            reuse_address=True,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        self.ready = True
+
+    def _triggers_changed(self) -> None:
+        if not self._started:
+            return
+        for stop in self.dispatcher.set_triggers(self.cluster.targets()):
+            task = asyncio.ensure_future(stop)
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.ingress.connections):
+            conn.transport.close()
+        await self.dispatcher.close()
+        await self.log.close()
+
+
+async def run(
+    cfg: BrokerConfig,
+    informers: InformerFactory,
+    *,
+    stop: asyncio.Event | None = None,
+    on_serving: Callable[[BrokerApp], None] | None = None,
+) -> BrokerApp:
+    """Serve until SIGTERM/SIGINT (or ``stop`` is set)."""
+    app = BrokerApp(cfg, informers)
+    await informers.start()
+    try:
+        await app.start()
+        if on_serving is not None:
+            on_serving(app)
+        done = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, done.set)
+        print(
+            f"broker: ingress on {cfg.bind_host}:{app.port} (POST /<namespace>/<broker>), "
+            f"event log in {cfg.state_dir}, class {cfg.broker_class}",
+            file=sys.stderr,
+            flush=True,
+        )
+        await done.wait()
+        await app.stop()
+    finally:
+        await informers.stop()
+    return app
+
+
+async def serve(cfg: BrokerConfig, env: Mapping[str, str], kubeconfig: str | None) -> None:
+    """``run`` against the Kubernetes API (in cluster, or by kubeconfig).
+
+    Raises:
+        KubeConfigError: no usable configuration.
+    """
+    from shared.kube.config import load_api_client
+    from shared.kube.kubeinformer import KubeInformerFactory
+
+    api = await load_api_client(env, kubeconfig)
+    try:
+        await run(cfg, KubeInformerFactory(api))
+    finally:
+        await api.close()

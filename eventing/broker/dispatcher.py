@@ -1,0 +1,420 @@
+"""The dispatcher: every stored event to every matching trigger's subscriber, at least once.
+
+Theory of operation. One ``TriggerWorker`` per trigger reads its own queue of the event log
+(``EventLog.subscribe``), so a trigger only ever waits for its own subscriber: a slow or dead
+subscriber fills its own trigger's slots (``concurrency`` deliveries at once) and no other's.
+The filter runs once per event and trigger when the record is read; an event that does not
+match is acked at once. Two triggers with the same subscriber get one delivery each.
+
+One delivery (``deliver``), as Knative's filter handler and channel dispatcher do it together
+(pkg/broker/filter/filter_handler.go, pkg/kncloudevents/event_dispatcher.go):
+
+1. The event goes out without ``knativebrokerttl``, in the mode ``delivery.format`` asks for
+   (``json``: structured, ``binary``) or else the one it came in, with the producer's
+   allow-listed headers, ``Prefer: reply`` and ``Kn-Namespace: <trigger namespace>``.
+2. A 2xx is success, anything else a failure. Failures in Knative's retry set (no answer,
+   5xx, 404, 408, 409, 429) are retried, ``retry`` times at most, after the waits of
+   ``eventing.delivery`` (``timeout`` bounds each attempt).
+3. Success with a CloudEvent in the answer (binary or structured; any 2xx but 202, which the
+   data-plane spec says is never a reply) is a reply: it takes the delivered event's TTL and
+   is stored through the ingress, so it meets every trigger again and loses one TTL per hop.
+   A reply that cannot be stored fails the attempt (500, retried), as the spec requires; one
+   whose TTL is used up fails it with Knative's 400 (not retried), so a loop ends.
+4. Success with a body that is not a CloudEvent: Knative calls it a failure (502) and retries
+   it, so a function that answers ``200 OK`` gets every event eleven times and then a DLS.
+   knpy keeps it a failure (502, so it is visible where Knative users look for it) but does
+   not retry it: the subscriber has the event, and a retry only repeats its side effects.
+5. After the last failure the original event (still without TTL) goes to the dead-letter sink
+   with ``knativeerrordest`` (the URL that failed), ``knativeerrorcode`` (its status; 500 when
+   it never answered) and ``knativeerrordata`` (base64 of its answer, at most 1,024
+   characters), retried by the same policy. Without a sink, or when the sink fails too, the
+   event is dropped and counted.
+
+The event is acked in the log only when all of this is over, so a crash repeats it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from multidict import CIMultiDict
+
+from eventing.broker.event import (
+    STRUCTURED_TYPE,
+    TTL,
+    Event,
+    EventError,
+    Form,
+    parse_message,
+    to_binary,
+    to_structured,
+)
+from eventing.broker.ingress import TtlExceeded, passthrough_headers
+from eventing.broker.store import EventLog, Headers, Record, StoreError, Subscription
+from eventing.delivery import DeliverySpec, is_success, should_retry
+
+__all__ = [
+    "DEFAULT_ATTEMPT_TIMEOUT_S",
+    "DEFAULT_CONCURRENCY",
+    "Dispatcher",
+    "LocalhostResolver",
+    "Outcome",
+    "TriggerTarget",
+]
+
+log = logging.getLogger(__name__)
+
+# Deliveries in flight per trigger (retries waiting included).
+DEFAULT_CONCURRENCY: Final = 100
+# An attempt without a delivery.timeout ends after this long: Knative's fan-out gives a whole
+# delivery 15 minutes; an attempt here gets 5, so a subscriber that never answers is retried.
+DEFAULT_ATTEMPT_TIMEOUT_S: Final = 300.0
+ERROR_DATA_MAX_CHARS: Final = 1024  # KnativeErrorDataExtensionMaxLength
+# The largest answer read from a subscriber (a reply event): the ingress's own limit.
+MAX_RESPONSE_BYTES: Final = 4 * 1024 * 1024
+
+_STREAM_BYTES: Final = 1 << 20
+
+Matcher = Callable[[Mapping[str, object]], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerTarget:
+    """What a trigger's deliveries need, resolved from the Trigger and its Broker."""
+
+    uid: str
+    namespace: str
+    name: str
+    broker: str  # namespace/name
+    subscriber: str | None  # URL; None until the control plane resolved it
+    dead_letter_sink: str | None
+    delivery: DeliverySpec
+    matches: Matcher
+    broker_url: str  # knativeerrordest when a reply cannot be stored
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One attempt's result: status None when nothing answered; ``error`` the reason text."""
+
+    status: int | None
+    body: bytes = b""
+    retry_after: str | None = None
+    error: str = ""
+    retriable: bool = True
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    reply_failed: bool = False  # the reply could not be stored: the broker is what failed
+
+
+class LocalhostResolver(AbstractResolver):
+    """``localhost`` and ``*.localhost`` are 127.0.0.1 (RFC 6761), whatever the system
+    resolver says: knpy serve names its routes so."""
+
+    def __init__(self) -> None:
+        self._default = aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        name = host.lower().rstrip(".")
+        if name == "localhost" or name.endswith(".localhost"):
+            return [
+                ResolveResult(
+                    hostname=host, host="127.0.0.1", port=port, family=socket.AF_INET,
+                    proto=0, flags=socket.AI_NUMERICHOST,
+                )
+            ]
+        return await self._default.resolve(host, port, family)
+
+    async def close(self) -> None:
+        await self._default.close()
+
+
+def _error_data(body: bytes) -> str:
+    return base64.b64encode(body).decode("ascii")[:ERROR_DATA_MAX_CHARS]
+
+
+class TriggerWorker:
+    """One trigger: reads its queue, filters, delivers with up to ``concurrency`` at once."""
+
+    def __init__(self, dispatcher: Dispatcher, target: TriggerTarget, sub: Subscription) -> None:
+        self.dispatcher = dispatcher
+        self.target = target
+        self.sub = sub
+        self.in_flight = 0
+        self.delivered = 0
+        self.dead_lettered = 0
+        self.dropped = 0
+        self.filtered = 0
+        self._room = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<TriggerWorker {self.target.key} in_flight={self.in_flight} "
+            f"delivered={self.delivered} dead_lettered={self.dead_lettered} "
+            f"dropped={self.dropped} filtered={self.filtered}>"
+        )
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"trigger {self.target.key}"
+        )
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._task, *self._tasks) if t is not None]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+    async def _run(self) -> None:
+        limit = self.dispatcher.concurrency
+        while True:
+            while self.in_flight >= limit:
+                self._room.clear()
+                await self._room.wait()
+            batch = await self.sub.next_batch(limit - self.in_flight)
+            for rec in batch:
+                target = self.target
+                if target.subscriber is None or not self._matches(target, rec):
+                    # Knative's filter answers 200 without sending when the filter fails; a
+                    # trigger without a subscriber URI is not Ready and gets nothing.
+                    self.filtered += 1
+                    self.sub.ack(rec.seq)
+                    continue
+                self.in_flight += 1
+                task = asyncio.get_running_loop().create_task(self._deliver(target, rec))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    def _matches(self, target: TriggerTarget, rec: Record) -> bool:
+        attrs = rec.event.attrs
+        if TTL in attrs:
+            attrs = {k: v for k, v in attrs.items() if k != TTL}
+        try:
+            return target.matches(attrs)
+        except Exception:  # a filter bug must not stop the trigger: the event does not pass
+            log.exception("trigger %s: the filter failed", target.key)
+            return False
+
+    async def _deliver(self, target: TriggerTarget, rec: Record) -> None:
+        try:
+            result = await self.dispatcher.deliver(target, rec)
+            if result == "delivered":
+                self.delivered += 1
+            elif result == "dead-lettered":
+                self.dead_lettered += 1
+            else:
+                self.dropped += 1
+            self.sub.ack(rec.seq)
+        finally:
+            self.in_flight -= 1
+            self._room.set()
+
+
+class Dispatcher:
+    """The triggers' workers and the delivery itself (module doc).
+
+    ``ingest(broker, events, headers)`` stores replies (``Ingress.ingest``); ``sleep`` and
+    ``clock`` (wall clock, for Retry-After dates) are the seams a fake clock replaces.
+    """
+
+    def __init__(
+        self,
+        log_: EventLog,
+        ingest: Callable[[str, list[Event], Headers], Awaitable[None]],
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        attempt_timeout_s: float = DEFAULT_ATTEMPT_TIMEOUT_S,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        self.log = log_
+        self.ingest = ingest
+        self.concurrency = concurrency
+        self.attempt_timeout_s = attempt_timeout_s
+        self.sleep = sleep
+        self.clock = clock
+        self.workers: dict[str, TriggerWorker] = {}
+        self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"<Dispatcher triggers={len(self.workers)}>"
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=0, limit_per_host=0, resolver=LocalhostResolver(), keepalive_timeout=30
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
+        )
+
+    async def close(self) -> None:
+        await asyncio.gather(*(w.stop() for w in self.workers.values()))
+        self.workers.clear()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def set_triggers(self, targets: Mapping[str, TriggerTarget]) -> list[Awaitable[None]]:
+        """Follow the triggers (by uid): start new workers, update changed ones, stop and
+        forget deleted ones. Returns the stops to await."""
+        stops: list[Awaitable[None]] = []
+        for uid, worker in list(self.workers.items()):
+            target = targets.get(uid)
+            if target is None or target.broker != worker.target.broker:
+                del self.workers[uid]
+                stops.append(worker.stop())
+                if target is None:
+                    self.log.forget(uid)
+        for uid, target in targets.items():
+            current = self.workers.get(uid)
+            if current is None:
+                fresh = TriggerWorker(self, target, self.log.subscribe(uid, target.broker))
+                self.workers[uid] = fresh
+                fresh.start()
+            else:
+                current.target = target
+        return stops
+
+    # -- one delivery ---------------------------------------------------------------------
+    async def deliver(self, target: TriggerTarget, rec: Record) -> str:
+        """Deliver ``rec`` to ``target``'s subscriber, with retries, reply and dead-letter
+        sink; returns ``delivered``, ``dead-lettered`` or ``dropped``."""
+        event = rec.event
+        ttl = event.attrs.get(TTL)
+        out = event.copy(**{TTL: None}) if ttl is not None else event
+        headers = [
+            *rec.headers,
+            (b"Prefer", b"reply"),
+            (b"Kn-Namespace", target.namespace.encode()),
+        ]
+        assert target.subscriber is not None
+        spec = target.delivery
+        dest = target.subscriber
+
+        async def attempt() -> Outcome:
+            outcome = await self.send(dest, out, headers, spec)
+            if is_success(outcome.status):
+                return await self._reply(target, outcome, ttl)
+            return outcome
+
+        outcome = await self.with_retries(spec, attempt)
+        if is_success(outcome.status):
+            return "delivered"
+        if outcome.reply_failed:
+            dest = target.broker_url
+        if target.dead_letter_sink is None:
+            log.warning(
+                "trigger %s: event %r dropped after %s (no dead-letter sink)",
+                target.key, event.attrs.get("id"), outcome.status or outcome.error,
+            )
+            return "dropped"
+        failed = out.copy(
+            knativeerrordest=dest,
+            knativeerrorcode=outcome.status or 500,
+            knativeerrordata=_error_data(outcome.body) or None,
+        )
+        dls = target.dead_letter_sink
+        dls_outcome = await self.with_retries(
+            spec, lambda: self.send(dls, failed, rec.headers, spec)
+        )
+        if is_success(dls_outcome.status):
+            return "dead-lettered"
+        log.error(
+            "trigger %s: event %r dropped: the subscriber (%s) and the dead-letter sink (%s) "
+            "both failed", target.key, event.attrs.get("id"), outcome.status or outcome.error,
+            dls_outcome.status or dls_outcome.error,
+        )
+        return "dropped"
+
+    async def with_retries(
+        self, spec: DeliverySpec, attempt: Callable[[], Awaitable[Outcome]]
+    ) -> Outcome:
+        """Up to ``spec.attempts`` attempts, waiting ``spec.wait_s`` between them."""
+        outcome = await attempt()
+        for k in range(1, spec.attempts):
+            if is_success(outcome.status):
+                break
+            if not (outcome.retriable and should_retry(outcome.status)):
+                break
+            await self.sleep(spec.wait_s(k, outcome.status, outcome.retry_after, self.clock()))
+            outcome = await attempt()
+        return outcome
+
+    async def _reply(self, target: TriggerTarget, outcome: Outcome, ttl: object) -> Outcome:
+        """A successful attempt's answer: nothing, a reply to store, or not an event."""
+        headers = list(outcome.headers)
+        if outcome.status == 202 or (not outcome.body and not _has_ce_header(headers)):
+            return outcome
+        try:
+            replies = parse_message(headers, outcome.body)
+        except EventError as err:
+            return Outcome(
+                502, outcome.body, error=f"the answer is not a CloudEvent: {err}",
+                retriable=False,
+            )
+        for reply in replies:
+            if ttl is not None:
+                reply.attrs[TTL] = ttl
+        try:
+            await self.ingest(target.broker, replies, passthrough_headers(headers))
+        except TtlExceeded as err:
+            return Outcome(400, str(err).encode(), retriable=False, reply_failed=True)
+        except StoreError as err:
+            return Outcome(500, str(err).encode(), reply_failed=True)
+        return outcome
+
+    async def send(
+        self, url: str, event: Event, headers: Headers, spec: DeliverySpec
+    ) -> Outcome:
+        """One POST of ``event`` to ``url``, in the mode ``spec.format`` asks for."""
+        session = self._session
+        assert session is not None, "start() first"
+        binary = spec.format == "binary" or (spec.format is None and event.form is Form.BINARY)
+        out: list[tuple[bytes, bytes]]
+        if binary:
+            out, body = to_binary(event)
+        else:
+            out, body = [(b"content-type", STRUCTURED_TYPE)], to_structured(event)
+        send_headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in (*headers, *out)]
+        timeout = aiohttp.ClientTimeout(total=spec.timeout_s or self.attempt_timeout_s)
+        try:
+            async with session.post(
+                url,
+                # aiohttp warns about (and blocks the loop on) large bytes bodies; a stream not.
+                data=body if len(body) < _STREAM_BYTES else io.BytesIO(body),
+                headers=CIMultiDict(send_headers),
+                timeout=timeout,
+            ) as resp:
+                answer = await resp.content.read(MAX_RESPONSE_BYTES)
+                return Outcome(
+                    resp.status, answer, resp.headers.get("Retry-After"),
+                    headers=resp.raw_headers,
+                )
+        except TimeoutError:
+            return Outcome(None, b"", error=f"no answer from {url} within the timeout")
+        except (aiohttp.ClientError, OSError) as err:
+            return Outcome(None, f"dispatch error: {err}".encode(), error=str(err))
+
+
+def _has_ce_header(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(n.lower() == b"ce-specversion" for n, _ in headers)
