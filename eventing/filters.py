@@ -217,6 +217,19 @@ def _compile_element(element: object) -> _Compiled | None:
 def _string_match(dialect: str, pairs: Mapping[str, object]) -> _Compiled:
     items = tuple((str(k), str(v)) for k, v in pairs.items())
     shown = f"{dialect}{{{', '.join(f'{k}={v!r}' for k, v in items)}}}"
+    if dialect == "exact" and len(items) == 1:
+        # The filter most triggers have (one type): no loop, and a string compared as is.
+        ((name, want),) = items
+
+        def exact_one(event: Event) -> FilterResult:
+            got = event.get(name)
+            if got == want:
+                return _PASS
+            if type(got) is str:
+                return _FAIL
+            return _PASS if attribute_text(event, name) == want else _FAIL
+
+        return exact_one, shown
     if dialect == "exact":
 
         def exact(event: Event) -> FilterResult:

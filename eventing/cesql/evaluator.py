@@ -152,6 +152,8 @@ def _binary(node: Binary) -> Compiled:
     op = node.op
     left, right = compile_node(node.left), compile_node(node.right)
     if op in ("=", "!=", "<>"):
+        if isinstance(node.left, Identifier) and isinstance(node.right, Constant):
+            return _attribute_equals(op == "=", node.left.name, node.right.value, left)
         return _equal(op == "=", left, right)
     if op in ("<", "<=", ">", ">="):
         return _order(op, left, right)
@@ -204,6 +206,27 @@ def _equal(want: bool, left: Compiled, right: Compiled) -> Compiled:
         return (x == y) is want
 
     return equal
+
+
+def _attribute_equals(want: bool, name: str, constant: Value, slow: Compiled) -> Compiled:
+    # type = 'com.example': the commonest filter, without the two calls and the type dance
+    # when the attribute already has the constant's type; else the general path's casts.
+    target = type(constant)
+
+    def attribute_equals(event: Event) -> Value:
+        raw = event.get(name)
+        if type(raw) is target:
+            return (raw == constant) is want
+        try:
+            x = slow(event)
+            if type(x) is not target:
+                x = cast_to(x, target)
+        except CesqlError as e:
+            e.value = False
+            raise
+        return (x == constant) is want
+
+    return attribute_equals
 
 
 _ORDER: Final[dict[str, Callable[[int, int], bool]]] = {
@@ -266,15 +289,22 @@ def like_regex(pattern: str) -> re.Pattern[str]:
     themselves. A backslash before anything else is an ordinary character, as sdk-go reads it.
     """
     out: list[str] = []
+    literal: list[str] = []  # a run of ordinary characters, escaped as one piece
     i, n = 0, len(pattern)
     while i < n:
         c = pattern[i]
         if c == "\\" and i + 1 < n and pattern[i + 1] in "%_":
-            out.append(re.escape(pattern[i + 1]))
+            literal.append(pattern[i + 1])
             i += 2
             continue
-        out.append(".*" if c == "%" else "." if c == "_" else re.escape(c))
+        if c == "%" or c == "_":
+            out.append(re.escape("".join(literal)))
+            literal.clear()
+            out.append(".*" if c == "%" else ".")
+        else:
+            literal.append(c)
         i += 1
+    out.append(re.escape("".join(literal)))
     return re.compile("".join(out), re.DOTALL)
 
 

@@ -40,10 +40,17 @@ KEYWORDS: Final = frozenset({"AND", "OR", "XOR", "NOT", "LIKE", "EXISTS", "IN", 
 # §2.4: function names are letters and underscores.
 _IDENTIFIER: Final = re.compile(r"[A-Za-z0-9]+")
 _FUNCTION_NAME: Final = re.compile(r"[A-Za-z][A-Za-z_]*")
-_WORD_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
-_SPACE: Final = frozenset(" \t\r\n")
-_TWO_CHAR_OPS: Final = frozenset({"!=", "<>", "<=", ">="})
-_ONE_CHAR_OPS: Final = frozenset("=<>+-*/%(),")
+# The lexer (CESQLLexer.g4): blanks are space, tab, CR and LF; a word is letters, digits and
+# underscores (an integer, a keyword, an attribute or a function name, told apart later); a
+# string pairs a backslash with the next character.
+_TOKEN: Final = re.compile(
+    r"""[ \t\r\n]+
+    |(?P<word>[A-Za-z0-9_]+)
+    |(?P<string>'(?:\\.|[^'\\])*'|"(?:\\.|[^"\\])*")
+    |(?P<op>!=|<>|<=|>=|[=<>+\-*/%(),])""",
+    re.VERBOSE | re.DOTALL,
+)
+_ESCAPE_PAIR: Final = re.compile(r"\\(.)", re.DOTALL)
 # A nesting bound, so a hostile expression gets a parse error, not a RecursionError: the
 # parser and the evaluator recurse once or twice a level, well inside Python's 1,000.
 MAX_DEPTH: Final = 200
@@ -72,54 +79,38 @@ class Token:
 def tokenize(source: str) -> list[Token]:
     """Split an expression into tokens; a CesqlParseError at the first bad character."""
     out: list[Token] = []
-    i, n = 0, len(source)
-    while i < n:
-        c = source[i]
-        if c in _SPACE:
-            i += 1
-        elif c in _WORD_CHARS:
-            j = i + 1
-            while j < n and source[j] in _WORD_CHARS:
-                j += 1
-            word = source[i:j]
-            out.append(Token("int" if word.isdigit() else "word", word, i, j))
-            i = j
-        elif c == "'" or c == '"':
-            j, text = _read_string(source, i)
-            out.append(Token("str", text, i, j))
-            i = j
-        elif source[i : i + 2] in _TWO_CHAR_OPS:
-            out.append(Token("op", source[i : i + 2], i, i + 2))
-            i += 2
-        elif c in _ONE_CHAR_OPS:
-            out.append(Token("op", c, i, i + 1))
-            i += 1
-        else:
-            raise CesqlParseError(i, f"unexpected character {c!r}")
+    pos, n = 0, len(source)
+    match = _TOKEN.match
+    while pos < n:
+        m = match(source, pos)
+        if m is None:
+            c = source[pos]
+            if c in "'\"":
+                raise CesqlParseError(pos, "unterminated string literal")
+            raise CesqlParseError(pos, f"unexpected character {c!r}")
+        end = m.end()
+        kind = m.lastgroup
+        if kind == "word":
+            word = m.group()
+            out.append(Token("int" if word.isdigit() else "word", word, pos, end))
+        elif kind == "string":
+            out.append(Token("str", _decode_string(m.group()), pos, end))
+        elif kind == "op":
+            out.append(Token("op", m.group(), pos, end))
+        pos = end
     out.append(Token("eof", "", n, n))
     return out
 
 
-def _read_string(source: str, start: int) -> tuple[int, str]:
-    # §2.2: a string is delimited by ' or "; inside, a backslash before the delimiter escapes
-    # it. Any other backslash is an ordinary character (so 'a\c' is the 3 characters a\c, as
-    # sdk-go reads it), but it still pairs with the next character when scanning for the end,
-    # so '\\' followed by the delimiter does not end the string early.
-    quote = source[start]
-    parts: list[str] = []
-    i, n = start + 1, len(source)
-    while i < n:
-        c = source[i]
-        if c == "\\" and i + 1 < n:
-            nxt = source[i + 1]
-            parts.append(nxt if nxt == quote else c + nxt)
-            i += 2
-        elif c == quote:
-            return i + 1, "".join(parts)
-        else:
-            parts.append(c)
-            i += 1
-    raise CesqlParseError(start, "unterminated string literal")
+def _decode_string(literal: str) -> str:
+    # §2.2: inside a string, a backslash before the delimiter escapes it. Any other backslash
+    # is an ordinary character (so 'a\c' is the 3 characters a\c, as sdk-go reads it), but
+    # it pairs with the next character when the lexer looks for the end, so a backslash
+    # before the delimiter never ends the string.
+    quote, body = literal[0], literal[1:-1]
+    if "\\" not in body:
+        return body
+    return _ESCAPE_PAIR.sub(lambda m: quote if m[1] == quote else m[0], body)
 
 
 # -- the syntax tree ------------------------------------------------------------------------
@@ -269,7 +260,8 @@ class _Parser:
         tok = self.peek()
         if tok.kind != "eof":
             raise CesqlParseError(tok.pos, f"unexpected {_show(tok)} after a complete expression")
-        if tree_depth(node) > MAX_DEPTH:
+        # A tree has fewer levels than the expression has tokens: count only when it could.
+        if len(self.tokens) > MAX_DEPTH and tree_depth(node) > MAX_DEPTH:
             # e.g. 1 + 1 + ... read in a loop, but nested in the tree, which evaluation recurses
             raise CesqlParseError(0, f"expression nested deeper than {MAX_DEPTH}")
         return node

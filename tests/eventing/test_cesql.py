@@ -212,6 +212,14 @@ COMPARISON = [
     case("'05' = 5", True, id="string-left-to-integer"),
     case("1 = TRUE", True, id="integer-left-to-boolean"),
     case("hop < ttl", True, hop="5", ttl="10", id="spec-hop-ttl-as-integers"),
+    case("myint = '10'", True, myint=10, id="integer-attribute-to-string-constant"),
+    case("myint = 10", True, myint=10, id="integer-attribute-to-integer-constant"),
+    case("flag = 'true'", True, flag=True, id="boolean-attribute-to-string-constant"),
+    case("flag = 'TRUE'", False, flag=True, id="boolean-attribute-spelled-lowercase"),
+    case("flag = 1", False, "cast", flag="yes", id="string-attribute-not-an-integer"),
+    case("nothing = 'x'", False, "missingAttribute", nothing=None, id="null-attribute-equals"),
+    case("type != 'myType'", False, id="attribute-not-equal-constant"),
+    case("'myType' = type", True, id="constant-equals-attribute"),
 ]
 
 LOGIC = [

@@ -158,6 +158,12 @@ STRING_MATCH_CASES = [
         id="exact-every-key-must-match",
     ),
     pytest.param({"exact": {"type": "ü"}}, event(type="ü"), True, id="exact-unicode"),
+    pytest.param(
+        {"exact": {"schemaurl": "http://example.com/schema"}}, FULL, True, id="exact-alias"
+    ),
+    pytest.param({"exact": {"datamediatype": "application/json"}}, FULL, True, id="exact-media"),
+    pytest.param({"exact": {"count": "11"}}, FULL, False, id="exact-integer-other-value"),
+    pytest.param({"exact": {"subject": "topic"}}, FULL, True, id="exact-one-string"),
 ]
 
 
