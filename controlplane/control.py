@@ -82,6 +82,7 @@ class ControlProcess:
         drain_period_s: float,
         python: str,
         env: Mapping[str, str],
+        ingress_port: int = 80,
     ) -> ControlProcess:
         """Start the process and wait until its API server listens.
 
@@ -94,6 +95,7 @@ class ControlProcess:
         argv = [
             python, "-m", "controlplane.control", "--state-dir", str(state_dir),
             "--host", host, "--port", str(port), "--drain-period", f"{drain_period_s:g}",
+            "--ingress-port", str(ingress_port),
         ]  # fmt: skip
         spawn = tied_to_parent(argv, env)
         proc = await asyncio.create_subprocess_exec(
@@ -200,6 +202,7 @@ async def _run(args: argparse.Namespace) -> int:
                     KubeInformerFactory(api),
                     ApiKubeClient(api),
                     ControllerConfig(
+                        ingress_port=args.ingress_port,  # eventing's URLs dialable from here
                         queue_sidecar_command=QUEUE_COMMAND,
                         queue_env=MappingProxyType(
                             {"QUEUE_DRAIN_PERIOD_SECONDS": f"{args.drain_period:g}"}
@@ -233,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--state-dir", type=Path, required=True)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
+    p.add_argument("--ingress-port", type=int, default=80, help="eventing's URLs use it")
     p.add_argument("--drain-period", type=float, default=2.0, help="the queue-proxies' seconds")
     args = p.parse_args(argv)
     logging.basicConfig(

@@ -137,6 +137,7 @@ class LocalServe:
             drain_period_s=self.cfg.drain_period_s,
             python=self.cfg.python,
             env=self.base_env,
+            ingress_port=self.cfg.port,
         )
         self.api_url = self.endpoint.url
         self._api = await load_api_client({}, str(self.endpoint.kubeconfig))

@@ -38,6 +38,9 @@ class ControllerConfig:
             QUEUE_DRAIN_PERIOD_SECONDS), after Knative's contract.
         progress_deadline_s: config-deployment's ``progress-deadline`` (Knative: 600 s).
         workers: concurrent reconciles per controller (different keys only).
+        ingress_port: the port of the ingress every URL on this host goes through; added to
+            the URLs eventing resolves (a Trigger's subscriberUri, a Broker's address) so a
+            process here can dial them. 80 adds nothing.
         clock: Unix time for condition transition times and routing-state stamps.
     """
 
@@ -48,6 +51,7 @@ class ControllerConfig:
     queue_env: Mapping[str, str] = field(default_factory=_no_env)
     progress_deadline_s: int = 600
     workers: int = 2
+    ingress_port: int = 80
     clock: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:

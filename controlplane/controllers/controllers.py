@@ -16,12 +16,14 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
+from controlplane.pingadapter import PingAdapter
 from shared.kube.client import KubeClient
 from shared.kube.informer import EventType, Handler, Informer, InformerFactory
 from shared.kube.resources import Obj, Resource, key_of
 from shared.kube.workqueue import WorkQueue
 
 from .base import Cache, Reconciler, of_kind
+from .broker import BrokerReconciler, TriggerReconciler
 from .config import ControllerConfig
 from .configuration import ConfigurationReconciler
 from .endpoints import EndpointsReconciler
@@ -30,6 +32,7 @@ from .revision import RevisionReconciler
 from .route import RouteReconciler
 from .serverlessservice import ServerlessServiceReconciler
 from .service import ServiceReconciler
+from .sources import ContainerSourceReconciler, PingSourceReconciler, SinkBindingReconciler
 
 __all__ = ["Controllers"]
 
@@ -37,10 +40,16 @@ _log = logging.getLogger(__name__)
 
 
 class Controllers:
-    """Service, Configuration, Route, Revision, ServerlessService and Endpoints controllers."""
+    """Service, Configuration, Route, Revision, ServerlessService and Endpoints controllers,
+    and Knative Eventing's: Broker, Trigger, SinkBinding, ContainerSource and PingSource."""
 
     def __init__(
-        self, factory: InformerFactory, client: KubeClient, cfg: ControllerConfig | None = None
+        self,
+        factory: InformerFactory,
+        client: KubeClient,
+        cfg: ControllerConfig | None = None,
+        *,
+        ping_adapter: PingAdapter | None = None,
     ) -> None:
         self._factory = factory
         self._client = client
@@ -56,7 +65,16 @@ class Controllers:
                 RevisionReconciler,
                 ServerlessServiceReconciler,
                 EndpointsReconciler,
+                BrokerReconciler,
+                TriggerReconciler,
+                SinkBindingReconciler,
+                ContainerSourceReconciler,
             )
+        )
+        # PingSources' schedules run in this loop (controlplane/pingadapter.py).
+        self.ping_adapter = ping_adapter or PingAdapter()
+        self.reconcilers += (
+            PingSourceReconciler(self._cache, client, self._cfg, self.ping_adapter),
         )
         self._controllers: list[WorkQueue[Key]] = []
         self._handlers: list[tuple[Informer, Handler]] = []
@@ -118,6 +136,7 @@ class Controllers:
         self._started = False
         for controller in self._controllers:
             await controller.stop()
+        await self.ping_adapter.close()
         await self._factory.stop()
 
     def controllers(self) -> Sequence[WorkQueue[Key]]:

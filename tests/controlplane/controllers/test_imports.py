@@ -8,6 +8,11 @@ import sys
 import pytest
 
 PURE = (
+    "controlplane.controllers.addressable",
+    "controlplane.controllers.broker",
+    "controlplane.controllers.sources",
+    "controlplane.cron",
+    "controlplane.eventing_webhook",
     "controlplane.controllers.configuration",
     "controlplane.controllers.deployment",
     "controlplane.controllers.endpoints",

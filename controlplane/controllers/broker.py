@@ -1,0 +1,259 @@
+"""Knative Eventing's Broker and Trigger reconcilers for ``knpy serve``'s broker data plane.
+
+The data plane (``python -m eventing.broker``, the ``eventing-broker`` Deployment in
+``knative-eventing``) reads Brokers and Triggers itself; these reconcilers write what it and the
+users read from status, as Knative's MTChannelBasedBroker controller does
+(pkg/reconciler/broker, pkg/reconciler/broker/trigger):
+
+- **Broker** (classes ``MTChannelBasedBroker`` and ``RabbitMQBroker``; a Broker of another class
+  is left to its own controller, as in a cluster): ``status.address.url`` is
+  ``http://broker-ingress.knative-eventing.localhost:<ingress port>/<ns>/<name>`` (the ingress
+  routes that Host to the data plane). Conditions: IngressReady and FilterReady from the ready
+  addresses of ``knative-eventing/broker-ingress`` (one process serves both roles),
+  TriggerChannelReady (True: events are stored by the data plane, there is no channel),
+  Addressable, DeadLetterSinkResolved (with ``status.deadLetterSinkUri``, or True with
+  ``DeadLetterSinkNotConfigured``), EventPoliciesReady (True: knpy has no event policies);
+  Ready is their conjunction.
+- **Trigger**: BrokerReady propagated from its Broker's Ready (``BrokerDoesNotExist`` when
+  missing), SubscriberResolved with ``status.subscriberUri`` (a Knative Service resolves to its
+  URL with the ingress port: dialable from this host), DeadLetterSinkResolved with
+  ``status.deadLetterSinkUri`` (the trigger's sink, else its broker's when the trigger has no
+  delivery of its own), SubscriptionReady and DependencyReady True (the dispatcher reads the
+  trigger directly), OIDCIdentityCreated True; Ready is their conjunction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+from shared.kube.client import KubeClient
+from shared.kube.resources import (
+    BROKER_CLASS_ANNOTATION,
+    BROKER_INGRESS_HOST,
+    BROKERS,
+    CHANNELS,
+    DEFAULT_BROKER_CLASS,
+    ENDPOINTS,
+    EVENTING_NAMESPACE,
+    KSERVICES,
+    RABBITMQ_BROKER_CLASS,
+    TRIGGERS,
+    Obj,
+    annotations_of,
+    key_of,
+    meta,
+)
+
+from .addressable import Resolved, resolve
+from .base import Cache, Watch, update_status
+from .config import ControllerConfig
+from .meta import Conditions, Key, get_condition, rfc3339
+
+__all__ = [
+    "BROKER_INGRESS_SERVICE",
+    "BrokerReconciler",
+    "TriggerReconciler",
+    "broker_status",
+    "broker_url",
+    "trigger_status",
+]
+
+# The Service (and so the Endpoints) of the broker data plane in knative-eventing.
+BROKER_INGRESS_SERVICE: Final = "broker-ingress"
+SERVED_CLASSES: Final = (DEFAULT_BROKER_CLASS, RABBITMQ_BROKER_CLASS)
+_BROKER_CONDITIONS: Final = (
+    "IngressReady", "TriggerChannelReady", "FilterReady", "Addressable",
+    "DeadLetterSinkResolved", "EventPoliciesReady",
+)
+_TRIGGER_CONDITIONS: Final = (
+    "BrokerReady", "SubscriptionReady", "DependencyReady", "SubscriberResolved",
+    "DeadLetterSinkResolved", "OIDCIdentityCreated",
+)
+_NO_DLS: Final = ("DeadLetterSinkNotConfigured", "No dead letter sink is configured.")
+
+
+def broker_url(namespace: str, name: str, port: int) -> str:
+    """A Broker's address: the ingress' port, Host ``broker-ingress.knative-eventing.localhost``."""
+    host = BROKER_INGRESS_HOST if port == 80 else f"{BROKER_INGRESS_HOST}:{port}"
+    return f"http://{host}/{namespace}/{name}"
+
+
+def _served(broker: Obj) -> bool:
+    return annotations_of(broker).get(BROKER_CLASS_ANNOTATION, DEFAULT_BROKER_CLASS) in (
+        SERVED_CLASSES
+    )
+
+
+def _ready_addresses(endpoints: Obj | None) -> int:
+    return sum(len(s.get("addresses") or ()) for s in (endpoints or {}).get("subsets") or ())
+
+
+def _dls(spec: object) -> object:
+    delivery = spec.get("delivery") if isinstance(spec, dict) else None
+    return delivery.get("deadLetterSink") if isinstance(delivery, dict) else None
+
+
+def _mark_dls(conds: Conditions, status: Obj, dls: Resolved | None) -> None:
+    """DeadLetterSinkResolved and ``status.deadLetterSinkUri`` (None: no sink configured)."""
+    if dls is None:
+        conds.mark("DeadLetterSinkResolved", "True", *_NO_DLS)
+    elif dls.ok:
+        conds.mark("DeadLetterSinkResolved", "True")
+        status["deadLetterSinkUri"] = dls.url
+    else:
+        conds.mark("DeadLetterSinkResolved", "False", "Unable to get the dead letter sink's URI",
+                   dls.message)
+
+
+def broker_status(broker: Obj, endpoints: Obj | None, dls: Resolved | None, port: int,
+                  now: str) -> Obj:
+    """The Broker's status: its address and conditions (MTChannelBasedBroker's)."""
+    ns, name = key_of(broker)
+    old = broker.get("status") or {}
+    conds = Conditions(old.get("conditions") or (), _BROKER_CONDITIONS)
+    if _ready_addresses(endpoints):
+        conds.mark("IngressReady", "True")
+        conds.mark("FilterReady", "True")
+    else:
+        message = f'Endpoints "{EVENTING_NAMESPACE}/{BROKER_INGRESS_SERVICE}" are unavailable.'
+        conds.mark("IngressReady", "False", "EndpointsUnavailable", message)
+        conds.mark("FilterReady", "False", "EndpointsUnavailable", message)
+    conds.mark("TriggerChannelReady", "True")
+    conds.mark("EventPoliciesReady", "True")
+    url = broker_url(ns, name, port)
+    conds.mark("Addressable", "True")
+    status: Obj = {
+        "observedGeneration": meta(broker).get("generation", 0),
+        "address": {"name": "http", "url": url},
+        "addresses": [{"name": "http", "url": url}],
+    }
+    _mark_dls(conds, status, dls)
+    status["conditions"] = conds.result(now)
+    return status
+
+
+def trigger_status(trigger: Obj, broker: Obj | None, subscriber: Resolved,
+                   dls: Resolved | None, now: str) -> Obj:
+    """The Trigger's status from its Broker and its resolved destinations."""
+    old = trigger.get("status") or {}
+    conds = Conditions(old.get("conditions") or (), _TRIGGER_CONDITIONS)
+    broker_name = str((trigger.get("spec") or {}).get("broker", ""))
+    ready = get_condition(broker, "Ready") if broker is not None else None
+    if broker is None:
+        conds.mark("BrokerReady", "False", "BrokerDoesNotExist",
+                   f'Broker "{broker_name}" does not exist')
+    elif ready is None:
+        conds.mark("BrokerReady", "Unknown", "BrokerNotConfigured",
+                   "Broker has not yet been reconciled.")
+    else:
+        status = ready.get("status")
+        conds.mark("BrokerReady", status if status in ("True", "False") else "Unknown",
+                   ready.get("reason", ""), ready.get("message", ""))
+    conds.mark("SubscriptionReady", "True")
+    conds.mark("DependencyReady", "True")
+    conds.mark("OIDCIdentityCreated", "True", "authentication-oidc feature disabled")
+    out: Obj = {"observedGeneration": meta(trigger).get("generation", 0)}
+    if subscriber.ok:
+        conds.mark("SubscriberResolved", "True")
+        out["subscriberUri"] = subscriber.url
+    else:
+        conds.mark("SubscriberResolved", "False", "Unable to get the Subscriber's URI",
+                   subscriber.message)
+    _mark_dls(conds, out, dls)
+    out["conditions"] = conds.result(now)
+    return out
+
+
+class BrokerReconciler:
+    """Brokers of knpy's classes: address and conditions."""
+
+    name = "broker"
+    resource = BROKERS
+
+    def __init__(self, cache: Cache, client: KubeClient, cfg: ControllerConfig) -> None:
+        self._cache = cache
+        self._client = client
+        self._cfg = cfg
+
+    def watches(self) -> Sequence[Watch]:
+        def all_brokers(obj: Obj) -> list[Key]:
+            if key_of(obj) != (EVENTING_NAMESPACE, BROKER_INGRESS_SERVICE):
+                return []
+            return [key_of(b) for b in self._cache.list_all(BROKERS)]
+
+        def same_namespace(obj: Obj) -> list[Key]:
+            return [key_of(b) for b in self._cache.list(BROKERS, key_of(obj)[0])]
+
+        return (
+            Watch(ENDPOINTS, all_brokers, EVENTING_NAMESPACE),
+            Watch(KSERVICES, same_namespace),
+            Watch(CHANNELS, same_namespace),
+        )
+
+    async def reconcile(self, namespace: str, name: str) -> None:
+        broker = self._cache.get(BROKERS, namespace, name)
+        if broker is None or not _served(broker):
+            return
+        dest = _dls(broker.get("spec"))
+        cfg = self._cfg
+        dls = (
+            None if dest is None
+            else resolve(self._cache, dest, namespace, cfg.domain, cfg.ingress_port)
+        )
+        endpoints = self._cache.get(ENDPOINTS, EVENTING_NAMESPACE, BROKER_INGRESS_SERVICE)
+        status = broker_status(broker, endpoints, dls, cfg.ingress_port, rfc3339(cfg.clock()))
+        await update_status(self._client, BROKERS, broker, status)
+
+
+class TriggerReconciler:
+    """Triggers: their broker's readiness and their resolved subscriber and dead-letter sink."""
+
+    name = "trigger"
+    resource = TRIGGERS
+
+    def __init__(self, cache: Cache, client: KubeClient, cfg: ControllerConfig) -> None:
+        self._cache = cache
+        self._client = client
+        self._cfg = cfg
+
+    def watches(self) -> Sequence[Watch]:
+        def of_broker(obj: Obj) -> list[Key]:
+            ns, name = key_of(obj)
+            return [
+                key_of(t) for t in self._cache.list(TRIGGERS, ns)
+                if (t.get("spec") or {}).get("broker") == name
+            ]
+
+        def same_namespace(obj: Obj) -> list[Key]:
+            return [key_of(t) for t in self._cache.list(TRIGGERS, key_of(obj)[0])]
+
+        return (
+            Watch(BROKERS, of_broker),
+            Watch(KSERVICES, same_namespace),
+            Watch(CHANNELS, same_namespace),
+        )
+
+    async def reconcile(self, namespace: str, name: str) -> None:
+        trigger = self._cache.get(TRIGGERS, namespace, name)
+        if trigger is None:
+            return
+        spec = trigger.get("spec") or {}
+        broker = self._cache.get(BROKERS, namespace, str(spec.get("broker", "")))
+        if broker is not None and not _served(broker):
+            return  # another class' controller owns its triggers
+        cfg = self._cfg
+
+        def resolved(dest: object) -> Resolved:
+            return resolve(self._cache, dest, namespace, cfg.domain, cfg.ingress_port)
+
+        subscriber = resolved(spec.get("subscriber"))
+        dls: Resolved | None = None
+        if spec.get("delivery") is not None:
+            # A trigger's delivery replaces its broker's wholesale (eventing.delivery).
+            dest = _dls(spec)
+            dls = None if dest is None else resolved(dest)
+        elif broker is not None and (dest := _dls(broker.get("spec"))) is not None:
+            dls = resolved(dest)
+        status = trigger_status(trigger, broker, subscriber, dls, rfc3339(cfg.clock()))
+        await update_status(self._client, TRIGGERS, trigger, status)

@@ -1,0 +1,202 @@
+"""The eventing reconcilers over FakeCluster: Broker address and conditions, Trigger
+resolution, SinkBinding and ContainerSource injection, PingSource jobs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.kube.resources import (
+    BROKERS,
+    CONTAINERSOURCES,
+    DEPLOYMENTS,
+    ENDPOINTS,
+    KSERVICES,
+    PINGSOURCES,
+    SINKBINDINGS,
+    TRIGGERS,
+    Obj,
+)
+from tests.controlplane.controllers.harness import Env, hello, running
+
+PORT = 8080
+
+
+def broker(name: str = "default", **spec: Any) -> Obj:
+    return {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
+            "metadata": {"name": name, "namespace": "default"}, "spec": spec}
+
+
+def trigger(name: str, subscriber: Obj, broker_name: str = "default", **spec: Any) -> Obj:
+    return {"apiVersion": "eventing.knative.dev/v1", "kind": "Trigger",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"broker": broker_name, "subscriber": subscriber, **spec}}
+
+
+def conditions(obj: Obj) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c.get("reason", ""))
+            for c in obj.get("status", {}).get("conditions", [])}
+
+
+async def ingress_endpoints(env: Env, ready: bool) -> None:
+    subsets = [{"addresses": [{"ip": "127.0.0.1"}], "ports": [{"port": 41234}]}] if ready else []
+    env.cluster.put({"apiVersion": "v1", "kind": "Endpoints",
+                     "metadata": {"name": "broker-ingress", "namespace": "knative-eventing"},
+                     "subsets": subsets}, ENDPOINTS)
+    await env.cluster.settle()
+
+
+KSVC_REF = {"ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "hello"}}
+
+
+async def test_broker_address_and_readiness_follow_the_data_plane() -> None:
+    async with running(ingress_port=PORT) as env:
+        await env.apply(BROKERS, broker())
+        b = env.get(BROKERS, "default")
+        url = "http://broker-ingress.knative-eventing.localhost:8080/default/default"
+        assert b["status"]["address"] == {"name": "http", "url": url}
+        conds = conditions(b)
+        assert conds["IngressReady"] == ("False", "EndpointsUnavailable")
+        assert conds["Ready"] == ("False", "EndpointsUnavailable")
+        assert conds["DeadLetterSinkResolved"] == ("True", "DeadLetterSinkNotConfigured")
+        await ingress_endpoints(env, ready=True)
+        assert conditions(env.get(BROKERS, "default"))["Ready"] == ("True", "")
+        # A broker of a class knpy does not serve is left alone.
+        other = broker("kafka")
+        other["metadata"]["annotations"] = {"eventing.knative.dev/broker.class": "Kafka"}
+        await env.apply(BROKERS, other)
+        assert "status" not in env.get(BROKERS, "kafka") or not env.get(BROKERS, "kafka")[
+            "status"].get("address")
+
+
+async def test_trigger_resolves_a_knative_service_and_the_brokers_dead_letter_sink() -> None:
+    async with running(ingress_port=PORT) as env:
+        dls = {"uri": "http://dls.example:9999/dead"}
+        await env.apply(BROKERS, broker(delivery={"deadLetterSink": dls, "retry": 1}))
+        await ingress_endpoints(env, ready=True)
+        await env.apply(TRIGGERS, trigger("t", {**KSVC_REF}))
+        t = env.get(TRIGGERS, "t")
+        conds = conditions(t)
+        assert conds["SubscriberResolved"] == ("False", "Unable to get the Subscriber's URI")
+        assert conds["Ready"][0] == "False"
+        assert t["status"]["deadLetterSinkUri"] == "http://dls.example:9999/dead"
+        await hello(env)
+        ksvc = env.get(KSERVICES, "hello")
+        assert ksvc["status"]["url"] == "http://hello.default.localhost"
+        t = env.get(TRIGGERS, "t")
+        assert t["status"]["subscriberUri"] == "http://hello.default.localhost:8080"
+        assert conditions(t)["Ready"] == ("True", "")
+        # A uri beside the ref is relative to it.
+        await env.apply(TRIGGERS, trigger("t2", {**KSVC_REF, "uri": "/orders"}))
+        assert env.get(TRIGGERS, "t2")["status"]["subscriberUri"] == (
+            "http://hello.default.localhost:8080/orders")
+        # A trigger's own delivery replaces the broker's wholesale: no dead-letter sink.
+        t3 = trigger("t3", {"uri": "http://x.example/"}, delivery={"retry": 0})
+        await env.apply(TRIGGERS, t3)
+        t3 = env.get(TRIGGERS, "t3")
+        assert "deadLetterSinkUri" not in t3["status"]
+        assert conditions(t3)["DeadLetterSinkResolved"] == ("True", "DeadLetterSinkNotConfigured")
+
+
+async def test_trigger_of_a_missing_broker() -> None:
+    async with running(ingress_port=PORT) as env:
+        await env.apply(TRIGGERS, trigger("t", {"uri": "http://x.example/"}, "nope"))
+        t = env.get(TRIGGERS, "t")
+        assert conditions(t)["BrokerReady"] == ("False", "BrokerDoesNotExist")
+        assert t["status"]["subscriberUri"] == "http://x.example/"
+        await env.apply(BROKERS, broker("nope"))
+        ready = conditions(env.get(TRIGGERS, "t"))["BrokerReady"]
+        assert ready == ("False", "EndpointsUnavailable")
+
+
+def app_deployment(name: str = "app") -> Obj:
+    container = {"name": "c", "image": "x", "env": [{"name": "A", "value": "1"}]}
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": "default", "labels": {"app": name}},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"containers": [container]}}}}
+
+
+def env_of(env: Env, name: str) -> list[Obj]:
+    d = env.get(DEPLOYMENTS, name)
+    return list(d["spec"]["template"]["spec"]["containers"][0].get("env", []))
+
+
+async def test_sinkbinding_injects_and_removes_k_sink() -> None:
+    async with running(ingress_port=PORT) as env:
+        env.cluster.put(app_deployment(), DEPLOYMENTS)
+        await env.cluster.settle()
+        await env.apply(BROKERS, broker())
+        sb = {"apiVersion": "sources.knative.dev/v1", "kind": "SinkBinding",
+              "metadata": {"name": "bind", "namespace": "default"},
+              "spec": {"subject": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "app"},
+                       "sink": {"ref": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
+                                        "name": "default"}},
+                       "ceOverrides": {"extensions": {"team": "a"}}}}
+        await env.apply(SINKBINDINGS, sb)
+        url = "http://broker-ingress.knative-eventing.localhost:8080/default/default"
+        assert env_of(env, "app") == [
+            {"name": "A", "value": "1"}, {"name": "K_SINK", "value": url},
+            {"name": "K_CE_OVERRIDES", "value": '{"extensions":{"team":"a"}}'}]
+        status = env.get(SINKBINDINGS, "bind")["status"]
+        assert status["sinkUri"] == url
+        assert conditions(env.get(SINKBINDINGS, "bind"))["Ready"] == ("True", "")
+        await env.cluster.delete(SINKBINDINGS, "default", "bind")
+        await env.cluster.settle()
+        assert env_of(env, "app") == [{"name": "A", "value": "1"}]
+        assert "sources.knative.dev/sinkbinding" not in (
+            env.get(DEPLOYMENTS, "app")["metadata"].get("annotations") or {})
+        missing = {**sb, "metadata": {"name": "m", "namespace": "default"},
+                   "spec": {**sb["spec"], "subject": {"apiVersion": "apps/v1",
+                                                      "kind": "Deployment", "name": "none"}}}
+        await env.apply(SINKBINDINGS, missing)
+        assert conditions(env.get(SINKBINDINGS, "m"))["Available"] == ("False", "SubjectMissing")
+
+
+async def test_containersource_runs_a_deployment_with_the_sink() -> None:
+    async with running(ingress_port=PORT) as env:
+        cs = {"apiVersion": "sources.knative.dev/v1", "kind": "ContainerSource",
+              "metadata": {"name": "heartbeat", "namespace": "default"},
+              "spec": {"template": {"spec": {"containers": [
+                  {"name": "beat", "image": "x", "command": ["python", "beat.py"]}]}},
+                  "sink": {"uri": "http://sink.example/"}}}
+        await env.apply(CONTAINERSOURCES, cs)
+        d = env.get(DEPLOYMENTS, "heartbeat-deployment")
+        assert d["metadata"]["ownerReferences"][0]["kind"] == "ContainerSource"
+        assert d["spec"]["template"]["spec"]["containers"][0]["env"] == [
+            {"name": "K_SINK", "value": "http://sink.example/"},
+            {"name": "K_CE_OVERRIDES", "value": ""}]
+        conds = conditions(env.get(CONTAINERSOURCES, "heartbeat"))
+        assert conds["SinkBindingReady"] == ("True", "")
+        assert conds["ReceiveAdapterReady"] == ("Unknown", "DeploymentUnavailable")
+        d["status"] = {"availableReplicas": 1, "replicas": 1}
+        await env.cluster.replace_status(DEPLOYMENTS, "default", "heartbeat-deployment", d)
+        await env.cluster.settle()
+        assert conditions(env.get(CONTAINERSOURCES, "heartbeat"))["Ready"] == ("True", "")
+        assert env.get(CONTAINERSOURCES, "heartbeat")["status"]["sinkUri"] == (
+            "http://sink.example/")
+
+
+async def test_pingsource_hands_its_schedule_to_the_adapter() -> None:
+    async with running(ingress_port=PORT) as env:
+        ps = {"apiVersion": "sources.knative.dev/v1", "kind": "PingSource",
+              "metadata": {"name": "ping", "namespace": "default"},
+              "spec": {"schedule": "*/5 * * * *", "timezone": "Europe/Paris",
+                       "dataBase64": "aGk=", "contentType": "text/plain",
+                       "sink": {"ref": {"apiVersion": "eventing.knative.dev/v1",
+                                        "kind": "Broker", "name": "default"}}}}
+        await env.apply(PINGSOURCES, ps)
+        assert conditions(env.get(PINGSOURCES, "ping"))["SinkProvided"][0] == "False"
+        assert env.controllers.ping_adapter.jobs() == {}
+        await env.apply(BROKERS, broker())
+        job = env.controllers.ping_adapter.jobs()[("default", "ping")]
+        assert (job.schedule, job.timezone, job.data, job.content_type) == (
+            "*/5 * * * *", "Europe/Paris", b"hi", "text/plain")
+        assert job.source == "/apis/v1/namespaces/default/pingsources/ping"
+        assert job.sink.endswith(":8080/default/default")
+        status = env.get(PINGSOURCES, "ping")["status"]
+        assert conditions(env.get(PINGSOURCES, "ping"))["Ready"] == ("True", "")
+        assert status["sinkUri"] == job.sink
+        await env.cluster.delete(PINGSOURCES, "default", "ping")
+        await env.cluster.settle()
+        assert env.controllers.ping_adapter.jobs() == {}
