@@ -40,7 +40,8 @@ field paths, for apply time. Deliberate differences, each stricter than Knative:
 
 An event is a mapping of attribute name to JSON value, extensions included; ``schemaurl``
 (CloudEvents 0.3) and ``dataschema`` stand for each other, and ``datamediatype`` is the
-media type of ``datacontenttype`` without parameters, as sdk-go's accessors give them.
+media type of ``datacontenttype`` without parameters, as sdk-go's accessors give them;
+``data`` and ``data_base64``, if the mapping carries them, are never attributes.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
 from eventing import cesql
+from eventing.cesql.evaluator import DATA_MEMBERS
 from eventing.cesql.values import from_event, to_str
 from eventing.errors import FieldError
 
@@ -123,6 +125,8 @@ class EventFilter:
 
 def attribute_text(event: Event, name: str) -> str | None:
     """The string form of an attribute of ``event``, or None when it is absent."""
+    if name in DATA_MEMBERS:  # a structured event's data is no attribute
+        return None
     raw = event.get(name)
     if type(raw) is str:
         return raw
@@ -165,6 +169,10 @@ def compile_trigger_filter(spec: Mapping[str, object]) -> EventFilter:
 
 def _no_filter(event: Event) -> FilterResult:
     return _NO_FILTER
+
+
+def _fail(event: Event) -> FilterResult:
+    return _FAIL
 
 
 _Compiled = tuple[_Run, str]
@@ -220,6 +228,8 @@ def _string_match(dialect: str, pairs: Mapping[str, object]) -> _Compiled:
     if dialect == "exact" and len(items) == 1:
         # The filter most triggers have (one type): no loop, and a string compared as is.
         ((name, want),) = items
+        if name in DATA_MEMBERS:
+            return _fail, shown
 
         def exact_one(event: Event) -> FilterResult:
             got = event.get(name)

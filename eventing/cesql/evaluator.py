@@ -47,6 +47,9 @@ Compiled = Callable[[Event], Value]
 
 # §3.4.4: EXISTS is true for the REQUIRED attributes, the input event being assumed valid.
 REQUIRED_ATTRIBUTES: Final = frozenset({"specversion", "id", "source", "type"})
+# §1: an expression never sees the event's data, even when the caller's mapping carries it
+# (a structured-mode JSON event); ``data_base64`` cannot even be spelled (no underscores).
+DATA_MEMBERS: Final = frozenset({"data", "data_base64"})
 _ARITHMETIC_OPS: Final = frozenset({"+", "-", "*", "/", "%"})
 
 
@@ -97,6 +100,9 @@ def _constant(value: Value) -> Compiled:
 
 
 def _identifier(name: str) -> Compiled:
+    if name in DATA_MEMBERS:
+        return _missing(name)
+
     def identifier(event: Event) -> Value:
         raw = event.get(name)
         if type(raw) is str:  # the common case first
@@ -110,9 +116,18 @@ def _identifier(name: str) -> Compiled:
     return identifier
 
 
+def _missing(name: str) -> Compiled:
+    def missing(event: Event) -> Value:
+        raise CesqlError("missingAttribute", False, f"missing attribute {name!r}")
+
+    return missing
+
+
 def _exists(name: str) -> Compiled:
     if name in REQUIRED_ATTRIBUTES:
         return _constant(True)
+    if name in DATA_MEMBERS:
+        return _constant(False)
 
     def exists(event: Event) -> Value:
         return event.get(name) is not None
@@ -152,8 +167,13 @@ def _binary(node: Binary) -> Compiled:
     op = node.op
     left, right = compile_node(node.left), compile_node(node.right)
     if op in ("=", "!=", "<>"):
-        if isinstance(node.left, Identifier) and isinstance(node.right, Constant):
-            return _attribute_equals(op == "=", node.left.name, node.right.value, left)
+        left_node, right_node = node.left, node.right
+        if (
+            isinstance(left_node, Identifier)
+            and left_node.name not in DATA_MEMBERS
+            and isinstance(right_node, Constant)
+        ):
+            return _attribute_equals(op == "=", left_node.name, right_node.value, left)
         return _equal(op == "=", left, right)
     if op in ("<", "<=", ">", ">="):
         return _order(op, left, right)

@@ -77,6 +77,10 @@ ATTRIBUTES = [
     case("list", '["a",1]', list=["a", 1], id="json-array-is-string"),
     case("a1b2", "x", a1b2="x", id="digits-in-name"),
     case("1abc", "y", attrs={"1abc": "y"}, id="digit-first-name"),
+    # §1: no access to the data, even if the caller's mapping carries it.
+    case("data", False, "missingAttribute", data="payload", id="data-is-no-attribute"),
+    case("data = 'payload'", False, "missingAttribute", data="payload", id="data-not-compared"),
+    case("EXISTS data", False, data="payload", id="data-does-not-exist"),
 ]
 
 UNARY = [

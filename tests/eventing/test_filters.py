@@ -66,6 +66,7 @@ LEGACY_CASES = [
     pytest.param({"datamediatype": "application/json"}, FULL, True, id="datamediatype"),
     pytest.param({"time": ""}, MINIMAL, False, id="absent-time-is-absent"),
     pytest.param({}, MINIMAL, True, id="empty-map-passes"),
+    pytest.param({"data": ""}, event(data="payload"), False, id="data-is-no-attribute"),
 ]
 
 
@@ -164,6 +165,8 @@ STRING_MATCH_CASES = [
     pytest.param({"exact": {"datamediatype": "application/json"}}, FULL, True, id="exact-media"),
     pytest.param({"exact": {"count": "11"}}, FULL, False, id="exact-integer-other-value"),
     pytest.param({"exact": {"subject": "topic"}}, FULL, True, id="exact-one-string"),
+    pytest.param({"exact": {"data": "x"}}, event(data="x"), False, id="exact-data-never"),
+    pytest.param({"prefix": {"data": "x"}}, event(data="x"), False, id="prefix-data-never"),
 ]
 
 
