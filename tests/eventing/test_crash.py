@@ -12,32 +12,17 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from controlplane.kubeapi.server import KubeApiServer
-from shared.kube.config import load_api_client
-from shared.kube.kubeclient import ApiKubeClient
 from shared.kube.resources import BROKERS, NAMESPACES, TRIGGERS
 from shared.ports import LOOPBACK, free_port
+from tests.activator.integration.kube import kube_api
 from tests.eventing.harness import Answer, Received, Sink
 
 PRODUCERS = 8
-
-
-@contextlib.asynccontextmanager
-async def kube_api(state_dir: Path) -> AsyncIterator[ApiKubeClient]:
-    server = KubeApiServer(state_dir)
-    await server.start()
-    api = await load_api_client({}, str(server.kubeconfig_path))
-    try:
-        yield ApiKubeClient(api)
-    finally:
-        await api.close()
-        await server.stop()
 
 
 class BrokerProcess:
@@ -110,7 +95,8 @@ async def test_sigkill_mid_stream_loses_no_acknowledged_event(tmp_path: Path) ->
         return 200, {}, b""
 
     sink = await Sink(answer).start()
-    async with kube_api(tmp_path / "kube") as kube:
+    async with kube_api(tmp_path / "kube") as api:
+        kube = api.client
         await kube.create(NAMESPACES, "", {
             "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "demo"},
         })
@@ -123,7 +109,7 @@ async def test_sigkill_mid_stream_loses_no_acknowledged_event(tmp_path: Path) ->
             "metadata": {"name": "all", "namespace": "demo"},
             "spec": {"broker": "default", "subscriber": {"uri": sink.url}},
         })
-        kubeconfig = tmp_path / "kube" / "kubeconfig"
+        kubeconfig = api.kubeconfig
         state = tmp_path / "broker"
         log = tmp_path / "broker.log"
         broker = BrokerProcess(kubeconfig, state, log)
@@ -160,7 +146,7 @@ async def test_sigkill_mid_stream_loses_no_acknowledged_event(tmp_path: Path) ->
                     f"acknowledged {len(acked)}, delivered before the kill {delivered_before}, "
                     f"after the restart {len(got_ids)} requests, duplicates {duplicates}"
                 )
-                assert not missing, f"{len(missing)} acknowledged events lost: {sorted(missing)[:5]}"
+                assert not missing, f"{len(missing)} acknowledged lost: {sorted(missing)[:5]}"
                 assert delivered_before < len(acked)  # the restart had a backlog to deliver
                 assert duplicates <= len(acked)
             finally:

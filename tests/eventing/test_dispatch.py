@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import time
 from pathlib import Path
@@ -41,8 +42,9 @@ async def test_routing_table(broker: Broker) -> None:
     sinks = {name: await broker.sink() for name in ("all", "mytype", "full", "twin", "none")}
     await broker.add_trigger("all", sinks["all"].url)
     await broker.add_trigger("mytype", sinks["mytype"].url, attributes={"type": "mytype"})
-    await broker.add_trigger("full", sinks["full"].url, attributes={"type": "com.example.FullEvent"})
-    await broker.add_trigger("twin", sinks["full"].url, attributes={"type": "com.example.FullEvent"})
+    full = {"type": "com.example.FullEvent"}
+    await broker.add_trigger("full", sinks["full"].url, attributes=full)
+    await broker.add_trigger("twin", sinks["full"].url, attributes=full)
     await broker.add_trigger(
         "cesql", sinks["twin"].url, filters=[{"cesql": "exint = 42 AND source LIKE 'http%'"}]
     )
@@ -71,7 +73,7 @@ async def test_retries_then_success_with_linear_backoff(broker: Broker) -> None:
     )
     assert await broker.send() == 202
     received = await sink.wait_for(4)
-    gaps = [b.at - a.at for a, b in zip(received, received[1:], strict=False)]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(received)]
     # 0.1 s, 0.2 s, 0.3 s (k * d); loopback and the loop add a little.
     for gap, want in zip(gaps, (0.1, 0.2, 0.3), strict=True):
         assert want - 0.01 <= gap < want + 0.25, gaps
