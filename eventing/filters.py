@@ -360,6 +360,7 @@ def _check_element(element: object, path: str) -> list[FieldError]:
     if element.get("cesql"):
         present.append("cesql")
     if len(present) > 1:
+        # Knative's ErrGeneric carries no path at all; we name the element.
         errors.append(FieldError(path, _MULTIPLE_DIALECTS))
     for dialect in _MAP_DIALECTS:
         pairs = element.get(dialect)

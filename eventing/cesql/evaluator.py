@@ -172,6 +172,8 @@ def _binary(node: Binary) -> Compiled:
             isinstance(left_node, Identifier)
             and left_node.name not in DATA_MEMBERS
             and isinstance(right_node, Constant)
+            # not an Integer: an attribute's int may be beyond 32 bits, and so a String
+            and not isinstance(right_node.value, int | bool)
         ):
             return _attribute_equals(op == "=", left_node.name, right_node.value, left)
         return _equal(op == "=", left, right)
@@ -228,19 +230,15 @@ def _equal(want: bool, left: Compiled, right: Compiled) -> Compiled:
     return equal
 
 
-def _attribute_equals(want: bool, name: str, constant: Value, slow: Compiled) -> Compiled:
+def _attribute_equals(want: bool, name: str, constant: str, slow: Compiled) -> Compiled:
     # type = 'com.example': the commonest filter, without the two calls and the type dance
-    # when the attribute already has the constant's type; else the general path's casts.
-    target = type(constant)
-
+    # when the attribute is a string already; else the general path's casts.
     def attribute_equals(event: Event) -> Value:
         raw = event.get(name)
-        if type(raw) is target:
+        if type(raw) is str:
             return (raw == constant) is want
         try:
-            x = slow(event)
-            if type(x) is not target:
-                x = cast_to(x, target)
+            x = to_str(slow(event))
         except CesqlError as e:
             e.value = False
             raise

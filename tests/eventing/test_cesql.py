@@ -224,6 +224,8 @@ COMPARISON = [
     case("nothing = 'x'", False, "missingAttribute", nothing=None, id="null-attribute-equals"),
     case("type != 'myType'", False, id="attribute-not-equal-constant"),
     case("'myType' = type", True, id="constant-equals-attribute"),
+    case("big = 2147483647", False, "cast", big=2**40, id="attribute-beyond-32-bits-no-int"),
+    case("big = '1099511627776'", True, big=2**40, id="attribute-beyond-32-bits-as-string"),
 ]
 
 LOGIC = [

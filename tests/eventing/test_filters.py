@@ -185,6 +185,11 @@ CESQL_CASES = [
     pytest.param("count", FULL, False, id="integer-result-fails"),
     pytest.param("TRUE", MINIMAL, True, id="true-literal"),
     pytest.param("NOPE(type)", FULL, False, id="missing-function-fails"),
+    # Knative's cesql_filter_test.go, in our words.
+    pytest.param("ttl < 30", event(ttl=20), True, id="numeric-extension"),
+    pytest.param("(type = 't') OR (source = 'other')", MINIMAL, True, id="type-or-source"),
+    pytest.param("missingattribute < 5", MINIMAL, False, id="missing-less-than"),
+    pytest.param("missingattribute = missingvalue", MINIMAL, False, id="missing-both-sides"),
 ]
 
 
