@@ -17,17 +17,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Final, cast, get_args
+from typing import Final
 
 from shared.envconfig import ConfigError
 from shared.gosyntax import quote
 from shared.kube.informer import EventType, InformerFactory
 from shared.kube.resources import CONFIGMAPS, Obj, key_of
-from shared.observability import (
-    DEFAULT_REQUEST_LOG_TEMPLATE,
-    ObservabilityConfig,
-    TracingProtocol,
-)
+from shared.observability import ObservabilityConfig
+from shared.observability import from_configmap as observability_config
 
 __all__ = [
     "LOGGING_CONFIGMAP",
@@ -54,8 +51,6 @@ _LEVELS: Final = {
     "panic": logging.CRITICAL,
     "fatal": logging.CRITICAL,
 }
-_TRUE: Final = ("true", "1", "t", "yes")  # Go's strconv.ParseBool, as configmap.As does
-_FALSE: Final = ("false", "0", "f", "no")
 
 _log = logging.getLogger(COMPONENT)
 
@@ -93,48 +88,6 @@ def log_level(data: Mapping[str, str], component: str = COMPONENT) -> int | None
     if level is None:
         raise ConfigError(f"loglevel.{component}", f"unknown level {quote(raw)}")
     return level
-
-
-def _bool(data: Mapping[str, str], key: str, default: bool) -> bool:
-    raw = data.get(key)
-    if raw is None:
-        return default
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ConfigError(key, f"must be a boolean, got {quote(raw)}")
-
-
-def observability_config(data: Mapping[str, str]) -> ObservabilityConfig:
-    """config-observability's tracing and request-log keys (serving's NewFromMap and
-    knative.dev/pkg observability's), over Knative's defaults.
-
-    Raises:
-        ConfigError: a bad value or combination, named by its key.
-    """
-    protocol = data.get("tracing-protocol", "none").strip() or "none"
-    if protocol not in get_args(TracingProtocol):
-        raise ConfigError(
-            "tracing-protocol",
-            f"must be one of {', '.join(get_args(TracingProtocol))}, got {quote(protocol)}",
-        )
-    raw_rate = data.get("tracing-sampling-rate", "").strip()
-    try:
-        rate = float(raw_rate) if raw_rate else 0.0
-    except ValueError:
-        raise ConfigError(
-            "tracing-sampling-rate", f"must be a number, got {quote(raw_rate)}"
-        ) from None
-    return ObservabilityConfig(
-        tracing_protocol=cast(TracingProtocol, protocol),
-        tracing_endpoint=data.get("tracing-endpoint", "").strip(),
-        tracing_sampling_rate=rate,
-        enable_request_log=_bool(data, "logging.enable-request-log", False),
-        request_log_template=data.get("logging.request-log-template", DEFAULT_REQUEST_LOG_TEMPLATE),
-        enable_probe_request_log=_bool(data, "logging.enable-probe-request-log", False),
-    )
 
 
 class ConfigMaps:

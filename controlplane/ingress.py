@@ -91,6 +91,7 @@ from shared.kube.resources import (
     key_of,
     labels_of,
 )
+from shared.observability import ObservabilityConfig, from_configmap
 from shared.proxy.exchange import Exchange
 from shared.proxy.head import (
     DROP,
@@ -103,6 +104,7 @@ from shared.proxy.head import (
 )
 from shared.proxy.http1 import error_body, simple_response
 from shared.proxy.server import ConnectionLimits
+from shared.proxy.tracing import Tracing
 from shared.proxy.upstream import UpstreamPool
 from shared.seams import RevisionKey
 
@@ -204,6 +206,9 @@ _NO_POD_ANSWERED: Final = frozenset({502, 503, 504})
 # The ingress's ConfigMap, as Kourier's (net-kourier config/200-config.yaml) in the system
 # namespace.
 EDGE_CONFIGMAP: Final = "config-kourier"
+# Tracing follows the serving components' ConfigMap rather than Kourier's own keys: one switch
+# for every hop of the local platform (see ``RoutingTable.set_observability``).
+OBSERVABILITY_CONFIGMAP: Final = "config-observability"
 # A request head arrives within this long. Clients on loopback or a LAN send one in well under
 # 100 ms; 10 s leaves room for a 64 KiB head (MAX_HEAD_BYTES) at 56 kbit/s, and makes 500
 # slowloris connections live 10 s instead of for ever.
@@ -285,6 +290,9 @@ class RoutingTable:
         self._public: Informer | None = None
         self._private: Informer | None = None
         self._config: Informer | None = None
+        # None unless config-observability turns tracing on: the hot path tests for None.
+        self.tracing: Tracing | None = None
+        self._observability = ObservabilityConfig()
 
     def __repr__(self) -> str:
         return f"<RoutingTable hosts={len(self.routes)} backends={len(self.backends)}>"
@@ -305,9 +313,16 @@ class RoutingTable:
         self._config.add_handler(self._on_config)
 
     def _on_config(self, _event: EventType, obj: Obj) -> None:
+        assert self._config is not None
+        if key_of(obj)[1] == OBSERVABILITY_CONFIGMAP:
+            cm = self._config.get(SYSTEM_NAMESPACE, OBSERVABILITY_CONFIGMAP) or {}
+            try:
+                self.set_observability(from_configmap(cm.get("data") or {}))
+            except ValueError as err:
+                _log.error("%s/%s not applied: %s", SYSTEM_NAMESPACE, OBSERVABILITY_CONFIGMAP, err)
+            return
         if key_of(obj)[1] != EDGE_CONFIGMAP:
             return
-        assert self._config is not None
         cm = self._config.get(SYSTEM_NAMESPACE, EDGE_CONFIGMAP) or {}
         try:
             self.set_edge(EdgeConfig.from_data(cm.get("data") or {}))
@@ -323,6 +338,33 @@ class RoutingTable:
         limits.header_timeout_s = edge.header_timeout_s
         limits.idle_timeout_s = edge.idle_timeout_s
         limits.max_connections = edge.max_connections
+
+    def set_observability(self, obs: ObservabilityConfig) -> None:
+        """Trace from the next request when config-observability's tracing keys changed (as
+        the activator follows them), with the service name "ingress".
+
+        Raises:
+            ConfigError: the exporter cannot be built (the last good tracer is kept).
+        """
+        old = self._observability
+        if _tracing_of(obs) == _tracing_of(old):
+            return
+        tracing = None
+        if obs.tracing_protocol != "none":
+            from shared.tracing import setup_tracing
+
+            tracer = setup_tracing("ingress", obs)
+            tracing = Tracing(tracer) if tracer is not None else None
+        self.close_tracing()
+        self.tracing, self._observability = tracing, obs
+
+    def close_tracing(self) -> None:
+        """Flush the spans still batched (blocking, at most the exporter's timeout)."""
+        if self.tracing is not None:
+            from shared.tracing import shutdown_tracing
+
+            shutdown_tracing(self.tracing.tracer)
+            self.tracing = None
 
     def _on_route(self, _event: EventType, _obj: Obj) -> None:
         assert self._routes is not None
@@ -351,6 +393,10 @@ class RoutingTable:
             self.pods.pop(key, None)
         else:
             self.pods[key] = pod_count(obj)
+
+
+def _tracing_of(obs: ObservabilityConfig) -> tuple[str, str, float]:
+    return obs.tracing_protocol, obs.tracing_endpoint, obs.tracing_sampling_rate
 
 
 def _revision_key(endpoints: Obj) -> RevisionKey:
@@ -486,11 +532,18 @@ class Ingress:
         i = self._next.get(tag.key, 0)
         self._next[tag.key] = i + 1
         backend = backends[i % len(backends)]
-        head = ex.head if tag.retries else _finish(ex, list(tag.lines), tag.xff, tag.key)
+        head = (
+            ex.head
+            if tag.retries
+            else _finish(ex, list(tag.lines), tag.xff, tag.key, self.table.tracing)
+        )
         ex.forward(self._pool(backend), head)
 
     def finished(self, ex: _Ex) -> None:
         tag = ex.tag
+        if ex.span is not None:
+            ex.span.set_attribute("http.response.status_code", ex.status or 502)
+            ex.span.end()
         if tag is not None and tag.cold_since:
             self._cold.discard(tag.key)
             # A cold start is a request that waited at zero pods for one to answer: not one
@@ -501,6 +554,7 @@ class Ingress:
     def close(self) -> None:
         for pool in self._pools.values():
             pool.close()
+        self.table.close_tracing()
 
     # -- internals --------------------------------------------------------------------------
     def _pool(self, addr: tuple[str, int]) -> UpstreamPool[_Tag | None]:
@@ -522,7 +576,7 @@ class Ingress:
         if tag.retries * RETRY_INTERVAL_S >= RETRY_BUDGET_S:
             return False
         if not tag.retries and not ex.head:
-            ex.head = _finish(ex, list(tag.lines), tag.xff, tag.key)
+            ex.head = _finish(ex, list(tag.lines), tag.xff, tag.key, self.table.tracing)
         tag.retries += 1
         self.loop.call_later(RETRY_INTERVAL_S, self._retry, ex)
         return True
@@ -677,14 +731,46 @@ def _scan(ex: _Ex, trusted: bool) -> tuple[bytes, list[bytes], bytes | None]:
 
 
 def _finish(
-    ex: _Ex, lines: list[bytes], xff: bytes | None, activator_for: RevisionKey | None = None
+    ex: _Ex,
+    lines: list[bytes],
+    xff: bytes | None,
+    activator_for: RevisionKey | None = None,
+    tracing: Tracing | None = None,
 ) -> bytes:
     """The head for the next hop; for the activator, naming the revision in
     Knative-Serving-Revision/-Namespace as Knative's ingress does for a revision whose public
-    service is the activator. Trace context passes through: the ingress does not trace."""
+    service is the activator. Without tracing the client's trace context passes through as
+    any header; with it, the ingress's span (under the client's context) replaces it."""
     if activator_for is not None:
         lines.append(b"Knative-Serving-Revision: %b\r\n" % activator_for.name.encode())
         lines.append(b"Knative-Serving-Namespace: %b\r\n" % activator_for.namespace.encode())
+    traceparent = tracestate = None
+    if tracing is not None:
+        traceparent, tracestate = _take_trace_context(lines)
     return finish_head(
-        lines, ex, xff=xff, traceparent=None, tracestate=None, tracing=None, span_name=""
+        lines,
+        ex,
+        xff=xff,
+        traceparent=traceparent,
+        tracestate=tracestate,
+        tracing=tracing,
+        span_name="kn.ingress.proxy",
     )
+
+
+def _take_trace_context(lines: list[bytes]) -> tuple[bytes | None, bytes | None]:
+    """Remove the client's ``traceparent`` and ``tracestate`` lines and return their values.
+
+    Only with tracing on: the untraced path keeps them as plain lines and pays nothing.
+    """
+    found: dict[bytes, bytes] = {}
+    kept = []
+    for line in lines:
+        name, sep, value = line.partition(b":")
+        key = name.lower()
+        if sep and key in (b"traceparent", b"tracestate"):
+            found[key] = value.strip()
+        else:
+            kept.append(line)
+    lines[:] = kept
+    return found.get(b"traceparent"), found.get(b"tracestate")

@@ -43,6 +43,7 @@ __all__ = [
     "DEFAULT_REQUEST_LOG_TEMPLATE",
     "ObservabilityConfig",
     "TracingProtocol",
+    "from_configmap",
 ]
 
 TracingProtocol = Literal["none", "grpc", "http/protobuf", "stdout"]
@@ -161,6 +162,53 @@ class ObservabilityConfig:
         except ConfigError as err:
             # The combination is wrong; say which variable carried it.
             raise ConfigError(OBSERVABILITY_CONFIG, str(err)) from None
+
+
+_TRUE: Final = ("true", "1", "t", "yes")  # Go's strconv.ParseBool, as configmap.As does
+_FALSE: Final = ("false", "0", "f", "no")
+
+
+def _bool(data: Mapping[str, str], key: str, default: bool) -> bool:
+    raw = data.get(key)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(key, f"must be a boolean, got {quote(raw)}")
+
+
+def from_configmap(data: Mapping[str, str]) -> ObservabilityConfig:
+    """config-observability's tracing and request-log keys (serving's NewFromMap and
+    knative.dev/pkg observability's), over Knative's defaults: what the activator and the
+    local ingress follow, and what the Deployment controller turns into OBSERVABILITY_CONFIG.
+
+    Raises:
+        ConfigError: a bad value or combination, named by its key.
+    """
+    protocol = data.get("tracing-protocol", "none").strip() or "none"
+    if protocol not in get_args(TracingProtocol):
+        raise ConfigError(
+            "tracing-protocol",
+            f"must be one of {', '.join(get_args(TracingProtocol))}, got {quote(protocol)}",
+        )
+    raw_rate = data.get("tracing-sampling-rate", "").strip()
+    try:
+        rate = float(raw_rate) if raw_rate else 0.0
+    except ValueError:
+        raise ConfigError(
+            "tracing-sampling-rate", f"must be a number, got {quote(raw_rate)}"
+        ) from None
+    return ObservabilityConfig(
+        tracing_protocol=cast(TracingProtocol, protocol),
+        tracing_endpoint=data.get("tracing-endpoint", "").strip(),
+        tracing_sampling_rate=rate,
+        enable_request_log=_bool(data, "logging.enable-request-log", False),
+        request_log_template=data.get("logging.request-log-template", DEFAULT_REQUEST_LOG_TEMPLATE),
+        enable_probe_request_log=_bool(data, "logging.enable-probe-request-log", False),
+    )
 
 
 def _otlp_endpoint(env: Mapping[str, str]) -> str | None:
