@@ -581,6 +581,7 @@ class Kubelet:
             try:
                 proc = await asyncio.create_subprocess_exec(
                     *[str(a) for a in exec_["command"]],
+                    env=self.base_env,  # with the run's mark: the watchdog ends a stuck one
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=asyncio.subprocess.DEVNULL,
                     stderr=asyncio.subprocess.DEVNULL,
