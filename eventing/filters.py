@@ -50,10 +50,12 @@ import enum
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Final
 
 from eventing import cesql
 from eventing.cesql.evaluator import DATA_MEMBERS
+from eventing.cesql.syntax import Binary, Constant, Identifier, Logic, Node
 from eventing.cesql.values import from_event, to_str
 from eventing.errors import FieldError
 
@@ -62,6 +64,7 @@ __all__ = [
     "FieldError",
     "FilterResult",
     "TriggerFilterError",
+    "attribute_text",
     "compile_trigger_filter",
     "validate_trigger_filters",
 ]
@@ -101,13 +104,24 @@ class TriggerFilterError(ValueError):
 
 
 class EventFilter:
-    """A Trigger's compiled filter: call it with an event to learn whether it matches."""
+    """A Trigger's compiled filter: call it with an event to learn whether it matches.
 
-    __slots__ = ("_run", "description")
+    ``required`` maps attributes to the value (in its string form, ``attribute_text``) that
+    every event this filter lets through has: the exact matches it ANDs at its top, from
+    ``exact``, ``all``, the legacy attributes and ``attr = 'text'`` terms ANDed in a CESQL
+    expression. A broker with many triggers can index them by, say, ``required["type"]``
+    and call only the candidates; it still calls them, as the condition is necessary, not
+    sufficient. Empty when nothing is certain (``any``, ``not``, ``prefix``...).
+    """
 
-    def __init__(self, run: _Run, description: str) -> None:
+    __slots__ = ("_run", "description", "required")
+
+    def __init__(
+        self, run: _Run, description: str, required: Mapping[str, str] | None = None
+    ) -> None:
         self._run = run
         self.description = description
+        self.required: Mapping[str, str] = MappingProxyType(dict(required or {}))
 
     def __call__(self, event: Event) -> bool:
         return self._run(event) is not _FAIL
@@ -158,13 +172,59 @@ def compile_trigger_filter(spec: Mapping[str, object]) -> EventFilter:
     filters = spec.get("filters")
     if isinstance(filters, list) and filters:
         run, description = _all_of(_compile_list(filters))
-        return EventFilter(run, description)
+        return EventFilter(run, description, _required_by_all(filters))
     legacy = spec.get("filter")
     if isinstance(legacy, Mapping):
         attributes = legacy.get("attributes")
         if isinstance(attributes, Mapping):
-            return EventFilter(*_attributes(attributes))
+            run, description = _attributes(attributes)
+            required = {str(k): str(v) for k, v in attributes.items() if v}
+            return EventFilter(run, description, required)
     return EventFilter(_no_filter, "no filter")
+
+
+def _required_by_all(elements: Sequence[object]) -> dict[str, str]:
+    # What an all-of list requires: the union of what each element requires. Where two
+    # disagree nothing passes, and keeping the first is still a necessary condition.
+    required: dict[str, str] = {}
+    for element in elements:
+        if not isinstance(element, Mapping):
+            continue
+        found: Mapping[str, object] = {}
+        exact, children, expression = (element.get(k) for k in ("exact", "all", "cesql"))
+        if isinstance(exact, Mapping):
+            found = exact
+        elif isinstance(children, list):
+            found = _required_by_all(children)
+        elif isinstance(expression, str) and expression:
+            found = _required_by_cesql(cesql.compile(expression).tree)
+        for name, value in found.items():
+            if name not in DATA_MEMBERS:
+                required.setdefault(str(name), str(value))
+    return required
+
+
+def _required_by_cesql(tree: Node) -> dict[str, str]:
+    # attr = 'text' alone, or among terms joined by AND only (a mixed chain nests to the
+    # right, so a AND b OR c requires nothing of a). An Integer or Boolean constant is left
+    # out: 'sequence = 5' also passes "05".
+    if isinstance(tree, Logic):
+        if any(op != "AND" for op in tree.ops):
+            return {}
+        required: dict[str, str] = {}
+        for operand in tree.operands:
+            for name, value in _required_by_cesql(operand).items():
+                required.setdefault(name, value)
+        return required
+    if (
+        isinstance(tree, Binary)
+        and tree.op == "="
+        and isinstance(tree.left, Identifier)
+        and isinstance(tree.right, Constant)
+        and isinstance(tree.right.value, str)
+    ):
+        return {tree.left.name: tree.right.value}
+    return {}
 
 
 def _no_filter(event: Event) -> FilterResult:

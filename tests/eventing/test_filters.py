@@ -15,6 +15,7 @@ from eventing.filters import (
     FieldError,
     FilterResult,
     TriggerFilterError,
+    attribute_text,
     compile_trigger_filter,
     validate_trigger_filters,
 )
@@ -44,7 +45,12 @@ def event(**overrides: object) -> dict[str, object]:
 
 
 def matches(spec: Mapping[str, object], ev: Mapping[str, object]) -> bool:
-    return compile_trigger_filter(spec)(ev)
+    compiled = compile_trigger_filter(spec)
+    passed = compiled(ev)
+    if passed:  # what a filter says it requires, every event it passes has
+        for name, value in compiled.required.items():
+            assert attribute_text(ev, name) == value, (name, value)
+    return passed
 
 
 # -- legacy filter.attributes --------------------------------------------------------------------
@@ -336,6 +342,47 @@ def test_compiled_filter_is_reusable_and_describes_itself() -> None:
     assert repr(compiled) == "EventFilter(all[exact{type='t'}, not[cesql(\"source = 'x'\")]])"
     results = [compiled(event(source=s)) for s in ("s", "x", "s", "x")]
     assert results == [True, False, True, False]
+
+
+REQUIRED_CASES = [
+    pytest.param({}, {}, id="no-filter"),
+    pytest.param({"filter": {"attributes": {"type": "t", "ext": ""}}}, {"type": "t"}, id="legacy"),
+    pytest.param(
+        {"filters": [{"exact": {"type": "t", "source": "s"}}, {"prefix": {"id": "x"}}]},
+        {"type": "t", "source": "s"},
+        id="exact-and-prefix",
+    ),
+    pytest.param(
+        {"filters": [{"all": [{"exact": {"type": "t"}}, {"all": [{"exact": {"ext": "e"}}]}]}]},
+        {"type": "t", "ext": "e"},
+        id="nested-all",
+    ),
+    pytest.param(
+        {"filters": [{"cesql": "TYPE = 't' AND source LIKE 'h%' AND 's' = subject"}]},
+        {"type": "t"},
+        id="cesql-and-chain",
+    ),
+    pytest.param({"filters": [{"cesql": "type = 't' OR TRUE"}]}, {}, id="cesql-or"),
+    pytest.param({"filters": [{"cesql": "type = 't' AND b OR c"}]}, {}, id="cesql-mixed"),
+    pytest.param({"filters": [{"cesql": "sequence = 5"}]}, {}, id="cesql-integer"),
+    pytest.param({"filters": [{"any": [{"exact": {"type": "t"}}]}]}, {}, id="any"),
+    pytest.param({"filters": [{"not": {"exact": {"type": "t"}}}]}, {}, id="not"),
+    pytest.param(
+        {"filters": [{"exact": {"type": "a"}}, {"exact": {"type": "b"}}]},
+        {"type": "a"},
+        id="contradiction-keeps-the-first",
+    ),
+    pytest.param(
+        {"filter": {"attributes": {"type": "t"}}, "filters": [{"exact": {"type": "u"}}]},
+        {"type": "u"},
+        id="from-the-filters-that-override",
+    ),
+]
+
+
+@pytest.mark.parametrize(("spec", "want"), REQUIRED_CASES)
+def test_required_attributes_for_indexing(spec: dict[str, object], want: dict[str, str]) -> None:
+    assert dict(compile_trigger_filter(spec).required) == want
 
 
 # -- validation ---------------------------------------------------------------------------------
