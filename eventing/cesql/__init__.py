@@ -21,6 +21,20 @@ The expression never sees the event's data, only its context attributes (§1).
 
 Use ``compile`` once per filter and ``Expression.evaluate`` (or ``matches``, the filter
 dialect's yes/no) per event; ``evaluate(expression, event)`` does both, for one-offs.
+
+Where the spec leaves room, we chose (and the tests pin):
+
+* Integer overflow in ``+ - * /`` and unary minus is a MathError carrying the 32-bit
+  two's-complement result, the value sdk-go (Knative's engine) computes without an error.
+* ``NOT 10`` is ``false``: NOT is unambiguous, so 10 is cast to Boolean (§3.7). The spec's
+  TCK expects ``true`` and a CastError, against its own casting table; sdk-go agrees with us.
+* ``AND``/``OR``/``XOR`` share a level and associate to the right, as the grammar says
+  (``FALSE AND TRUE OR TRUE`` is false); operands are still evaluated left to right.
+* INT, BOOL, STRING, IS_INT, IS_BOOL exist (the TCK tests them; the text only names them).
+* No user-defined functions (a SHOULD of §3.5); an unknown name is a MissingFunctionError.
+
+The TCK's 275 cases (cloudevents/spec ``cesql/cesql_tck``) agree with this engine but for
+``NOT 10`` above; ``tests/eventing/test_cesql.py`` has them, in our own tables.
 """
 
 from __future__ import annotations
