@@ -83,8 +83,10 @@ class ControlProcess:
         python: str,
         env: Mapping[str, str],
         ingress_port: int = 80,
+        queue_image: str | None = None,
     ) -> ControlProcess:
-        """Start the process and wait until its API server listens.
+        """Start the process and wait until its API server listens. ``queue_image``: the
+        queue-proxy sidecar runs from this image's entrypoint (``knpy serve --images``).
 
         Raises:
             OSError: it exited first (a port in use: its own message is in the log) or did
@@ -97,6 +99,8 @@ class ControlProcess:
             "--host", host, "--port", str(port), "--drain-period", f"{drain_period_s:g}",
             "--ingress-port", str(ingress_port),
         ]  # fmt: skip
+        if queue_image is not None:
+            argv += ["--queue-image", queue_image]
         spawn = tied_to_parent(argv, env)
         proc = await asyncio.create_subprocess_exec(
             *spawn.argv,
@@ -157,7 +161,7 @@ async def _end(proc: asyncio.subprocess.Process) -> None:
 # -- the child ----------------------------------------------------------------------------------
 async def _run(args: argparse.Namespace) -> int:
     from controlplane import discovery
-    from controlplane.controllers.config import ControllerConfig
+    from controlplane.controllers.config import DEFAULT_QUEUE_IMAGE, ControllerConfig
     from controlplane.controllers.controllers import Controllers
     from controlplane.kubeapi.server import KubeApiServer
     from controlplane.webhook import admission_hooks
@@ -203,7 +207,8 @@ async def _run(args: argparse.Namespace) -> int:
                     ApiKubeClient(api),
                     ControllerConfig(
                         ingress_port=args.ingress_port,  # eventing's URLs dialable from here
-                        queue_sidecar_command=QUEUE_COMMAND,
+                        queue_sidecar_command=() if args.queue_image else QUEUE_COMMAND,
+                        queue_sidecar_image=args.queue_image or DEFAULT_QUEUE_IMAGE,
                         queue_env=MappingProxyType(
                             {"QUEUE_DRAIN_PERIOD_SECONDS": f"{args.drain_period:g}"}
                         ),
@@ -238,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--ingress-port", type=int, default=80, help="eventing's URLs use it")
     p.add_argument("--drain-period", type=float, default=2.0, help="the queue-proxies' seconds")
+    p.add_argument("--queue-image", default=None, help="run the queue-proxy from this image")
     args = p.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -32,6 +32,9 @@ the current template in the API and their containers running as local processes:
   drained the same way and replaced if its Deployment still wants it.
 * **Restart.** Processes do not outlive ``knpy serve``, so Pod objects left in the state dir by
   the previous run are deleted at start, and the Deployments make new ones.
+* **Images.** With ``knpy serve --images``, a container whose image is one of knpy's built
+  images (the queue-proxy, the activator, the autoscaler) runs from that image under buildah
+  (``controlplane/containers.py``); its process is supervised like any other.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from shared.kube.informer import EventType, Informer, InformerFactory
 from shared.kube.resources import DEPLOYMENTS, PODS, Obj
 from shared.ports import free_port
 
+from .containers import ImageRuntime
 from .pods import (
     AGGRESSIVE_CALL_TIMEOUT_S,
     CRASH_BACKOFF_RESET_S,
@@ -211,12 +215,14 @@ class Kubelet:
         drain_period_s: float = DEFAULT_DRAIN_PERIOD_S,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        images: ImageRuntime | None = None,
     ) -> None:
         self.client = client
         self.state_dir = state_dir
         self.python = python
         self.base_env: Mapping[str, str] = dict(os.environ if base_env is None else base_env)
         self.drain_period_s = drain_period_s
+        self.images = images  # knpy serve --images: these containers run from their image
         self.clock = clock
         self._rng = rng or random.Random()
         self._deployments: Informer = factory.informer(DEPLOYMENTS)
@@ -448,8 +454,12 @@ class Kubelet:
             began = self.clock()
             argv = [""]
             try:
-                env = {**self.base_env, **resolve_env(c.spec, pod.obj)}
-                argv = container_argv(c.spec, self.python)
+                own_env = resolve_env(c.spec, pod.obj)
+                env = {**self.base_env, **own_env}
+                if self.images is not None and self.images.runs(c.spec):
+                    argv = self.images.argv(c.spec, pod.obj, own_env)
+                else:
+                    argv = container_argv(c.spec, self.python)
                 spawn = tied_to_parent(argv, env)
                 with c.log.open("ab") as out:
                     c.proc = start_process(

@@ -59,6 +59,7 @@ from shared.kube.informer import Informer
 from shared.kube.resources import ACTIVATOR_SERVICE, ENDPOINTS, SYSTEM_NAMESPACE
 from shared.ports import free_port
 
+from .containers import ImageRuntime, KnpyImages
 from .control import ControlEndpoint, ControlProcess
 from .ingress import ColdStarts, ColdStartWriter, Ingress, RoutingTable
 from .kubelet import Kubelet
@@ -91,6 +92,9 @@ class ServeConfig:
     python: str = sys.executable
     # Extra environment for every child (tests shorten periods through it).
     child_env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # ``--images``: the queue-proxies, the activator and the autoscaler run from these built
+    # images (controlplane/containers.py) instead of as host processes.
+    images: KnpyImages | None = None
 
 
 class LocalServe:
@@ -138,6 +142,7 @@ class LocalServe:
             python=self.cfg.python,
             env=self.base_env,
             ingress_port=self.cfg.port,
+            queue_image=None if self.cfg.images is None else self.cfg.images.queue_proxy,
         )
         self.api_url = self.endpoint.url
         self._api = await load_api_client({}, str(self.endpoint.kubeconfig))
@@ -164,6 +169,7 @@ class LocalServe:
     async def start(self) -> None:
         cfg = self.cfg
         loop = asyncio.get_running_loop()
+        runtime = await self._image_runtime()
         self.kubelet = Kubelet(
             self.client,
             self.factory,
@@ -171,6 +177,7 @@ class LocalServe:
             python=cfg.python,
             base_env=self.base_env,
             drain_period_s=cfg.drain_period_s,
+            images=runtime,
         )
         removed = await self.kubelet.remove_stale_pods()
         if removed:
@@ -179,6 +186,7 @@ class LocalServe:
             python=cfg.python,
             kubeconfig=str(self.endpoint.kubeconfig),
             autoscaler_stat_port=free_port(),
+            images=cfg.images,
         )
         await bootstrap(self.client, system)
         self.kubelet.start()
@@ -211,6 +219,23 @@ class LocalServe:
         )
         await self._activator_ready(activator_endpoints)
         await self._ingress_server.start_serving()
+
+    async def _image_runtime(self) -> ImageRuntime | None:
+        """``--images``: every image inspected now (a missing one stops the start, naming
+        it), and the working containers a killed run of this state dir left removed."""
+        if self.cfg.images is None:
+            return None
+        runtime = await asyncio.to_thread(
+            ImageRuntime.load,
+            self.cfg.images.refs(),
+            self.state_dir,
+            python=self.cfg.python,
+            extra_env=self.cfg.child_env,
+        )
+        removed = await asyncio.to_thread(runtime.remove_leftovers)
+        if removed:
+            _log.info("removed %d working containers of the previous run", removed)
+        return runtime
 
     async def _activator_ready(self, endpoints: Informer) -> None:
         """Wait until ``activator-service`` has a ready address (the activator pod passed its

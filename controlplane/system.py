@@ -17,6 +17,9 @@ activator and the autoscaler. This module makes the same objects:
   fills ``activator-service``'s Endpoints, which the ServerlessService controller needs for
   Proxy mode. The autoscaler's stat port is pinned with ``hostPort`` (chosen free once per
   run), because the activator dials it by address: there is no cluster DNS locally.
+* With ``knpy serve --images`` the two containers name knpy's built images and no command
+  (the image's entrypoint runs), and the kubeconfig is a ``hostPath`` volume mounted at
+  ``/etc/knpy/kubeconfig``, where a cluster would mount the ServiceAccount's token.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from shared.kube.resources import (
     Obj,
     Resource,
 )
+
+from .containers import KnpyImages
 
 __all__ = ["SystemConfig", "bootstrap", "system_objects"]
 
@@ -58,6 +63,8 @@ AUTOSCALER: Final = "autoscaler"
 # The activator drains this long after SIGTERM. The ingress in front of it has already stopped
 # at shutdown; Knative's 45 s is for a cluster's load balancers to notice.
 ACTIVATOR_DRAIN_S: Final = 1.0
+# Where the activator and autoscaler images find the kubeconfig (knpy serve --images).
+KUBECONFIG_IN_IMAGE: Final = "/etc/knpy/kubeconfig"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +75,7 @@ class SystemConfig:
     kubeconfig: str
     autoscaler_stat_port: int  # the autoscaler's WebSocket port on 127.0.0.1
     log_level: str = "INFO"
+    images: KnpyImages | None = None  # run the activator and autoscaler from these
 
 
 def _downward(name: str, path: str) -> Obj:
@@ -78,7 +86,7 @@ def _env(values: Mapping[str, str]) -> list[Obj]:
     return [{"name": k, "value": v} for k, v in values.items()]
 
 
-def _deployment(app: str, container: Obj) -> Obj:
+def _deployment(app: str, container: Obj, volumes: list[Obj]) -> Obj:
     labels = {"app": app, "role": app}
     return {
         "apiVersion": "apps/v1",
@@ -89,7 +97,11 @@ def _deployment(app: str, container: Obj) -> Obj:
             "selector": {"matchLabels": {"app": app}},
             "template": {
                 "metadata": {"labels": labels},
-                "spec": {"terminationGracePeriodSeconds": 30, "containers": [container]},
+                "spec": {
+                    "terminationGracePeriodSeconds": 30,
+                    "containers": [container],
+                    **({"volumes": volumes} if volumes else {}),
+                },
             },
         },
     }
@@ -160,6 +172,18 @@ def system_objects(cfg: SystemConfig) -> list[tuple[Resource, Obj]]:
         ],
         "readinessProbe": {"httpGet": {"port": "websocket"}, "periodSeconds": 1},
     }
+    volumes: list[Obj] = []
+    if cfg.images is not None:
+        volumes = [{"name": "kubeconfig", "hostPath": {"path": cfg.kubeconfig, "type": "File"}}]
+        mount = {"name": "kubeconfig", "mountPath": KUBECONFIG_IN_IMAGE, "readOnly": True}
+        for container, image in (
+            (activator, cfg.images.activator),
+            (autoscaler, cfg.images.autoscaler),
+        ):
+            del container["command"]
+            container["image"] = image
+            container["args"] = ["--kubeconfig", KUBECONFIG_IN_IMAGE]
+            container["volumeMounts"] = [mount]
     return [
         (
             SERVICES,
@@ -183,8 +207,8 @@ def system_objects(cfg: SystemConfig) -> list[tuple[Resource, Obj]]:
                 ],
             ),
         ),
-        (DEPLOYMENTS, _deployment(AUTOSCALER, autoscaler)),
-        (DEPLOYMENTS, _deployment(ACTIVATOR, activator)),
+        (DEPLOYMENTS, _deployment(AUTOSCALER, autoscaler, volumes)),
+        (DEPLOYMENTS, _deployment(ACTIVATOR, activator, volumes)),
     ]
 
 

@@ -97,6 +97,17 @@ def _platform_commands(sub: Any) -> None:
         "--state-dir", type=Path, default=Path(".knpy"), help="resources, revision history, logs"
     )
     serve.add_argument("-f", "--filename", action="append", default=[], type=Path, help="apply")
+    serve.add_argument(
+        "--images",
+        action="store_true",
+        help="run the queue-proxies, activator and autoscaler from images/build.sh's images",
+    )
+    serve.add_argument(
+        "--image-tag", default=None, help="their tag (default: knpy's version, as build.sh)"
+    )
+    serve.add_argument(
+        "--image-registry", default="localhost/knpy", help="their name prefix (as build.sh)"
+    )
     serve.set_defaults(run=_serve)
 
     def with_api(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -128,14 +139,25 @@ def _platform_commands(sub: Any) -> None:
 
 # -- the commands --------------------------------------------------------------------------------
 def _serve(args: argparse.Namespace) -> int:
+    import importlib.metadata
+
+    from controlplane.containers import KnpyImages
     from controlplane.serve import ServeConfig, run_serve
 
+    images = None
+    if args.images:
+        tag = args.image_tag or importlib.metadata.version("knpy")
+        images = KnpyImages.named(tag, args.image_registry)
+    elif args.image_tag is not None:
+        print("knpy serve: --image-tag needs --images", file=sys.stderr)
+        return 2
     return run_serve(
         ServeConfig(
             port=args.port,
             api_port=args.api_port,
             state_dir=args.state_dir,
             files=tuple(args.filename),
+            images=images,
         )
     )
 

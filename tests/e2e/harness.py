@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -284,18 +284,20 @@ class Serve:
         return self.log_path.read_text(errors="replace")
 
 
-def start_serve(tmp: Path, *files: Path, state_dir: Path | None = None) -> Serve:
-    """``knpy serve`` with its state in ``tmp/state``; returns once its ingress is up.
+def start_serve(
+    tmp: Path, *files: Path, state_dir: Path | None = None, args: Sequence[str] = ()
+) -> Serve:
+    """``knpy serve [ARGS]`` with its state in ``tmp/state``; returns once its ingress is up.
 
     A free port can be taken by another process between ``free_port`` and the bind (other test
     runs share this machine), so a start refused for a port in use is tried again on new ports.
     """
     for _ in range(PORT_ATTEMPTS - 1):
         try:
-            return _start_serve(tmp, files, state_dir)
+            return _start_serve(tmp, files, state_dir, args)
         except PortInUse:
             continue
-    return _start_serve(tmp, files, state_dir)
+    return _start_serve(tmp, files, state_dir, args)
 
 
 PORT_ATTEMPTS: Final = 3
@@ -305,9 +307,11 @@ class PortInUse(Exception):
     pass
 
 
-def _start_serve(tmp: Path, files: tuple[Path, ...], state_dir: Path | None) -> Serve:
+def _start_serve(
+    tmp: Path, files: tuple[Path, ...], state_dir: Path | None, extra: Sequence[str]
+) -> Serve:
     port, api_port = free_port(), free_port()
-    args = ["--port", str(port), "--api-port", str(api_port)]
+    args = ["--port", str(port), "--api-port", str(api_port), *extra]
     state = state_dir or tmp / "state"
     args += ["--state-dir", str(state)]
     for f in files:
@@ -339,8 +343,8 @@ async def serving(tmp: Path) -> AsyncIterator[Callable[..., Serve]]:
     """Start ``knpy serve``s; whatever still runs at the end is killed with its whole tree."""
     started: list[Serve] = []
 
-    def start(*files: Path, state_dir: Path | None = None) -> Serve:
-        s = start_serve(tmp, *files, state_dir=state_dir)
+    def start(*files: Path, state_dir: Path | None = None, args: Sequence[str] = ()) -> Serve:
+        s = start_serve(tmp, *files, state_dir=state_dir, args=args)
         started.append(s)
         return s
 

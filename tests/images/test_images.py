@@ -1,12 +1,13 @@
 """knpy's images, built --offline by images/build.sh and run from their own entrypoints.
 
-One module-scoped build (warm from the cache after the first: the debootstrap base, the wheels
-and buildah's layers are kept) feeds every test; each image then runs under chroot isolation
-on the host's loopback (tests/images/harness.py) and is checked against Knative's contract:
-the queue-proxy's environment, proxying, ``K-Network-Probe: queue``, the Stat protobuf and a
-SIGTERM drain; the activator's probes, metrics and readiness that waits for an autoscaler;
-the autoscaler's stat WebSocket. The activator and autoscaler read the cluster through a real
-Kubernetes API: ``python -m controlplane.kubeapi`` on 127.0.0.1, its kubeconfig copied in.
+One session-scoped build (tests/images/conftest.py; warm from the cache after the first: the
+debootstrap base, the wheels and buildah's layers are kept) feeds every test; each image then
+runs under chroot isolation on the host's loopback (tests/images/harness.py) and is checked
+against Knative's contract: the queue-proxy's environment, proxying, ``K-Network-Probe: queue``,
+the Stat protobuf and a SIGTERM drain; the activator's probes, metrics and readiness that waits
+for an autoscaler; the autoscaler's stat WebSocket. The activator and autoscaler read the
+cluster through a real Kubernetes API: ``python -m controlplane.kubeapi`` on 127.0.0.1, its
+kubeconfig copied in.
 """
 
 from __future__ import annotations
@@ -41,11 +42,8 @@ from tests.images.harness import (
     ROOT,
     Built,
     Container,
-    build,
     http_get,
     image_config,
-    remove_image,
-    require_tools,
     wait_for,
 )
 
@@ -63,24 +61,6 @@ EXPOSED = {
     "autoscaler": {"8080/tcp", "9090/tcp"},
 }
 KUBELET = {"User-Agent": "kube-probe/1.34"}
-
-
-@pytest.fixture(scope="module")
-def archive_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("archives")
-
-
-@pytest.fixture(scope="module")
-def images(archive_dir: Path) -> Iterator[dict[str, Built]]:
-    """Every component's image, built --offline under a tag of this run, removed afterwards."""
-    require_tools()
-    tag = f"test-{os.getpid()}"
-    built = build(tag, archive=archive_dir)
-    try:
-        yield built
-    finally:
-        for b in built.values():
-            remove_image(b.image)
 
 
 @pytest.fixture
