@@ -22,10 +22,12 @@ Each such container is one host process that the kubelet supervises like any oth
 * gives the entrypoint only the container's environment (the pod spec's, resolved by the
   kubelet, plus knpy serve's extra child environment), never the host's;
 * forwards SIGTERM and SIGINT to the entrypoint itself, because ``buildah run`` answers
-  SIGTERM by SIGKILLing its child, which would cut the queue-proxy's drain;
+  SIGTERM by SIGKILLing its child, which would cut the queue-proxy's drain (so ``buildah run``
+  has a session of its own: the kubelet signals the whole group of a container's process);
 * drops the three lines ``buildah run`` adds when the entrypoint exits non-zero, so that the
   log's last line (Kubernetes' termination message) is the component's own;
-* exits with the entrypoint's code once it has removed the working container.
+* exits with the entrypoint's code once it has removed the working container, and after a
+  forwarded stop says so in the log (``SIGTERM passed to the entrypoint; it exited 0``).
 
 If it is SIGKILLed, ``buildah run`` gets SIGTERM (parent-death signal) and kills the
 entrypoint; the working container is then removed at the next start (``remove_leftovers``).
@@ -71,6 +73,7 @@ _BUILDAH_EXIT_LINE: Final = re.compile(
 )
 # The process ``buildah run --isolation chroot`` execs the entrypoint from.
 _CHROOT_EXEC: Final = b"buildah-chroot-exec"
+_PROG: Final = "controlplane.containers"
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,11 +341,14 @@ def run_container(
         cmd += [f"--env={k}={v}" for k, v in env.items()]
         cmd += [name, "--", *argv]
         spawn = tied_to_parent(cmd, None)  # if this process is killed, buildah run stops too
+        # A session of its own: the kubelet signals this process's whole group, and a SIGTERM
+        # that reached buildah run would SIGKILL the entrypoint instead of letting it drain.
         stopper.proc = subprocess.Popen(
             spawn.argv,
             stdin=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             preexec_fn=spawn.preexec_fn,
+            start_new_session=True,
         )
         assert stopper.proc.stderr is not None
         copier = threading.Thread(
@@ -351,6 +357,10 @@ def run_container(
         copier.start()
         code = stopper.wait()
         copier.join(timeout=BUILDAH_CALL_S)
+        if stopper.forwarded:
+            # The log says the stop was a drain (exit 0), not buildah's SIGKILL (exit 1).
+            signame = signal.Signals(stopper.signum).name
+            print(f"{_PROG}: {signame} passed to the entrypoint; it exited {code}", file=sys.stderr)
         return code
     finally:
         _buildah_quiet("rm", name)
@@ -358,7 +368,7 @@ def run_container(
 
 def main(args: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m controlplane.containers",
+        prog=_PROG,
         description="Run a command in a fresh working container of an image (buildah, chroot).",
     )
     parser.add_argument("--image", required=True)
@@ -377,7 +387,7 @@ def main(args: Sequence[str] | None = None) -> int:
             ns.image, ns.name, ns.argv, env, [(src, dest) for src, dest in ns.copy], ns.user
         )
     except (OSError, subprocess.SubprocessError) as err:
-        print(f"controlplane.containers: {err}", file=sys.stderr, flush=True)
+        print(f"{_PROG}: {err}", file=sys.stderr, flush=True)
         return 128  # Kubernetes' StartError exit code: the runtime could not start it
 
 

@@ -230,7 +230,8 @@ class LocalServe:
             self.cfg.images.refs(),
             self.state_dir,
             python=self.cfg.python,
-            extra_env=self.cfg.child_env,
+            # The mark inside too: the supervision finds the entrypoints as it finds pods.
+            extra_env={**self.cfg.child_env, **mark(self.state_dir)},
         )
         removed = await asyncio.to_thread(runtime.remove_leftovers)
         if removed:

@@ -285,19 +285,24 @@ class Serve:
 
 
 def start_serve(
-    tmp: Path, *files: Path, state_dir: Path | None = None, args: Sequence[str] = ()
+    tmp: Path,
+    *files: Path,
+    state_dir: Path | None = None,
+    args: Sequence[str] = (),
+    start_s: float = WAIT_S,
 ) -> Serve:
-    """``knpy serve [ARGS]`` with its state in ``tmp/state``; returns once its ingress is up.
+    """``knpy serve [ARGS]`` with its state in ``tmp/state``; returns once its ingress is up
+    (within ``start_s``).
 
     A free port can be taken by another process between ``free_port`` and the bind (other test
     runs share this machine), so a start refused for a port in use is tried again on new ports.
     """
     for _ in range(PORT_ATTEMPTS - 1):
         try:
-            return _start_serve(tmp, files, state_dir, args)
+            return _start_serve(tmp, files, state_dir, args, start_s)
         except PortInUse:
             continue
-    return _start_serve(tmp, files, state_dir, args)
+    return _start_serve(tmp, files, state_dir, args, start_s)
 
 
 PORT_ATTEMPTS: Final = 3
@@ -308,7 +313,7 @@ class PortInUse(Exception):
 
 
 def _start_serve(
-    tmp: Path, files: tuple[Path, ...], state_dir: Path | None, extra: Sequence[str]
+    tmp: Path, files: tuple[Path, ...], state_dir: Path | None, extra: Sequence[str], start_s: float
 ) -> Serve:
     port, api_port = free_port(), free_port()
     args = ["--port", str(port), "--api-port", str(api_port), *extra]
@@ -326,7 +331,7 @@ def _start_serve(
             stderr=subprocess.STDOUT,
         )
     serve = Serve(proc, port, api_port, log, state)
-    deadline = time.monotonic() + WAIT_S
+    deadline = time.monotonic() + start_s
     while READY_LINE not in log.read_bytes():
         if proc.poll() is not None:
             text = log.read_text()
@@ -343,8 +348,13 @@ async def serving(tmp: Path) -> AsyncIterator[Callable[..., Serve]]:
     """Start ``knpy serve``s; whatever still runs at the end is killed with its whole tree."""
     started: list[Serve] = []
 
-    def start(*files: Path, state_dir: Path | None = None, args: Sequence[str] = ()) -> Serve:
-        s = start_serve(tmp, *files, state_dir=state_dir, args=args)
+    def start(
+        *files: Path,
+        state_dir: Path | None = None,
+        args: Sequence[str] = (),
+        start_s: float = WAIT_S,
+    ) -> Serve:
+        s = start_serve(tmp, *files, state_dir=state_dir, args=args, start_s=start_s)
         started.append(s)
         return s
 
