@@ -79,8 +79,10 @@ from shared.gosyntax import parse_seconds
 from shared.kube.client import ApiError, KubeClient, NotFound
 from shared.kube.informer import EventType, Informer, InformerFactory
 from shared.kube.resources import (
+    BROKER_INGRESS_HOST,
     CONFIGMAPS,
     ENDPOINTS,
+    EVENTING_NAMESPACE,
     REVISION_LABEL,
     ROUTES,
     SERVICE_TYPE_LABEL,
@@ -282,6 +284,7 @@ class RoutingTable:
     def __init__(self, domain: str = "localhost") -> None:
         self.domain = domain
         self.routes: dict[bytes, Route] = {}
+        self.set_routes({})  # the platform's own hosts, before any Route
         self.backends: dict[RevisionKey, tuple[tuple[str, int], ...]] = {}
         self.pods: dict[RevisionKey, int] = {}
         self.edge = EdgeConfig()
@@ -371,9 +374,10 @@ class RoutingTable:
         self.set_routes(route_hosts(self._routes.list(), self.domain))
 
     def set_routes(self, hosts: Mapping[str, tuple[Target, ...]]) -> None:
-        """Replace the host table (host -> targets); hosts match case-insensitively."""
+        """Replace the host table (host -> targets); hosts match case-insensitively. The
+        platform's own hosts (``SYSTEM_HOSTS``) are always in it."""
         table = {}
-        for host, targets in hosts.items():
+        for host, targets in {**hosts, **SYSTEM_HOSTS}.items():
             try:
                 table[host.lower().encode()] = Route(targets)
             except ValueError:
@@ -386,6 +390,8 @@ class RoutingTable:
             self.backends.pop(key, None)
         else:
             self.backends[key] = ready_addresses(obj)
+        if key in _SYSTEM_KEYS:  # no private Service: its pods are these (no cold starts)
+            self.pods[key] = pod_count(obj) if event is not EventType.DELETED else 0
 
     def _on_private(self, event: EventType, obj: Obj) -> None:
         key = _revision_key(obj)
@@ -424,6 +430,15 @@ def pod_count(endpoints: Obj) -> int:
         len(subset.get("addresses") or []) + len(subset.get("notReadyAddresses") or [])
         for subset in endpoints.get("subsets") or []
     )
+
+
+# Hosts of the platform's own components, routed like a revision to the ready addresses of
+# their Service's Endpoints (labelled Public, see controlplane/system.py): the broker data
+# plane at a Broker's status.address.url.
+SYSTEM_HOSTS: Final[Mapping[str, tuple[Target, ...]]] = {
+    BROKER_INGRESS_HOST: (Target(RevisionKey(EVENTING_NAMESPACE, "broker-ingress"), 100),),
+}
+_SYSTEM_KEYS: Final = frozenset(t.key for ts in SYSTEM_HOSTS.values() for t in ts)
 
 
 def route_hosts(routes: list[Obj], domain: str = "localhost") -> dict[str, tuple[Target, ...]]:

@@ -187,6 +187,7 @@ class LocalServe:
             kubeconfig=str(self.endpoint.kubeconfig),
             autoscaler_stat_port=free_port(),
             images=cfg.images,
+            broker_state_dir=str(self.state_dir / "eventing"),  # the broker's event log
         )
         await bootstrap(self.client, system)
         self.kubelet.start()

@@ -34,6 +34,9 @@ from shared.kube.resources import (
     AUTOSCALER_SERVICE,
     CONFIGMAPS,
     DEPLOYMENTS,
+    EVENTING_NAMESPACE,
+    SERVICE_TYPE_LABEL,
+    SERVICE_TYPE_PUBLIC,
     SERVICES,
     SYSTEM_NAMESPACE,
     Obj,
@@ -60,6 +63,8 @@ CONFIGMAP_DEFAULTS: Final[Mapping[str, Mapping[str, str]]] = {
 }
 ACTIVATOR: Final = "activator"
 AUTOSCALER: Final = "autoscaler"
+BROKER: Final = "eventing-broker"  # the broker data plane's Deployment (knative-eventing)
+BROKER_INGRESS: Final = "broker-ingress"  # its Service, read by the Broker controller
 # The activator drains this long after SIGTERM. The ingress in front of it has already stopped
 # at shutdown; Knative's 45 s is for a cluster's load balancers to notice.
 ACTIVATOR_DRAIN_S: Final = 1.0
@@ -76,6 +81,7 @@ class SystemConfig:
     autoscaler_stat_port: int  # the autoscaler's WebSocket port on 127.0.0.1
     log_level: str = "INFO"
     images: KnpyImages | None = None  # run the activator and autoscaler from these
+    broker_state_dir: str = ""  # the broker data plane's event log; "" runs no broker
 
 
 def _downward(name: str, path: str) -> Obj:
@@ -86,12 +92,14 @@ def _env(values: Mapping[str, str]) -> list[Obj]:
     return [{"name": k, "value": v} for k, v in values.items()]
 
 
-def _deployment(app: str, container: Obj, volumes: list[Obj]) -> Obj:
+def _deployment(
+    app: str, container: Obj, volumes: list[Obj], namespace: str = SYSTEM_NAMESPACE
+) -> Obj:
     labels = {"app": app, "role": app}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": app, "namespace": SYSTEM_NAMESPACE, "labels": {"app": app}},
+        "metadata": {"name": app, "namespace": namespace, "labels": {"app": app}},
         "spec": {
             "replicas": 1,
             "selector": {"matchLabels": {"app": app}},
@@ -107,11 +115,16 @@ def _deployment(app: str, container: Obj, volumes: list[Obj]) -> Obj:
     }
 
 
-def _service(name: str, app: str, ports: list[Obj]) -> Obj:
+def _service(
+    name: str, app: str, ports: list[Obj], namespace: str = SYSTEM_NAMESPACE,
+    labels: Mapping[str, str] | None = None,
+) -> Obj:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": name, "namespace": SYSTEM_NAMESPACE, "labels": {"app": app}},
+        "metadata": {
+            "name": name, "namespace": namespace, "labels": {"app": app, **(labels or {})},
+        },
         "spec": {"selector": {"app": app}, "ports": ports},
     }
 
@@ -209,6 +222,32 @@ def system_objects(cfg: SystemConfig) -> list[tuple[Resource, Obj]]:
         ),
         (DEPLOYMENTS, _deployment(AUTOSCALER, autoscaler, volumes)),
         (DEPLOYMENTS, _deployment(ACTIVATOR, activator, volumes)),
+        *(_eventing_objects(cfg) if cfg.broker_state_dir else ()),
+    ]
+
+
+def _eventing_objects(cfg: SystemConfig) -> list[tuple[Resource, Obj]]:
+    """The broker data plane (``python -m eventing.broker``: ingress and dispatcher in one
+    process) in knative-eventing, behind the Service ``broker-ingress``. The Service is labelled
+    Public so the ingress follows its Endpoints, as it follows a revision's, for the Host
+    ``broker-ingress.knative-eventing.localhost`` (a Broker's ``status.address.url``)."""
+    broker = {
+        "name": BROKER,
+        "image": "knpy/eventing-broker",
+        "command": [cfg.python, "-m", "eventing.broker", "--kubeconfig", cfg.kubeconfig,
+                    "--state-dir", cfg.broker_state_dir],
+        "ports": [{"name": "http", "containerPort": 8080}],
+        "env": [
+            _downward("SYSTEM_NAMESPACE", "metadata.namespace"),
+            *_env({"INGRESS_PORT": "8080", "BROKER_BIND_HOST": "127.0.0.1"}),
+        ],
+        "readinessProbe": {"httpGet": {"port": "http", "path": "/healthz"}, "periodSeconds": 1},
+    }
+    port = {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
+    public = {SERVICE_TYPE_LABEL: SERVICE_TYPE_PUBLIC}
+    return [
+        (SERVICES, _service(BROKER_INGRESS, BROKER, [port], EVENTING_NAMESPACE, public)),
+        (DEPLOYMENTS, _deployment(BROKER, broker, [], EVENTING_NAMESPACE)),
     ]
 
 
@@ -233,10 +272,10 @@ async def bootstrap(client: KubeClient, cfg: SystemConfig | None) -> None:
     if cfg is None:
         return
     for resource, obj in system_objects(cfg):
-        name = obj["metadata"]["name"]
-        old = await client.get(resource, SYSTEM_NAMESPACE, name)
+        ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+        old = await client.get(resource, ns, name)
         if old is None:
-            await client.create(resource, SYSTEM_NAMESPACE, obj)
+            await client.create(resource, ns, obj)
         else:
             obj["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
-            await client.replace(resource, SYSTEM_NAMESPACE, name, obj)
+            await client.replace(resource, ns, name, obj)

@@ -35,14 +35,14 @@ from controlplane.kubeapi.registry import Kind, Registry
 from controlplane.kubeapi.selectors import FieldSelector
 from controlplane.kubeapi.store import Store
 from shared.kube.labels import Selector
-from shared.kube.resources import NAMESPACES, SYSTEM_NAMESPACE, Obj, Resource
+from shared.kube.resources import EVENTING_NAMESPACE, NAMESPACES, SYSTEM_NAMESPACE, Obj, Resource
 
 __all__ = ["INITIAL_NAMESPACES", "PatchKind", "Propagation", "Rest", "StoreReader", "now_rfc3339"]
 
 PatchKind = Literal["merge", "json", "strategic"]
 Propagation = Literal["Background", "Foreground", "Orphan"]
 
-INITIAL_NAMESPACES = ("default", "kube-system", "kube-public", SYSTEM_NAMESPACE)
+INITIAL_NAMESPACES = ("default", "kube-system", "kube-public", SYSTEM_NAMESPACE, EVENTING_NAMESPACE)
 # kube-apiserver's NamespaceLifecycle refuses to delete these.
 _UNDELETABLE_NAMESPACES = frozenset({"default", "kube-system", "kube-public"})
 # A DNS-1123 subdomain (most kinds' names), at most 253 characters.
