@@ -1,7 +1,7 @@
 """The knpy commands' way to the Kubernetes API: a kubeconfig, synchronous REST calls, apply.
 
-``knpy apply/get/delete`` are short-lived processes: the standard library's HTTP client starts
-fast and needs no event loop, and they read a kubeconfig (``<state dir>/kubeconfig``, which
+``knpy apply/get/delete/logs`` are short-lived processes: the standard library's HTTP client
+starts fast and needs no event loop, and they read a kubeconfig (``<state dir>/kubeconfig``, which
 ``knpy serve`` writes with its bearer token) exactly as ``kubectl --kubeconfig`` does. ``knpy
 serve -f`` uses the same ``apply`` (from a worker thread) so both print the same lines.
 
@@ -10,6 +10,9 @@ Apply keeps "nothing of a bad file is applied": every document is first sent wit
 all of them pass is each created, or merge-patched when it exists. A patch whose dry run
 returns the object as it is stored changes nothing and is reported ``unchanged``, as kubectl
 reports it.
+
+``Api.watch`` reads a watch stream line by line (``apply``'s wait for Ready, ``get -w``); the
+server ends each watch after ``timeoutSeconds`` and the caller resumes from the last version.
 
 A file may name one object twice, as steps (examples/traffic-split: v1, then v2 with a traffic
 block that keeps 20 % on v1). Each step must be seen by Knative's controllers before the next
@@ -21,13 +24,15 @@ a named revision template until ``status.latestCreatedRevisionName`` is that nam
 from __future__ import annotations
 
 import base64
+import contextlib
+import http.client
 import json
 import ssl
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -42,6 +47,7 @@ __all__ = [
     "Api",
     "ApiFailure",
     "Planned",
+    "WatchExpired",
     "apply_text",
     "execute",
     "load_kubeconfig",
@@ -50,6 +56,10 @@ __all__ = [
 ]
 
 TIMEOUT_S: Final = 30.0
+# A watch is ended by the server after this long (kubectl's informers use minutes too) and
+# resumed from its last resourceVersion; the socket allows WATCH_GRACE_S more before it gives up.
+WATCH_TIMEOUT_S: Final = 300
+WATCH_GRACE_S: Final = 15.0
 STEP_WAIT_S: Final = 30.0
 _STEP_POLL_S: Final = 0.05
 DEFAULT_NAMESPACE: Final = "default"
@@ -61,6 +71,14 @@ _SERVER_FIELDS: Final = ("resourceVersion", "generation", "managedFields", "crea
 
 class ApiFailure(Exception):
     """The API refused a request or could not be reached; the message is for a person."""
+
+
+class WatchExpired(ApiFailure):
+    """A watch's resourceVersion is older than the server keeps (410 Gone): start over."""
+
+
+class _NotFound(Exception):
+    """A GET's 404, which ``Api.call`` answers with None."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +104,25 @@ class Api:
         query: dict[str, str] | None = None,
     ) -> Obj | None:
         """One request; the JSON answer, None for a 404 on GET, ApiFailure otherwise."""
+        try:
+            with self._open(method, path, body, query, TIMEOUT_S, content_type) as resp:
+                answer: Obj = json.loads(resp.read() or b"{}")
+                return answer
+        except _NotFound:
+            return None
+
+    @contextlib.contextmanager
+    def _open(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        query: dict[str, str] | None,
+        timeout_s: float,
+        content_type: str = "application/json",
+    ) -> Iterator[http.client.HTTPResponse]:
+        """The open response of one request (its errors as ApiFailure, a GET's 404 as
+        _NotFound); the body is the caller's to read, whole or line by line."""
         url = self.server.rstrip("/") + path
         if query:
             url += "?" + urllib.parse.urlencode(query)
@@ -97,21 +134,61 @@ class Api:
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
         try:
-            with urllib.request.urlopen(
-                request, timeout=TIMEOUT_S, context=self._context()
-            ) as resp:
-                answer: Obj = json.loads(resp.read() or b"{}")
-                return answer
+            resp = urllib.request.urlopen(request, timeout=timeout_s, context=self._context())
         except urllib.error.HTTPError as err:
             if err.code == 404 and method == "GET":
-                return None
+                raise _NotFound from None
             raise ApiFailure(status_message(err.read()) or f"{err.code} {err.reason}") from None
         except (urllib.error.URLError, OSError) as err:
-            reason = getattr(err, "reason", err)
-            raise ApiFailure(
-                f"cannot reach the Kubernetes API at {self.server} ({reason});"
-                " is `knpy serve` running?"
-            ) from None
+            raise self._unreachable(err) from None
+        with resp:
+            try:
+                yield resp
+            except (OSError, http.client.HTTPException) as err:  # the connection broke mid-body
+                raise self._unreachable(err) from None
+
+    def _unreachable(self, err: Exception) -> ApiFailure:
+        reason = getattr(err, "reason", err)
+        return ApiFailure(
+            f"cannot reach the Kubernetes API at {self.server} ({reason}); is `knpy serve` running?"
+        )
+
+    def watch(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        *,
+        name: str = "",
+        resource_version: str = "",
+        timeout_s: int = WATCH_TIMEOUT_S,
+    ) -> Generator[tuple[str, Obj], None, None]:
+        """The events of a watch, ``(type, object)``, until the server ends it (``timeout_s``).
+
+        Without ``resource_version`` the server first sends every matching object as ADDED.
+        Bookmarks are asked for, so a long quiet watch still learns a current version.
+
+        Raises:
+            WatchExpired: the version is too old (410); list or watch again from "".
+            ApiFailure: the request was refused or the API could not be reached.
+        """
+        query = {"watch": "1", "allowWatchBookmarks": "true", "timeoutSeconds": str(timeout_s)}
+        if name:
+            query["fieldSelector"] = f"metadata.name={name}"
+        if resource_version:
+            query["resourceVersion"] = resource_version
+        ns = namespace if resource.namespaced else None
+        # The socket waits longer than the server should take to end the watch.
+        with self._open("GET", resource.path(ns), None, query, timeout_s + WATCH_GRACE_S) as resp:
+            for line in resp:
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                kind, obj = str(event.get("type", "")), event.get("object") or {}
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        raise WatchExpired(str(obj.get("message", "")))
+                    raise ApiFailure(str(obj.get("message", "the watch failed")))
+                yield kind, obj
 
     def get(self, resource: Resource, namespace: str | None, name: str) -> Obj | None:
         return self.call("GET", resource.path(namespace if resource.namespaced else None, name))

@@ -1,10 +1,18 @@
 """``knpy``: one command, a subcommand per component, and the local platform's commands.
 
-``knpy serve`` runs the platform in the foreground (controlplane/serve.py); ``apply``, ``get``
-and ``delete`` talk to its Kubernetes API with the kubeconfig it writes (``--kubeconfig``,
-``.knpy/kubeconfig`` by default) through ``shared/apiclient.py``, so they start fast and need no
-event loop. ``get revisions`` joins what Knative spreads over several objects: the Revision
-(replicas, conditions), the Routes (traffic percent and tags), the ServerlessService (Serve or
+``knpy serve`` runs the platform in the foreground (controlplane/serve.py); ``apply``, ``get``,
+``delete`` and ``logs`` talk to its Kubernetes API with the kubeconfig it writes
+(``--kubeconfig``, ``.knpy/kubeconfig`` by default) through ``shared/apiclient.py``, so they
+start fast and need no event loop.
+
+What a kn user expects: ``apply`` waits, as ``kn service create`` does, until each Knative object
+it wrote is Ready or has failed (shared/readiness.py): progress on stderr, the URL on stdout, the
+failing condition's message and exit 1 otherwise (``--no-wait``, ``--wait-timeout``). ``get -w``
+prints a row each time an object changes, as ``kubectl get -w``. ``logs SERVICE`` prints what the
+service's pods printed, and ``-f`` follows them and the pods to come (shared/podlogs.py).
+
+``get revisions`` joins what Knative spreads over several objects: the Revision (replicas,
+conditions), the Routes (traffic percent and tags), the ServerlessService (Serve or
 Proxy mode) and the ingress's cold-start figures (the ``knative-serving/knpy-cold-starts``
 ConfigMap).
 """
@@ -15,11 +23,12 @@ import argparse
 import json
 import runpy
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from shared.apiclient import Api, ApiFailure, apply_text, load_kubeconfig
+from shared.apiclient import Api, ApiFailure, WatchExpired, execute, load_kubeconfig, plan_text
 from shared.kube.resources import (
     CONFIGMAPS,
     KSERVICES,
@@ -30,6 +39,7 @@ from shared.kube.resources import (
     SYSTEM_NAMESPACE,
     Resource,
 )
+from shared.readiness import DEFAULT_TIMEOUT_S, Outcome, has_ready_condition, wait_ready
 
 _COMPONENTS = {
     "queue-proxy": ("queueproxy", "the per-pod sidecar (configured by Knative's environment)"),
@@ -87,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     except ApiFailure as err:
         print(f"Error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C ends `get -w`, `logs -f` or a wait: no traceback
+        return 130
 
 
 def _platform_commands(sub: Any) -> None:
@@ -121,6 +133,16 @@ def _platform_commands(sub: Any) -> None:
 
     apply = with_api(sub.add_parser("apply", help="create or update resources from YAML/JSON"))
     apply.add_argument("-f", "--filename", action="append", required=True, help="file, or -")
+    apply.add_argument(
+        "--no-wait", action="store_true", help="return once written, not once Ready (as kn)"
+    )
+    apply.add_argument(
+        "--wait-timeout",
+        type=int,
+        default=int(DEFAULT_TIMEOUT_S),
+        metavar="SECONDS",
+        help=f"give up waiting for Ready after this long (default {DEFAULT_TIMEOUT_S:.0f})",
+    )
     apply.set_defaults(run=_apply)
 
     get = with_api(sub.add_parser("get", help="show services, revisions or routes"))
@@ -128,6 +150,9 @@ def _platform_commands(sub: Any) -> None:
     get.add_argument("name", nargs="?")
     get.add_argument("-n", "--namespace", default=None, help="default: every namespace")
     get.add_argument("-o", "--output", choices=("json", "yaml"), default=None)
+    get.add_argument(
+        "-w", "--watch", action="store_true", help="then print each change until Ctrl-C"
+    )
     get.set_defaults(run=_get)
 
     delete = with_api(sub.add_parser("delete", help="delete a service and what it owns"))
@@ -135,6 +160,36 @@ def _platform_commands(sub: Any) -> None:
     delete.add_argument("name")
     delete.add_argument("-n", "--namespace", default="default")
     delete.set_defaults(run=_delete)
+
+    logs = with_api(sub.add_parser("logs", help="what a service's pods printed (-f: follow)"))
+    logs.add_argument("service")
+    logs.add_argument("-n", "--namespace", default="default")
+    logs.add_argument(
+        "-c",
+        "--container",
+        default=None,
+        help="default: the app's container (user-container); queue-proxy for the sidecar",
+    )
+    logs.add_argument(
+        "-f", "--follow", action="store_true", help="then print new lines and new pods' lines"
+    )
+    logs.add_argument(
+        "--tail",
+        type=int,
+        default=-1,
+        metavar="N",
+        help="the last N lines of each pod (default: all)",
+    )
+    logs.add_argument(
+        "--prefix", action="store_true", help="start each line with [pod/NAME/CONTAINER]"
+    )
+    logs.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="knpy serve's state dir, where the logs are (default: the kubeconfig's directory)",
+    )
+    logs.set_defaults(run=_logs)
 
 
 # -- the commands --------------------------------------------------------------------------------
@@ -164,11 +219,51 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _apply(args: argparse.Namespace) -> int:
     api = load_kubeconfig(args.kubeconfig)
+    waits: dict[tuple[Resource, str | None, str], None] = {}  # in order, each object once
     for name in args.filename:
         text = sys.stdin.read() if name == "-" else _read(Path(name))
-        for line in apply_text(api, text):
-            print(line)
-    return 0
+        planned = plan_text(api, text)
+        for line in execute(api, planned):
+            print(line, flush=True)
+        waits.update(((p.resource, p.namespace, p.name), None) for p in planned)
+    if args.no_wait:
+        return 0
+    deadline = time.monotonic() + args.wait_timeout
+    failed = 0
+    for resource, ns, name in waits:
+        if has_ready_condition(resource):
+            failed += not _wait_ready(api, resource, ns, name, deadline, args.wait_timeout)
+    return 1 if failed else 0
+
+
+def _wait_ready(
+    api: Api, resource: Resource, ns: str | None, name: str, deadline: float, timeout_s: int
+) -> bool:
+    """kn's wait for one object: progress on stderr, the URL on stdout, or the reason why not."""
+    kind = resource.kind.lower()
+    where = f" in namespace '{ns}'" if ns else ""
+    print(f"Waiting for {kind} '{name}'{where} to be ready:", file=sys.stderr, flush=True)
+    wait = wait_ready(
+        api, resource, ns, name, deadline=deadline,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )  # fmt: skip
+    if wait.outcome is Outcome.READY:
+        status = wait.latest.get("status") or {}
+        revision = status.get("latestReadyRevisionName")
+        with_revision = f" with latest revision '{revision}'" if revision else ""
+        if wait.url:
+            print(f"{resource.kind} '{name}'{with_revision} is ready at URL:\n{wait.url}")
+        else:
+            print(f"{resource.kind} '{name}'{with_revision} is ready.")
+        return True
+    if wait.outcome is Outcome.FAILED:
+        why = f"is not ready: {wait.failure}"
+    elif wait.outcome is Outcome.DELETED:
+        why = "was deleted while waiting for it"
+    else:
+        why = f"is not ready after {timeout_s} s (--wait-timeout)"
+    print(f"Error: {kind} '{name}'{where} {why}", file=sys.stderr, flush=True)
+    return False
 
 
 def _get(args: argparse.Namespace) -> int:
@@ -180,9 +275,12 @@ def _get(args: argparse.Namespace) -> int:
         if item is None:
             raise ApiFailure(f'{kind} "{args.name}" not found')
         items = [item]
+        version = str(item["metadata"].get("resourceVersion", ""))
     else:
+        listed = api.call("GET", resource.path(args.namespace)) or {}
+        version = str((listed.get("metadata") or {}).get("resourceVersion", ""))
         items = sorted(
-            api.list(resource, args.namespace),
+            listed.get("items") or [],
             key=lambda i: (i["metadata"].get("namespace", ""), i["metadata"]["name"]),
         )
     if kind == "revisions":
@@ -197,10 +295,52 @@ def _get(args: argparse.Namespace) -> int:
         doc = items[0] if args.name else {"apiVersion": "v1", "kind": "List", "items": items}
         print(yaml.safe_dump(doc, sort_keys=False), end="")
     elif not items:
-        print(f"No {kind} found.")
+        print(f"No {kind} found.", file=sys.stderr if args.watch else sys.stdout)
     else:
-        print(render_table(kind, items))
+        print(render_table(kind, items), flush=True)
+    if args.watch:
+        _watch(api, args, kind, items, version)
     return 0
+
+
+def _watch(api: Api, args: argparse.Namespace, kind: str, shown: list[Json], version: str) -> None:
+    """kubectl get -w: a row (or a document) for each change after the first listing, the
+    rows aligned with the table above them, until Ctrl-C."""
+    resource = RESOURCES[kind]
+    ns = (args.namespace or "default") if args.name else args.namespace
+    rows = render_table(kind, shown).splitlines()[1:] if shown else []
+    last = {
+        (_meta(i, "namespace"), _meta(i, "name")): row.split()
+        for i, row in zip(shown, rows, strict=True)
+    }
+    while True:
+        try:
+            for event, obj in api.watch(
+                resource, ns, name=args.name or "", resource_version=version
+            ):
+                version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+                if event == "BOOKMARK":
+                    continue
+                if kind == "revisions" and event != "DELETED":
+                    cold = api.get(CONFIGMAPS, SYSTEM_NAMESPACE, COLD_STARTS_CONFIGMAP) or {}
+                    obj = with_live_status(api, obj, cold.get("data") or {})
+                if args.output == "json":
+                    print(json.dumps(obj, indent=2), flush=True)
+                elif args.output == "yaml":
+                    import yaml
+
+                    print("---\n" + yaml.safe_dump(obj, sort_keys=False), end="", flush=True)
+                else:
+                    table = render_table(kind, [*shown, obj]).splitlines()
+                    key = (_meta(obj, "namespace"), _meta(obj, "name"))
+                    cells = table[-1].split()
+                    if last.get(key) == cells:
+                        continue  # a change of no shown column (kubectl prints it again)
+                    last[key] = cells
+                    print("\n".join(table if not shown else table[-1:]), flush=True)
+                    shown.append(obj)
+        except WatchExpired:  # older than the server keeps: every object again, as ADDED
+            version = ""
 
 
 def with_live_status(api: Api, rev: Json, cold_starts: dict[str, str]) -> Json:
@@ -244,6 +384,25 @@ def _delete(args: argparse.Namespace) -> int:
     api.call("DELETE", KSERVICES.path(args.namespace, args.name))
     print(f"Service '{args.name}' deleted in namespace '{args.namespace}'.")
     return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    from shared.podlogs import LogFollower, service_logs
+
+    def write(data: bytes) -> None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+
+    follower = LogFollower(
+        api=load_kubeconfig(args.kubeconfig),
+        state_dir=args.state_dir or args.kubeconfig.parent,
+        namespace=args.namespace,
+        service=args.service,
+        container=args.container,
+        write=write,
+        prefix=args.prefix,
+    )
+    return service_logs(follower, follow=args.follow, tail=args.tail)
 
 
 def _read(path: Path) -> str:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -132,7 +134,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Serve]]:
 def test_apply_get_route_delete_and_clean_stop(serve: Callable[..., Serve], tmp_path: Path) -> None:
     (tmp_path / "hello.yaml").write_text(HELLO)
     s = serve()
-    out = s.knpy("apply", "-f", str(tmp_path / "hello.yaml")).stdout
+    out = s.knpy("apply", "-f", str(tmp_path / "hello.yaml"), "--no-wait").stdout
     assert out.strip() == "service.serving.knative.dev/hello created"
     _until(lambda: s.request("hello.default.localhost")[0] == 200, "hello to answer")
     status, text = s.request("nope.default.localhost")
@@ -189,3 +191,173 @@ def test_render_table_for_revisions() -> None:
         "default", "hello-00001", "hello", "80%", "old", "1", "2", "Serve", "True",
         "3", "0.25s", "1.50s",
     ]  # fmt: skip
+
+
+# -- what a kn user expects -----------------------------------------------------------------------
+def service_yaml(name: str, command: str) -> str:
+    return f"""
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {{name: {name}}}
+spec:
+  template:
+    spec:
+      containers:
+        - image: knpy/{name}
+          command: {command}
+"""
+
+
+def app_printing(line: str, *, delay_s: float = 0.0) -> str:
+    """The sample app's command, printing ``line`` (after ``delay_s``) before it starts."""
+    script = (
+        f"import runpy, time; time.sleep({delay_s}); print({line!r}, flush=True);"
+        f" runpy.run_path({str(SAMPLE_APP)!r}, run_name='__main__')"
+    )
+    return json.dumps(["python", "-c", script])
+
+
+def test_apply_waits_for_ready_or_the_failure_as_kn(
+    serve: Callable[..., Serve], tmp_path: Path
+) -> None:
+    """kn's wait (knative/client pkg/wait): progress, then the URL; a failing revision's
+    message and exit 1 a few seconds after it fails; --no-wait and --wait-timeout."""
+    s = serve()
+    (tmp_path / "hello.yaml").write_text(HELLO)
+    done = s.knpy("apply", "-f", str(tmp_path / "hello.yaml"))
+    assert done.stdout.splitlines() == [
+        "service.serving.knative.dev/hello created",
+        "Service 'hello' with latest revision 'hello-00001' is ready at URL:",
+        "http://hello.default.localhost",
+    ]
+    progress = done.stderr.splitlines()
+    assert progress[0] == "Waiting for service 'hello' in namespace 'default' to be ready:"
+    assert [line.split("s ", 1)[1] for line in progress[-3:]] == [
+        "Configuration OK", "Route OK", "Ready",
+    ]  # fmt: skip
+    # Ready means routed: the first request answers, with no retry.
+    assert s.request("hello.default.localhost")[0] == 200
+
+    (tmp_path / "broken.yaml").write_text(service_yaml("broken", '["/nonexistent/app"]'))
+    began = time.monotonic()
+    failed = s.knpy("apply", "-f", str(tmp_path / "broken.yaml"), check=False)
+    failed_s = time.monotonic() - began
+    assert failed.returncode == 1, failed
+    assert failed.stdout.strip() == "service.serving.knative.dev/broken created"
+    error = failed.stderr.splitlines()[-1]
+    assert error.startswith("Error: service 'broken' in namespace 'default' is not ready:")
+    assert 'RevisionFailed: Revision "broken-00001" failed' in error
+    assert '"/nonexistent/app": [Errno 2] No such file or directory' in error
+    assert failed_s < 15.0, failed_s  # ~1 s to fail, kn's 2 s window, process start-up
+
+    (tmp_path / "again.yaml").write_text(service_yaml("again", '["/nonexistent/app"]'))
+    quick = s.knpy("apply", "-f", str(tmp_path / "again.yaml"), "--no-wait")
+    assert (quick.stdout, quick.stderr) == ("service.serving.knative.dev/again created\n", "")
+
+    (tmp_path / "slow.yaml").write_text(service_yaml("slow", app_printing("up", delay_s=20)))
+    began = time.monotonic()
+    late = s.knpy("apply", "-f", str(tmp_path / "slow.yaml"), "--wait-timeout", "1", check=False)
+    assert late.returncode == 1 and time.monotonic() - began < 10.0
+    assert late.stderr.splitlines()[-1] == (
+        "Error: service 'slow' in namespace 'default' is not ready after 1 s (--wait-timeout)"
+    )
+
+
+class Lines:
+    """A command's stdout lines as they come (``knpy get -w``, ``knpy logs -f``)."""
+
+    def __init__(self, s: Serve, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", *args,
+             "--kubeconfig", str(s.state_dir / "kubeconfig")],
+            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self.seen: list[str] = []
+        self.stderr = ""
+        self._queue: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._queue.put(line.rstrip("\n"))
+
+    def until(self, check: Callable[[str], bool], what: str) -> str:
+        deadline = time.monotonic() + STEP_S
+        while True:
+            try:
+                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"timed out waiting for {what}; saw {self.seen}") from None
+            self.seen.append(line)
+            if check(line):
+                return line
+
+    def stop(self) -> int:
+        """Ctrl-C, as a person ends it; nothing on stderr but what a person would read."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        code = self.proc.wait(timeout=STEP_S)
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.stderr = self.proc.stderr.read()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        assert "Traceback" not in self.stderr, self.stderr
+        return code
+
+
+@pytest.fixture
+def lines() -> Iterator[Callable[..., Lines]]:
+    started: list[Lines] = []
+
+    def start(s: Serve, *args: str) -> Lines:
+        started.append(Lines(s, *args))
+        return started[-1]
+
+    yield start
+    for running in started:
+        if running.proc.poll() is None:
+            running.proc.kill()
+        running.proc.wait(timeout=STEP_S)
+        for pipe in (running.proc.stdout, running.proc.stderr):
+            if pipe is not None and not pipe.closed:
+                pipe.close()
+
+
+def test_get_watch_and_logs_follow(
+    serve: Callable[..., Serve], lines: Callable[..., Lines], tmp_path: Path
+) -> None:
+    s = serve()
+    watch = lines(s, "get", "services", "-w")
+    marker = f"hello from {tmp_path.name}"
+    (tmp_path / "talky.yaml").write_text(service_yaml("talky", app_printing(marker)))
+    s.knpy("apply", "-f", str(tmp_path / "talky.yaml"), "--no-wait")
+    # Followed from before the service has a pod: the pod is found when it comes.
+    follow = lines(s, "logs", "talky", "-f")
+    header = watch.until(lambda line: line.startswith("NAMESPACE"), "the header")
+    assert header.split() == ["NAMESPACE", "NAME", "URL", "LATEST", "READY"]
+    watch.until(lambda line: line.split()[1:2] == ["talky"], "the first talky row")
+    ready = watch.until(lambda line: line.split()[-1] == "True", "talky to be Ready")
+    assert ready.split() == [
+        "default", "talky", "http://talky.default.localhost", "talky-00001", "True",
+    ]  # fmt: skip
+    # No row repeats itself: a change nobody sees in the columns prints nothing.
+    assert len(watch.seen) == len(set(watch.seen)), watch.seen
+    assert watch.stop() == 130 and watch.stderr == "No services found.\n"
+    assert follow.until(lambda line: line == marker, "the app's line") == marker
+    follow.until(lambda line: line.startswith("listening on 127.0.0.1:"), "the app's next line")
+    assert follow.stop() == 130
+    assert follow.stderr in ("", "No pods of service 'talky' yet; waiting for one.\n")
+
+    logs = s.knpy("logs", "talky", "--prefix").stdout.splitlines()
+    assert logs[0].startswith("[pod/talky-00001-deployment-") and logs[0].endswith(
+        f"/user-container] {marker}"
+    )
+    sidecar = s.knpy("logs", "talky", "-c", "queue-proxy", "--tail", "1").stdout
+    assert sidecar.startswith("queue-proxy default/talky-00001: serving")
+    assert s.knpy("logs", "talky", "--tail", "0").stdout == ""
+    wrong = s.knpy("logs", "talky", "-c", "sidecar", check=False)
+    assert wrong.returncode == 1
+    assert 'container "sidecar" is not in the pods of service "talky"' in wrong.stderr
+    missing = s.knpy("logs", "nope", check=False)
+    assert missing.returncode == 1 and '"nope" not found' in missing.stderr

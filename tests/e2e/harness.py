@@ -134,8 +134,13 @@ class Serve:
             assert code == 0, f"knpy {' '.join(args)}: {err.decode()}"
         return code, out.decode(), err.decode()
 
-    async def apply(self, text: str, check: bool = True) -> tuple[int, str, str]:
-        return await self.knpy("apply", "-f", "-", stdin=text, check=check)
+    async def apply(
+        self, text: str, check: bool = True, wait: bool = False
+    ) -> tuple[int, str, str]:
+        """``knpy apply -f -``; by default with ``--no-wait``, as these tests wait for what
+        they need themselves (some apply services that are meant to fail)."""
+        flags = () if wait else ("--no-wait",)
+        return await self.knpy("apply", "-f", "-", *flags, stdin=text, check=check)
 
     async def get(self, kind: str, name: str = "") -> Json:
         _, out, _ = await self.knpy("get", kind, *([name] if name else []), "-o", "json")
