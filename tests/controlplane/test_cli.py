@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import psutil
 import pytest
@@ -264,7 +265,7 @@ def test_apply_waits_for_ready_or_the_failure_as_kn(
 
 
 class Lines:
-    """A command's stdout lines as they come (``knpy get -w``, ``knpy logs -f``)."""
+    """A command's output lines as they come (``knpy get -w``, ``knpy logs -f``)."""
 
     def __init__(self, s: Serve, *args: str) -> None:
         self.proc = subprocess.Popen(
@@ -272,38 +273,45 @@ class Lines:
              "--kubeconfig", str(s.state_dir / "kubeconfig")],
             cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        self.seen: list[str] = []
-        self.stderr = ""
-        self._queue: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
+        self.seen: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        self._queues: dict[str, queue.Queue[str]] = {
+            "stdout": queue.Queue(),
+            "stderr": queue.Queue(),
+        }
+        self._readers = [
+            threading.Thread(target=self._read, args=(name, pipe), daemon=True)
+            for name, pipe in (("stdout", self.proc.stdout), ("stderr", self.proc.stderr))
+        ]
+        for reader in self._readers:
+            reader.start()
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._queue.put(line.rstrip("\n"))
+    def _read(self, name: str, pipe: IO[str] | None) -> None:
+        assert pipe is not None
+        for line in pipe:
+            self._queues[name].put(line.rstrip("\n"))
 
-    def until(self, check: Callable[[str], bool], what: str) -> str:
+    def until(self, check: Callable[[str], bool], what: str, stream: str = "stdout") -> str:
         deadline = time.monotonic() + STEP_S
         while True:
             try:
-                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                line = self._queues[stream].get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 raise AssertionError(f"timed out waiting for {what}; saw {self.seen}") from None
-            self.seen.append(line)
+            self.seen[stream].append(line)
             if check(line):
                 return line
 
-    def stop(self) -> int:
-        """Ctrl-C, as a person ends it; nothing on stderr but what a person would read."""
+    def stop(self) -> tuple[int, list[str]]:
+        """Ctrl-C, as a person ends it; the exit code and every stderr line."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
         code = self.proc.wait(timeout=STEP_S)
-        assert self.proc.stdout is not None and self.proc.stderr is not None
-        self.stderr = self.proc.stderr.read()
-        self.proc.stdout.close()
-        self.proc.stderr.close()
-        assert "Traceback" not in self.stderr, self.stderr
-        return code
+        for reader in self._readers:  # each ends at its pipe's end, which follows the exit
+            reader.join(timeout=STEP_S)
+        while not self._queues["stderr"].empty():
+            self.seen["stderr"].append(self._queues["stderr"].get_nowait())
+        assert not any("Traceback" in line for line in self.seen["stderr"]), self.seen
+        return code, self.seen["stderr"]
 
 
 @pytest.fixture
@@ -319,8 +327,10 @@ def lines() -> Iterator[Callable[..., Lines]]:
         if running.proc.poll() is None:
             running.proc.kill()
         running.proc.wait(timeout=STEP_S)
+        for reader in running._readers:
+            reader.join(timeout=STEP_S)
         for pipe in (running.proc.stdout, running.proc.stderr):
-            if pipe is not None and not pipe.closed:
+            if pipe is not None:
                 pipe.close()
 
 
@@ -329,6 +339,8 @@ def test_get_watch_and_logs_follow(
 ) -> None:
     s = serve()
     watch = lines(s, "get", "services", "-w")
+    # Listed before the service exists, so that its rows below are changes the watch saw.
+    watch.until(lambda line: line == "No services found.", "the empty listing", "stderr")
     marker = f"hello from {tmp_path.name}"
     (tmp_path / "talky.yaml").write_text(service_yaml("talky", app_printing(marker)))
     s.knpy("apply", "-f", str(tmp_path / "talky.yaml"), "--no-wait")
@@ -342,12 +354,12 @@ def test_get_watch_and_logs_follow(
         "default", "talky", "http://talky.default.localhost", "talky-00001", "True",
     ]  # fmt: skip
     # No row repeats itself: a change nobody sees in the columns prints nothing.
-    assert len(watch.seen) == len(set(watch.seen)), watch.seen
-    assert watch.stop() == 130 and watch.stderr == "No services found.\n"
+    assert len(watch.seen["stdout"]) == len(set(watch.seen["stdout"])), watch.seen
+    assert watch.stop() == (130, ["No services found."])
     assert follow.until(lambda line: line == marker, "the app's line") == marker
     follow.until(lambda line: line.startswith("listening on 127.0.0.1:"), "the app's next line")
-    assert follow.stop() == 130
-    assert follow.stderr in ("", "No pods of service 'talky' yet; waiting for one.\n")
+    code, stderr = follow.stop()
+    assert code == 130 and stderr in ([], ["No pods of service 'talky' yet; waiting for one."])
 
     logs = s.knpy("logs", "talky", "--prefix").stdout.splitlines()
     assert logs[0].startswith("[pod/talky-00001-deployment-") and logs[0].endswith(
