@@ -37,18 +37,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import logging
-import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
-from multidict import CIMultiDict
-
+from eventing.broker.client import HttpClient, RequestFailed
 from eventing.broker.event import (
     STRUCTURED_TYPE,
     TTL,
@@ -67,7 +62,6 @@ __all__ = [
     "DEFAULT_ATTEMPT_TIMEOUT_S",
     "DEFAULT_CONCURRENCY",
     "Dispatcher",
-    "LocalhostResolver",
     "Outcome",
     "TriggerTarget",
 ]
@@ -82,8 +76,6 @@ DEFAULT_ATTEMPT_TIMEOUT_S: Final = 300.0
 ERROR_DATA_MAX_CHARS: Final = 1024  # KnativeErrorDataExtensionMaxLength
 # The largest answer read from a subscriber (a reply event): the ingress's own limit.
 MAX_RESPONSE_BYTES: Final = 4 * 1024 * 1024
-
-_STREAM_BYTES: Final = 1 << 20
 
 Matcher = Callable[[Mapping[str, object]], bool]
 
@@ -118,30 +110,6 @@ class Outcome:
     retriable: bool = True
     headers: tuple[tuple[bytes, bytes], ...] = ()
     reply_failed: bool = False  # the reply could not be stored: the broker is what failed
-
-
-class LocalhostResolver(AbstractResolver):
-    """``localhost`` and ``*.localhost`` are 127.0.0.1 (RFC 6761), whatever the system
-    resolver says: knpy serve names its routes so."""
-
-    def __init__(self) -> None:
-        self._default = aiohttp.ThreadedResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        name = host.lower().rstrip(".")
-        if name == "localhost" or name.endswith(".localhost"):
-            return [
-                ResolveResult(
-                    hostname=host, host="127.0.0.1", port=port, family=socket.AF_INET,
-                    proto=0, flags=socket.AI_NUMERICHOST,
-                )
-            ]
-        return await self._default.resolve(host, port, family)
-
-    async def close(self) -> None:
-        await self._default.close()
 
 
 def _error_data(body: bytes) -> str:
@@ -254,25 +222,20 @@ class Dispatcher:
         self.sleep = sleep
         self.clock = clock
         self.workers: dict[str, TriggerWorker] = {}
-        self._session: aiohttp.ClientSession | None = None
+        self._client: HttpClient | None = None
 
     def __repr__(self) -> str:
         return f"<Dispatcher triggers={len(self.workers)}>"
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=0, limit_per_host=0, resolver=LocalhostResolver(), keepalive_timeout=30
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
-        )
+        self._client = HttpClient()
 
     async def close(self) -> None:
         await asyncio.gather(*(w.stop() for w in self.workers.values()))
         self.workers.clear()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
     def set_triggers(self, targets: Mapping[str, TriggerTarget]) -> list[Awaitable[None]]:
         """Follow the triggers (by uid): start new workers, update changed ones, stop and
@@ -387,33 +350,28 @@ class Dispatcher:
         self, url: str, event: Event, headers: Headers, spec: DeliverySpec
     ) -> Outcome:
         """One POST of ``event`` to ``url``, in the mode ``spec.format`` asks for."""
-        session = self._session
-        assert session is not None, "start() first"
+        client = self._client
+        assert client is not None, "start() first"
         binary = spec.format == "binary" or (spec.format is None and event.form is Form.BINARY)
-        out: list[tuple[bytes, bytes]]
+        out: Headers
         if binary:
             out, body = to_binary(event)
         else:
             out, body = [(b"content-type", STRUCTURED_TYPE)], to_structured(event)
-        send_headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in (*headers, *out)]
-        timeout = aiohttp.ClientTimeout(total=spec.timeout_s or self.attempt_timeout_s)
         try:
-            async with session.post(
-                url,
-                # aiohttp warns about (and blocks the loop on) large bytes bodies; a stream not.
-                data=body if len(body) < _STREAM_BYTES else io.BytesIO(body),
-                headers=CIMultiDict(send_headers),
-                timeout=timeout,
-            ) as resp:
-                answer = await resp.content.read(MAX_RESPONSE_BYTES)
-                return Outcome(
-                    resp.status, answer, resp.headers.get("Retry-After"),
-                    headers=resp.raw_headers,
-                )
-        except TimeoutError:
-            return Outcome(None, b"", error=f"no answer from {url} within the timeout")
-        except (aiohttp.ClientError, OSError) as err:
+            answer = await client.post(
+                url, [*headers, *out], body,
+                timeout_s=spec.timeout_s or self.attempt_timeout_s,
+                max_body=MAX_RESPONSE_BYTES,
+            )
+        except RequestFailed as err:
             return Outcome(None, f"dispatch error: {err}".encode(), error=str(err))
+        retry_after = answer.header(b"retry-after")
+        return Outcome(
+            answer.status, answer.body,
+            retry_after.decode("latin-1") if retry_after is not None else None,
+            headers=tuple(answer.headers),
+        )
 
 
 def _has_ce_header(headers: list[tuple[bytes, bytes]]) -> bool:
