@@ -12,6 +12,7 @@ OR skip their right operand when the left one decides (§3.6).
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Callable, Mapping
 from typing import Final
@@ -300,14 +301,19 @@ def _arithmetic(op: str, left: Compiled, right: Compiled) -> Compiled:
     return arithmetic
 
 
-def like_regex(pattern: str) -> re.Pattern[str]:
-    r"""The LIKE pattern as a regular expression (§3.4.3).
+class Wildcard(enum.Enum):
+    ANY = "%"  # any run of characters, the empty one included
+    ONE = "_"  # exactly one character
 
-    ``%`` is any run of characters, ``_`` exactly one; ``\%`` and ``\_`` are the characters
-    themselves. A backslash before anything else is an ordinary character, as sdk-go reads it.
+
+def like_parts(pattern: str) -> list[str | Wildcard]:
+    r"""A LIKE pattern (§3.4.3) as runs of literal characters and wildcards.
+
+    ``\%`` and ``\_`` are the characters themselves; a backslash before anything else is an
+    ordinary character, as sdk-go reads it. ``%%`` is one ``%``.
     """
-    out: list[str] = []
-    literal: list[str] = []  # a run of ordinary characters, escaped as one piece
+    parts: list[str | Wildcard] = []
+    literal: list[str] = []
     i, n = 0, len(pattern)
     while i < n:
         c = pattern[i]
@@ -316,19 +322,47 @@ def like_regex(pattern: str) -> re.Pattern[str]:
             i += 2
             continue
         if c == "%" or c == "_":
-            out.append(re.escape("".join(literal)))
-            literal.clear()
-            out.append(".*" if c == "%" else ".")
+            if literal:
+                parts.append("".join(literal))
+                literal.clear()
+            wildcard = Wildcard(c)
+            if wildcard is Wildcard.ONE or not parts or parts[-1] is not Wildcard.ANY:
+                parts.append(wildcard)
         else:
             literal.append(c)
         i += 1
-    out.append(re.escape("".join(literal)))
-    return re.compile("".join(out), re.DOTALL)
+    if literal:
+        parts.append("".join(literal))
+    return parts
+
+
+def like_matcher(pattern: str) -> Callable[[str], bool]:
+    """A test of whole strings against a LIKE pattern: the shapes filters use most (equal,
+    prefix, suffix, contains) as str methods, anything else as a regular expression."""
+    parts = like_parts(pattern)
+    shape = tuple(p if isinstance(p, Wildcard) else "text" for p in parts)
+    first = next((p for p in parts if isinstance(p, str)), "")
+    any_, text = Wildcard.ANY, "text"
+    if shape in ((), (text,)):
+        return lambda s: s == first
+    if shape == (any_,):
+        return lambda s: True
+    if shape == (text, any_):
+        return lambda s: s.startswith(first)
+    if shape == (any_, text):
+        return lambda s: s.endswith(first)
+    if shape == (any_, text, any_):
+        return lambda s: first in s
+    regex = "".join(
+        ".*" if p is Wildcard.ANY else "." if p is Wildcard.ONE else re.escape(p) for p in parts
+    )
+    fullmatch = re.compile(regex, re.DOTALL).fullmatch
+    return lambda s: fullmatch(s) is not None
 
 
 def _like(node: Like) -> Compiled:
     operand = compile_node(node.operand)
-    match = like_regex(node.pattern).fullmatch
+    test = like_matcher(node.pattern)
     negated = node.negated
 
     def like(event: Event) -> Value:
@@ -337,7 +371,7 @@ def _like(node: Like) -> Compiled:
         except CesqlError as e:
             e.value = False
             raise
-        return (match(text) is None) is negated
+        return test(text) is not negated
 
     return like
 

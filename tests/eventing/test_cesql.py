@@ -317,6 +317,16 @@ LIKE = [
     case("source LIKE 'https://%'", True, source="https://example.com", id="prefix"),
     case("source LIKE 'https://%'", False, source="http://example.com", id="prefix-mismatch"),
     case("type like '%.error'", True, type="com.github.error", id="suffix-lowercase-keyword"),
+    case("'anything' LIKE '%'", True, id="percent-alone"),
+    case("'' LIKE '%%'", True, id="double-percent-is-one"),
+    case("'ab%cd' LIKE 'ab\\%%'", True, id="prefix-ending-in-escaped-percent"),
+    case("'abcd' LIKE 'ab\\%%'", False, id="prefix-ending-in-escaped-percent-mismatch"),
+    case("'x_y' LIKE '%\\_y'", True, id="suffix-with-escaped-underscore"),
+    case("'xzy' LIKE '%\\_y'", False, id="suffix-with-escaped-underscore-mismatch"),
+    case("'abcabc' LIKE '%bca%'", True, id="contains"),
+    case("'abcabc' LIKE '%cc%'", False, id="contains-mismatch"),
+    case("'a' LIKE '%a%a%'", False, id="two-occurrences-needed"),
+    case("'aXa' LIKE '%a%a%'", True, id="two-occurrences"),
 ]
 
 IN = [
@@ -635,6 +645,42 @@ TREES = [
 @pytest.mark.parametrize(("expression", "tree"), TREES)
 def test_parse_tree(expression: str, tree: str) -> None:
     assert str(cesql.compile(expression).tree) == tree
+
+
+def _like_reference(pattern: str, text: str) -> bool:
+    # §3.4.3 by the book, with no regular expression: split the pattern into tokens
+    # (escaped characters are literal) and match with a table over (token, character).
+    tokens: list[str] = []  # "%", "_" or "=c" for the character c
+    i = 0
+    while i < len(pattern):
+        if pattern[i] == "\\" and i + 1 < len(pattern) and pattern[i + 1] in "%_":
+            tokens.append("=" + pattern[i + 1])
+            i += 2
+        else:
+            c = pattern[i]
+            tokens.append(c if c in "%_" else "=" + c)
+            i += 1
+    can = [[False] * (len(text) + 1) for _ in range(len(tokens) + 1)]
+    can[0][0] = True
+    for t, token in enumerate(tokens, 1):
+        for j in range(len(text) + 1):
+            if token == "%":
+                can[t][j] = can[t - 1][j] or (j > 0 and can[t][j - 1])
+            elif j > 0:
+                same = token == "_" or token[1] == text[j - 1]
+                can[t][j] = same and can[t - 1][j - 1]
+    return can[len(tokens)][len(text)]
+
+
+def test_like_agrees_with_the_definition() -> None:
+    rng = random.Random(7)
+    for _ in range(3000):
+        # No trailing backslash: inside a literal it would pair with the closing quote.
+        pattern = "".join(rng.choice("ab%_\\") for _ in range(rng.randint(0, 6)))
+        text = "".join(rng.choice("ab%_\\") for _ in range(rng.randint(0, 6)))
+        pattern, text = (p + "b" if p.endswith("\\") else p for p in (pattern, text))
+        got = cesql.evaluate(f"'{text}' LIKE '{pattern}'", BASE)
+        assert got == (_like_reference(pattern, text), None), (pattern, text)
 
 
 def _right_assoc(values: list[bool], ops: list[str]) -> bool:
