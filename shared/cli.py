@@ -5,11 +5,12 @@
 (``--kubeconfig``, ``.knpy/kubeconfig`` by default) through ``shared/apiclient.py``, so they
 start fast and need no event loop.
 
-What a kn user expects: ``apply`` waits, as ``kn service create`` does, until each Knative object
-it wrote is Ready or has failed (shared/readiness.py): progress on stderr, the URL on stdout, the
-failing condition's message and exit 1 otherwise (``--no-wait``, ``--wait-timeout``). ``get -w``
-prints a row each time an object changes, as ``kubectl get -w``. ``logs SERVICE`` prints what the
-service's pods printed, and ``-f`` follows them and the pods to come (shared/podlogs.py).
+What a kn user expects: ``apply`` waits, as ``kn service create`` does, until each Service (any
+serving.knative.dev object) it wrote is Ready or has failed (shared/readiness.py): progress on
+stderr, the URL on stdout, the failing condition's message and exit 1 otherwise (``--no-wait``,
+``--wait-timeout``). ``get -w`` prints a row each time an object changes, as ``kubectl get -w``.
+``logs SERVICE`` prints what the service's pods printed, and ``-f`` follows them and the pods to
+come (shared/podlogs.py).
 
 ``get revisions`` joins what Knative spreads over several objects: the Revision (replicas,
 conditions), the Routes (traffic percent and tags), the ServerlessService (Serve or
@@ -39,7 +40,7 @@ from shared.kube.resources import (
     SYSTEM_NAMESPACE,
     Resource,
 )
-from shared.readiness import DEFAULT_TIMEOUT_S, Outcome, has_ready_condition, wait_ready
+from shared.readiness import DEFAULT_TIMEOUT_S, Outcome, wait_ready, waited_for
 
 _COMPONENTS = {
     "queue-proxy": ("queueproxy", "the per-pod sidecar (configured by Knative's environment)"),
@@ -231,7 +232,7 @@ def _apply(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.wait_timeout
     failed = 0
     for resource, ns, name in waits:
-        if has_ready_condition(resource):
+        if waited_for(resource):
             failed += not _wait_ready(api, resource, ns, name, deadline, args.wait_timeout)
     return 1 if failed else 0
 

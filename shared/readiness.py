@@ -36,14 +36,15 @@ __all__ = [
     "ERROR_WINDOW_S",
     "Outcome",
     "ReadyWait",
-    "has_ready_condition",
     "wait_ready",
+    "waited_for",
 ]
 
 # kn's --wait-timeout default: ten minutes.
 DEFAULT_TIMEOUT_S: Final = 600.0
 # kn's wait window: a Ready False must outlast 2 s to be a failure (a restart may still succeed).
 ERROR_WINDOW_S: Final = 2.0
+SERVING_GROUP: Final = "serving.knative.dev"
 # Names a person knows for a Service's sub-conditions (the kn output speaks of them so).
 _LABELS: Final = {"ConfigurationsReady": "Configuration", "RoutesReady": "Route"}
 
@@ -56,13 +57,14 @@ class Outcome(enum.Enum):
     DELETED = "deleted"
 
 
-def has_ready_condition(resource: Resource) -> bool:
-    """Whether objects of this resource report a Ready condition worth waiting for.
+def waited_for(resource: Resource) -> bool:
+    """Whether ``knpy apply`` waits for objects of this resource to be Ready.
 
-    Every Knative kind does (serving's Service, Configuration, Route; eventing's Broker,
-    Trigger, channels and sources): they all live in a ``*.knative.dev`` group and follow
-    knative.dev/pkg's condition set. ConfigMaps and the other core kinds have none."""
-    return resource.group == "knative.dev" or resource.group.endswith(".knative.dev")
+    Serving's kinds (Service, Configuration, Route), as kn: ``kn service create`` waits, while
+    ``kn broker create``, ``kn trigger create`` and the source commands return once the object
+    is written (an eventing object's readiness also hangs on parts, such as a subscriber, that
+    may come later). ConfigMaps and the other core kinds have no Ready condition at all."""
+    return resource.group == SERVING_GROUP
 
 
 @dataclass(slots=True)

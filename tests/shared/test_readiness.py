@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from shared.kube.resources import CONFIGMAPS, CONFIGURATIONS, KSERVICES, PODS, Resource
-from shared.readiness import ERROR_WINDOW_S, Outcome, ReadyWait, has_ready_condition
+from shared.kube.resources import CONFIGMAPS, CONFIGURATIONS, KSERVICES, PODS, ROUTES, Resource
+from shared.readiness import ERROR_WINDOW_S, Outcome, ReadyWait, waited_for
 
 URL = "http://hello.default.localhost"
 
@@ -116,13 +116,14 @@ def test_an_addressable_url_and_a_decided_wait_ignores_later_states() -> None:
     [
         pytest.param(KSERVICES, True, id="ksvc"),
         pytest.param(CONFIGURATIONS, True, id="configuration"),
-        pytest.param(Resource("eventing.knative.dev", "v1", "brokers", "Broker"), True,
-                     id="broker"),
+        pytest.param(ROUTES, True, id="route"),
+        pytest.param(Resource("eventing.knative.dev", "v1", "brokers", "Broker"), False,
+                     id="broker-as-kn"),
         pytest.param(CONFIGMAPS, False, id="configmap"),
         pytest.param(PODS, False, id="pod"),
-        pytest.param(Resource("notknative.dev", "v1", "things", "Thing"), False,
+        pytest.param(Resource("notserving.knative.dev", "v1", "things", "Thing"), False,
                      id="look-alike-group"),
     ],
 )  # fmt: skip
 def test_which_kinds_are_waited_for(resource: Resource, waited: bool) -> None:
-    assert has_ready_condition(resource) is waited
+    assert waited_for(resource) is waited
