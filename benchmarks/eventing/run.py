@@ -168,7 +168,10 @@ def pct(values: list[float], p: float) -> float:
 
 
 class Bench:
-    def __init__(self, workdir: Path, duration_s: float, rt: bool) -> None:
+    def __init__(
+        self, workdir: Path, duration_s: float, rt: bool, synchronous: str = "FULL"
+    ) -> None:
+        self.synchronous = synchronous
         self.workdir = workdir
         self.duration_s = duration_s
         self.children = harness.Children(workdir)
@@ -247,6 +250,7 @@ class Bench:
             "BROKER_STATE_DIR": str(self.workdir / f"broker-{self.seq}"),
             "BROKER_BIND_HOST": "127.0.0.1",
             "INGRESS_PORT": str(port),
+            "BROKER_SQLITE_SYNCHRONOUS": self.synchronous,
         }
         proc = self.spawn(
             f"broker-{self.seq}",
@@ -383,6 +387,8 @@ def main() -> int:
     p.add_argument("--no-rt", action="store_true", help="no chrt -r 10")
     p.add_argument("--workdir", type=Path)
     p.add_argument("--codec", action="store_true")
+    p.add_argument("--synchronous", default="FULL", choices=["FULL", "NORMAL"],
+                   help="the event log's fsync policy (BROKER_SQLITE_SYNCHRONOUS)")
     p.add_argument("--sink", nargs=2, metavar=("PORT", "OUT"), help=argparse.SUPPRESS)
     p.add_argument("--send", nargs=4, metavar=("PORT", "RATE", "SECONDS", "OUT"),
                    help=argparse.SUPPRESS)
@@ -403,8 +409,9 @@ def main() -> int:
     rt = not args.no_rt and subprocess.run(["chrt", "-r", "10", "true"]).returncode == 0
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="knpy-eventing-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    bench = Bench(workdir, args.duration, rt)
+    bench = Bench(workdir, args.duration, rt, args.synchronous)
     results: dict[str, Any] = {"environment": harness.environment(bench.cores), "rt": rt,
+                               "synchronous": args.synchronous,
                                "saturation": [], "paced": []}
     signal.signal(signal.SIGTERM, harness.raise_exit)
     try:
@@ -421,7 +428,8 @@ def main() -> int:
         bench.children.kill_all()
     (workdir / "results.json").write_text(json.dumps(results, indent=2))
     print(f"machine: {results['environment']['cpu_model']}, load at start "
-          f"{results['environment']['loadavg_at_start']}, chrt -r 10: {rt}\n")
+          f"{results['environment']['loadavg_at_start']}, chrt -r 10: {rt}, "
+          f"synchronous={args.synchronous}\n")
     print(harness.markdown_table(
         [("triggers", "r"), ("acked events/s", "r"), ("publish p50 ms", "r"),
          ("publish p99 ms", "r"), ("deliveries/s meanwhile", "r"), ("broker CPU", "r"),

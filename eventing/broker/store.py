@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal, Protocol
 
-from eventing.broker.event import Event, Form
+from eventing.broker.event import Event, Form, compact_json
 
 __all__ = [
     "DATABASE_NAME",
@@ -321,7 +321,7 @@ class SqliteEventLog:
                 (
                     seq,
                     broker,
-                    json.dumps(event.attrs, ensure_ascii=False, separators=(",", ":")),
+                    compact_json(event.attrs),
                     event.data,
                     int(event.form),
                     _encode_headers(headers),
