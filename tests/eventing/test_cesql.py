@@ -760,3 +760,38 @@ def test_every_error_kind_is_reachable() -> None:
         "functionEvaluation",
         "missingAttribute",
     }
+
+
+FUZZ_TOKENS = [
+    *("AND", "OR", "XOR", "NOT", "LIKE", "IN", "EXISTS", "TRUE", "false"),
+    *("(", ")", ",", "=", "!=", "<>", "<", "<=", ">", ">=", "+", "-", "*", "/", "%"),
+    *("0", "1", "-7", "2147483647", "-2147483648", "'a%'", '"b_"', "''", "'\\''"),
+    *("type", "id", "missing", "myint", "mybool", "big", "data"),
+    *("ABS(", "LENGTH(", "CONCAT(", "SUBSTRING(", "LEFT(", "INT(", "BOOL(", "NOPE("),
+]
+
+
+def test_random_token_soup_never_raises() -> None:
+    # Whatever the text, compile either works or raises CesqlParseError, and evaluation
+    # gives a CESQL value and None or one of the spec's error kinds: nothing escapes.
+    kinds = {None, "parse", "math", "cast", "missingFunction", "functionEvaluation"}
+    kinds |= {"missingAttribute", "generic"}
+    event = {**BASE, "myint": 7, "mybool": True, "big": 2**40, "data": "x"}
+    rng = random.Random(2026)
+    parsed = 0
+    for _ in range(4000):
+        text = " ".join(rng.choice(FUZZ_TOKENS) for _ in range(rng.randint(1, 9)))
+        try:
+            compiled = cesql.compile(text)
+        except CesqlParseError as e:
+            assert 0 <= e.position <= len(text), text
+            assert cesql.evaluate(text, event) == (False, "parse")
+            continue
+        parsed += 1
+        value, kind = compiled.evaluate(event)
+        assert kind in kinds, text
+        assert type(value) in (bool, int, str), text
+        if isinstance(value, int) and not isinstance(value, bool):
+            assert INT_MIN <= value <= INT_MAX, text
+        assert compiled.matches(event) is (value is True and kind is None), text
+    assert parsed > 100  # the soup parses often enough to exercise evaluation
