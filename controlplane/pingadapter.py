@@ -26,6 +26,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
@@ -137,8 +138,17 @@ class PingAdapter:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=_SEND_TIMEOUT_S)
             )
+        # *.localhost is 127.0.0.1 (RFC 6761), whatever the system resolver says: a sink is
+        # often a Knative Service's URL here, with the Host the ingress routes by.
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        sent = dict(headers)
+        if host == "localhost" or host.endswith(".localhost"):
+            sent["Host"] = parts.netloc
+            netloc = f"127.0.0.1:{parts.port}" if parts.port else "127.0.0.1"
+            url = urlunsplit(parts._replace(netloc=netloc))
         try:
-            async with self._session.post(url, data=body, headers=dict(headers)) as resp:
+            async with self._session.post(url, data=body, headers=sent) as resp:
                 await resp.read()
                 return resp.status
         except (aiohttp.ClientError, TimeoutError):

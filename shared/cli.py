@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.apiclient import Api, ApiFailure, WatchExpired, execute, load_kubeconfig, plan_text
+from shared.eventing_cli import EVENTING_ALIASES, add_commands, eventing_choices, get_eventing
 from shared.kube.resources import (
     CONFIGMAPS,
     KSERVICES,
@@ -147,7 +148,8 @@ def _platform_commands(sub: Any) -> None:
     apply.set_defaults(run=_apply)
 
     get = with_api(sub.add_parser("get", help="show services, revisions or routes"))
-    get.add_argument("kind", choices=sorted(KINDS), metavar="services|revisions|routes")
+    get.add_argument("kind", choices=sorted([*KINDS, *eventing_choices()]),
+                     metavar="services|revisions|routes|brokers|triggers|...")
     get.add_argument("name", nargs="?")
     get.add_argument("-n", "--namespace", default=None, help="default: every namespace")
     get.add_argument("-o", "--output", choices=("json", "yaml"), default=None)
@@ -191,6 +193,8 @@ def _platform_commands(sub: Any) -> None:
         help="knpy serve's state dir, where the logs are (default: the kubeconfig's directory)",
     )
     logs.set_defaults(run=_logs)
+
+    add_commands(sub, with_api)  # send, listen (shared/eventing_cli.py)
 
 
 # -- the commands --------------------------------------------------------------------------------
@@ -268,6 +272,8 @@ def _wait_ready(
 
 
 def _get(args: argparse.Namespace) -> int:
+    if args.kind in EVENTING_ALIASES:
+        return get_eventing(args)
     kind = KINDS[args.kind]
     api = load_kubeconfig(args.kubeconfig)
     resource = RESOURCES[kind]

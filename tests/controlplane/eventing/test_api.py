@@ -5,6 +5,8 @@ bad file that applies nothing."""
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -280,3 +282,28 @@ metadata: {name: ch}
 spec: {channelTemplate: {spec: {}}}
 """)
     assert "missing field(s): spec.channelTemplate.apiVersion, spec.channelTemplate.kind" in message
+
+
+async def test_knpy_get_eventing_kinds(api: Api) -> None:
+    """``knpy get brokers|triggers|pingsources`` with kn's columns, and -o json."""
+    kubeconfig = str(api.server.kubeconfig_path)
+
+    async def knpy(*args: str) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "shared.cli", "get", *args, "--kubeconfig", kubeconfig,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, err.decode()
+        return out.decode()
+
+    rows = _rows(await knpy("brokers", "-n", "default"))
+    assert rows[0] == ["NAMESPACE", "NAME", "URL", "READY", "REASON"]
+    assert rows[1] == ["default", "default", "Unknown"]
+    rows = _rows(await knpy("trigger"))
+    assert rows[0] == ["NAMESPACE", "NAME", "BROKER", "SINK", "READY", "REASON"]
+    assert ["default", "orders", "default", "Unknown"] in rows
+    rows = _rows(await knpy("pingsources"))
+    assert rows[0] == ["NAMESPACE", "NAME", "SCHEDULE", "SINK", "READY", "REASON"]
+    doc = json.loads(await knpy("broker", "default", "-o", "json"))
+    assert doc["kind"] == "Broker"
+    assert (await knpy("containersources")).strip() == "No containersources found."
