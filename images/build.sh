@@ -25,22 +25,26 @@
 #   kept as a tar under the cache directory, then imported once as localhost/knpy/debian-python3.
 # --archive DIR: also writes DIR/<component>.tar, an OCI archive (oci-archive: with buildah,
 #   `docker save` with Docker), for `kind load image-archive` or `ctr images import`.
-# --base IMAGE: the base for the default build (python:3.11-slim); must have python3 3.11 and
-#   its venv module.
+# --base IMAGE: the base for the default build (docker.io/library/python:3.11-slim-bookworm,
+#   the official image); must have python3 3.11 and its venv module.
 #
 # Cache: $KNPY_IMAGES_CACHE, by default ${XDG_CACHE_HOME:-~/.cache}/knpy-images: the debootstrap
 # tar, the downloaded wheels (by a hash of pyproject.toml) and the build context, whose files
 # are only rewritten when their bytes change so that the engine's layer cache holds.
 # Prints one line per image: component, image, size in MB, seconds.
 set -euo pipefail
-# All in one function, parsed whole before it runs: editing this file during a build is safe.
+# All in one function, parsed whole before it runs, and the last line exits: editing this file
+# during a build is safe.
 main() {
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ALL_COMPONENTS=(queue-proxy activator autoscaler)
 CACHE=${KNPY_IMAGES_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/knpy-images}
 REGISTRY=${KNPY_IMAGE_REGISTRY:-localhost/knpy}
-DEFAULT_BASE=python:3.11-slim
+# Fully qualified: buildah resolves a short name only through registries.conf aliases (Debian
+# ships one for python, other distributions may not), and Docker takes the long form as well.
+# bookworm: the Debian release (glibc 2.36, OpenSSL 3.0) of the --offline base.
+DEFAULT_BASE=docker.io/library/python:3.11-slim-bookworm
 OFFLINE_BASE=localhost/knpy/debian-python3:bookworm
 DEBIAN_SUITE=bookworm
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -271,4 +275,6 @@ for c in "${components[@]}"; do
 done
 }
 
-main "$@"
+# exit on the same line: bash reads a script as it goes, so after main returned it would
+# otherwise read on from this offset of a file edited meanwhile (and run what is there).
+main "$@"; exit
