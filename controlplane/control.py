@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
 import signal
@@ -63,17 +64,25 @@ class ControlEndpoint:
 
 
 class ControlProcess:
-    """The parent's handle: ``start`` (API up), ``start_controllers``, ``wait``, ``stop``."""
+    """The parent's handle: ``spawn``, ``ready`` (API up), ``start_controllers``, ``wait``,
+    ``stop``. Between ``spawn`` and ``ready`` the parent can do its own start-up work (its
+    imports take about as long as the child's), on the other CPU."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, endpoint: ControlEndpoint) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
-        self.endpoint = endpoint
+        self._endpoint: ControlEndpoint | None = None
 
     def __repr__(self) -> str:
-        return f"<ControlProcess pid={self.proc.pid} api={self.endpoint.url}>"
+        api = self._endpoint.url if self._endpoint else "starting"
+        return f"<ControlProcess pid={self.proc.pid} api={api}>"
+
+    @property
+    def endpoint(self) -> ControlEndpoint:
+        assert self._endpoint is not None, "ready() first"
+        return self._endpoint
 
     @classmethod
-    async def start(
+    async def spawn(
         cls,
         state_dir: Path,
         *,
@@ -85,13 +94,8 @@ class ControlProcess:
         ingress_port: int = 80,
         queue_image: str | None = None,
     ) -> ControlProcess:
-        """Start the process and wait until its API server listens. ``queue_image``: the
-        queue-proxy sidecar runs from this image's entrypoint (``knpy serve --images``).
-
-        Raises:
-            OSError: it exited first (a port in use: its own message is in the log) or did
-                not listen within START_S.
-        """
+        """Start the process (``ready`` waits for its API server). ``queue_image``: the
+        queue-proxy sidecar runs from this image's entrypoint (``knpy serve --images``)."""
         from .pods import tied_to_parent
 
         argv = [
@@ -111,19 +115,30 @@ class ControlProcess:
             start_new_session=True,
             preexec_fn=spawn.preexec_fn,
         )
-        assert proc.stdout is not None
+        return cls(proc)
+
+    async def ready(self) -> ControlEndpoint:
+        """Wait until the API server listens; where it does.
+
+        Raises:
+            OSError: the process exited first (a port in use: its own message is in the log)
+                or did not listen within START_S.
+        """
+        assert self.proc.stdout is not None
         try:
-            line = await asyncio.wait_for(proc.stdout.readline(), START_S)
+            line = await asyncio.wait_for(self.proc.stdout.readline(), START_S)
         except TimeoutError:
             line = b""
         if not line:
-            await _end(proc)
+            await _end(self.proc)
             raise OSError(
-                f"the API server did not start (control process exit code {proc.returncode})"
+                f"the API server did not start (control process exit code {self.proc.returncode})"
             )
         doc = json.loads(line)
-        endpoint = ControlEndpoint(str(doc["url"]), Path(doc["kubeconfig"]), str(doc["token"]))
-        return cls(proc, endpoint)
+        self._endpoint = ControlEndpoint(
+            str(doc["url"]), Path(doc["kubeconfig"]), str(doc["token"])
+        )
+        return self._endpoint
 
     async def start_controllers(self) -> None:
         """Start Knative's controllers; returns once their informers have synced.
@@ -161,13 +176,8 @@ async def _end(proc: asyncio.subprocess.Process) -> None:
 # -- the child ----------------------------------------------------------------------------------
 async def _run(args: argparse.Namespace) -> int:
     from controlplane import discovery
-    from controlplane.controllers.config import DEFAULT_QUEUE_IMAGE, ControllerConfig
-    from controlplane.controllers.controllers import Controllers
     from controlplane.kubeapi.server import KubeApiServer
     from controlplane.webhook import admission_hooks
-    from shared.kube.config import load_api_client
-    from shared.kube.kubeclient import ApiKubeClient
-    from shared.kube.kubeinformer import KubeInformerFactory
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -187,6 +197,9 @@ async def _run(args: argparse.Namespace) -> int:
     await loop.connect_read_pipe(
         lambda: asyncio.StreamReaderProtocol(commands), sys.stdin.buffer
     )
+    # The controllers' modules (kubernetes-asyncio is most of it: ~1 s of CPU) load while knpy
+    # serve bootstraps through the API, rather than after it asks for the controllers.
+    preload = loop.run_in_executor(None, _import_controllers)
     out = sys.stdout.buffer
     ready = {"url": server.url, "kubeconfig": str(server.kubeconfig_path), "token": server.token}
     out.write(json.dumps(ready).encode() + b"\n")
@@ -201,6 +214,13 @@ async def _run(args: argparse.Namespace) -> int:
             if stopping in done or reading.result() != _START_CONTROLLERS:
                 break
             if controllers is None:
+                await preload
+                from controlplane.controllers.config import DEFAULT_QUEUE_IMAGE, ControllerConfig
+                from controlplane.controllers.controllers import Controllers
+                from shared.kube.config import load_api_client
+                from shared.kube.kubeclient import ApiKubeClient
+                from shared.kube.kubeinformer import KubeInformerFactory
+
                 api = await load_api_client({}, str(server.kubeconfig_path))
                 controllers = Controllers(
                     KubeInformerFactory(api),
@@ -227,6 +247,20 @@ async def _run(args: argparse.Namespace) -> int:
             await api.close()
         await server.stop()
     return 0
+
+
+_CONTROLLER_MODULES: Final = (
+    "shared.kube.config",
+    "shared.kube.kubeclient",
+    "shared.kube.kubeinformer",
+    "controlplane.controllers.config",
+    "controlplane.controllers.controllers",
+)
+
+
+def _import_controllers() -> None:
+    for name in _CONTROLLER_MODULES:
+        importlib.import_module(name)
 
 
 async def _commands(reader: asyncio.StreamReader) -> bytes:

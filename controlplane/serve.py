@@ -130,11 +130,7 @@ class LocalServe:
     async def open(self) -> None:
         """The control process (API server, Knative's webhook), and the ConfigMaps (nothing
         runs yet)."""
-        from shared.kube.config import load_api_client
-        from shared.kube.kubeclient import ApiKubeClient
-        from shared.kube.kubeinformer import KubeInformerFactory
-
-        self.control = await ControlProcess.start(
+        self.control = await ControlProcess.spawn(
             self.state_dir,
             host=self.cfg.host,
             port=self.cfg.api_port,
@@ -144,6 +140,12 @@ class LocalServe:
             ingress_port=self.cfg.port,
             queue_image=None if self.cfg.images is None else self.cfg.images.queue_proxy,
         )
+        # These imports (kubernetes-asyncio: ~1 s of CPU) run while the child starts.
+        from shared.kube.config import load_api_client
+        from shared.kube.kubeclient import ApiKubeClient
+        from shared.kube.kubeinformer import KubeInformerFactory
+
+        await self.control.ready()
         self.api_url = self.endpoint.url
         self._api = await load_api_client({}, str(self.endpoint.kubeconfig))
         self.client = ApiKubeClient(self._api)
