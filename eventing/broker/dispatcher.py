@@ -144,12 +144,13 @@ class TriggerWorker:
             self._run(), name=f"trigger {self.target.key}"
         )
 
-    async def stop(self) -> None:
+    def stop(self) -> Awaitable[None]:
+        """Cancel the worker and its deliveries now (unacked, they are repeated after a
+        restart); the result completes once they have ended."""
         tasks = [t for t in (self._task, *self._tasks) if t is not None]
         for t in tasks:
             t.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+        return _ended(tasks)
 
     async def _run(self) -> None:
         limit = self.dispatcher.concurrency
@@ -158,6 +159,8 @@ class TriggerWorker:
                 self._room.clear()
                 await self._room.wait()
             batch = await self.sub.next_batch(limit - self.in_flight)
+            if not batch:
+                return  # the queue was forgotten (the trigger is gone)
             for rec in batch:
                 target = self.target
                 if target.subscriber is None or not self._matches(target, rec):
@@ -194,6 +197,11 @@ class TriggerWorker:
         finally:
             self.in_flight -= 1
             self._room.set()
+
+
+async def _ended(tasks: list[asyncio.Task[None]]) -> None:
+    if tasks:
+        await asyncio.wait(tasks)
 
 
 class Dispatcher:
@@ -245,7 +253,7 @@ class Dispatcher:
             target = targets.get(uid)
             if target is None or target.broker != worker.target.broker:
                 del self.workers[uid]
-                stops.append(worker.stop())
+                stops.append(worker.stop())  # cancelled now, before its queue changes
                 if target is None:
                     self.log.forget(uid)
         for uid, target in targets.items():

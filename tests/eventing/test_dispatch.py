@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from eventing.delivery import CLUSTER_DEFAULT
+from shared.kube.resources import TRIGGERS
 from tests.eventing.harness import Answer, Broker, Received, broker_app, fail_first
 from tests.eventing.test_ingress import FULL_EVENT, STRUCTURED
 
@@ -297,3 +298,22 @@ async def test_slow_subscriber_holds_up_no_other_trigger(tmp_path: Path) -> None
         assert time.monotonic() - start < 0.9
         # The slow trigger has only its two slots in flight.
         assert len(slow_sink.received) <= 2
+
+
+async def test_trigger_moved_then_deleted(broker: Broker) -> None:
+    sink = await broker.sink()
+    uid = await broker.add_trigger("t", sink.url)
+    assert await broker.send("a") == 202
+    await sink.wait_for(1)
+    await broker.add_broker("other")
+    assert await broker.add_trigger("t", sink.url, broker="other") == uid
+    assert await broker.send("not-for-t") == 202
+    assert (await broker.post(_binary("b"), b"{}", path="/demo/other"))[0] == 202
+    await sink.wait_for(2)
+    await broker.cluster.delete(TRIGGERS, "demo", "t")
+    await broker.settle()
+    assert not broker.app.dispatcher.workers
+    assert await broker.send("c") == 202  # the loop answers: nothing spins on the old queue
+    await sink.quiet(0.2)
+    assert [r.headers["ce-id"] for r in sink.received] == ["a", "b"]
+    assert uid not in broker.app.log.triggers()
