@@ -54,6 +54,7 @@ from .webhook import _where, denied
 __all__ = [
     "BROKER_LABEL",
     "DEFAULT_SCHEDULE",
+    "defaulted",
     "destination_errors",
     "eventing_hooks",
 ]
@@ -444,6 +445,16 @@ def _validate_containersource(obj: Obj, old: Obj | None) -> list[FieldError]:
             if not c.get(key):
                 errs.append(FieldError.missing(f"spec.template.spec.containers[{i}].{key}"))
     return errs
+
+
+def defaulted(resource: Resource, obj: Obj) -> Obj:
+    """``obj`` with the webhook's defaults, as it will be stored (for controllers comparing
+    what they want with what is stored)."""
+    out = copy.deepcopy(obj)
+    hook = eventing_hooks().get(resource)
+    if isinstance(hook, _Hook):
+        hook.default(out)
+    return out
 
 
 def eventing_hooks() -> dict[Resource, AdmissionHook]:

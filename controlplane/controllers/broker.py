@@ -5,7 +5,7 @@ The data plane (``python -m eventing.broker``, the ``eventing-broker`` Deploymen
 users read from status, as Knative's MTChannelBasedBroker controller does
 (pkg/reconciler/broker, pkg/reconciler/broker/trigger):
 
-- **Broker** (classes ``MTChannelBasedBroker`` and ``RabbitMQBroker``; a Broker of another class
+- **Broker** (class ``MTChannelBasedBroker``, knpy's durable default; a Broker of another class
   is left to its own controller, as in a cluster): ``status.address.url`` is
   ``http://broker-ingress.knative-eventing.localhost:<ingress port>/<ns>/<name>`` (the ingress
   routes that Host to the data plane). Conditions: IngressReady and FilterReady from the ready
@@ -37,7 +37,6 @@ from shared.kube.resources import (
     ENDPOINTS,
     EVENTING_NAMESPACE,
     KSERVICES,
-    RABBITMQ_BROKER_CLASS,
     TRIGGERS,
     Obj,
     annotations_of,
@@ -61,7 +60,10 @@ __all__ = [
 
 # The Service (and so the Endpoints) of the broker data plane in knative-eventing.
 BROKER_INGRESS_SERVICE: Final = "broker-ingress"
-SERVED_CLASSES: Final = (DEFAULT_BROKER_CLASS, RABBITMQ_BROKER_CLASS)
+# The classes knpy serve's data plane (the eventing-broker Deployment) serves. A RabbitMQBroker
+# needs its own data plane process (BROKER_CLASS=RabbitMQBroker), which knpy serve does not
+# start: its Brokers are left to it, as a cluster leaves them to eventing-rabbitmq.
+SERVED_CLASSES: Final = (DEFAULT_BROKER_CLASS,)
 _BROKER_CONDITIONS: Final = (
     "IngressReady", "TriggerChannelReady", "FilterReady", "Addressable",
     "DeadLetterSinkResolved", "EventPoliciesReady",

@@ -24,6 +24,7 @@ from shared.kube.workqueue import WorkQueue
 
 from .base import Cache, Reconciler, of_kind
 from .broker import BrokerReconciler, TriggerReconciler
+from .channel import ChannelReconciler, SubscriptionReconciler
 from .config import ControllerConfig
 from .configuration import ConfigurationReconciler
 from .endpoints import EndpointsReconciler
@@ -41,7 +42,8 @@ _log = logging.getLogger(__name__)
 
 class Controllers:
     """Service, Configuration, Route, Revision, ServerlessService and Endpoints controllers,
-    and Knative Eventing's: Broker, Trigger, SinkBinding, ContainerSource and PingSource."""
+    and Knative Eventing's: Broker, Trigger, SinkBinding, ContainerSource, Channel,
+    Subscription and PingSource."""
 
     def __init__(
         self,
@@ -69,6 +71,8 @@ class Controllers:
                 TriggerReconciler,
                 SinkBindingReconciler,
                 ContainerSourceReconciler,
+                ChannelReconciler,
+                SubscriptionReconciler,
             )
         )
         # PingSources' schedules run in this loop (controlplane/pingadapter.py).

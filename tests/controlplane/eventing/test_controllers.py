@@ -7,12 +7,14 @@ from typing import Any
 
 from shared.kube.resources import (
     BROKERS,
+    CHANNELS,
     CONTAINERSOURCES,
     DEPLOYMENTS,
     ENDPOINTS,
     KSERVICES,
     PINGSOURCES,
     SINKBINDINGS,
+    SUBSCRIPTIONS,
     TRIGGERS,
     Obj,
 )
@@ -200,3 +202,44 @@ async def test_pingsource_hands_its_schedule_to_the_adapter() -> None:
         await env.cluster.delete(PINGSOURCES, "default", "ping")
         await env.cluster.settle()
         assert env.controllers.ping_adapter.jobs() == {}
+
+
+async def test_channel_and_subscription_are_a_backing_broker_and_trigger() -> None:
+    async with running(ingress_port=PORT) as env:
+        await ingress_endpoints(env, ready=True)
+        ch = {"apiVersion": "messaging.knative.dev/v1", "kind": "Channel",
+              "metadata": {"name": "orders", "namespace": "default"},
+              "spec": {"delivery": {"retry": 3}}}
+        await env.apply(CHANNELS, ch)
+        b = env.get(BROKERS, "orders-kn-channel")
+        assert b["metadata"]["ownerReferences"][0]["kind"] == "Channel"
+        assert b["spec"]["delivery"] == {"retry": 3}
+        c = env.get(CHANNELS, "orders")
+        assert c["status"]["address"]["url"] == (
+            "http://broker-ingress.knative-eventing.localhost:8080/default/orders-kn-channel")
+        assert conditions(c)["Ready"] == ("True", "")
+        sub = {"apiVersion": "messaging.knative.dev/v1", "kind": "Subscription",
+               "metadata": {"name": "audit", "namespace": "default"},
+               "spec": {"channel": {"apiVersion": "messaging.knative.dev/v1", "kind": "Channel",
+                                    "name": "orders"},
+                        "subscriber": {"uri": "http://audit.example/"}}}
+        await env.apply(SUBSCRIPTIONS, sub)
+        t = env.get(TRIGGERS, "audit-kn-sub")
+        assert t["spec"]["broker"] == "orders-kn-channel"
+        assert t["spec"]["subscriber"] == {"uri": "http://audit.example/"}
+        s = env.get(SUBSCRIPTIONS, "audit")
+        assert s["status"]["physicalSubscription"] == {"subscriberUri": "http://audit.example/"}
+        assert conditions(s)["Ready"] == ("True", "")
+        # The controllers compare with the webhook's defaults applied: no update loop.
+        children = [w for w in env.cluster.writes if w.verb == "update"
+                    and w.resource in (BROKERS, TRIGGERS)]
+        assert children == []
+        replying = {**sub, "metadata": {"name": "r", "namespace": "default"},
+                    "spec": {**sub["spec"], "reply": {"uri": "http://reply.example/"}}}
+        await env.apply(SUBSCRIPTIONS, replying)
+        assert conditions(env.get(SUBSCRIPTIONS, "r"))["Ready"] == ("False", "ReplyNotSupported")
+        missing = {**sub, "metadata": {"name": "m", "namespace": "default"},
+                   "spec": {**sub["spec"], "channel": {**sub["spec"]["channel"], "name": "no"}}}
+        await env.apply(SUBSCRIPTIONS, missing)
+        assert conditions(env.get(SUBSCRIPTIONS, "m"))["ChannelReady"] == (
+            "False", "ChannelNotFound")
