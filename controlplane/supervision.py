@@ -145,21 +145,18 @@ def _pids() -> Iterator[int]:
 
 
 def _signal_groups(pids: Iterable[int], sig: signal.Signals) -> None:
-    """``sig`` to each process's group (a pod container leads one), else to the process."""
-    own_group = os.getpgrp()
-    done: set[int] = set()
-    for pid in pids:
-        try:
-            group = os.getpgid(pid)
-        except ProcessLookupError:
-            continue
-        target = group if group != own_group else -pid
-        if target in done:
-            continue
-        done.add(target)
+    """``sig`` to each marked process's group when the group's leader carries the mark too (a
+    pod container leads one: its ``sh -c`` children go with it), else to the process alone.
+
+    A marked process in a group it does not lead (an exec probe, in knpy serve's own group,
+    which is a shell's job or a test runner's) must never take that group with it.
+    """
+    marked_pids = set(pids)
+    for pid in marked_pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            if target > 0:
-                os.killpg(target, sig)
+            group = os.getpgid(pid)
+            if group in marked_pids:
+                os.killpg(group, sig)
             else:
                 os.kill(pid, sig)
 

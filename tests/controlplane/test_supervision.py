@@ -118,3 +118,20 @@ def test_the_watchdog_ends_the_run_once_its_pipe_closes(
     assert watchdog.proc.returncode == 0
     assert tree.wait(WAIT_S) == -signal.SIGTERM
     assert marked(tmp_path) == []
+
+
+def test_a_marked_process_never_takes_a_group_it_does_not_lead(
+    tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    """An exec probe is marked but runs in knpy serve's own group (a shell's job, a test
+    runner's): ending it must leave the rest of that group alone."""
+    leader = spawn(
+        procs, ["sh", "-c", f"env {MARK_ENV}={tmp_path.resolve()} sleep 60; sleep 60"], {}
+    )
+    until(lambda: len(marked(tmp_path)) == 1, "the marked child")
+    (child,) = marked(tmp_path)
+    assert os.getpgid(child) == leader.pid != child
+    assert end_marked(tmp_path, grace_s=5.0) == 1
+    assert marked(tmp_path) == []
+    time.sleep(0.2)
+    assert leader.poll() is None  # the unmarked leader of the group lives on

@@ -23,7 +23,7 @@ import yaml
 
 from .harness import EXAMPLES, Serve
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(90)
 
 SERVICES = "/apis/serving.knative.dev/v1/namespaces/default/services"
 # What a browser may send cross-site without a CORS preflight (the Fetch standard's

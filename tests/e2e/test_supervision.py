@@ -19,7 +19,7 @@ from shared.ports import free_port
 
 from .harness import EXAMPLES, REPO_ROOT, STEP_S, Json, Serve
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(90)
 
 # SIGTERM from the parent-death signal or the watchdog, then each pod's drain (2 s locally):
 # well inside this.
