@@ -96,3 +96,72 @@ async def test_triggers_filter_and_dead_letters(serve: Callable[..., Serve]) -> 
     assert "  knativeerrorcode: 500" in dead
     assert f"  knativeerrordest: http://failing.dls.localhost:{s.port}" in dead
     await s.stop()
+
+
+REPLY_CHAIN = (EXAMPLES / "eventing" / "reply-chain" / "chain.yaml").read_text()
+MORE = """
+apiVersion: sources.knative.dev/v1
+kind: PingSource
+metadata: {name: tick, namespace: default}
+spec:
+  schedule: "*/2 * * * * *"
+  contentType: application/json
+  data: '{"tick": true}'
+  ceOverrides: {extensions: {team: demo}}
+  sink:
+    ref: {apiVersion: serving.knative.dev/v1, kind: Service, name: processed-display}
+---
+apiVersion: messaging.knative.dev/v1
+kind: Channel
+metadata: {name: ch, namespace: default}
+---
+apiVersion: messaging.knative.dev/v1
+kind: Subscription
+metadata: {name: sub, namespace: default}
+spec:
+  channel: {apiVersion: messaging.knative.dev/v1, kind: Channel, name: ch}
+  subscriber:
+    ref: {apiVersion: serving.knative.dev/v1, kind: Service, name: processed-display}
+"""
+
+
+async def test_reply_chain_pingsource_and_channel(serve: Callable[..., Serve]) -> None:
+    s = serve()
+    await s.apply(REPLY_CHAIN)
+    await s.apply(MORE)
+
+    async def ready() -> bool:
+        return (
+            await _all_ready(s, "triggers", {"process-orders", "show-processed"}, "default")
+            and await _all_ready(s, "services", {"processor", "processed-display"}, "default")
+            and await _all_ready(s, "subscriptions", {"sub"}, "default")
+            and await _all_ready(s, "pingsources", {"tick"}, "default")
+        )
+
+    await s.until(ready, "the triggers, services, subscription and ping source", WAIT_READY_S)
+    _, out, _ = await s.knpy("send", "--to", "default", "--id", "o7", "--type", "order.created",
+                             "--source", "shop", "-d", '{"order": 7}')
+    assert "202 Accepted" in out
+    channel = (await s.get("channels", "ch"))["status"]["address"]["url"]
+    _, out, _ = await s.knpy("send", "--to", channel, "--id", "c1", "-d", "on the channel")
+    assert "202 Accepted" in out
+
+    async def seen() -> bool:
+        text = await _log(s, "processed-display", "default")
+        return ("type: order.processed" in text and "id: c1" in text
+                and text.count("type: dev.knative.sources.ping") >= 2)
+
+    await s.until(seen, "the reply, the channel's event and two pings", 60.0)
+    text = await _log(s, "processed-display", "default")
+    events = text.split("☁️  cloudevents.Event")[1:]
+    reply = next(e for e in events if "type: order.processed" in e)
+    assert "  source: knpy/listen" in reply and '"order": 7' in reply
+    assert "knativearrivaltime" in reply  # it went back through the broker
+    pings = [e for e in events if "type: dev.knative.sources.ping" in e]
+    assert all("  source: /apis/v1/namespaces/default/pingsources/tick" in p for p in pings)
+    assert all("  team: demo" in p and '"tick": true' in p for p in pings)
+    seconds = [int(line.split("time: ", 1)[1][17:19]) for p in pings
+               for line in p.splitlines() if line.startswith("  time: ")]
+    assert seconds and all(sec % 2 == 0 for sec in seconds), seconds
+    assert "  id: o7" in await _log(s, "processor", "default")
+    await s.stop()
