@@ -310,16 +310,15 @@ def _get(args: argparse.Namespace) -> int:
     return 0
 
 
-def _watch(api: Api, args: argparse.Namespace, kind: str, shown: list[Json], version: str) -> None:
+def _watch(api: Api, args: argparse.Namespace, kind: str, listed: list[Json], version: str) -> None:
     """kubectl get -w: a row (or a document) for each change after the first listing, the
     rows aligned with the table above them, until Ctrl-C."""
     resource = RESOURCES[kind]
     ns = (args.namespace or "default") if args.name else args.namespace
-    rows = render_table(kind, shown).splitlines()[1:] if shown else []
-    last = {
-        (_meta(i, "namespace"), _meta(i, "name")): row.split()
-        for i, row in zip(shown, rows, strict=True)
-    }
+    # The latest state of each object shown (for the column widths) and its row's cells.
+    shown = {(_meta(i, "namespace"), _meta(i, "name")): i for i in listed}
+    rows = render_table(kind, listed).splitlines()[1:] if listed else []
+    last = {key: row.split() for key, row in zip(shown, rows, strict=True)}
     while True:
         try:
             for event, obj in api.watch(
@@ -338,14 +337,14 @@ def _watch(api: Api, args: argparse.Namespace, kind: str, shown: list[Json], ver
 
                     print("---\n" + yaml.safe_dump(obj, sort_keys=False), end="", flush=True)
                 else:
-                    table = render_table(kind, [*shown, obj]).splitlines()
                     key = (_meta(obj, "namespace"), _meta(obj, "name"))
+                    table = render_table(kind, [*shown.values(), obj]).splitlines()
                     cells = table[-1].split()
                     if last.get(key) == cells:
                         continue  # a change of no shown column (kubectl prints it again)
+                    print("\n".join(table if not last else table[-1:]), flush=True)
                     last[key] = cells
-                    print("\n".join(table if not shown else table[-1:]), flush=True)
-                    shown.append(obj)
+                    shown[key] = obj
         except WatchExpired:  # older than the server keeps: every object again, as ADDED
             version = ""
 
