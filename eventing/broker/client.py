@@ -26,8 +26,13 @@ import httptools
 __all__ = ["Answer", "HttpClient", "RequestFailed"]
 
 Headers = list[tuple[bytes, bytes]]
+# Requests in flight per host at most, so connections too (Go's MaxConnsPerHost): a hundred
+# triggers of a hundred deliveries each to one subscriber would otherwise open 10,000
+# connections at once, and the connect storm (SYN retries past the listen backlog) stalls the
+# whole process. Past it requests wait their turn, within their timeout.
+MAX_CONNS_PER_HOST: Final = 128
 # Idle connections kept per host; past it a finished connection is closed.
-MAX_IDLE_PER_HOST: Final = 256
+MAX_IDLE_PER_HOST: Final = 128
 
 
 class RequestFailed(Exception):
@@ -162,8 +167,12 @@ def _dial_host(host: str) -> str:
 class HttpClient:
     """POSTs with pooled keep-alive connections (module doc)."""
 
-    def __init__(self, *, dial: Callable[[str], str] = _dial_host) -> None:
+    def __init__(
+        self, *, dial: Callable[[str], str] = _dial_host, max_per_host: int = MAX_CONNS_PER_HOST
+    ) -> None:
         self._dial = dial
+        self.max_per_host = max_per_host
+        self._slots: dict[tuple[str, str, int], asyncio.Semaphore] = {}
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._busy: set[_Connection] = set()
         self._ssl: ssl.SSLContext | None = None
@@ -199,8 +208,11 @@ class HttpClient:
         head.append(b"\r\n")
         data = b"".join(head) + body
         key = (scheme, host, port)
+        slots = self._slots.get(key)
+        if slots is None:
+            slots = self._slots[key] = asyncio.Semaphore(self.max_per_host)
         try:
-            async with asyncio.timeout(timeout_s):
+            async with asyncio.timeout(timeout_s), slots:
                 conn, reused = await self._connection(key)
                 try:
                     return await self._exchange(conn, data, max_body)

@@ -147,3 +147,40 @@ async def test_localhost_names_dial_loopback(client: HttpClient) -> None:
         assert answer.status == 204
     assert seen[0].startswith(b"POST /x?q=1 HTTP/1.1\r\nHost: hello.default.localhost:%d\r\n"
                               % port)
+
+
+async def test_requests_per_host_are_bounded() -> None:
+    """Ten requests at once with room for three: never more than three connections, each
+    request answered."""
+    open_now: list[int] = []
+    peak = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal peak
+        open_now.append(1)
+        peak = max(peak, len(open_now))
+        try:
+            while True:
+                try:
+                    await read_request(reader)
+                except asyncio.IncompleteReadError:
+                    return
+                await asyncio.sleep(0.05)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+        finally:
+            open_now.pop()
+
+    server, port, conns = await start(serve)
+    client = HttpClient(max_per_host=3)
+    try:
+        async with server:
+            answers = await asyncio.gather(*(
+                client.post(f"http://127.0.0.1:{port}/", [], b"", timeout_s=5, max_body=1)
+                for _ in range(10)
+            ))
+            assert [a.status for a in answers] == [200] * 10
+            assert len(conns) == 3
+            assert peak == 3
+    finally:
+        await client.close()
