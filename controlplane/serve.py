@@ -65,7 +65,7 @@ from .ingress import ColdStarts, ColdStartWriter, Ingress, RoutingTable
 from .kubelet import Kubelet
 from .pods import LOOPBACK
 from .supervision import StateDirBusy, Watchdog, end_marked, lock_state_dir, mark
-from .system import ACTIVATOR, AUTOSCALER, SystemConfig, bootstrap
+from .system import ACTIVATOR, AUTOSCALER, SystemConfig, bootstrap, start_eventing
 
 __all__ = ["LocalServe", "ServeConfig", "run_serve"]
 
@@ -222,6 +222,7 @@ class LocalServe:
         )
         await self._activator_ready(activator_endpoints)
         await self._ingress_server.start_serving()
+        await start_eventing(self.client, system)  # the broker data plane, after serving's
 
     async def _image_runtime(self) -> ImageRuntime | None:
         """``--images``: every image inspected now (a missing one stops the start, naming

@@ -24,11 +24,12 @@ activator and the autoscaler. This module makes the same objects:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from shared.kube.client import KubeClient
+from shared.kube.client import KubeClient, NotFound
 from shared.kube.resources import (
     ACTIVATOR_SERVICE,
     AUTOSCALER_SERVICE,
@@ -45,7 +46,7 @@ from shared.kube.resources import (
 
 from .containers import KnpyImages
 
-__all__ = ["SystemConfig", "bootstrap", "system_objects"]
+__all__ = ["SystemConfig", "bootstrap", "eventing_objects", "start_eventing", "system_objects"]
 
 # The ConfigMaps Knative's controller, activator and autoscaler GET at start, with the data
 # that differs from Knative's defaults here.
@@ -222,11 +223,10 @@ def system_objects(cfg: SystemConfig) -> list[tuple[Resource, Obj]]:
         ),
         (DEPLOYMENTS, _deployment(AUTOSCALER, autoscaler, volumes)),
         (DEPLOYMENTS, _deployment(ACTIVATOR, activator, volumes)),
-        *(_eventing_objects(cfg) if cfg.broker_state_dir else ()),
     ]
 
 
-def _eventing_objects(cfg: SystemConfig) -> list[tuple[Resource, Obj]]:
+def eventing_objects(cfg: SystemConfig) -> list[tuple[Resource, Obj]]:
     """The broker data plane (``python -m eventing.broker``: ingress and dispatcher in one
     process) in knative-eventing, behind the Service ``broker-ingress``. The Service is labelled
     Public so the ingress follows its Endpoints, as it follows a revision's, for the Host
@@ -271,7 +271,23 @@ async def bootstrap(client: KubeClient, cfg: SystemConfig | None) -> None:
             await client.create(CONFIGMAPS, SYSTEM_NAMESPACE, cm)
     if cfg is None:
         return
-    for resource, obj in system_objects(cfg):
+    await _put(client, system_objects(cfg))
+    # The broker's Deployment of a previous run would start with the kubelet; it comes back
+    # with start_eventing once the activator is Ready (its event log stays in the state dir).
+    with contextlib.suppress(NotFound):
+        await client.delete(DEPLOYMENTS, EVENTING_NAMESPACE, BROKER)
+
+
+async def start_eventing(client: KubeClient, cfg: SystemConfig) -> None:
+    """Create or replace the broker data plane's objects (nothing if ``broker_state_dir`` is
+    empty). ``knpy serve`` calls it once the activator is Ready, so the broker's start does not
+    compete with the serving path's for the CPU."""
+    if cfg.broker_state_dir:
+        await _put(client, eventing_objects(cfg))
+
+
+async def _put(client: KubeClient, objects: list[tuple[Resource, Obj]]) -> None:
+    for resource, obj in objects:
         ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
         old = await client.get(resource, ns, name)
         if old is None:

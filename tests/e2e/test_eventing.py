@@ -122,10 +122,24 @@ spec:
   channel: {apiVersion: messaging.knative.dev/v1, kind: Channel, name: ch}
   subscriber:
     ref: {apiVersion: serving.knative.dev/v1, kind: Service, name: processed-display}
+---
+apiVersion: sources.knative.dev/v1
+kind: ContainerSource
+metadata: {name: heartbeat, namespace: default}
+spec:
+  template:
+    spec:
+      containers:
+        - name: heartbeat
+          image: knpy/heartbeat
+          command: [python, examples/eventing/containersource/heartbeat.py]
+  ceOverrides: {extensions: {team: beats}}
+  sink:
+    ref: {apiVersion: serving.knative.dev/v1, kind: Service, name: processed-display}
 """
 
 
-async def test_reply_chain_pingsource_and_channel(serve: Callable[..., Serve]) -> None:
+async def test_reply_chain_sources_and_channel(serve: Callable[..., Serve]) -> None:
     s = serve()
     await s.apply(REPLY_CHAIN)
     await s.apply(MORE)
@@ -136,6 +150,7 @@ async def test_reply_chain_pingsource_and_channel(serve: Callable[..., Serve]) -
             and await _all_ready(s, "services", {"processor", "processed-display"}, "default")
             and await _all_ready(s, "subscriptions", {"sub"}, "default")
             and await _all_ready(s, "pingsources", {"tick"}, "default")
+            and await _all_ready(s, "containersources", {"heartbeat"}, "default")
         )
 
     await s.until(ready, "the triggers, services, subscription and ping source", WAIT_READY_S)
@@ -149,9 +164,10 @@ async def test_reply_chain_pingsource_and_channel(serve: Callable[..., Serve]) -
     async def seen() -> bool:
         text = await _log(s, "processed-display", "default")
         return ("type: order.processed" in text and "id: c1" in text
-                and text.count("type: dev.knative.sources.ping") >= 2)
+                and text.count("type: dev.knative.sources.ping") >= 2
+                and "type: dev.knpy.samples.heartbeat" in text)
 
-    await s.until(seen, "the reply, the channel's event and two pings", 60.0)
+    await s.until(seen, "the reply, the channel's event, two pings and a heartbeat", 60.0)
     text = await _log(s, "processed-display", "default")
     events = text.split("☁️  cloudevents.Event")[1:]
     reply = next(e for e in events if "type: order.processed" in e)
@@ -163,5 +179,7 @@ async def test_reply_chain_pingsource_and_channel(serve: Callable[..., Serve]) -
     seconds = [int(line.split("time: ", 1)[1][17:19]) for p in pings
                for line in p.splitlines() if line.startswith("  time: ")]
     assert seconds and all(sec % 2 == 0 for sec in seconds), seconds
+    beat = next(e for e in events if "type: dev.knpy.samples.heartbeat" in e)
+    assert "  team: beats" in beat  # K_CE_OVERRIDES reached the container (and K_SINK)
     assert "  id: o7" in await _log(s, "processor", "default")
     await s.stop()
