@@ -16,11 +16,12 @@ import signal
 import sys
 from collections.abc import Callable, Mapping
 
+from eventing.broker.backend import EventLog
 from eventing.broker.cluster import BrokerCluster
 from eventing.broker.config import BrokerConfig
 from eventing.broker.dispatcher import Dispatcher
 from eventing.broker.ingress import Ingress, IngressConnection
-from eventing.broker.store import DATABASE_NAME, EventLog, SqliteEventLog
+from eventing.broker.store import DATABASE_NAME, SqliteEventLog
 from shared.kube.informer import InformerFactory
 
 __all__ = ["BrokerApp", "run", "serve"]

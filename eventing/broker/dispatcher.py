@@ -43,6 +43,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from eventing.broker.backend import EventLog, Headers, Record, StoreError, Subscription
 from eventing.broker.client import HttpClient, RequestFailed
 from eventing.broker.event import (
     STRUCTURED_TYPE,
@@ -55,7 +56,6 @@ from eventing.broker.event import (
     to_structured,
 )
 from eventing.broker.ingress import TtlExceeded, passthrough_headers
-from eventing.broker.store import EventLog, Headers, Record, StoreError, Subscription
 from eventing.delivery import DeliverySpec, is_success, should_retry
 
 __all__ = [

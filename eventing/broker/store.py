@@ -1,21 +1,6 @@
-"""Where a broker's events wait for its triggers: the ``EventLog`` seam and its SQLite default.
+"""The default broker backend: the event log in one SQLite database in WAL mode.
 
-The seam (``EventLog`` and ``Subscription``) is what the ingress and the dispatcher use, and
-all a backend provides:
-
-- ``append(broker, records)`` stores events durably and resolves only then: the ingress
-  answers 202 after it, never before. A batch is stored whole or not at all.
-- ``subscribe(trigger, broker)`` is one trigger's queue: it resumes where the trigger left off
-  (a trigger the log has not seen starts at the log's end: Knative's triggers see only events
-  that arrive after them), hands out records in order with ``next_batch`` and takes ``ack``
-  once a record is finished with (delivered, dead-lettered or dropped). A record not acked
-  before a crash is handed out again: delivery is at least once.
-- ``forget(trigger)`` drops a deleted trigger's queue.
-
-A RabbitMQ backend maps them onto an exchange per broker (``append`` publishes with
-confirms), a queue per trigger bound to it (``subscribe`` consumes it, ``ack`` is basic.ack).
-
-``SqliteEventLog``, the default: one SQLite database in WAL mode in the state dir. Theory of
+It implements ``eventing.broker.backend.EventLog`` (see there for the contract). Theory of
 operation:
 
 - **Group commit.** ``append`` only queues its rows and returns a future. One writer thread
@@ -49,20 +34,13 @@ import concurrent.futures
 import json
 import sqlite3
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal, Protocol
+from typing import Final, Literal
 
+from eventing.broker.backend import Headers, Record, StoreError, Subscription
 from eventing.broker.event import Event, Form, compact_json
 
-__all__ = [
-    "DATABASE_NAME",
-    "EventLog",
-    "Record",
-    "SqliteEventLog",
-    "StoreError",
-    "Subscription",
-]
+__all__ = ["DATABASE_NAME", "SqliteEventLog"]
 
 DATABASE_NAME: Final = "eventing-broker.sqlite3"
 # Records a subscription may hand out past its cursor (see "A window").
@@ -71,62 +49,6 @@ MAX_SPAN: Final = 10_000
 CURSOR_FLUSH_S: Final = 0.2
 # Records kept in memory per broker for the triggers that keep up.
 TAIL_RECORDS: Final = 50_000
-
-Headers = list[tuple[bytes, bytes]]
-
-
-class StoreError(Exception):
-    """The log could not store or read; the ingress answers 500 and the producer retries."""
-
-
-@dataclass(slots=True)
-class Record:
-    """One stored event: its place in the log, the event, and the allow-listed HTTP headers
-    that came with it (they go on to the subscriber)."""
-
-    seq: int
-    event: Event
-    headers: Headers
-
-
-class Subscription(Protocol):
-    """One trigger's queue (see the module doc)."""
-
-    async def next_batch(self, limit: int) -> list[Record]:
-        """At least one record, at most ``limit``: waits until there is one."""
-        ...
-
-    def ack(self, seq: int) -> None:
-        """The record is finished with; it will not be handed out again."""
-        ...
-
-
-class EventLog(Protocol):
-    """A broker backend's storage (see the module doc)."""
-
-    async def open(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-    def append(self, broker: str, records: Sequence[tuple[Event, Headers]]) -> Awaitable[None]:
-        """Store ``records`` for ``broker`` (``namespace/name``); resolves once durable.
-
-        Raises (when awaited):
-            StoreError: nothing was stored.
-        """
-        ...
-
-    def subscribe(self, trigger: str, broker: str) -> Subscription:
-        """``trigger`` (its uid) reads ``broker``'s records from where it left off."""
-        ...
-
-    def forget(self, trigger: str) -> None:
-        """The trigger is gone: drop its queue (its subscription must no longer be used)."""
-        ...
-
-    def triggers(self) -> set[str]:
-        """Every trigger the log keeps a queue for (to forget those deleted meanwhile)."""
-        ...
 
 
 def _encode_headers(headers: Headers) -> str | None:

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from eventing.broker import store
+from eventing.broker.backend import Record, Subscription
 from eventing.broker.event import Event, Form
-from eventing.broker.store import Record, SqliteEventLog, Subscription
+from eventing.broker.store import SqliteEventLog
 
 
 def event(n: int) -> Event:
