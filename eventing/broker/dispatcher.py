@@ -305,8 +305,10 @@ class Dispatcher:
             knativeerrordata=_error_data(outcome.body) or None,
         )
         dls = target.dead_letter_sink
+        # As Knative: the sink gets the extra headers and Kn-Namespace, not Prefer: reply.
+        dls_headers = [*rec.headers, (b"Kn-Namespace", target.namespace.encode())]
         dls_outcome = await self.with_retries(
-            spec, lambda: self.send(dls, failed, rec.headers, spec)
+            spec, lambda: self.send(dls, failed, dls_headers, spec)
         )
         if is_success(dls_outcome.status):
             return "dead-lettered"

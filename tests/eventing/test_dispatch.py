@@ -158,6 +158,8 @@ async def test_dead_letter_extensions(
         assert "ce-knativeerrordata" not in h
     assert "ce-knativebrokerttl" not in h
     assert h["Knative-Keep"] == "k"
+    assert h["Kn-Namespace"] == "demo"
+    assert "Prefer" not in h
 
 
 async def test_error_data_truncated_to_1024(broker: Broker) -> None:
