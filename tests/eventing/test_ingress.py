@@ -234,3 +234,28 @@ async def test_pipelined_requests_answered_in_order(broker: Broker) -> None:
     assert statuses == [b"202", b"400", b"202"]
     writer.close()
     await writer.wait_closed()
+
+
+async def test_413_for_a_chunked_body_past_the_limit(broker: Broker) -> None:
+    async def chunks():  # type: ignore[no-untyped-def]
+        for _ in range(5):
+            yield b"z" * (1024 * 1024)
+
+    async with broker.session.post(broker.url(), data=chunks(), headers=BINARY) as resp:
+        assert resp.status == 413
+
+
+async def test_413_before_the_body_with_expect_100_continue(broker: Broker) -> None:
+    """The refusal comes from the head alone: the client need not send 10 MB to learn it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", broker.app.port)
+    writer.write(
+        b"POST /demo/default HTTP/1.1\r\nHost: x\r\nce-specversion: 1.0\r\nce-id: 1\r\n"
+        b"ce-source: /s\r\nce-type: t\r\nExpect: 100-continue\r\n"
+        b"Content-Length: 10485760\r\n\r\n"
+    )
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 413 ")
+    assert b"Connection: close" in head
+    writer.close()
+    await writer.wait_closed()
