@@ -127,6 +127,9 @@ def get_eventing(args: argparse.Namespace) -> int:
     """``knpy get <eventing kind> [name]``: kn's table, or the objects as JSON/YAML."""
     kind = EVENTING_ALIASES[args.kind]
     resource, columns = EVENTING_KINDS[kind]
+    if getattr(args, "watch", False):
+        raise ApiFailure(f"knpy get -w shows services, revisions and routes; for {kind}: "
+                         f"kubectl get {kind} -w --kubeconfig {args.kubeconfig}")
     api = load_kubeconfig(args.kubeconfig)
     if args.name:
         item = api.get(resource, args.namespace or "default", args.name)

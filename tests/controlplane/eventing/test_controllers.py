@@ -243,3 +243,21 @@ async def test_channel_and_subscription_are_a_backing_broker_and_trigger() -> No
         await env.apply(SUBSCRIPTIONS, missing)
         assert conditions(env.get(SUBSCRIPTIONS, "m"))["ChannelReady"] == (
             "False", "ChannelNotFound")
+
+
+async def test_sinkbinding_by_selector_binds_every_match() -> None:
+    async with running(ingress_port=PORT) as env:
+        for name in ("a", "b", "c"):
+            d = app_deployment(name)
+            d["metadata"]["labels"]["tier"] = "web" if name != "c" else "db"
+            env.cluster.put(d, DEPLOYMENTS)
+        await env.cluster.settle()
+        sb = {"apiVersion": "sources.knative.dev/v1", "kind": "SinkBinding",
+              "metadata": {"name": "web", "namespace": "default"},
+              "spec": {"subject": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                   "selector": {"matchLabels": {"tier": "web"}}},
+                       "sink": {"uri": "http://sink.example/"}}}
+        await env.apply(SINKBINDINGS, sb)
+        sinks = {n: [e["value"] for e in env_of(env, n) if e["name"] == "K_SINK"]
+                 for n in ("a", "b", "c")}
+        assert sinks == {"a": ["http://sink.example/"], "b": ["http://sink.example/"], "c": []}
