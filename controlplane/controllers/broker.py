@@ -142,7 +142,10 @@ def trigger_status(trigger: Obj, broker: Obj | None, subscriber: Resolved,
     conds = Conditions(old.get("conditions") or (), _TRIGGER_CONDITIONS)
     broker_name = str((trigger.get("spec") or {}).get("broker", ""))
     ready = get_condition(broker, "Ready") if broker is not None else None
-    if broker is None:
+    if not broker_name and (trigger.get("spec") or {}).get("brokerRef"):
+        conds.mark("BrokerReady", "False", "BrokerRefNotSupported",
+                   "knpy's broker data plane serves triggers that name spec.broker")
+    elif broker is None:
         conds.mark("BrokerReady", "False", "BrokerDoesNotExist",
                    f'Broker "{broker_name}" does not exist')
     elif ready is None:

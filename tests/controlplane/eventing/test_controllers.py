@@ -261,3 +261,15 @@ async def test_sinkbinding_by_selector_binds_every_match() -> None:
         sinks = {n: [e["value"] for e in env_of(env, n) if e["name"] == "K_SINK"]
                  for n in ("a", "b", "c")}
         assert sinks == {"a": ["http://sink.example/"], "b": ["http://sink.example/"], "c": []}
+
+
+async def test_a_trigger_with_broker_ref_says_it_is_not_served() -> None:
+    async with running(ingress_port=PORT) as env:
+        await env.apply(BROKERS, broker())
+        t = trigger("r", {"uri": "http://x.example/"})
+        del t["spec"]["broker"]
+        t["spec"]["brokerRef"] = {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
+                                  "name": "default"}
+        await env.apply(TRIGGERS, t)
+        assert conditions(env.get(TRIGGERS, "r"))["BrokerReady"] == (
+            "False", "BrokerRefNotSupported")
