@@ -543,6 +543,13 @@ def find_k6() -> str | None:
     return shutil.which("k6", path=str(VENV_BIN)) or shutil.which("k6")
 
 
+def save_json(path: Path | None, result: dict[str, Any]) -> None:
+    """A run's figures as JSON at ``path`` (``--out``), its folder made; nothing for None."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2) + "\n")
+
+
 def markdown_table(columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[str]]) -> str:
     """A markdown table; ``columns`` are (title, "l" or "r" for the alignment)."""
     head = "| " + " | ".join(title for title, _ in columns) + " |\n"

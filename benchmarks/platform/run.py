@@ -54,7 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -123,12 +123,13 @@ def until(check: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> No
 class Platform:
     """A ``knpy serve`` child and its API; ``stop`` drains it and leaves nothing running."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, args: Sequence[str] = ()) -> None:
+        """``args``: more of knpy serve's options (benchmarks/images passes ``--images``)."""
         self.port, api_port = free_port(), free_port()
         self.state = workdir / "state"
         self.log = workdir / "serve.log"
         argv = [sys.executable, "-m", "shared.cli", "serve", "--port", str(self.port)]
-        argv += ["--api-port", str(api_port), "--state-dir", str(workdir / "state")]
+        argv += ["--api-port", str(api_port), "--state-dir", str(workdir / "state"), *args]
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 argv,
@@ -393,9 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         p.stop()
     shutil.rmtree(workdir, ignore_errors=True)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2))
+    harness.save_json(args.out, result)
     print(report(result))
     return 0
 
