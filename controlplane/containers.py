@@ -7,7 +7,8 @@ runs from that image instead, the way this machine can run one: ``buildah from``
 working container, then ``buildah run --isolation chroot --network host`` runs the image's
 entrypoint (podman, runc and crun cannot set rlimits in this sandbox). The process sees the
 image's root filesystem, user (65532) and ``ENV``, and shares the host's network, so the
-kubelet's localized ports, its probes and the API on 127.0.0.1 work unchanged. User
+kubelet's localized ports, its httpGet and tcpSocket probes and the API on 127.0.0.1 work
+unchanged (an exec probe would run on the host; knpy's Deployments have none). User
 containers (a Service's app) still run as host processes: knpy pulls no images.
 
 Kubernetes' rules pick the argv: ``command`` replaces the image's Entrypoint, ``args`` its Cmd.
@@ -20,7 +21,8 @@ Each such container is one host process that the kubelet supervises like any oth
 * copies the pod's ``hostPath`` volumes to their ``mountPath``, owned by the image's user (a
   bind mount keeps the host file's owner and mode, and the kubeconfig is root's, 0600);
 * gives the entrypoint only the container's environment (the pod spec's, resolved by the
-  kubelet, plus knpy serve's extra child environment), never the host's;
+  kubelet, plus knpy serve's extra child environment and its state dir's mark, by which
+  ``controlplane/supervision.py`` finds every process of a run), never the host's;
 * forwards SIGTERM and SIGINT to the entrypoint itself, because ``buildah run`` answers
   SIGTERM by SIGKILLing its child, which would cut the queue-proxy's drain (so ``buildah run``
   has a session of its own: the kubelet signals the whole group of a container's process);
