@@ -24,7 +24,7 @@ from eventing.broker.ingress import Ingress, IngressConnection
 from eventing.broker.store import DATABASE_NAME, SqliteEventLog
 from shared.kube.informer import InformerFactory
 
-__all__ = ["BrokerApp", "run", "serve"]
+__all__ = ["BrokerApp", "make_event_log", "run", "serve"]
 
 
 class BrokerApp:
@@ -34,9 +34,7 @@ class BrokerApp:
         self, cfg: BrokerConfig, informers: InformerFactory, event_log: EventLog | None = None
     ) -> None:
         self.cfg = cfg
-        self.log: EventLog = event_log or SqliteEventLog(
-            cfg.state_dir / DATABASE_NAME, synchronous=cfg.synchronous
-        )
+        self.log: EventLog = event_log or make_event_log(cfg)
         self.cluster = BrokerCluster(informers, cfg.broker_class, self._triggers_changed)
         self.ready = False
         self.ingress = Ingress(
@@ -60,15 +58,23 @@ class BrokerApp:
     def __repr__(self) -> str:
         return f"<BrokerApp :{self.port} ready={self.ready} {self.ingress!r} {self.dispatcher!r}>"
 
+    @property
+    def dispatches(self) -> bool:
+        return self.cfg.role != "ingress"
+
     async def start(self) -> None:
         await self.log.open()
         await self.dispatcher.start()
         await self.cluster.wait_synced()
-        targets = self.cluster.targets()
-        for gone in self.log.triggers() - set(targets):
-            self.log.forget(gone)
+        if self.dispatches:
+            targets = self.cluster.targets()
+            for gone in self.log.triggers() - set(targets):
+                self.log.forget(gone)
         self._started = True
         self._triggers_changed()
+        if self.cfg.role == "dispatcher":
+            self.ready = True  # no port: replies go straight to the log (Ingress.ingest)
+            return
         loop = asyncio.get_running_loop()
         ingress = self.ingress
         self._server = await loop.create_server(
@@ -82,7 +88,7 @@ class BrokerApp:
         self.ready = True
 
     def _triggers_changed(self) -> None:
-        if not self._started:
+        if not self._started or not self.dispatches:
             return
         for stop in self.dispatcher.set_triggers(self.cluster.targets()):
             task = asyncio.ensure_future(stop)
@@ -97,6 +103,17 @@ class BrokerApp:
             conn.transport.close()
         await self.dispatcher.close()
         await self.log.close()
+
+
+def make_event_log(cfg: BrokerConfig) -> EventLog:
+    """The backend ``cfg.backend`` names: the state dir's SQLite log, or RabbitMQ."""
+    if cfg.backend == "rabbitmq":
+        from eventing.broker.rabbitmq import RabbitMQEventLog
+
+        return RabbitMQEventLog(
+            cfg.rabbitmq_url, prefix=cfg.rabbitmq_prefix, prefetch=cfg.concurrency
+        )
+    return SqliteEventLog(cfg.state_dir / DATABASE_NAME, synchronous=cfg.synchronous)
 
 
 async def run(
@@ -117,9 +134,19 @@ async def run(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, done.set)
+        where = (
+            f"RabbitMQ at {cfg.rabbitmq_url.rsplit('@', 1)[-1]}"
+            if cfg.backend == "rabbitmq"
+            else f"event log in {cfg.state_dir}"
+        )
+        listens = (
+            "dispatcher only"
+            if cfg.role == "dispatcher"
+            else f"ingress on {cfg.bind_host}:{app.port} (POST /<namespace>/<broker>)"
+            + (" only" if cfg.role == "ingress" else "")
+        )
         print(
-            f"broker: ingress on {cfg.bind_host}:{app.port} (POST /<namespace>/<broker>), "
-            f"event log in {cfg.state_dir}, class {cfg.broker_class}",
+            f"broker: {listens}, {where}, class {cfg.broker_class}",
             file=sys.stderr,
             flush=True,
         )

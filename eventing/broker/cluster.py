@@ -1,9 +1,10 @@
 """Brokers and Triggers as the data plane sees them, from the Kubernetes API's informers.
 
 A Broker is served here when its ``eventing.knative.dev/broker.class`` annotation names this
-data plane's class (``BROKER_CLASS``) or is absent. A Trigger of a served broker becomes a
-``TriggerTarget``: its subscriber URL is ``status.subscriberUri`` as the control plane resolved
-it (a Service ``ref`` becomes its URL there), else ``spec.subscriber.uri``; its dead-letter sink
+data plane's class (``BROKER_CLASS``), or is absent and this is the default class's. A
+Trigger of a served broker becomes a ``TriggerTarget``: its subscriber URL is
+``status.subscriberUri`` as the control plane resolved it (a Service ``ref`` becomes its URL
+there), else ``spec.subscriber.uri``; its dead-letter sink
 ``status.deadLetterSinkUri``, else the chosen delivery spec's ``deadLetterSink.uri``, else the
 broker's ``status.deadLetterSinkUri`` when the broker's delivery spec is the one in force.
 Filters are compiled when a trigger's spec changes, never per event.
@@ -24,6 +25,7 @@ from shared.kube.resources import (
     BROKER_CLASS_ANNOTATION,
     BROKER_INGRESS_HOST,
     BROKERS,
+    DEFAULT_BROKER_CLASS,
     TRIGGERS,
     Obj,
     annotations_of,
@@ -85,8 +87,10 @@ class BrokerCluster:
     def _served(self, broker: Obj | None) -> bool:
         if broker is None or meta(broker).get("deletionTimestamp"):
             return False
-        cls = annotations_of(broker).get(BROKER_CLASS_ANNOTATION)
-        return not cls or cls == self.broker_class
+        # Knative's webhook gives a Broker without the annotation the default class, so only
+        # the default class's data plane takes one (a RabbitMQBroker data plane never does).
+        cls = annotations_of(broker).get(BROKER_CLASS_ANNOTATION) or DEFAULT_BROKER_CLASS
+        return cls == self.broker_class
 
     def serves(self, namespace: str, name: str) -> bool:
         """Whether a POST to /namespace/name is ours to store."""

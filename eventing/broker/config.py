@@ -5,10 +5,16 @@ own knobs are BROKER_*. Nothing below ``main`` reads ``os.environ``.
 
     SYSTEM_NAMESPACE              knative-eventing   where the data plane runs
     MAX_TTL                       255                knativebrokerttl of a new event
-    BROKER_STATE_DIR              (required)         where the event log lives
+    BROKER_BACKEND                sqlite             sqlite (the state dir's log) or rabbitmq
+    BROKER_ROLE                   all                all, ingress or dispatcher (this process's)
+    BROKER_STATE_DIR              (required: sqlite) where the event log lives
+    RABBITMQ_URL                  amqp://guest:guest@127.0.0.1:5672/  the rabbitmq backend's
+    BROKER_RABBITMQ_PREFIX        (none)             before every exchange and queue name
     BROKER_BIND_HOST              0.0.0.0
     INGRESS_PORT                  8080               POST /<ns>/<broker>, GET /healthz
-    BROKER_CLASS                  MTChannelBasedBroker  the class served (and brokers without one)
+    BROKER_CLASS                  MTChannelBasedBroker  the class served (RabbitMQBroker when
+                                                     BROKER_BACKEND=rabbitmq); brokers without
+                                                     the annotation are the default class's
     BROKER_MAX_BODY_BYTES         4194304            larger requests: 413
     BROKER_TRIGGER_CONCURRENCY    100                deliveries in flight per trigger
     BROKER_ATTEMPT_TIMEOUT        5m                 an attempt without delivery.timeout
@@ -26,9 +32,19 @@ from eventing.broker.dispatcher import DEFAULT_ATTEMPT_TIMEOUT_S, DEFAULT_CONCUR
 from eventing.broker.event import MAX_TTL
 from eventing.broker.ingress import MAX_BODY_BYTES
 from shared.envconfig import ConfigError, env_duration, env_int, env_port, env_str
-from shared.kube.resources import DEFAULT_BROKER_CLASS, EVENTING_NAMESPACE
+from shared.kube.resources import (
+    DEFAULT_BROKER_CLASS,
+    EVENTING_NAMESPACE,
+    RABBITMQ_BROKER_CLASS,
+)
 
 __all__ = ["BrokerConfig"]
+
+Backend = Literal["sqlite", "rabbitmq"]
+Role = Literal["all", "ingress", "dispatcher"]
+BACKENDS: tuple[Backend, ...] = ("sqlite", "rabbitmq")
+ROLES: tuple[Role, ...] = ("all", "ingress", "dispatcher")
+RABBITMQ_DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,25 +59,48 @@ class BrokerConfig:
     concurrency: int = DEFAULT_CONCURRENCY
     attempt_timeout_s: float = DEFAULT_ATTEMPT_TIMEOUT_S
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    backend: Backend = "sqlite"
+    role: Role = "all"
+    rabbitmq_url: str = RABBITMQ_DEFAULT_URL
+    rabbitmq_prefix: str = ""
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str], state_dir: str | None = None) -> BrokerConfig:
-        """Raises ConfigError naming the variable at fault."""
+    def from_env(
+        cls,
+        env: Mapping[str, str],
+        state_dir: str | None = None,
+        *,
+        backend: str | None = None,
+        role: str | None = None,
+        rabbitmq_url: str | None = None,
+    ) -> BrokerConfig:
+        """Raises ConfigError naming the variable at fault (the arguments win over it)."""
         sync = env_str(env, "BROKER_SQLITE_SYNCHRONOUS", "FULL").upper()
         if sync not in ("FULL", "NORMAL"):
             raise ConfigError("BROKER_SQLITE_SYNCHRONOUS", f"must be FULL or NORMAL, got {sync!r}")
-        directory = state_dir or env_str(env, "BROKER_STATE_DIR", required=True)
+        be = backend or env_str(env, "BROKER_BACKEND", "sqlite")
+        if be not in BACKENDS:
+            raise ConfigError("BROKER_BACKEND", f"must be sqlite or rabbitmq, got {be!r}")
+        ro = role or env_str(env, "BROKER_ROLE", "all")
+        if ro not in ROLES:
+            raise ConfigError("BROKER_ROLE", f"must be all, ingress or dispatcher, got {ro!r}")
+        directory = state_dir or env_str(env, "BROKER_STATE_DIR", "", required=be == "sqlite")
+        default_class = RABBITMQ_BROKER_CLASS if be == "rabbitmq" else DEFAULT_BROKER_CLASS
         return cls(
             state_dir=Path(directory),
             system_namespace=env_str(env, "SYSTEM_NAMESPACE", EVENTING_NAMESPACE),
             max_ttl=env_int(env, "MAX_TTL", MAX_TTL, minimum=1, maximum=2**31 - 1),
             bind_host=env_str(env, "BROKER_BIND_HOST", "0.0.0.0"),
             ingress_port=env_port(env, "INGRESS_PORT", 8080),
-            broker_class=env_str(env, "BROKER_CLASS", DEFAULT_BROKER_CLASS),
+            broker_class=env_str(env, "BROKER_CLASS", default_class),
             max_body_bytes=env_int(env, "BROKER_MAX_BODY_BYTES", MAX_BODY_BYTES, minimum=1024),
             concurrency=env_int(env, "BROKER_TRIGGER_CONCURRENCY", DEFAULT_CONCURRENCY, minimum=1),
             attempt_timeout_s=env_duration(
                 env, "BROKER_ATTEMPT_TIMEOUT", DEFAULT_ATTEMPT_TIMEOUT_S
             ),
             synchronous="FULL" if sync == "FULL" else "NORMAL",
+            backend="rabbitmq" if be == "rabbitmq" else "sqlite",
+            role="ingress" if ro == "ingress" else "dispatcher" if ro == "dispatcher" else "all",
+            rabbitmq_url=rabbitmq_url or env_str(env, "RABBITMQ_URL", RABBITMQ_DEFAULT_URL),
+            rabbitmq_prefix=env_str(env, "BROKER_RABBITMQ_PREFIX", ""),
         )

@@ -1,0 +1,393 @@
+"""The ``RabbitMQBroker`` class on the real RabbitMQ at 127.0.0.1:5672 (started before every
+session and CI run; unreachable is a failure, not a skip).
+
+The behaviour tests of the default class (test_ingress, test_dispatch) run here again, with a
+``broker`` fixture whose data plane stores in RabbitMQ and serves RabbitMQBroker brokers: the
+same functions, imported, so both classes answer to one specification. Then what is RabbitMQ's
+own: the exchange, queues and dead-lettering it declares, class selection, and split ingress
+and dispatcher processes with a dispatcher SIGKILLed mid-stream (every acknowledged event is
+delivered after the restart). Every test names its exchanges and queues with a random prefix
+and deletes them at teardown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import aiohttp
+import pytest
+
+from eventing.broker.app import BrokerApp
+from eventing.broker.backend import StoreError
+from eventing.broker.config import RABBITMQ_DEFAULT_URL
+from eventing.broker.event import Event, Form
+from eventing.broker.rabbitmq import (
+    RabbitMQEventLog,
+    _encode,
+    broker_exchange,
+    trigger_queue,
+)
+from shared.kube.fake import FakeCluster
+from shared.kube.resources import (
+    BROKER_CLASS_ANNOTATION,
+    BROKERS,
+    DEFAULT_BROKER_CLASS,
+    NAMESPACES,
+    RABBITMQ_BROKER_CLASS,
+    TRIGGERS,
+    Obj,
+)
+from shared.ports import LOOPBACK, free_port
+from tests.activator.integration.kube import kube_api
+from tests.eventing.harness import NS, Answer, Broker, Received, Sink, config
+from tests.eventing.test_crash import BrokerProcess, produce
+from tests.eventing.test_dispatch import (  # noqa: F401  (collected here, on RabbitMQ)
+    test_dead_letter_extensions,
+    test_failing_dead_letter_sink_drops_and_goes_on,
+    test_non_event_2xx_body_is_a_502_not_retried,
+    test_reply_reingested_and_routed,
+    test_retries_then_success_with_linear_backoff,
+    test_routing_table,
+    test_trigger_delivery_replaces_broker_delivery,
+    test_trigger_moved_then_deleted,
+)
+from tests.eventing.test_ingress import (  # noqa: F401  (collected here, on RabbitMQ)
+    BINARY,
+    test_batch_all_or_nothing,
+    test_binary_delivered_unchanged_with_arrival_time,
+    test_delivery_format,
+    test_structured_delivered_structured,
+)
+
+URL = os.environ.get("RABBITMQ_URL", RABBITMQ_DEFAULT_URL)
+CLASS = {BROKER_CLASS_ANNOTATION: RABBITMQ_BROKER_CLASS}
+
+
+async def _require_rabbitmq() -> None:
+    try:
+        conn = await aio_pika.connect(URL, timeout=5)
+    except Exception as err:
+        pytest.fail(
+            f"RabbitMQ is not reachable at {URL.rsplit('@', 1)[-1]} ({err!r}): these tests need "
+            "the real one (CI and every session start it on 127.0.0.1:5672, guest/guest)",
+            pytrace=False,
+        )
+    await conn.close()
+
+
+async def _cleanup(prefix: str, brokers: list[str], triggers: list[str]) -> None:
+    """Delete what a test declared (AMQP cannot list by prefix, so by name)."""
+    conn = await aio_pika.connect(URL, timeout=5)
+    try:
+        channel = await conn.channel()
+        for uid in triggers:
+            for b in brokers:
+                await channel.queue_delete(trigger_queue(uid, b, prefix))
+        for b in brokers:
+            name = broker_exchange(b, prefix)
+            await channel.queue_delete(f"{name}.dlq")
+            await channel.exchange_delete(f"{name}.dlx")
+            await channel.exchange_delete(name)
+    finally:
+        await conn.close()
+
+
+def _names(app: BrokerApp) -> tuple[list[str], list[str]]:
+    """The brokers and trigger uids the app's informers know."""
+    brokers = [f"{b['metadata']['namespace']}/{b['metadata']['name']}" for b in
+               app.cluster.brokers.list()]
+    triggers = [str(t["metadata"]["uid"]) for t in app.cluster.triggers.list()]
+    return brokers, triggers
+
+
+class RabbitBroker(Broker):
+    """The harness's Broker, its brokers of the RabbitMQBroker class unless told otherwise."""
+
+    async def add_broker(
+        self, name: str = "default", delivery: Obj | None = None, **annotations: str
+    ) -> None:
+        await super().add_broker(name, delivery, **{**CLASS, **annotations})
+
+
+@contextlib.asynccontextmanager
+async def rabbit_app(state_dir: Path, **overrides: Any) -> AsyncIterator[RabbitBroker]:
+    """A BrokerApp on RabbitMQ (a random name prefix) serving RabbitMQBroker brokers."""
+    await _require_rabbitmq()
+    prefix = f"knpy-test-{secrets.token_hex(4)}."
+    cfg = replace(
+        config(state_dir, **overrides), backend="rabbitmq", rabbitmq_url=URL,
+        rabbitmq_prefix=prefix, broker_class=RABBITMQ_BROKER_CLASS,
+    )
+    cluster = FakeCluster()
+    app = BrokerApp(cfg, cluster)
+    await cluster.start()
+    await app.start()
+    session = aiohttp.ClientSession()
+    b = RabbitBroker(app, cluster, session)
+    try:
+        await b.add_broker()
+        yield b
+    finally:
+        brokers, triggers = _names(app)
+        triggers.extend(app.dispatcher.workers)
+        await session.close()
+        await app.stop()
+        for s in b.sinks:
+            await s.stop()
+        await _cleanup(prefix, brokers, sorted(set(triggers)))
+
+
+@pytest.fixture
+async def broker(tmp_path: Path):  # type: ignore[no-untyped-def]
+    async with rabbit_app(tmp_path) as b:
+        yield b
+
+
+# -- RabbitMQ's own -------------------------------------------------------------------------
+async def test_shapes_exchange_queue_and_dead_letter_queue(broker: Broker) -> None:
+    """A durable exchange per broker, a durable quorum queue per trigger bound to it, and the
+    broker's DLX/DLQ taking a message no dispatcher can decode."""
+    log = broker.app.log
+    assert isinstance(log, RabbitMQEventLog)
+    sink = await broker.sink()
+    uid = await broker.add_trigger("t", sink.url)
+    assert await broker.send("1") == 202
+    await sink.wait_for(1)
+    conn = await aio_pika.connect(URL)
+    try:
+        ch = await conn.channel()
+        name = broker_exchange(f"{NS}/default", log.prefix)
+        # passive declarations fail when the object is absent
+        await ch.get_exchange(name, ensure=True)
+        await ch.get_exchange(f"{name}.dlx", ensure=True)
+        q = await ch.get_queue(trigger_queue(uid, f"{NS}/default", log.prefix), ensure=True)
+        exchange = await ch.get_exchange(name)
+        await exchange.publish(aio_pika.Message(b"\x00garbage"), routing_key="")
+        dlq = await ch.get_queue(f"{name}.dlq", ensure=True)
+        deadline = time.monotonic() + 5
+        got = None
+        while got is None and time.monotonic() < deadline:
+            got = await dlq.get(fail=False, no_ack=True)
+            await asyncio.sleep(0.05)
+        assert got is not None and got.body == b"\x00garbage"
+        assert q.name.startswith(log.prefix)
+    finally:
+        await conn.close()
+    assert len(await sink.quiet(0.2)) == 1  # the garbage reached no subscriber
+
+
+async def test_default_class_broker_is_not_served(broker: Broker) -> None:
+    """A Broker without the annotation is the default class's; another class's is not ours."""
+    broker.cluster.put({"metadata": {"name": "plain", "namespace": NS}, "spec": {}}, BROKERS)
+    await broker.add_broker("mt", **{BROKER_CLASS_ANNOTATION: DEFAULT_BROKER_CLASS})
+    await broker.settle()
+    for name in ("plain", "mt"):
+        status, _, _ = await broker.post(BINARY, b"{}", path=f"/{NS}/{name}")
+        assert status == 404, name
+    assert (await broker.post(BINARY, b"{}"))[0] == 202
+
+
+async def test_acknowledged_survives_the_dispatcher_and_waits_in_the_queue(
+    tmp_path: Path,
+) -> None:
+    """202 means RabbitMQ has it: events acknowledged while no dispatcher ran are delivered by
+    a dispatcher started afterwards, from the trigger's queue."""
+    await _require_rabbitmq()
+    prefix = f"knpy-test-{secrets.token_hex(4)}."
+    log = RabbitMQEventLog(URL, prefix=prefix)
+    await log.open()
+    uid = "trigger-1"
+    try:
+        sub = log.subscribe(uid, f"{NS}/default")
+        first = asyncio.ensure_future(sub.next_batch(10))
+        await log.append(f"{NS}/default", [(Event({"id": "e0"}, b"x", Form.BINARY), [])])
+        assert [r.event.attrs["id"] for r in await first] == ["e0"]
+        await log.close()  # unacked: back to the queue
+        log = RabbitMQEventLog(URL, prefix=prefix)
+        await log.open()
+        events = [(Event({"id": f"e{i}"}, None, Form.STRUCTURED_NONE), []) for i in (1, 2)]
+        await log.append(f"{NS}/default", events)  # one message, two records
+        sub = log.subscribe(uid, f"{NS}/default")
+        got: list[str] = []
+        while len(got) < 3:
+            for rec in await asyncio.wait_for(sub.next_batch(10), 10):
+                got.append(str(rec.event.attrs["id"]))
+                sub.ack(rec.seq)
+        assert sorted(got) == ["e0", "e1", "e2"]
+    finally:
+        await log.close()
+        await _cleanup(prefix, [f"{NS}/default"], [uid])
+
+
+async def test_unreachable_rabbitmq_is_a_clear_error(tmp_path: Path) -> None:
+    port = free_port()
+    log = RabbitMQEventLog(f"amqp://guest:guest@{LOOPBACK}:{port}/")
+    with pytest.raises(StoreError, match=f"RabbitMQ at {LOOPBACK}:{port}"):
+        await log.open()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "eventing.broker", "--backend", "rabbitmq",
+        "--rabbitmq-url", f"amqp://guest:guest@{LOOPBACK}:{port}/",
+        "--kubeconfig", str(tmp_path / "none"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode in (1, 2), err
+    assert b"broker:" in err
+
+
+def test_encoding_round_trips() -> None:
+    from eventing.broker.rabbitmq import _decode
+
+    records = [
+        (Event({"id": "a", "exint": 4}, b"\x00\xff", Form.BINARY), [(b"traceparent", b"00-x")]),
+        (Event({"id": "b"}, None, Form.STRUCTURED_NONE), []),
+        (Event({"id": "c"}, b"", Form.STRUCTURED_JSON), []),
+    ]
+    assert _decode(_encode(records)) == records
+    with pytest.raises(ValueError):
+        _decode(b"\x00\x00\x00\x05{}")
+
+
+# -- split processes, a dispatcher SIGKILLed mid-stream ---------------------------------------
+class Proc(BrokerProcess):
+    """One ``python -m eventing.broker --backend rabbitmq --role ROLE`` (kill/wait inherited)."""
+
+    def __init__(self, role: str, kubeconfig: Path, prefix: str, log: Path) -> None:
+        super().__init__(kubeconfig, log.parent, log)
+        self.role, self.prefix = role, prefix
+
+    async def start(self) -> None:
+        env = {
+            **os.environ, "BROKER_BIND_HOST": LOOPBACK, "INGRESS_PORT": str(self.port),
+            "BROKER_TRIGGER_CONCURRENCY": "2", "BROKER_RABBITMQ_PREFIX": self.prefix,
+        }
+        with self.log.open("ab") as out:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "eventing.broker", "--kubeconfig", str(self.kubeconfig),
+                "--backend", "rabbitmq", "--rabbitmq-url", URL, "--role", self.role,
+                env=env, stdout=out, stderr=out, start_new_session=True,
+            )
+
+    async def ready(self) -> None:
+        """The ingress answers /healthz; a dispatcher has printed its start line."""
+        deadline = time.monotonic() + 20
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                assert self.proc is not None and self.proc.returncode is None, \
+                    self.log.read_text()
+                if self.role == "dispatcher":
+                    if b"dispatcher only" in self.log.read_bytes():
+                        return
+                else:
+                    with contextlib.suppress(aiohttp.ClientError, OSError):
+                        async with session.get(f"http://{LOOPBACK}:{self.port}/healthz") as r:
+                            if r.status == 200:
+                                return
+                await asyncio.sleep(0.1)
+        raise AssertionError(f"{self.role} did not start:\n{self.log.read_text()}")
+
+
+async def test_dispatcher_sigkilled_mid_stream_loses_no_acknowledged_event(
+    tmp_path: Path,
+) -> None:
+    """Two ingress replicas, two dispatcher replicas on one RabbitMQ; the dispatchers are
+    SIGKILLed mid-stream, one restarts: every acknowledged event reaches the subscriber."""
+    await _require_rabbitmq()
+    slow = True
+
+    async def answer(_req: Received, _n: int) -> Answer:
+        if slow:
+            await asyncio.sleep(0.02)
+        return 200, {}, b""
+
+    prefix = f"knpy-test-{secrets.token_hex(4)}."
+    sink = await Sink(answer).start()
+    procs: list[Proc] = []
+    uid = ""
+    try:
+        async with kube_api(tmp_path / "kube") as api:
+            kube = api.client
+            await kube.create(NAMESPACES, "", {
+                "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS},
+            })
+            await kube.create(BROKERS, NS, {
+                "apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
+                "metadata": {"name": "default", "namespace": NS, "annotations": CLASS},
+                "spec": {},
+            })
+            trig = await kube.create(TRIGGERS, NS, {
+                "apiVersion": "eventing.knative.dev/v1", "kind": "Trigger",
+                "metadata": {"name": "all", "namespace": NS},
+                "spec": {"broker": "default", "subscriber": {"uri": sink.url}},
+            })
+            uid = str(trig["metadata"]["uid"])
+            logs = tmp_path / "broker.log"
+
+            def proc(role: str) -> Proc:
+                p = Proc(role, api.kubeconfig, prefix, logs)
+                procs.append(p)
+                return p
+
+            ingresses = [proc("ingress"), proc("ingress")]
+            dispatchers = [proc("dispatcher"), proc("dispatcher")]
+            for p in procs:
+                await p.start()
+            for p in procs:
+                await p.ready()
+            acked: list[str] = []
+            stop = asyncio.Event()
+            producers = [
+                asyncio.create_task(produce(
+                    f"http://{LOOPBACK}:{ingresses[n % 2].port}/{NS}/default", acked, f"p{n}",
+                    stop,
+                ))
+                for n in range(8)
+            ]
+            deadline = time.monotonic() + 20
+            while len(acked) < 400 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert acked, f"nothing acknowledged:\n{logs.read_text()}"
+            for d in dispatchers:
+                d.kill()  # mid-stream: deliveries in flight, a backlog in the queue
+            for d in dispatchers:
+                await d.wait()
+            stop.set()
+            await asyncio.gather(*producers)
+            delivered_before = len(sink.received)
+            slow = False
+            again = proc("dispatcher")
+            await again.start()
+            await again.ready()
+            want = set(acked)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                if want <= {str(r.headers.get("ce-id")) for r in sink.received}:
+                    break
+                await asyncio.sleep(0.1)
+            got_ids = [str(r.headers.get("ce-id")) for r in sink.received]
+            missing = want - set(got_ids)
+            duplicates = sum(c - 1 for c in Counter(got_ids).values())
+            print(
+                f"acknowledged {len(acked)}, delivered before the kill {delivered_before}, "
+                f"after the restart {len(got_ids)} requests, duplicates {duplicates}"
+            )
+            assert not missing, f"{len(missing)} acknowledged lost: {sorted(missing)[:5]}"
+            assert delivered_before < len(acked)  # the restart had a backlog to deliver
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            await p.wait()
+        await sink.stop()
+        await _cleanup(prefix, [f"{NS}/default"], [uid] if uid else [])
