@@ -26,9 +26,11 @@ for (const t of plan.targets) {
     exec: 'hit',
     startRate: plan.stages[0][1],
     timeUnit: '1s',
-    // Enough VUs for the peak rate at a cold start's latency (a few seconds), then some.
-    preAllocatedVUs: Math.ceil(peak * 2),
-    maxVUs: Math.ceil(peak * 10),
+    // A VU per request in flight: enough ready for the peak rate at a cold start's latency
+    // (about 5 s here), since VUs started mid-run come late on a busy machine (and arrivals
+    // meanwhile are dropped); the most for 20 s stalls.
+    preAllocatedVUs: Math.ceil(peak * 5),
+    maxVUs: Math.ceil(peak * 20),
     stages: stages(),
     env: { URL: t.url, HOST: t.host },
   };

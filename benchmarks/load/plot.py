@@ -31,6 +31,7 @@ def plot(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     fig, (ax_rate, ax_lat, ax_err, ax_pods) = plt.subplots(
         4, 1, sharex=True, figsize=SIZE_IN, dpi=DPI, height_ratios=(3, 3, 1.5, 2.5)
@@ -46,6 +47,10 @@ def plot(
     ax_lat.set_ylabel("latency ms")
     if any(v > 0 and not math.isnan(v) for s in series.values() for v in s.p99_ms):
         ax_lat.set_yscale("log")
+        # Plain numbers at 1, 2 and 5 of each decade (5, 20, 2000), not powers of ten.
+        ax_lat.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax_lat.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+        ax_lat.yaxis.set_minor_formatter(NullFormatter())
     ax_lat.legend(loc="upper right", fontsize="x-small", ncol=2)
     ax_err.set_ylabel("errors/s")
     ax_err.set_ylim(bottom=0, top=max(1, *(max(s.errors, default=0) for s in series.values())))
