@@ -61,6 +61,7 @@ if str(REPO) not in sys.path:
 
 from benchmarks import harness  # noqa: E402
 from shared.ports import free_port  # noqa: E402
+from tests.activator import objects  # noqa: E402  (Knative's object shapes, as the tests build them)
 
 qp = harness  # the name benchmarks/activator/profile.py uses
 
@@ -79,6 +80,28 @@ K6_SCRIPT = harness.K6_SCRIPT.replace(
 )
 
 
+def cluster_objects(cluster: dict[str, Any], activator: str) -> list[Any]:
+    """The Kubernetes objects the activator reads for the benchmark's revisions: config-network
+    (Knative's activator will not start without it), each Revision, its private Endpoints
+    (ready and not-ready pods under the port named ``http``) and its public Endpoints listing
+    this one activator (Proxy mode, so it takes every pod)."""
+    items: list[Any] = [objects.configmap("config-network", {})]
+    for rev in cluster["revisions"]:
+        ns, name = rev["namespace"], rev["name"]
+        items.append(objects.revision(ns, name, cc=rev["containerConcurrency"]))
+        subsets = []
+        for e in rev.get("endpoints", []):
+            pod = [objects.address(e["host"], e["pod"])]
+            ready = e.get("ready", True)
+            subsets.append(
+                objects.subset({"http": e["port"]}, ready=pod if ready else [],
+                               not_ready=[] if ready else pod)
+            )  # fmt: skip
+        items.append(objects.private_endpoints(ns, name, subsets))
+        items.append(objects.public_endpoints(ns, name, [activator]))
+    return items
+
+
 def start_activator(
     h: Any, cluster: dict[str, Any], python_args: list[str] | None = None
 ) -> tuple[int, int, int]:
@@ -86,9 +109,9 @@ def start_activator(
 
     ``python_args`` go before ``-m activator`` (profile.py passes ``-m cProfile -o PATH``).
     """
-    cluster_file = h.workdir / "cluster.json"
-    cluster_file.write_text(json.dumps(cluster))
     port, metrics, dead = free_port(), free_port(), free_port()
+    cluster_file = h.workdir / "cluster.json"
+    cluster_file.write_text(json.dumps(cluster_objects(cluster, f"127.0.0.1:{port}")))
     env = {
         "PYTHONPATH": str(REPO),
         "POD_NAME": "activator-bench",
@@ -132,11 +155,12 @@ async def _queued(metrics_port: int, revision: str) -> float:
     writer.write(b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
     data = await reader.read(-1)
     writer.close()
-    labels = f'k8s_namespace_name="{NAMESPACE}",kn_revision_name="{revision}"'
-    needle = f"kn_revision_request_queued{{{labels}}} "
+    # By labels, not their order or set (a Revision's service and configuration labels would
+    # add theirs).
+    wanted = (f'k8s_namespace_name="{NAMESPACE}"', f'kn_revision_name="{revision}"')
     for line in data.decode().splitlines():
-        if line.startswith(needle):
-            return float(line[len(needle) :])
+        if line.startswith("kn_revision_request_queued{") and all(w in line for w in wanted):
+            return float(line.rsplit(" ", 1)[1])
     return 0.0
 
 

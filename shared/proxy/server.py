@@ -97,15 +97,17 @@ class _BadHead(Exception):
 def fd_connection_cap() -> int:
     """The most client connections one listener may hold under this process's fd limit.
 
-    A proxy's client connection usually pairs with an upstream one, so a listener may take half
-    of what is left after a reserve for everything else (the API server, informers, pods' pipes,
-    log files): with the soft limit at 20,000, (20,000 - 1,024) / 2 = 9,488; at 1,024, 384.
+    A client connection holds an upstream one only while a request on it is being proxied:
+    idle keep-alive connections and the activator's queued requests (Knative's queue depth is
+    10,000) hold none. So a listener may take all but a reserve for upstream connections and
+    everything else (informers, pods' pipes, log files): a quarter of the limit, at most 4,096.
+    With the soft limit at 20,000, 20,000 - 4,096 = 15,904; at 1,024, 1,024 - 256 = 768.
     """
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft <= 0:
         soft = 1 << 20
-    reserve = min(1024, soft // 4)
-    return max(16, (soft - reserve) // 2)
+    reserve = min(4096, soft // 4)
+    return max(16, soft - reserve)
 
 
 @dataclass(slots=True)

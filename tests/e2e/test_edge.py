@@ -179,7 +179,7 @@ async def test_slowloris_connections_are_closed_while_clients_are_served(
 
 
 # knpy serve runs under this fd limit here, so that a flood that exhausts it is small enough
-# for a test; the cap it derives (shared.proxy.server.fd_connection_cap) is (1,024 - 256) / 2.
+# for a test; the cap it derives (shared.proxy.server.fd_connection_cap) is 1,024 - 256.
 SERVE_FDS: Final = 1024
 FLOOD: Final = 1200
 
