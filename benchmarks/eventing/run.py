@@ -4,6 +4,7 @@ deliver throughput, errors; 1 KB binary-mode events on loopback, the default bac
 SQLite event log, ``synchronous=FULL``: every 202 is fsynced).
 
     python benchmarks/eventing/run.py [--duration 10] [--triggers 1,10,100] [--no-rt]
+        [--backend sqlite,rabbitmq]
     python benchmarks/eventing/run.py --codec      # the codec against the cloudevents package
 
 Layout (two cores): core 1 runs ``python -m eventing.broker`` alone (ingress and dispatcher in
@@ -22,7 +23,12 @@ For each trigger count (every trigger matches every event, each its own delivery
    missing at the end, the broker's CPU.
 
 Each phase starts a fresh broker on a fresh state dir, so a backlog from one cannot slow the
-next. Figures go to stdout as markdown and to ``<workdir>/results.json``.
+next. ``--backend rabbitmq`` runs the same phases on the ``RabbitMQBroker`` class (the broker
+annotated, ``python -m eventing.broker --backend rabbitmq``: ingress and dispatcher in one
+process, as above) against the RabbitMQ at ``RABBITMQ_URL`` (default 127.0.0.1:5672), each phase
+with names of its own, deleted after it; ``--backend sqlite,rabbitmq`` runs both side by side
+for each trigger count. The RabbitMQ server is not pinned: it runs where the system put it.
+Figures go to stdout as markdown and to ``<workdir>/results.json``.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ CONNECTIONS = 32  # the paced sender's
 # not the CPU, bound what 32 connections can get acknowledged.
 SATURATION_CONNECTIONS = 128
 NS = "bench"
+RABBITMQ_URL = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 
 # -- the subscriber -------------------------------------------------------------------------
@@ -182,6 +189,9 @@ class Bench:
         self.sink_port = free_port()
         self.sink_proc: subprocess.Popen[bytes] | None = None
         self.seq = 0
+        self.backend = "sqlite"
+        self.trigger_uids: list[str] = []
+        self.prefix = ""
 
     def spawn(self, name: str, argv: list[str], *, core: int | None, **kw: Any) -> Any:
         return self.children.spawn(name, [*self.rt, *argv], core=core, **kw)
@@ -196,30 +206,76 @@ class Bench:
         self.kubeconfig = Path(proc.stdout.readline().decode().strip())
 
     async def api(self, triggers: int) -> None:
-        """The namespace, the broker and exactly ``triggers`` triggers to the sink."""
+        """The namespace, the broker (of the backend's class) and exactly ``triggers``
+        triggers to the sink."""
         from shared.kube.config import load_api_client
         from shared.kube.kubeclient import ApiKubeClient
-        from shared.kube.resources import BROKERS, NAMESPACES, TRIGGERS
+        from shared.kube.resources import (
+            BROKER_CLASS_ANNOTATION,
+            BROKERS,
+            DEFAULT_BROKER_CLASS,
+            NAMESPACES,
+            RABBITMQ_BROKER_CLASS,
+            TRIGGERS,
+        )
 
+        cls = RABBITMQ_BROKER_CLASS if self.backend == "rabbitmq" else DEFAULT_BROKER_CLASS
         api = await load_api_client({}, str(self.kubeconfig))
         try:
             kube = ApiKubeClient(api)
             if await kube.get(NAMESPACES, "", NS) is None:
                 await kube.create(NAMESPACES, "", {"apiVersion": "v1", "kind": "Namespace",
                                                    "metadata": {"name": NS}})
+            broker = await kube.get(BROKERS, NS, "default")
+            annotations = ((broker or {}).get("metadata") or {}).get("annotations") or {}
+            if broker is not None and annotations.get(BROKER_CLASS_ANNOTATION) != cls:
+                await kube.delete(BROKERS, NS, "default")  # the class is immutable
+                for _ in range(100):
+                    if await kube.get(BROKERS, NS, "default") is None:
+                        break
+                    await asyncio.sleep(0.05)
+                broker = None
+            if broker is None:
                 await kube.create(BROKERS, NS, {
                     "apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
-                    "metadata": {"name": "default", "namespace": NS}, "spec": {}})
+                    "metadata": {"name": "default", "namespace": NS,
+                                 "annotations": {BROKER_CLASS_ANNOTATION: cls}}, "spec": {}})
             for obj in (await kube.list(TRIGGERS, NS))["items"]:
                 await kube.delete(TRIGGERS, NS, obj["metadata"]["name"])
+            self.trigger_uids = []
             for n in range(triggers):
-                await kube.create(TRIGGERS, NS, {
+                made = await kube.create(TRIGGERS, NS, {
                     "apiVersion": "eventing.knative.dev/v1", "kind": "Trigger",
                     "metadata": {"name": f"t{n}", "namespace": NS},
                     "spec": {"broker": "default",
                              "subscriber": {"uri": f"http://127.0.0.1:{self.sink_port}/"}}})
+                self.trigger_uids.append(str(made["metadata"]["uid"]))
         finally:
             await api.close()
+
+    async def rabbitmq_cleanup(self) -> None:
+        """Delete the exchanges and queues of the phase that just ended."""
+        import aio_pika
+
+        from eventing.broker.rabbitmq import broker_exchange, trigger_queue
+
+        broker = f"{NS}/default"
+        conn = await aio_pika.connect(RABBITMQ_URL, timeout=10)
+        try:
+            channel = await conn.channel()
+            for uid in self.trigger_uids:
+                await channel.queue_delete(trigger_queue(uid, broker, self.prefix))
+            name = broker_exchange(broker, self.prefix)
+            await channel.queue_delete(f"{name}.dlq")
+            await channel.exchange_delete(f"{name}.dlx")
+            await channel.exchange_delete(name)
+        finally:
+            await conn.close()
+
+    def stop_broker(self, proc: Any) -> None:
+        self.children.stop(proc)
+        if self.backend == "rabbitmq":
+            asyncio.run(self.rabbitmq_cleanup())
 
     def start_sink(self, rt: bool = True) -> Path:
         self.seq += 1
@@ -252,6 +308,10 @@ class Bench:
             "INGRESS_PORT": str(port),
             "BROKER_SQLITE_SYNCHRONOUS": self.synchronous,
         }
+        if self.backend == "rabbitmq":
+            self.prefix = f"bench-{os.getpid()}-{self.seq}."
+            env.update(BROKER_BACKEND="rabbitmq", RABBITMQ_URL=RABBITMQ_URL,
+                       BROKER_RABBITMQ_PREFIX=self.prefix)
         proc = self.spawn(
             f"broker-{self.seq}",
             [self.py, "-m", "eventing.broker", "--kubeconfig", str(self.kubeconfig)],
@@ -286,9 +346,9 @@ class Bench:
         cpu = harness.cpu_seconds(broker.pid) - cpu0
         figures = harness.parse_wrk(text.decode())
         delivered = len(self.stop_sink(out)) and len(self.deliveries)
-        self.children.stop(broker)
+        self.stop_broker(broker)
         return {
-            "triggers": triggers, "acked_per_s": figures["rps"],
+            "backend": self.backend, "triggers": triggers, "acked_per_s": figures["rps"],
             "publish_p50_ms": figures["p50_ms"], "publish_p99_ms": figures["p99_ms"],
             "errors": figures["non_2xx"], "socket_errors": figures["socket_errors"],
             "deliveries_per_s": delivered / self.duration_s,
@@ -311,7 +371,7 @@ class Bench:
         time.sleep(1.0)  # the last deliveries
         cpu = harness.cpu_seconds(broker.pid) - cpu0
         self.stop_sink(out)
-        self.children.stop(broker)
+        self.stop_broker(broker)
         scheduled: dict[str, int] = {}
         publish: list[float] = []
         errors = 0
@@ -327,7 +387,8 @@ class Bench:
             for event_id, t in self.deliveries if event_id in scheduled
         ]
         return {
-            "triggers": triggers, "rate": rate, "acked": len(scheduled), "errors": errors,
+            "backend": self.backend, "triggers": triggers, "rate": rate,
+            "acked": len(scheduled), "errors": errors,
             "publish_p50_ms": pct(publish, 0.5), "publish_p99_ms": pct(publish, 0.99),
             "delivery_p50_ms": pct(delivery, 0.5), "delivery_p99_ms": pct(delivery, 0.99),
             "deliveries": len(delivery),
@@ -393,6 +454,8 @@ def main() -> int:
     p.add_argument("--codec", action="store_true")
     p.add_argument("--synchronous", default="FULL", choices=["FULL", "NORMAL"],
                    help="the event log's fsync policy (BROKER_SQLITE_SYNCHRONOUS)")
+    p.add_argument("--backend", default="sqlite",
+                   help="sqlite, rabbitmq, or both side by side: sqlite,rabbitmq")
     p.add_argument("--sink", nargs=2, metavar=("PORT", "OUT"), help=argparse.SUPPRESS)
     p.add_argument("--send", nargs=4, metavar=("PORT", "RATE", "SECONDS", "OUT"),
                    help=argparse.SUPPRESS)
@@ -413,6 +476,10 @@ def main() -> int:
     rt = not args.no_rt and subprocess.run(["chrt", "-r", "10", "true"]).returncode == 0
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="knpy-eventing-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    backends = args.backend.split(",")
+    if not set(backends) <= {"sqlite", "rabbitmq"}:
+        print(f"--backend: sqlite and/or rabbitmq, got {args.backend!r}", file=sys.stderr)
+        return 2
     bench = Bench(workdir, args.duration, rt, args.synchronous)
     results: dict[str, Any] = {"environment": harness.environment(bench.cores), "rt": rt,
                                "synchronous": args.synchronous,
@@ -421,14 +488,16 @@ def main() -> int:
     try:
         bench.start_api()
         for n in (int(x) for x in args.triggers.split(",")):
-            asyncio.run(bench.api(n))
-            results["saturation"].append(bench.saturation(n))
-            # 1,000 deliveries/s in each case: 1,000 events/s to one trigger, 100 to ten...
-            rates = [1000.0 / max(n, 1)]
-            for rate in rates:
-                results["paced"].append(bench.paced(n, rate))
-            print(json.dumps(results["saturation"][-1]), json.dumps(results["paced"][-len(rates):]),
-                  file=sys.stderr, flush=True)
+            for backend in backends:
+                bench.backend = backend
+                asyncio.run(bench.api(n))
+                results["saturation"].append(bench.saturation(n))
+                # 1,000 deliveries/s in each case: 1,000 events/s to one trigger, 100 to ten...
+                rates = [1000.0 / max(n, 1)]
+                for rate in rates:
+                    results["paced"].append(bench.paced(n, rate))
+                print(json.dumps(results["saturation"][-1]),
+                      json.dumps(results["paced"][-len(rates):]), file=sys.stderr, flush=True)
     finally:
         bench.children.kill_all()
     (workdir / "results.json").write_text(json.dumps(results, indent=2))
@@ -436,19 +505,21 @@ def main() -> int:
           f"{results['environment']['loadavg_at_start']}, chrt -r 10: {rt}, "
           f"synchronous={args.synchronous}\n")
     print(harness.markdown_table(
-        [("triggers", "r"), ("acked events/s", "r"), ("publish p50 ms", "r"),
+        [("backend", "l"), ("triggers", "r"), ("acked events/s", "r"), ("publish p50 ms", "r"),
          ("publish p99 ms", "r"), ("deliveries/s meanwhile", "r"), ("broker CPU", "r"),
          ("errors", "r")],
-        [[str(r["triggers"]), f"{r['acked_per_s']:,.0f}", f"{r['publish_p50_ms']:.2f}",
+        [[r["backend"], str(r["triggers"]), f"{r['acked_per_s']:,.0f}",
+          f"{r['publish_p50_ms']:.2f}",
           f"{r['publish_p99_ms']:.2f}", f"{r['deliveries_per_s']:,.0f}",
           f"{r['broker_cpu_cores']:.2f}", str(r["errors"])] for r in results["saturation"]],
     ))
     print()
     print(harness.markdown_table(
-        [("triggers", "r"), ("events/s", "r"), ("publish p50 ms", "r"), ("publish p99 ms", "r"),
+        [("backend", "l"), ("triggers", "r"), ("events/s", "r"), ("publish p50 ms", "r"),
+         ("publish p99 ms", "r"),
          ("delivery p50 ms", "r"), ("delivery p99 ms", "r"), ("missing", "r"),
          ("broker CPU", "r"), ("errors", "r")],
-        [[str(r["triggers"]), f"{r['rate']:,.0f}", f"{r['publish_p50_ms']:.2f}",
+        [[r["backend"], str(r["triggers"]), f"{r['rate']:,.0f}", f"{r['publish_p50_ms']:.2f}",
           f"{r['publish_p99_ms']:.2f}", f"{r['delivery_p50_ms']:.2f}",
           f"{r['delivery_p99_ms']:.2f}", str(r["missing"]), f"{r['broker_cpu_cores']:.2f}",
           str(r["errors"])] for r in results["paced"]],
