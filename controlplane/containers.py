@@ -16,8 +16,8 @@ Kubernetes' rules pick the argv: ``command`` replaces the image's Entrypoint, ``
 Each such container is one host process that the kubelet supervises like any other,
 ``python -m controlplane.containers`` (``main`` below). It
 
-* removes a working container of the same name that a killed run left, and makes a fresh one
-  (a restarted container starts from the image again, as in Kubernetes);
+* makes a fresh working container (a restarted container starts from the image again, as in
+  Kubernetes), after removing one of the same name that a killed run left;
 * copies the pod's ``hostPath`` volumes to their ``mountPath``, owned by the image's user (a
   bind mount keeps the host file's owner and mode, and the kubeconfig is root's, 0600);
 * gives the entrypoint only the container's environment (the pod spec's, resolved by the
@@ -52,11 +52,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, MappingProxyType
-from typing import IO, Final
+from typing import IO, TYPE_CHECKING, Final
 
-from shared.kube.resources import Obj
-
-from .pods import tied_to_parent
+if TYPE_CHECKING:
+    from shared.kube.resources import Obj
 
 __all__ = ["DEFAULT_REGISTRY", "Image", "ImageRuntime", "KnpyImages", "main"]
 
@@ -76,6 +75,9 @@ _BUILDAH_EXIT_LINE: Final = re.compile(
 # The process ``buildah run --isolation chroot`` execs the entrypoint from.
 _CHROOT_EXEC: Final = b"buildah-chroot-exec"
 _PROG: Final = "controlplane.containers"
+# util-linux's setpriv sets the parent-death signal and execs, as controlplane/pods.py does for
+# the kubelet's processes (this process stays lean: no asyncio to import on a cold start).
+_SETPRIV: Final = shutil.which("setpriv")
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,9 +334,15 @@ def run_container(
     stopper = _Stopper()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, stopper.on_signal)
-    _buildah_quiet("rm", name)
     try:
-        _buildah("from", "--quiet", "--pull-never", "--name", name, image)
+        try:
+            _buildah("from", "--quiet", "--pull-never", "--name", name, image)
+        except OSError:
+            # A restart of a container whose last run was killed before it removed its
+            # working container: that name is taken. (Trying first saves a call per start.)
+            if _buildah_quiet("rm", name) != 0:
+                raise
+            _buildah("from", "--quiet", "--pull-never", "--name", name, image)
         for src, dest in copies:
             _buildah("copy", *(["--chown", user] if user else []), name, src, dest)
         if stopper.signum:
@@ -342,15 +350,12 @@ def run_container(
         cmd = [BUILDAH, "run", "--isolation", "chroot", "--network", "host"]
         cmd += [f"--env={k}={v}" for k, v in env.items()]
         cmd += [name, "--", *argv]
-        spawn = tied_to_parent(cmd, None)  # if this process is killed, buildah run stops too
+        if _SETPRIV is not None:  # if this process is killed, buildah run stops too
+            cmd = [_SETPRIV, "--pdeathsig", "TERM", "--", *cmd]
         # A session of its own: the kubelet signals this process's whole group, and a SIGTERM
         # that reached buildah run would SIGKILL the entrypoint instead of letting it drain.
         stopper.proc = subprocess.Popen(
-            spawn.argv,
-            stdin=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            preexec_fn=spawn.preexec_fn,
-            start_new_session=True,
+            cmd, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
         )
         assert stopper.proc.stderr is not None
         copier = threading.Thread(
