@@ -32,9 +32,15 @@ Several ingress and dispatcher processes can share one RabbitMQ: every declarati
 idempotent, consumers of one trigger's queue compete (each message goes to one of them), and a
 message in flight at a dispatcher that dies goes back to the queue for another.
 
-A message is one ``append`` call (a batch is stored whole or not at all, as the seam requires):
-its body is the records framed by ``_encode``; its properties carry the first event's id and
-type for someone reading the queue with RabbitMQ's own tools.
+A message holds whole ``append`` calls (a batch is stored whole or not at all, as the seam
+requires): its body is the records framed by ``_encode``; its properties carry the first
+event's id and type for someone reading the queue with RabbitMQ's own tools. Group
+publishing, as the default class's group commit: at most ``MAX_PUBLISHES`` messages per broker
+await RabbitMQ's confirm; the appends that arrive meanwhile go out together as the next
+message, and each resolves with its confirm. Under load that makes one publish, one confirm,
+one delivery and one ack carry many events (each AMQP message costs the client a few hundred
+microseconds of CPU); a message is acked once every event in it is finished with, and a
+redelivery repeats all of them (at least once).
 """
 
 from __future__ import annotations
@@ -75,6 +81,9 @@ DEFAULT_URL: Final = "amqp://guest:guest@127.0.0.1:5672/"
 CONTENT_TYPE: Final = "application/vnd.knpy.records"
 # A message redelivered this many times goes to the broker's dead-letter queue.
 DEFAULT_DELIVERY_LIMIT: Final = 50
+# Group publishing: unconfirmed messages per broker, and the size that goes out regardless.
+MAX_PUBLISHES: Final = 4
+MAX_GROUP_BYTES: Final = 1 << 20
 _LEN: Final = struct.Struct(">I")
 _FORMS: Final = frozenset(int(f) for f in Form)
 
@@ -157,6 +166,8 @@ class _RabbitSubscription:
         # seq -> (message, records of it still unacked)
         self._owner: dict[int, AbstractIncomingMessage] = {}
         self._left: dict[int, int] = {}  # id(message) -> records not yet acked
+        self._acks: list[AbstractIncomingMessage] = []
+        self._acking = False
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
@@ -245,14 +256,26 @@ class _RabbitSubscription:
             self._left[key] = left
             return
         self._left.pop(key, None)
-        self._log.spawn(self._ack(message))
+        self._acks.append(message)
+        if not self._acking:
+            self._acking = True
+            self._log.spawn(self._flush_acks())
 
-    async def _ack(self, message: AbstractIncomingMessage) -> None:
+    async def _flush_acks(self) -> None:
+        """Send the acks gathered meanwhile, without waiting on the socket for each."""
         try:
-            await message.ack()
-        except Exception as err:  # the channel is gone: RabbitMQ redelivers it (at least once)
-            log.warning("trigger %s: ack lost (%s); the event will be delivered again",
-                        self.trigger, err)
+            while self._acks:
+                batch, self._acks = self._acks, []
+                for message in batch:
+                    tag = message.delivery_tag
+                    try:
+                        if tag is not None:
+                            await message.channel.basic_ack(tag, wait=False)
+                    except Exception as err:  # the channel is gone: redelivered (at least once)
+                        log.warning("trigger %s: ack lost (%s); the event will be delivered "
+                                    "again", self.trigger, err)
+        finally:
+            self._acking = False
 
     async def close(self, delete: bool) -> None:
         """Stop consuming (unacked messages go back to the queue); ``delete`` drops it."""
@@ -272,6 +295,19 @@ class _RabbitSubscription:
                 await queue.delete(if_unused=False, if_empty=False)
         with contextlib.suppress(Exception):
             await channel.close()
+
+
+class _Outbox:
+    """One broker's appends waiting for a publish (group publishing)."""
+
+    __slots__ = ("first", "in_flight", "parts", "size", "waiters")
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.waiters: list[asyncio.Future[None]] = []
+        self.size = 0
+        self.in_flight = 0
+        self.first: dict[str, object] = {}
 
 
 class RabbitMQEventLog:
@@ -301,6 +337,7 @@ class RabbitMQEventLog:
         self._subs: dict[str, _RabbitSubscription] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._unbound = 0  # subscriptions whose queue is not consumed yet
+        self._outboxes: dict[str, _Outbox] = {}
 
     def __repr__(self) -> str:
         return f"<RabbitMQEventLog {self.url.rsplit('@', 1)[-1]} triggers={len(self._subs)}>"
@@ -372,7 +409,51 @@ class RabbitMQEventLog:
             del self._declaring[broker]
 
     def append(self, broker: str, records: Sequence[tuple[Event, Headers]]) -> Awaitable[None]:
-        return self._append(broker, _encode(records), records[0][0].attrs if records else {})
+        """Group publishing (module doc): at most ``MAX_PUBLISHES`` messages unconfirmed per
+        broker; what arrives meanwhile goes out as one message once one is confirmed."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        box = self._outboxes.get(broker)
+        if box is None:
+            box = self._outboxes[broker] = _Outbox()
+        body = _encode(records)
+        if not box.parts and records:
+            box.first = records[0][0].attrs
+        box.parts.append(body)
+        box.size += len(body)
+        box.waiters.append(fut)
+        if box.in_flight < MAX_PUBLISHES or box.size >= MAX_GROUP_BYTES:
+            self._send(broker, box)
+        return fut
+
+    def _send(self, broker: str, box: _Outbox) -> None:
+        body, waiters, first = b"".join(box.parts), box.waiters, box.first
+        box.parts, box.waiters, box.size, box.first = [], [], 0, {}
+        box.in_flight += 1
+        self.spawn(self._publish(broker, box, body, waiters, first))
+
+    async def _publish(
+        self,
+        broker: str,
+        box: _Outbox,
+        body: bytes,
+        waiters: list[asyncio.Future[None]],
+        first: dict[str, object],
+    ) -> None:
+        try:
+            await self._append(broker, body, first)
+        except Exception as err:
+            fail = err if isinstance(err, StoreError) else StoreError(f"RabbitMQ: {err!r}")
+            for w in waiters:
+                if not w.done():
+                    w.set_exception(fail)
+        else:
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)
+        finally:
+            box.in_flight -= 1
+            if box.parts and box.in_flight < MAX_PUBLISHES:
+                self._send(broker, box)
 
     async def _append(self, broker: str, body: bytes, first: dict[str, object]) -> None:
         starting = [
@@ -382,16 +463,21 @@ class RabbitMQEventLog:
             await asyncio.wait(starting, timeout=10)
         try:
             exchange = await self.exchange(broker)
+            assert self._pub is not None
+            # aiormq's publish, under aio-pika's Message: the same frames for a third of the
+            # CPU (the ingress's cost per event).
+            channel = await self._pub.get_underlay_channel()
             eid, etype = first.get("id"), first.get("type")
-            confirm = await exchange.publish(
-                aio_pika.Message(
-                    body,
-                    content_type=CONTENT_TYPE,
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    message_id=eid if isinstance(eid, str) else None,
-                    type=etype if isinstance(etype, str) else None,
-                ),
+            confirm = await channel.basic_publish(
+                body,
+                exchange=exchange.name,
                 routing_key="",
+                properties=aiormq.spec.Basic.Properties(
+                    content_type=CONTENT_TYPE,
+                    delivery_mode=2,  # persistent
+                    message_id=eid if isinstance(eid, str) else None,
+                    message_type=etype if isinstance(etype, str) else None,
+                ),
                 mandatory=False,  # no trigger bound: accepted and dropped, as in Knative
             )
         except StoreError:

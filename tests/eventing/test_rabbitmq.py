@@ -391,3 +391,35 @@ async def test_dispatcher_sigkilled_mid_stream_loses_no_acknowledged_event(
             await p.wait()
         await sink.stop()
         await _cleanup(prefix, [f"{NS}/default"], [uid] if uid else [])
+
+
+async def test_group_publishing_resolves_each_append_once_stored() -> None:
+    """Concurrent appends share messages (group publishing): each resolves, every event is
+    handed out once and every message acked; a closed channel fails the append."""
+    await _require_rabbitmq()
+    prefix = f"knpy-test-{secrets.token_hex(4)}."
+    broker, uid = f"{NS}/default", "trigger-g"
+    log = RabbitMQEventLog(URL, prefix=prefix)
+    await log.open()
+    try:
+        sub = log.subscribe(uid, broker)
+        await sub.starting  # type: ignore[attr-defined]
+        appends = [
+            log.append(broker, [(Event({"id": f"g{i}"}, b"{}", Form.BINARY), [])])
+            for i in range(300)
+        ]
+        await asyncio.gather(*appends)
+        got: list[str] = []
+        while len(got) < 300:
+            for rec in await asyncio.wait_for(sub.next_batch(500), 10):
+                got.append(str(rec.event.attrs["id"]))
+                sub.ack(rec.seq)
+        assert sorted(got) == sorted(f"g{i}" for i in range(300))
+        assert len(sub._left) == 0  # type: ignore[attr-defined]
+        assert log._pub is not None
+        await log._pub.close()
+        with pytest.raises(StoreError):
+            await log.append(broker, [(Event({"id": "late"}, None, Form.BINARY), [])])
+    finally:
+        await log.close()
+        await _cleanup(prefix, [broker], [uid])
