@@ -15,9 +15,10 @@ Access, because a browser on the same machine can reach loopback (issue 10): eve
 the health probes needs ``Authorization: Bearer <token>`` (401); a ``Host`` that is not a
 loopback name is refused (403) against DNS rebinding; bodies are accepted only as JSON, YAML or
 the patch media types (415), so a cross-site ``text/plain`` form post never acts; bodies over
-3 MiB are 413, and bodies over 256 KiB are parsed in a worker thread (two at a time) so that
-watches keep flowing. ``knpy serve`` runs this server in a process of its own
-(controlplane/control.py), away from the ingress.
+3 MiB are 413, and bodies over 256 KiB are parsed on one of two bulk threads of low priority, so
+that watches keep flowing and, when CPUs are short, requests everywhere go first. ``knpy
+serve`` runs this server in a process of its own (controlplane/control.py), away from the
+ingress.
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ import json
 import logging
 import os
 import secrets
+import threading
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import yaml
 from aiohttp import web
@@ -56,12 +59,18 @@ from shared.kube.resources import Obj, Resource
 __all__ = ["KubeApiServer"]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 MAX_BODY_BYTES = 3 * 1024 * 1024  # kube-apiserver's limit is 3 MiB too
 THREAD_PARSE_BYTES = 256 * 1024  # above this, parse off the event loop
-# Big bodies parsed at once: each takes up to 3 MiB and seconds of CPU (PyYAML's pure-Python
-# loader: ~2 s a megabyte); the rest wait for a turn rather than pile up threads and memory.
-THREAD_PARSE_AT_ONCE = 2
+# Bulk work (big bodies parsed, long lists encoded) at once: a body takes up to 3 MiB and
+# seconds of CPU (PyYAML's pure-Python loader: ~2 s a megabyte); the rest wait for a turn
+# rather than pile up threads and memory.
+BULK_WORKERS = 2
+# The bulk threads' nice value: when the CPUs are contended they yield to everything on a
+# request path (the ingress, the activator, the pods, this server's own event loop). Linux
+# keeps a nice value per thread.
+BULK_NICE = 10
 # Lists this long are encoded in a worker thread (stored objects are never mutated in place).
 _THREAD_ENCODE_ITEMS = 500
 
@@ -153,7 +162,7 @@ class KubeApiServer:
         self.tls_url = ""
         self._tls: tls.TlsFiles | None = None
         self._runner: web.AppRunner | None = None
-        self._big_parses = asyncio.Semaphore(THREAD_PARSE_AT_ONCE)
+        self._bulk: ThreadPoolExecutor | None = None
         # Non-resource paths others serve here, behind the same token (as kube-apiserver
         # serves /metrics): exact path -> handler. controlplane/discovery.py adds two.
         self._paths: dict[str, PathHandler] = {}
@@ -202,7 +211,18 @@ class KubeApiServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._bulk is not None:
+            self._bulk.shutdown(wait=False, cancel_futures=True)
+            self._bulk = None
         self.store.close()
+
+    async def _in_bulk(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)`` on a low-priority bulk thread (BULK_WORKERS at once)."""
+        if self._bulk is None:
+            self._bulk = ThreadPoolExecutor(
+                BULK_WORKERS, thread_name_prefix="kubeapi-bulk", initializer=_lower_priority
+            )
+        return await asyncio.get_running_loop().run_in_executor(self._bulk, fn, *args)
 
     def _write_kubeconfig(self) -> None:
         cluster: dict[str, str] = {"server": self.url}
@@ -447,8 +467,7 @@ class KubeApiServer:
         except web.HTTPRequestEntityTooLarge:
             raise _too_large() from None
         if len(raw) > THREAD_PARSE_BYTES:
-            async with self._big_parses:
-                return await asyncio.to_thread(_parse, raw, media)
+            return await self._in_bulk(_parse, raw, media)
         return _parse(raw, media)
 
     async def _delete_options(self, request: web.Request) -> Obj:
@@ -488,7 +507,7 @@ class KubeApiServer:
         else:
             n = len(result["items"])
         if n > _THREAD_ENCODE_ITEMS:
-            body = await asyncio.to_thread(dumps, result)
+            body = await self._in_bulk(dumps, result)
         else:
             body = dumps(result)
         return web.Response(body=body, content_type=_JSON)
@@ -523,6 +542,11 @@ class KubeApiServer:
     ) -> web.StreamResponse:
         labels, fields = self._selectors(request)
         return await self._streams.serve(request, kind, namespace, labels, fields, name)
+
+
+def _lower_priority() -> None:
+    with contextlib.suppress(OSError, AttributeError):  # not Linux, or not allowed: as it is
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BULK_NICE)
 
 
 def _bound_port(site: web.TCPSite) -> int:
