@@ -308,6 +308,8 @@ class Harness:
     k6: str
     half_rate_cap_rps: int = HALF_RATE_CAP_RPS
     go_binary: Path | None = None
+    # The queue-proxy's CONTAINER_CONCURRENCY: 0 runs without the breaker, N > 0 with it.
+    container_concurrency: int = 0
     _seq: int = 0
 
     def _name(self, what: str) -> str:
@@ -417,7 +419,7 @@ def start_queueproxy(h: Harness, app_port: int) -> tuple[int, int]:
         "QUEUE_METRICS_PORT": str(metrics),
         "USER_METRICS_PORT": str(user_metrics),
         "USER_PORT": str(app_port),
-        "CONTAINER_CONCURRENCY": "0",
+        "CONTAINER_CONCURRENCY": str(h.container_concurrency),
         "PYTHONPATH": str(REPO),
     }
     proc = h.children.spawn(

@@ -233,12 +233,12 @@ class QueueHandler:
 
         breaker = self.breaker
         if breaker is None:
-            ex.forward(self.pool, ex.head)
+            self.pool.send(ex)  # ex.head is set: forward() without its call
             return
         admission = breaker.try_acquire(ex)
         if admission is Admission.ADMITTED:
             ex.tag = tag | _ADMITTED
-            ex.forward(self.pool, ex.head)
+            self.pool.send(ex)  # ex.head is set: forward() without its call
         elif admission is Admission.QUEUED:
             ex.tag = tag | _QUEUED
             if self.tracing is not None:
@@ -280,7 +280,7 @@ class QueueHandler:
             ex.wait_span.end()
             ex.wait_span = None
         # Never a finished exchange: finished() cancels a queued waiter in the breaker.
-        ex.forward(self.pool, ex.head)
+        self.pool.send(ex)  # ex.head is set: forward() without its call
 
     def _health(
         self, ex: Exchange[int], probe: bytes | None, network_hash: bytes | None, health: bool

@@ -310,6 +310,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--half-rate-cap", type=int, default=HALF_RATE_CAP_RPS,
                    help="highest half-rate k6 rate, req/s (default %(default)s)")  # fmt: skip
     p.add_argument("--keep-workdir", action="store_true", help="keep configs and tool logs")
+    p.add_argument("--cc", type=int, default=0,
+                   help="CONTAINER_CONCURRENCY of the queue-proxy (default 0)")  # fmt: skip
     args = p.parse_args(argv)
     args.targets = [t.strip() for t in args.only.split(",") if t.strip()]
     unknown = set(args.targets) - set(TARGETS)
@@ -340,6 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir, children, args.duration, args.connections, load_core, test_core, k6
     )
     h.half_rate_cap_rps = args.half_rate_cap
+    h.container_concurrency = args.cc
     rows: list[Row] = []
     started = time.monotonic()
     try:
@@ -369,6 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "connections": args.connections,
             "fixed_rate_rps": FIXED_RATE_RPS,
             "half_rate_cap_rps": args.half_rate_cap,
+            "container_concurrency": args.cc,
             "k6_vus": harness.K6_VUS,
             "k6_gogc": harness.K6_GOGC,
             "load_core": load_core,

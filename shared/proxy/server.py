@@ -461,20 +461,21 @@ class ServerConnection(asyncio.Protocol, Generic[TagT]):
             ex.upstream.resume_reading()
 
     # -- httptools callbacks ---------------------------------------------------------------
-    def on_message_begin(self) -> None:
-        self.parsing = Exchange(self, self.initial_tag)
-        self.in_head = True
-        self.head_bytes = 0
-        self.parsed_bytes = 0
-        self.hosts = 0
-        if self.state is _IDLE and self.kept:
-            self.since = self.server.now  # a kept-alive connection's next head: no longer idle
-
+    # No on_message_begin: a request's first callback is on_url (a request line without a
+    # target does not parse), which begins the exchange; one callback less per request.
     def on_url(self, url: bytes) -> None:
         ex = self.parsing
-        if ex is not None:
-            ex.target += url
+        if ex is None:
+            ex = self.parsing = Exchange(self, self.initial_tag)
+            self.in_head = True
+            self.head_bytes = 0
+            self.parsed_bytes = len(url)
+            self.hosts = 0
+            if self.state is _IDLE and self.kept:
+                self.since = self.server.now  # a kept-alive connection's next head: not idle
+        else:
             self.parsed_bytes += len(url)
+        ex.target += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         ex = self.parsing

@@ -1,0 +1,197 @@
+"""Instructions and syscalls per request of the queue-proxy: the noise-free measures.
+
+Why: on a shared 2-core machine wall-clock figures move by several per cent between runs of the
+same code; the instructions the queue-proxy executes per request (valgrind's callgrind) and its
+syscalls per request (strace) do not, so optimisations are decided with these, and run.py
+confirms them side by side with nginx.
+
+Method: the benchmark app and ``python -m queueproxy`` (every feature on: stats, metrics,
+timeouts; ``--cc N`` for the breaker) on 127.0.0.1; the queue-proxy under
+``valgrind --tool=callgrind`` (or ``strace -f -c``). After a warm-up, the counters are zeroed
+(``callgrind_control -z``), ``--requests`` requests are sent over ``--connections`` kept-alive
+connections by a plain socket client (one request in flight per connection, wrk's head:
+``GET /`` with a Host), and the counters dumped; instructions / requests is the figure. With
+``--connections 1`` each request is alone in its event-loop turn (the 5,000 req/s case: every
+request pays its own wake-ups); with 32 they share turns (saturation). ``--top N`` prints the
+functions with the most own instructions, from callgrind_annotate. strace is attached after
+the warm-up (``strace -f`` from the start stalled uvloop's start-up here).
+
+Run: .venv/bin/python benchmarks/queueproxy/profile.py [--tool callgrind|strace] [--cc 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.harness import APP  # noqa: E402
+from shared.ports import free_port  # noqa: E402
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+
+def wait_port(port: int, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"port {port} not listening after {timeout_s:g} s")
+
+
+def load(port: int, requests: int, connections: int) -> float:
+    """Send ``requests`` GETs over ``connections`` kept-alive connections; returns seconds.
+
+    Every response of the app is the same size; the first one read whole gives that size.
+    """
+    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(connections)]
+    sel = selectors.DefaultSelector()
+    size = 0
+    probe = socks[0]
+    probe.sendall(REQUEST)
+    buf = b""
+    while b"\r\n\r\n" not in buf or len(buf) < size or not size:
+        buf += probe.recv(65536)
+        if b"\r\n\r\n" in buf and not size:
+            head, _, _ = buf.partition(b"\r\n\r\n")
+            m = re.search(rb"(?i)content-length:\s*(\d+)", head)
+            assert m, head
+            size = len(head) + 4 + int(m.group(1))
+    started = time.monotonic()
+    sent = 0
+    pending: dict[socket.socket, int] = {}
+    for s in socks:
+        if sent < requests:
+            s.sendall(REQUEST)
+            sent += 1
+            pending[s] = 0
+            sel.register(s, selectors.EVENT_READ)
+    done = 0
+    while done < requests:
+        for key, _ in sel.select():
+            conn = key.fileobj
+            assert isinstance(conn, socket.socket)
+            got = len(conn.recv(65536))
+            if not got:
+                raise RuntimeError("connection closed by the proxy")
+            pending[conn] += got
+            while pending[conn] >= size:
+                pending[conn] -= size
+                done += 1
+                if sent < requests:
+                    conn.sendall(REQUEST)
+                    sent += 1
+    elapsed = time.monotonic() - started
+    for s in socks:
+        s.close()
+    return elapsed
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tool", choices=("callgrind", "strace"), default="callgrind")
+    p.add_argument("--requests", type=int, default=5000)
+    p.add_argument("--connections", type=int, default=1)
+    p.add_argument("--cc", type=int, default=0, help="CONTAINER_CONCURRENCY (0: no breaker)")
+    p.add_argument("--top", type=int, default=30, help="functions listed (callgrind)")
+    p.add_argument("--out", type=Path, default=None, help="keep the callgrind file here")
+    args = p.parse_args()
+    tool = "valgrind" if args.tool == "callgrind" else "strace"
+    if shutil.which(tool) is None:
+        print(f"{tool} is required (apt-get install -y {tool})", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="knpy-qp-profile-"))
+    app_port, port = free_port(), free_port()
+    ports = [free_port() for _ in range(3)]
+    env = dict(
+        os.environ,
+        SERVING_NAMESPACE="bench",
+        SERVING_CONFIGURATION="bench",
+        SERVING_REVISION="bench-00001",
+        SERVING_POD="bench-pod",
+        SERVING_POD_IP="127.0.0.1",
+        QUEUE_SERVING_PORT=str(port),
+        QUEUE_ADMIN_PORT=str(ports[0]),
+        QUEUE_METRICS_PORT=str(ports[1]),
+        USER_METRICS_PORT=str(ports[2]),
+        USER_PORT=str(app_port),
+        CONTAINER_CONCURRENCY=str(args.cc),
+        PYTHONPATH=str(REPO),
+        PYTHONMALLOC="malloc" if args.tool == "callgrind" else "pymalloc",
+    )
+    out_file = work / "callgrind.out"
+    if args.tool == "callgrind":
+        env["PYTHONMALLOC"] = "pymalloc"  # what production runs
+        prefix = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}"]
+    else:
+        prefix = []
+    app = subprocess.Popen([sys.executable, str(APP), "--port", str(app_port)], env=env)
+    qp = subprocess.Popen([*prefix, sys.executable, "-m", "queueproxy"], env=env, cwd=REPO,
+                          stdout=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_port(app_port)
+        wait_port(port)
+        load(port, 200, args.connections)  # warm-up: imports done, pools filled
+        if args.tool == "callgrind":
+            subprocess.run(["callgrind_control", "-z", str(qp.pid)], check=True,
+                           stdout=subprocess.DEVNULL)  # fmt: skip
+        else:
+            tracer = subprocess.Popen(["strace", "-c", "-f", "-p", str(qp.pid),
+                                       "-o", str(work / "strace.txt")])  # fmt: skip
+            time.sleep(1.5)  # attached to every thread
+        elapsed = load(port, args.requests, args.connections)
+        if args.tool == "callgrind":
+            subprocess.run(["callgrind_control", "-d", str(qp.pid)], check=True,
+                           stdout=subprocess.DEVNULL)  # fmt: skip
+        else:
+            tracer.send_signal(signal.SIGINT)
+            tracer.wait(30)
+    finally:
+        qp.terminate()
+        qp.wait(30)
+        app.terminate()
+        app.wait(10)
+    print(f"{args.requests} requests, {args.connections} connections, CC={args.cc}, "
+          f"{elapsed:.1f} s under {args.tool}")  # fmt: skip
+    if args.tool == "strace":
+        text = (work / "strace.txt").read_text()
+        print(text)
+        total = re.search(r"^100\.00\s+\S+\s+\S+\s+\S+\s+(\d+)", text, re.M)
+        if total:
+            print(f"syscalls per request: {int(total.group(1)) / args.requests:.2f}")
+        return 0
+    dumps = sorted(work.glob("callgrind.out.*"), key=lambda f: f.stat().st_mtime)
+    dump = dumps[-1] if dumps else out_file
+    totals = re.search(r"^(?:summary|totals): (\d+)", dump.read_text(), re.M)
+    assert totals, dump
+    ir = int(totals.group(1))
+    print(f"instructions per request: {ir / args.requests:,.0f}")
+    if args.out:
+        shutil.copy(dump, args.out)
+    annotate = subprocess.run(["callgrind_annotate", str(dump)], capture_output=True,
+                              text=True, check=False)  # fmt: skip
+    lines = [ln for ln in annotate.stdout.splitlines() if re.match(r"^\s*[\d,]+ \(", ln)]
+    for line in lines[: args.top]:
+        print(line[:150])
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
