@@ -33,13 +33,14 @@ def test_load_test_scenario_runs_from_zero(tool: str, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert f"load-test with {tool}, {DURATION_S} s" in proc.stdout
     assert "| ingress |" in proc.stdout
-    assert f"{DURATION_S}/{DURATION_S} s" in proc.stderr  # progress lines while it ran
+    assert f"/{DURATION_S} s   pods desired/ready: load-00001" in proc.stderr  # progress
 
     result = json.loads((tmp_path / f"load-test-{tool}.json").read_text())
     (row,) = result["targets"]
     # Every request answered, the first ones through a cold start.
     assert row["requests"] > 0 and row["errors"] == 0, row
-    assert row["requests"] >= 0.5 * row["planned"], row
+    if tool == "k6":  # open model: it keeps sending through the cold start
+        assert row["requests"] >= 0.5 * row["planned"], row
     assert result["pod_samples"] > 0
     assert "load-00001: peak desired" in proc.stdout
     assert "peak ready 0" not in proc.stdout  # a pod came up and served
