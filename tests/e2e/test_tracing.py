@@ -39,7 +39,7 @@ from .harness import WAIT_S, Serve, hello_yaml
 HOST = "hello.default.localhost"
 REVISION = "hello-00001"
 # The hold on the pod's one slot while the traced request waits in the breaker.
-HOLD_MS = 2000
+HOLD_MS = 3000
 
 
 @dataclass(frozen=True)
@@ -131,13 +131,14 @@ async def _headers_via_ingress(s: Serve) -> dict[str, str]:
     return headers
 
 
-async def _queue_port(s: Serve) -> int:
+async def _pod_port(s: Serve, variable: str) -> int:
+    """A port of the revision's one pod from its containers' env (QUEUE_SERVING_PORT, PORT)."""
     (pod,) = await s.pods(REVISION)
     for c in pod["spec"]["containers"]:
         for e in c.get("env") or ():
-            if e["name"] == "QUEUE_SERVING_PORT":
+            if e["name"] == variable:
                 return int(e["value"])
-    raise AssertionError(f"no QUEUE_SERVING_PORT in {pod['spec']}")
+    raise AssertionError(f"no {variable} in {pod['spec']}")
 
 
 def _check_chain(
@@ -209,11 +210,17 @@ async def test_one_trace_from_the_ingress_to_the_app(
 
         # 2. The pod's one slot held by a request sent straight to its queue-proxy: the next
         # one through the ingress and the activator waits in the queue-proxy's breaker.
-        port = await _queue_port(s)
+        port = await _pod_port(s, "QUEUE_SERVING_PORT")
+        app_port = await _pod_port(s, "PORT")
         hold = asyncio.create_task(
             s.client().get(f"http://127.0.0.1:{port}/sleep?ms={HOLD_MS}").__aenter__()
         )
-        await asyncio.sleep(0.5)  # it reaches the app first
+
+        async def held_at_the_app() -> bool:  # the app's own count, asked past the breaker
+            async with s.client().get(f"http://127.0.0.1:{app_port}/stats") as resp:
+                return bool((await resp.json())["in_flight"] == 1)
+
+        await s.until(held_at_the_app, "the held request to reach the app", HOLD_MS / 2000)
         busy = _traceparent(await _headers_via_ingress(s))
         held = await hold
         assert held.status == 200
