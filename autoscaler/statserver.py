@@ -4,6 +4,7 @@ Knative's pkg/autoscaler/statserver/server.go, on the same port (8080) and with 
 behaviour, so a Go activator can report to this autoscaler:
 
 - Any path upgrades to a WebSocket (Go's mux serves "/" and everything under it).
+- A handshake with an ``Origin`` header (a browser page) is refused 403 (issue 10).
 - A kubelet probe (``K-Kubelet-Probe`` header or a ``kube-probe/`` user agent) is answered
   200 without an upgrade: once the server listens it is healthy.
 - Each binary frame is one ``WireStatMessages``; every message with a Stat is handed on as
@@ -89,6 +90,12 @@ class StatServer:
             if not self._owns_bucket(bucket):
                 log.warning("closing websocket: not the owner of bucket %s", bucket)
                 return web.Response(status=200)  # Knative returns without an upgrade
+        if "Origin" in request.headers:
+            # Only browsers send Origin on a WebSocket handshake; activators (Go's gorilla
+            # Dialer, aiohttp) and forwarding replicas never do. Gorilla's default upgrader
+            # refuses a cross-origin one (403); any Origin is refused here, because a page on a
+            # rebound name would pass a same-origin check and could feed made-up Stats.
+            return web.Response(status=403, text="Forbidden: browser origin\n")
         ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, autoping=True)
         if not ws.can_prepare(request).ok:
             # Gorilla's upgrader answers a plain HTTP request with 400 Bad Request.

@@ -174,3 +174,22 @@ async def test_bucket_hosts_only_reach_their_leader(host: str, upgraded: bool) -
                         pass
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        pytest.param("http://evil.example", id="cross-origin-page"),
+        pytest.param("http://127.0.0.1", id="a-page-on-a-rebound-or-local-name"),
+    ],
+)
+async def test_browser_handshakes_are_refused(running: Running, origin: str) -> None:
+    # A page's WebSocket always carries Origin; none may feed Stats (issue 10).
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(running.url, origin=origin)
+    assert refused.value.status == 403
+    async with connect(running.url) as ws:  # an activator's handshake (no Origin) still works
+        await ws.send(encode_wire_stats([("default", "a", STAT)]))
+        await wait_for(running, 1)
+    assert running.got == [(RevisionKey("default", "a"), STAT)]
