@@ -25,7 +25,17 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument(
         "--cluster-file", type=Path, metavar="PATH", help="static Kubernetes objects instead"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="serve from N processes on one SO_REUSEPORT port, each an activator of the "
+        "split (activator/workers.py); default ACTIVATOR_WORKERS, else 1",
+    )
     args = parser.parse_args(argv)
+    if args.workers is not None and args.workers < 1:
+        parser.error(f"--workers must be 1 or more, got {args.workers}")
 
     import uvloop
 
@@ -33,16 +43,30 @@ def main(argv: list[str] | None = None) -> int:
     from activator.config import ActivatorConfig
     from shared.kube.config import KubeConfigError
 
+    env = dict(os.environ)
+    if args.workers is not None:
+        env["ACTIVATOR_WORKERS"] = str(args.workers)
     try:
-        cfg = ActivatorConfig.from_env(os.environ)
+        cfg = ActivatorConfig.from_env(env)
     except ConfigError as err:
         print(f"activator: invalid configuration: {err}", file=sys.stderr)
         return 2
+    if cfg.workers > 1 and "ACTIVATOR_WORKER_INDEX" not in env:
+        from activator.workers import run_workers
+
+        child_argv = (
+            ["--cluster-file", str(args.cluster_file)]
+            if args.cluster_file is not None
+            else ["--kubeconfig", args.kubeconfig]
+            if args.kubeconfig is not None
+            else []
+        )
+        return run_workers(cfg.workers, child_argv, env)
     try:
         if args.cluster_file is not None:
             uvloop.run(serve_static(cfg, args.cluster_file))
         else:
-            uvloop.run(serve(cfg, dict(os.environ), args.kubeconfig))
+            uvloop.run(serve(cfg, env, args.kubeconfig))
     except ConfigError as err:
         print(f"activator: invalid configuration: {err}", file=sys.stderr)
         return 2

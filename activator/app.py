@@ -41,6 +41,7 @@ from activator.handler import ActivatorHandler
 from activator.metrics import ActivatorMetrics
 from activator.reporter import ConcurrencyReporter
 from activator.revisions import ActivatorRequest, ActiveRevision, RevisionTable
+from activator.split import worker_part
 from activator.statsink import StatSink, WebSocketStatSink
 from shared.documents import load_documents
 from shared.envconfig import ConfigError
@@ -101,7 +102,9 @@ class Activator:
         self.cfg = cfg
         self.stat_sink = stat_sink
         self.metrics = ActivatorMetrics()
-        self.reporter = ConcurrencyReporter(cfg.pod_name, stat_sink, period_s=cfg.stats_period_s)
+        # Each worker reports as an activator of its own, so that the autoscaler sums them.
+        reporter_name = cfg.pod_name if cfg.workers == 1 else f"{cfg.pod_name}-w{cfg.worker_index}"
+        self.reporter = ConcurrencyReporter(reporter_name, stat_sink, period_s=cfg.stats_period_s)
         self.table = RevisionTable(informers, self._new_revision)
         self.configmaps = ConfigMaps(
             informers,
@@ -146,8 +149,16 @@ class Activator:
         )
         self.proxy = ProxyServer(self.handler, initial_tag=None)
         self.proxy.start(loop)
+        # With workers every one listens on the serving port (SO_REUSEPORT: the kernel spreads
+        # the connections) and worker i on metrics port + i, so each can be scraped.
+        workers = cfg.workers > 1
         serving = await loop.create_server(
-            self.proxy, cfg.bind_host, cfg.serving_port, backlog=4096, reuse_address=True
+            self.proxy,
+            cfg.bind_host,
+            cfg.serving_port,
+            backlog=4096,
+            reuse_address=True,
+            reuse_port=workers or None,
         )
         self.serving_port = serving.sockets[0].getsockname()[1]
         self._local = ProxyServer(
@@ -155,12 +166,16 @@ class Activator:
         )
         self._local.start(loop)
         local = await loop.create_server(
-            self._local, cfg.bind_host, cfg.metrics_port, reuse_address=True
+            self._local,
+            cfg.bind_host,
+            cfg.metrics_port + cfg.worker_index if cfg.metrics_port else 0,
+            reuse_address=True,
         )
         self.metrics_port = local.sockets[0].getsockname()[1]
         self._servers = [serving, local]
         # This activator as the revisions' public Endpoints list it (activator/cluster.py).
         self.table.own_address = f"{cfg.pod_ip}:{self.serving_port}"
+        self.table.worker, self.table.workers = cfg.worker_index, cfg.workers
         self.configmaps.start()
         self._observability_changed()
         await self.stat_sink.start()
@@ -215,7 +230,7 @@ class Activator:
         rev = ActiveRevision(
             spec,
             metrics=None,
-            queue_depth=self.cfg.queue_depth,
+            queue_depth=worker_part(self.cfg.queue_depth, self.cfg.worker_index, self.cfg.workers),
             probe_timeout_s=self.cfg.probe_timeout_s,
             probe_frequency_s=self.cfg.probe_frequency_s,
             max_idle_conns=self.cfg.max_idle_conns_per_host,

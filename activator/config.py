@@ -45,6 +45,7 @@ DEFAULT_CLUSTER_DOMAIN = "cluster.local"
 # The autoscaler's stat server port (cmd/activator/main.go autoscalerPort).
 AUTOSCALER_PORT = 8080
 
+
 @dataclass(frozen=True, slots=True)
 class ActivatorConfig:
     """Everything the activator process needs, resolved and checked once at start-up."""
@@ -69,6 +70,10 @@ class ActivatorConfig:
     max_idle_conns_per_host: int = DEFAULT_MAX_IDLE_CONNS_PER_HOST
     cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
     observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
+    # ``--workers N`` (activator/workers.py): this process is worker ``worker_index`` of
+    # ``workers``, all serving one SO_REUSEPORT port; 1 is the single-process activator.
+    workers: int = 1
+    worker_index: int = 0
 
     def __post_init__(self) -> None:
         """Raises: ConfigError when the autoscaler URL is not ws:// or wss://, or ports clash."""
@@ -82,6 +87,12 @@ class ActivatorConfig:
             raise ConfigError(
                 "ACTIVATOR_METRICS_PORT", f"must differ from the serving port {self.serving_port}"
             )
+        if not 0 <= self.worker_index < self.workers:
+            raise ConfigError(
+                "ACTIVATOR_WORKER_INDEX", f"must be in [0, {self.workers}), got {self.worker_index}"
+            )
+        if self.workers > 1 and not self.serving_port:
+            raise ConfigError("ACTIVATOR_SERVING_PORT", "must be set (not 0) with workers")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ActivatorConfig:
@@ -119,4 +130,6 @@ class ActivatorConfig:
             ),
             cluster_domain=domain,
             observability=ObservabilityConfig.from_env(env),
+            workers=env_int(env, "ACTIVATOR_WORKERS", 1, minimum=1),
+            worker_index=env_int(env, "ACTIVATOR_WORKER_INDEX", 0, minimum=0),
         )

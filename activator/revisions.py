@@ -44,6 +44,7 @@ from activator.cluster import (
     revision_spec,
 )
 from activator.reporter import RevisionStats, removed_stats
+from activator.split import worker_share
 from activator.throttler import RevisionThrottler
 from shared.kube.informer import EventType, Informer, InformerFactory
 from shared.kube.resources import ENDPOINTS, REVISIONS, Obj, key_of
@@ -210,6 +211,9 @@ class RevisionTable:
     ) -> None:
         self.factory = factory
         self.own_address = own_address
+        # This process's place among the activator's workers (activator/split.py worker_share).
+        self.worker = 0
+        self.workers = 1
         self.revisions: Informer = informers.informer(REVISIONS)
         self.private: Informer = informers.informer(
             ENDPOINTS, label_selector=PRIVATE_ENDPOINTS_SELECTOR
@@ -255,12 +259,16 @@ class RevisionTable:
         return private_endpoints(obj, port) if obj is not None else ()
 
     def share(self, key: RevisionKey, port: str = "http") -> tuple[int, int] | None:
-        """This activator's (index, count) in the revision's public Endpoints, or None."""
+        """This activator's (index, count) in the revision's public Endpoints, or None; with
+        workers, this worker's among the activators' workers."""
         where = self._public_of.get(key)
         obj = self.public.get(*where) if where is not None else None
-        if obj is None:
-            return None
-        return activator_share(public_addresses(obj, port), self.own_address)
+        share = (
+            activator_share(public_addresses(obj, port), self.own_address)
+            if obj is not None
+            else None
+        )
+        return worker_share(share, self.worker, self.workers)
 
     # -- informer events: hints that name a revision --------------------------------------
     def start(self) -> None:

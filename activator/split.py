@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 from shared.breaker import MAX_BREAKER_CAPACITY
 
-__all__ = ["assign_slice", "pick_indices", "revision_capacity"]
+__all__ = ["assign_slice", "pick_indices", "revision_capacity", "worker_part", "worker_share"]
 
 
 def pick_indices(num_pods: int, activator_index: int, num_activators: int) -> tuple[int, int, int]:
@@ -112,3 +112,29 @@ def revision_capacity(
     if total_ready_pods > 0 and (container_concurrency == 0 or capacity > MAX_BREAKER_CAPACITY):
         capacity = MAX_BREAKER_CAPACITY
     return capacity
+
+
+def worker_share(
+    share: tuple[int, int] | None, worker: int, workers: int
+) -> tuple[int, int] | None:
+    """This worker's place in the split when the activator runs ``workers`` processes.
+
+    Each worker (``python -m activator --workers N``, activator/workers.py) is an activator of
+    Knative's split: activator i of A with W workers each is activators i*W .. i*W+W-1 of
+    A*W, so the pods (and their slots) are divided among the workers exactly as among
+    activators. E.g. 4 pods, 1 activator, 2 workers: worker 0 takes pods 0, 1, worker 1 pods
+    2, 3. Not listed yet (None): the workers split among themselves, (worker, workers), rather
+    than each taking every pod as a lone unlisted activator would.
+    """
+    if workers == 1:
+        return share
+    if share is None:
+        return worker, workers
+    index, count = share
+    return index * workers + worker, count * workers
+
+
+def worker_part(total: int, worker: int, workers: int) -> int:
+    """This worker's part of a limit divided among ``workers`` (the parts sum to ``total``;
+    the first ``total % workers`` workers take one more), never below 1."""
+    return max(1, total // workers + (1 if worker < total % workers else 0))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import http.client
+import importlib.util
 import json
 import os
 import re
@@ -27,6 +28,7 @@ from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import psutil  # type: ignore[import-untyped]
@@ -550,6 +552,16 @@ def save_json(path: Path | None, result: dict[str, Any]) -> None:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def load_script(path: Path, name: str) -> ModuleType:
+    """A benchmark script imported by path (benchmarks/ is not a package), e.g. run.py from
+    the profile and scaling scripts beside it."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def markdown_table(columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[str]]) -> str:

@@ -19,7 +19,6 @@ Run: .venv/bin/python benchmarks/activator/profile.py [--rate 3000] [--seconds 5
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import pstats
 import shutil
@@ -29,21 +28,16 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from types import ModuleType
 
 import psutil  # type: ignore[import-untyped]
 
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # run as a script: make the repo's packages importable
 
-def _load_bench() -> ModuleType:
-    """benchmarks/activator/run.py, imported by path (benchmarks/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("actbench", Path(__file__).parent / "run.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmarks import harness  # noqa: E402
 
-
-bench = _load_bench()
+bench = harness.load_script(Path(__file__).parent / "run.py", "actbench")
 qp = bench.qp
 
 

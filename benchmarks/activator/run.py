@@ -103,11 +103,13 @@ def cluster_objects(cluster: dict[str, Any], activator: str) -> list[Any]:
 
 
 def start_activator(
-    h: Any, cluster: dict[str, Any], python_args: list[str] | None = None
+    h: Any, cluster: dict[str, Any], python_args: list[str] | None = None, workers: int = 1
 ) -> tuple[int, int, int]:
     """python -m activator on the test core; returns (serving port, metrics port, pid).
 
     ``python_args`` go before ``-m activator`` (profile.py passes ``-m cProfile -o PATH``).
+    With ``workers`` > 1 (``--workers``) the activator is not pinned: its workers may use
+    every core.
     """
     port, metrics, dead = free_port(), free_port(), free_port()
     cluster_file = h.workdir / "cluster.json"
@@ -121,10 +123,12 @@ def start_activator(
         "ACTIVATOR_METRICS_PORT": str(metrics),
         "ACTIVATOR_AUTOSCALER_URL": f"ws://127.0.0.1:{dead}",
         "ACTIVATOR_DRAIN_TIMEOUT_SECONDS": "0",
+        "ACTIVATOR_WORKERS": str(workers),
     }
     argv = [sys.executable, *(python_args or []), "-m", "activator"]
     argv += ["--cluster-file", str(cluster_file)]
-    proc = h.children.spawn("activator", argv, core=h.test_core, env=env, cwd=REPO)
+    core = h.test_core if workers == 1 else None
+    proc = h.children.spawn("activator", argv, core=core, env=env, cwd=REPO)
     harness.wait_ready(proc, h.children, port, headers=ROUTE, body=harness.APP_BODY)
     return port, metrics, proc.pid
 

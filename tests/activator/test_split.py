@@ -7,7 +7,13 @@ from __future__ import annotations
 
 import pytest
 
-from activator.split import assign_slice, pick_indices, revision_capacity
+from activator.split import (
+    assign_slice,
+    pick_indices,
+    revision_capacity,
+    worker_part,
+    worker_share,
+)
 from shared.breaker import MAX_BREAKER_CAPACITY as MAX
 
 
@@ -134,3 +140,17 @@ def test_revision_capacity(cc: int, assigned: int, activators: int, ready: int, 
 def test_revision_capacity_rejects_negative_concurrency() -> None:
     with pytest.raises(ValueError, match="container concurrency"):
         revision_capacity(-1, 1, 1, 1)
+
+
+def test_workers_are_activators_of_the_split() -> None:
+    """activator i of A with W workers: activators i*W .. i*W+W-1 of A*W; each pod one's."""
+    assert worker_share((1, 3), 0, 1) == (1, 3)
+    assert worker_share((1, 3), 1, 2) == (3, 6)
+    assert worker_share(None, 1, 2) == (1, 2)
+    assert worker_share(None, 0, 1) is None
+    pods = [f"10.0.0.{i}:8012" for i in range(4)]
+    shares = [worker_share((0, 1), w, 2) for w in range(2)]
+    assert shares == [(0, 2), (1, 2)]
+    assert [assign_slice(pods, w, 2) for w in range(2)] == [pods[:2], pods[2:]]
+    assert [worker_part(10, w, 3) for w in range(3)] == [4, 3, 3]
+    assert [worker_part(1, w, 2) for w in range(2)] == [1, 1]

@@ -19,6 +19,18 @@ from .harness import KEY, AutoscalerStandIn, get_status, set_pods
 pytestmark = pytest.mark.timeout(40)
 
 
+def _env(port: int, metrics: int, standin: AutoscalerStandIn) -> dict[str, str]:
+    return {
+        "POD_NAME": "activator-static",
+        "POD_IP": LOOPBACK,
+        "ACTIVATOR_BIND_HOST": LOOPBACK,
+        "ACTIVATOR_SERVING_PORT": str(port),
+        "ACTIVATOR_METRICS_PORT": str(metrics),
+        "ACTIVATOR_AUTOSCALER_URL": standin.url,
+        "ACTIVATOR_DRAIN_TIMEOUT_SECONDS": "0",
+    }
+
+
 async def test_serves_a_revision_from_the_file(
     children: Any,
     tmp_path: Path,
@@ -35,15 +47,7 @@ async def test_serves_a_revision_from_the_file(
     ]
     path.write_text(yaml.safe_dump_all(docs))
     port, metrics = free_port(), free_port()
-    env = {
-        "POD_NAME": "activator-static",
-        "POD_IP": LOOPBACK,
-        "ACTIVATOR_BIND_HOST": LOOPBACK,
-        "ACTIVATOR_SERVING_PORT": str(port),
-        "ACTIVATOR_METRICS_PORT": str(metrics),
-        "ACTIVATOR_AUTOSCALER_URL": standin.url,
-        "ACTIVATOR_DRAIN_TIMEOUT_SECONDS": "0",
-    }
+    env = _env(port, metrics, standin)
     argv = [sys.executable, "-m", "activator", "--cluster-file", str(path)]
     child = children.spawn("activator", argv, env)
     await wait_listening(child, {"serving": port, "metrics": metrics})
@@ -74,3 +78,34 @@ async def test_refuses_to_start(
     child = children.spawn("activator", argv, env)
     assert await child.wait_exit(15) == code, child.describe()
     assert message in child.stderr()
+
+
+async def test_workers_share_the_port_and_split_the_pods(
+    children: Any,
+    tmp_path: Path,
+    stack: StartStack,
+    standin: AutoscalerStandIn,
+    client: aiohttp.ClientSession,
+) -> None:
+    """``--workers 2``: two activators on one SO_REUSEPORT port, each with one of the two
+    pods (worker_share), each scraped on its own metrics port; SIGTERM stops all of them."""
+    pods = [await stack(), await stack()]
+    path = tmp_path / "cluster.yaml"
+    docs = [
+        objects.configmap("config-network", {}),
+        objects.revision(KEY.namespace, KEY.name, cc=1),
+        set_pods(None, [(pod, True) for pod in pods]),
+    ]
+    path.write_text(yaml.safe_dump_all(docs))
+    port, metrics = free_port(), free_port()
+    env = _env(port, metrics, standin)
+    argv = [sys.executable, "-m", "activator", "--cluster-file", str(path), "--workers", "2"]
+    child = children.spawn("activator", argv, env)
+    await wait_listening(child, {"serving": port, "metrics 0": metrics, "metrics 1": metrics + 1})
+    statuses = [await get_status(client, f"http://{LOOPBACK}:{port}/") for _ in range(20)]
+    assert statuses == [200] * 20
+    for worker in range(2):
+        async with client.get(f"http://{LOOPBACK}:{metrics + worker}/metrics") as resp:
+            assert resp.status == 200
+    child.terminate()
+    assert await child.wait_exit(20) == 0, child.describe()
