@@ -50,15 +50,19 @@ from shared.kube.resources import (
 )
 from shared.ports import LOOPBACK, free_port
 from tests.activator.integration.kube import kube_api
+from tests.eventing import test_dispatch
 from tests.eventing.harness import NS, Answer, Broker, Received, Sink, config
 from tests.eventing.test_crash import BrokerProcess, produce
 from tests.eventing.test_dispatch import (  # noqa: F401  (collected here, on RabbitMQ)
+    test_202_with_a_body_is_not_a_reply,
+    test_cluster_default_schedule_to_the_millisecond,
     test_dead_letter_extensions,
     test_failing_dead_letter_sink_drops_and_goes_on,
     test_non_event_2xx_body_is_a_502_not_retried,
     test_reply_reingested_and_routed,
     test_retries_then_success_with_linear_backoff,
     test_routing_table,
+    test_subscriber_from_spec_when_status_lacks_it,
     test_trigger_delivery_replaces_broker_delivery,
     test_trigger_moved_then_deleted,
 )
@@ -154,6 +158,23 @@ async def broker(tmp_path: Path):  # type: ignore[no-untyped-def]
         yield b
 
 
+@pytest.mark.parametrize(
+    "original",
+    [
+        test_dispatch.test_reply_loop_dies_at_the_ttl,
+        test_dispatch.test_slow_subscriber_holds_up_no_other_trigger,
+    ],
+    ids=lambda f: f.__name__,
+)
+async def test_dispatch_with_its_own_app(
+    original: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dispatch tests that start their own app (a TTL, a concurrency), on RabbitMQ (with
+    ``concurrency=2`` the trigger's prefetch is 2 too)."""
+    monkeypatch.setattr(test_dispatch, "broker_app", rabbit_app)
+    await original(tmp_path)
+
+
 # -- RabbitMQ's own -------------------------------------------------------------------------
 async def test_shapes_exchange_queue_and_dead_letter_queue(broker: Broker) -> None:
     """A durable exchange per broker, a durable quorum queue per trigger bound to it, and the
@@ -231,19 +252,21 @@ async def test_acknowledged_survives_the_dispatcher_and_waits_in_the_queue(
 
 
 async def test_unreachable_rabbitmq_is_a_clear_error(tmp_path: Path) -> None:
+    """The backend raises StoreError naming the server; the process exits 1 saying so."""
     port = free_port()
     log = RabbitMQEventLog(f"amqp://guest:guest@{LOOPBACK}:{port}/")
     with pytest.raises(StoreError, match=f"RabbitMQ at {LOOPBACK}:{port}"):
         await log.open()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "eventing.broker", "--backend", "rabbitmq",
-        "--rabbitmq-url", f"amqp://guest:guest@{LOOPBACK}:{port}/",
-        "--kubeconfig", str(tmp_path / "none"),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode in (1, 2), err
-    assert b"broker:" in err
+    async with kube_api(tmp_path / "kube") as api:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "eventing.broker", "--backend", "rabbitmq",
+            "--rabbitmq-url", f"amqp://guest:guest@{LOOPBACK}:{port}/",
+            "--kubeconfig", str(api.kubeconfig),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 1, err
+    assert f"broker: RabbitMQ at {LOOPBACK}:{port}".encode() in err
 
 
 def test_encoding_round_trips() -> None:
