@@ -163,7 +163,7 @@ def main() -> int:
             tracer.send_signal(signal.SIGINT)
             tracer.wait(30)
     finally:
-        qp.terminate()
+        qp.kill()  # no drain wanted (SIGTERM would wait out the drain period); dumped already
         qp.wait(30)
         app.terminate()
         app.wait(10)
