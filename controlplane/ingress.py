@@ -300,6 +300,13 @@ class RoutingTable:
     def __repr__(self) -> str:
         return f"<RoutingTable hosts={len(self.routes)} backends={len(self.backends)}>"
 
+    async def synced(self) -> None:
+        """Once every informer ``follow`` started has its first list (an ingress worker
+        serves only then: before, every host would be 404)."""
+        for informer in (self._routes, self._public, self._private, self._config):
+            if informer is not None:
+                await informer.wait_synced()
+
     def follow(self, factory: InformerFactory) -> None:
         """Feed the table from Routes and the revisions' public and private Endpoints."""
         self._routes = factory.informer(ROUTES)

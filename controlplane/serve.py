@@ -59,6 +59,7 @@ from shared.kube.informer import Informer
 from shared.kube.resources import ACTIVATOR_SERVICE, ENDPOINTS, SYSTEM_NAMESPACE
 from shared.ports import free_port
 
+from . import ingress_workers
 from .containers import ImageRuntime, KnpyImages
 from .control import ControlEndpoint, ControlProcess
 from .ingress import ColdStarts, ColdStartWriter, Ingress, RoutingTable
@@ -95,6 +96,8 @@ class ServeConfig:
     # ``--images``: the queue-proxies, the activator and the autoscaler run from these built
     # images (controlplane/containers.py) instead of as host processes.
     images: KnpyImages | None = None
+    # ``--workers N``: the ingress on N processes (controlplane/ingress_workers.py).
+    workers: int = 1
 
 
 class LocalServe:
@@ -117,6 +120,7 @@ class LocalServe:
         self._cold_writer: ColdStartWriter | None = None
         self._ingress_server: asyncio.Server | None = None
         self._ingress_proxy: Any = None
+        self._ingress_workers: list[asyncio.subprocess.Process] = []
         self._planned: list[Planned] = []
 
     def __repr__(self) -> str:
@@ -218,10 +222,16 @@ class LocalServe:
             cfg.port,
             backlog=4096,
             reuse_address=True,
+            reuse_port=cfg.workers > 1 or None,
             start_serving=False,
         )
         await self._activator_ready(activator_endpoints)
         await self._ingress_server.start_serving()
+        if cfg.workers > 1:
+            self._ingress_workers = await ingress_workers.spawn(
+                cfg.workers - 1, cfg.python, str(self.endpoint.kubeconfig), cfg.host, cfg.port,
+                self.base_env,
+            )  # fmt: skip
         await start_eventing(self.client, system)  # the broker data plane, after serving's
 
     async def _image_runtime(self) -> ImageRuntime | None:
@@ -288,16 +298,11 @@ class LocalServe:
             await self.control.stop()
 
     async def _stop_ingress(self) -> None:
+        await ingress_workers.stop(self._ingress_workers)
         if self._ingress_server is None:
             return
         self._ingress_server.close()
-        proxy = self._ingress_proxy
-        deadline = time.monotonic() + INGRESS_DRAIN_S
-        while proxy.live and time.monotonic() < deadline:
-            proxy.close_idle()
-            await asyncio.sleep(_INGRESS_CHECK_S)
-        proxy.stop()
-        proxy.abort_all()
+        await self._ingress_proxy.drain(INGRESS_DRAIN_S, _INGRESS_CHECK_S)
 
 
 async def serve(cfg: ServeConfig, stop: asyncio.Event) -> int:

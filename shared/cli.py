@@ -108,6 +108,13 @@ def _platform_commands(sub: Any) -> None:
     serve.add_argument("--port", type=int, default=8080, help="the ingress port")
     serve.add_argument("--api-port", type=int, default=9080, help="the Kubernetes API port")
     serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="the ingress on N processes sharing its port (SO_REUSEPORT)",
+    )
+    serve.add_argument(
         "--state-dir", type=Path, default=Path(".knpy"), help="resources, revision history, logs"
     )
     serve.add_argument("-f", "--filename", action="append", default=[], type=Path, help="apply")
@@ -148,8 +155,11 @@ def _platform_commands(sub: Any) -> None:
     apply.set_defaults(run=_apply)
 
     get = with_api(sub.add_parser("get", help="show services, revisions or routes"))
-    get.add_argument("kind", choices=sorted([*KINDS, *eventing_choices()]),
-                     metavar="services|revisions|routes|brokers|triggers|...")
+    get.add_argument(
+        "kind",
+        choices=sorted([*KINDS, *eventing_choices()]),
+        metavar="services|revisions|routes|brokers|triggers|...",
+    )
     get.add_argument("name", nargs="?")
     get.add_argument("-n", "--namespace", default=None, help="default: every namespace")
     get.add_argument("-o", "--output", choices=("json", "yaml"), default=None)
@@ -211,10 +221,14 @@ def _serve(args: argparse.Namespace) -> int:
     elif args.image_tag is not None:
         print("knpy serve: --image-tag needs --images", file=sys.stderr)
         return 2
+    if args.workers < 1:
+        print(f"knpy serve: --workers must be 1 or more, got {args.workers}", file=sys.stderr)
+        return 2
     return run_serve(
         ServeConfig(
             port=args.port,
             api_port=args.api_port,
+            workers=args.workers,
             state_dir=args.state_dir,
             files=tuple(args.filename),
             images=images,

@@ -279,6 +279,16 @@ class ProxyServer(Generic[TagT]):
                     break  # in order of shedding
                 shed.close()
 
+    async def drain(self, timeout_s: float, check_s: float = 0.05) -> None:
+        """After the listener closed: close connections as they become idle while exchanges
+        are in flight, for at most ``timeout_s``; then stop the sweep and cut what is left."""
+        deadline = time.monotonic() + timeout_s
+        while self.live and time.monotonic() < deadline:
+            self.close_idle()
+            await asyncio.sleep(check_s)
+        self.stop()
+        self.abort_all()
+
     def close_idle(self) -> None:
         """Close every kept-alive connection that has no request in it (for a drain)."""
         for conn in list(self.connections):
