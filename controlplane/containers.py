@@ -285,7 +285,11 @@ def _copy_stderr(src: IO[bytes], dest: IO[bytes]) -> None:
 
 @dataclass(slots=True)
 class _Stopper:
-    """Passes SIGTERM/SIGINT on to the entrypoint once ``buildah run`` has started it."""
+    """Passes SIGTERM/SIGINT on to the entrypoint once ``buildah run`` has started it.
+
+    ``wait`` blocks in ``waitpid`` (no polling while the container runs); a signal that comes
+    before the entrypoint exists starts a thread that looks for it every 50 ms.
+    """
 
     proc: subprocess.Popen[bytes] | None = None
     signum: int = 0
@@ -295,30 +299,39 @@ class _Stopper:
     def on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self.signum = signum
         self.since = time.monotonic()
-        self.forward()
+        self.arm()
 
-    def forward(self) -> None:
+    def arm(self) -> None:
+        """Forward now, or keep trying beside ``wait`` (call once ``proc`` is set)."""
+        if self.signum and self.proc is not None and not self.forward():
+            threading.Thread(target=self._forward_soon, daemon=True).start()
+
+    def _forward_soon(self) -> None:
+        while not self.forward():
+            time.sleep(_POLL_S)
+
+    def forward(self) -> bool:
+        """True once nothing is left to do: passed on, or ``buildah run`` has ended."""
         proc = self.proc
-        if not self.signum or self.forwarded or proc is None or proc.poll() is not None:
-            return
+        if self.forwarded or proc is None or proc.poll() is not None:
+            return True
         pid = entrypoint_pid(proc.pid)
         if pid is not None:
             try:
                 os.kill(pid, self.signum)
-                self.forwarded = True
             except ProcessLookupError:
-                pass
+                return False
         elif time.monotonic() - self.since > ENTRYPOINT_WAIT_S:
             proc.terminate()  # no entrypoint to drain: buildah run kills what it has
-            self.forwarded = True
+        else:
+            return False
+        self.forwarded = True
+        return True
 
     def wait(self) -> int:
         assert self.proc is not None
-        while True:
-            try:
-                return self.proc.wait(timeout=_POLL_S)
-            except subprocess.TimeoutExpired:
-                self.forward()
+        self.arm()  # a signal that came while buildah run was being started
+        return self.proc.wait()
 
 
 def run_container(
