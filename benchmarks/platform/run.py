@@ -371,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--skip", choices=("cold", "throughput"), action="append", default=[])
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument("--workers", type=int, default=1, help="knpy serve --workers (ingress)")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is required (apt-get install wrk)", file=sys.stderr)
@@ -382,8 +383,9 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "platform",
         "when": time.strftime("%Y-%m-%dT%H:%M"),
         "cpus": os.cpu_count(),
+        "ingress_workers": args.workers,
     }
-    p = Platform(workdir)
+    p = Platform(workdir, ["--workers", str(args.workers)] if args.workers > 1 else [])
     try:
         if "cold" not in args.skip:
             print("cold starts ...", file=sys.stderr)
