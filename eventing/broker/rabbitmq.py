@@ -81,6 +81,8 @@ DEFAULT_URL: Final = "amqp://guest:guest@127.0.0.1:5672/"
 CONTENT_TYPE: Final = "application/vnd.knpy.records"
 # A message redelivered this many times goes to the broker's dead-letter queue.
 DEFAULT_DELIVERY_LIMIT: Final = 50
+# Between unbinding a trigger's queue and deleting it: publishes already routed land first.
+UNBIND_GRACE_S: Final = 0.1
 # Group publishing: unconfirmed messages per broker, and the size that goes out regardless.
 MAX_PUBLISHES: Final = 4
 MAX_GROUP_BYTES: Final = 1 << 20
@@ -292,6 +294,10 @@ class _RabbitSubscription:
             if self._tag is not None:
                 await queue.cancel(self._tag)
             if delete:
+                # Unbound first: RabbitMQ 3.10 crashes a channel (and closes its connection,
+                # 541) that publishes to a quorum queue while the queue is being deleted.
+                await queue.unbind(broker_exchange(self.broker, self._log.prefix), "")
+                await asyncio.sleep(UNBIND_GRACE_S)
                 await queue.delete(if_unused=False, if_empty=False)
         with contextlib.suppress(Exception):
             await channel.close()
@@ -330,7 +336,13 @@ class RabbitMQEventLog:
         self.prefetch = prefetch
         self.queue_type = queue_type
         self.delivery_limit = delivery_limit
+        # Publishing and consuming on connections of their own: a channel error RabbitMQ
+        # answers by closing a connection (541) then never takes the other side with it, and
+        # an ingress-only process never opens the consuming one.
+        self._pub_conn: AbstractRobustConnection | None = None
         self._conn: AbstractRobustConnection | None = None
+        self._conn_lock = asyncio.Lock()
+        self._opened = False
         self._pub: AbstractChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
         self._declaring: dict[str, asyncio.Future[AbstractExchange]] = {}
@@ -345,8 +357,9 @@ class RabbitMQEventLog:
     async def open(self) -> None:
         """Raises StoreError when RabbitMQ cannot be reached."""
         try:
-            self._conn = await aio_pika.connect_robust(self.url, timeout=10)
-            self._pub = await self._conn.channel(publisher_confirms=True)
+            self._pub_conn = await aio_pika.connect_robust(self.url, timeout=10)
+            self._pub = await self._pub_conn.channel(publisher_confirms=True)
+            self._opened = True
         except (TimeoutError, aiormq.exceptions.AMQPError, OSError) as err:
             raise StoreError(f"RabbitMQ at {self.url.rsplit('@', 1)[-1]}: {err}") from err
 
@@ -355,16 +368,22 @@ class RabbitMQEventLog:
         self._subs.clear()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                await self._conn.close()
-        self._conn = self._pub = None
+        self._opened = False
+        for conn in (self._conn, self._pub_conn):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+        self._conn = self._pub_conn = self._pub = None
         self._exchanges.clear()
 
     async def connection(self) -> AbstractRobustConnection:
-        if self._conn is None:
-            raise StoreError("RabbitMQ: open() first")
-        return self._conn
+        """The consuming connection, opened on first use."""
+        async with self._conn_lock:
+            if not self._opened:
+                raise StoreError("RabbitMQ: open() first")
+            if self._conn is None:
+                self._conn = await aio_pika.connect_robust(self.url, timeout=10)
+            return self._conn
 
     def spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -507,10 +526,8 @@ class RabbitMQEventLog:
             self.spawn(sub.close(delete=True))
 
     async def delete_queue(self, trigger: str, broker: str) -> None:
-        if self._conn is None:
-            return
         try:
-            channel = await self._conn.channel(publisher_confirms=False)
+            channel = await (await self.connection()).channel(publisher_confirms=False)
             try:
                 await channel.queue_delete(trigger_queue(trigger, broker, self.prefix))
             finally:
