@@ -84,6 +84,11 @@ class BrokerConfig:
         ro = role or env_str(env, "BROKER_ROLE", "all")
         if ro not in ROLES:
             raise ConfigError("BROKER_ROLE", f"must be all, ingress or dispatcher, got {ro!r}")
+        if ro != "all" and be != "rabbitmq":
+            # The SQLite log wakes its readers from within its own process only.
+            raise ConfigError(
+                "BROKER_ROLE", f"{ro} alone needs BROKER_BACKEND=rabbitmq (sqlite runs all)"
+            )
         directory = state_dir or env_str(env, "BROKER_STATE_DIR", "", required=be == "sqlite")
         default_class = RABBITMQ_BROKER_CLASS if be == "rabbitmq" else DEFAULT_BROKER_CLASS
         return cls(

@@ -446,3 +446,17 @@ async def test_group_publishing_resolves_each_append_once_stored() -> None:
     finally:
         await log.close()
         await _cleanup(prefix, [broker], [uid])
+
+
+def test_config_selects_the_backend_and_refuses_split_roles_on_sqlite() -> None:
+    from eventing.broker.config import BrokerConfig
+    from shared.envconfig import ConfigError
+
+    cfg = BrokerConfig.from_env({"BROKER_BACKEND": "rabbitmq", "BROKER_ROLE": "dispatcher"})
+    assert (cfg.backend, cfg.role, cfg.broker_class) == ("rabbitmq", "dispatcher",
+                                                         RABBITMQ_BROKER_CLASS)
+    assert BrokerConfig.from_env({}, "/tmp/x").broker_class == DEFAULT_BROKER_CLASS
+    with pytest.raises(ConfigError, match="BROKER_ROLE"):
+        BrokerConfig.from_env({"BROKER_ROLE": "ingress"}, "/tmp/x")
+    with pytest.raises(ConfigError, match="BROKER_BACKEND"):
+        BrokerConfig.from_env({"BROKER_BACKEND": "kafka"}, "/tmp/x")
