@@ -13,12 +13,16 @@ Theory of operation. Three figures of issue 11, each from real runs on this mach
    Ready time (``knpy.dev/ready-after-seconds``), which includes ``buildah from`` and the copy
    of the kubeconfig. knpy serve's own start (process start -> its "ingress" line, which waits
    for the activator to be Ready) is timed too. The same with plain processes beside it.
-3. **Scale from zero, images against processes.** benchmarks/platform's cold starts (zero pods
+3. **What running from an image adds to a container's start**, stage by stage, ``--runs`` times
+   each: ``buildah from``, ``buildah run`` of ``/bin/true``, ``buildah rm``, the whole wrapper
+   (``python -m controlplane.containers ... -- /bin/true``), and importing the queue-proxy in
+   the image against on the host.
+4. **Scale from zero, images against processes.** benchmarks/platform's cold starts (zero pods
    -> the first response byte through the ingress, with its breakdown) on a ``knpy serve``
    without and with ``--images``, one after the other in one run, so that the ratio holds on a
    busy machine even where the absolute figures do not.
 
-Run: .venv/bin/python benchmarks/images/run.py [--runs N] [--cold] [--skip build|serve]
+Run: .venv/bin/python benchmarks/images/run.py [--runs N] [--cold] [--skip build|stages|serve]
      [--tag TAG] [--out PATH]
 """
 
@@ -28,6 +32,7 @@ import argparse
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -90,6 +95,36 @@ def measure_build(tag: str, cold: bool) -> Json:
     return {"cold": cold, "wall_s": wall_s, "images": images}
 
 
+def _timed(cmd: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, cwd=REPO, timeout=BUILD_TIMEOUT_S)
+    return time.perf_counter() - started
+
+
+def measure_stages(tag: str, runs: int) -> Json:
+    """Median seconds of each step a container from an image takes beyond a host process."""
+    image = f"localhost/knpy/queue-proxy:{tag}"
+    run = ["buildah", "run", "--isolation", "chroot", "--network", "host"]
+    qp_import = ["/opt/knpy/bin/python", "-c", "import queueproxy.app"]
+    times: dict[str, list[float]] = {}
+    for i in range(runs):
+        name = f"knpy-bench-{os.getpid()}-{i}"
+        steps = {
+            "buildah from": ["buildah", "from", "--quiet", "--pull-never", "--name", name, image],
+            "buildah run /bin/true": [*run, name, "--", "/bin/true"],
+            "queue-proxy import, in the image": [*run, name, "--", *qp_import],
+            "buildah rm": ["buildah", "rm", name],
+            "queue-proxy import, on the host": [sys.executable, "-c", "import queueproxy.app"],
+            "the wrapper around /bin/true": [
+                sys.executable, "-m", "controlplane.containers", "--image", image,
+                "--name", name, "--", "/bin/true",
+            ],
+        }  # fmt: skip
+        for step, cmd in steps.items():
+            times.setdefault(step, []).append(_timed(cmd))
+    return {step: statistics.median(values) for step, values in times.items()}
+
+
 def system_ready(p: Platform) -> Json:
     """Creation -> Ready of the activator and autoscaler pods, as the kubelet wrote it."""
     out: Json = {}
@@ -128,6 +163,10 @@ def report(result: Json) -> str:
             sizes = ", ".join(f"{c} {i['size_mb']:.0f} MB ({i['s']:.1f} s)" for c, i in
                               b["images"].items())  # fmt: skip
             lines.append(f"{key.replace('_', ' ')}: {b['wall_s']:.1f} s; {sizes}")
+    stages = result.get("stages") or {}
+    if stages:
+        lines += ["", "| step (median) | seconds |", "|---|---:|"]
+        lines += [f"| {step} | {s:.2f} |" for step, s in stages.items()]
     serve = result.get("serve") or {}
     if serve:
         lines += ["", "| figure | processes | images | images / processes |"]
@@ -163,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--services", type=int, default=5, help="hello copies per round")
     parser.add_argument("--cold", action="store_true", help="also a cold build (~3 min)")
     parser.add_argument("--tag", default=None, help="image tag (default: a fresh bench tag)")
-    parser.add_argument("--skip", choices=("build", "serve"), action="append", default=[])
+    parser.add_argument(
+        "--skip", choices=("build", "stages", "serve"), action="append", default=[]
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     if shutil.which("buildah") is None:
@@ -183,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
             built_here = True
             print("warm build ...", file=sys.stderr)
             result["build_warm"] = measure_build(tag, cold=False)
+        if "stages" not in args.skip:
+            print("stages ...", file=sys.stderr)
+            result["stages"] = measure_stages(tag, args.runs)
         if "serve" not in args.skip:
             serve: Json = {}
             for mode, extra in (("processes", []), ("images", ["--images", "--image-tag", tag])):
