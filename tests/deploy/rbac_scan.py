@@ -80,9 +80,12 @@ def resource_constants() -> dict[str, Resource]:
 
 def component_modules(component: str) -> list[Path]:
     """Source files of the first-party modules ``knpy <component>`` can import."""
-    seen, _ = deps.closure(deps.component_roots(component))
-    # shared.cli only dispatches to the component; its own calls serve other subcommands.
-    paths = (deps.module_file(m) for m in sorted(seen - set(deps.ENTRY_MODULES)))
+    # shared.cli only dispatches to the component: it and what only it imports (the knpy
+    # subcommands' API calls: send, get, apply) run in a user's shell, not under the
+    # component's ServiceAccount.
+    roots = [r for r in deps.component_roots(component) if r not in deps.ENTRY_MODULES]
+    seen, _ = deps.closure(roots)
+    paths = (deps.module_file(m) for m in sorted(seen))
     return [p for p in paths if p is not None]
 
 
