@@ -11,6 +11,14 @@ import pytest
 from tests.images.harness import Built, build, remove_image, require_tools
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every image test in one xdist worker, so the session's one build serves them all."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.path).parents:
+            item.add_marker(pytest.mark.xdist_group("images"))
+
+
 @pytest.fixture(scope="session")
 def archive_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("archives")
