@@ -7,6 +7,6 @@ bash scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/mypy
 # Two workers: the end-to-end tests spend most of their time waiting on real processes, so two
-# halve the wall time on 2 cores; tests/images share one build in one worker (xdist_group).
-# KNPY_TEST_WORKERS=0 runs them in this process.
-.venv/bin/python -m pytest -q -n "${KNPY_TEST_WORKERS:-2}" --dist loadgroup "$@"
+# nearly halve the wall time on 2 cores. A file's tests stay together and in order in one
+# worker (module fixtures expect it). KNPY_TEST_WORKERS=0 runs them in this process.
+.venv/bin/python -m pytest -q -n "${KNPY_TEST_WORKERS:-2}" --dist loadfile "$@"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import runpy
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -68,6 +69,9 @@ Json = dict[str, Any]
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Ctrl-C ends a watch or a follow with 130 even when the shell or a test runner started us
+    # with SIGINT ignored (CPython keeps an inherited SIG_IGN instead of KeyboardInterrupt).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = argparse.ArgumentParser(
         prog="knpy", description="Knative's serving data plane in Python."
     )

@@ -1,22 +1,21 @@
-"""One build of knpy's images per test session, shared by every module of tests/images."""
+"""One build of knpy's images per test session, shared by every module of tests/images.
+
+Under pytest-xdist (scripts/test.sh) two workers may each need the images: their builds take
+turns on a lock, so the second one is a warm build from the first one's cache rather than two
+debootstraps of the base racing for one cache directory.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.images.harness import Built, build, remove_image, require_tools
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every image test in one xdist worker, so the session's one build serves them all."""
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(item.path).parents:
-            item.add_marker(pytest.mark.xdist_group("images"))
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +32,10 @@ def images(archive_dir: Path) -> Iterator[dict[str, Built]]:
     """
     require_tools()
     tag = f"test-{os.getpid()}"
-    built = build(tag, archive=archive_dir)
+    lock = Path(tempfile.gettempdir()) / "knpy-images-build.lock"
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        built = build(tag, archive=archive_dir)
     try:
         yield built
     finally:
