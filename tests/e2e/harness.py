@@ -29,6 +29,7 @@ from typing import Any, Final
 import aiohttp
 import psutil
 
+from controlplane.supervision import end_marked
 from shared.ports import free_port
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
@@ -376,6 +377,9 @@ async def serving(tmp: Path) -> AsyncIterator[Callable[..., Serve]]:
                 for child in tree:
                     with contextlib.suppress(psutil.NoSuchProcess):
                         child.kill()
+            # Whatever still carries the run's mark (a pod started while the tree above was
+            # read) goes too: a test run leaves nothing behind.
+            await asyncio.to_thread(end_marked, s.state, 2.0)
 
 
 def _children(pid: int) -> list[psutil.Process]:
