@@ -2,8 +2,11 @@
 ``knpy serve`` writes, while a known load runs through the ingress.
 
 The load is open-loop: 20 requests a second for 24 s, each holding its pod for 200 ms, so about
-4 requests are in flight; the revision's target of 1 concurrent request per pod (70 % of it
-used) makes the autoscaler want ~6 pods, capped at 2 by max-scale. The test then asks
+4 requests are in flight; the revision's target of 1 concurrent request per pod, all of it
+used (target-utilization-percentage 100), makes the autoscaler want ~4 pods, capped at 2 by
+max-scale. At Knative's default of 70 % the warm-up's one request held at zero pods already
+asked for ceil(1 / 0.7) = 2, which the 60 s stable window kept until the load: the "desired
+pods rise with the load" check then failed whenever the warm-up was seen whole. The test then asks
 Prometheus, over its HTTP API, what a user would: are all targets up; is the request rate the
 queue-proxies report the rate that was sent; did the autoscaler's desired pods rise, and the
 ready pods follow; does ``promtool check metrics`` pass on every endpoint; and does every query
@@ -219,7 +222,8 @@ async def test_prometheus_scrapes_everything_and_sees_the_load(
         assert shutil.which(tool), f"no {tool}: .ci/run installs Debian's prometheus package"
     s = serve()
     annotations = (
-        f"autoscaling.knative.dev/target: '1', autoscaling.knative.dev/max-scale: '{MAX_SCALE}'"
+        f"autoscaling.knative.dev/target: '1', autoscaling.knative.dev/max-scale: '{MAX_SCALE}',"
+        " autoscaling.knative.dev/target-utilization-percentage: '100'"
     )
     await s.apply(hello_yaml(annotations=annotations))
     await s.answers(HOST, REVISION)
