@@ -55,7 +55,7 @@ from eventing.broker.event import (
     to_binary,
     to_structured,
 )
-from eventing.broker.ingress import TtlExceeded, passthrough_headers
+from eventing.broker.ingress import MAX_BODY_BYTES, TtlExceeded, passthrough_headers
 from eventing.delivery import DeliverySpec, is_success, should_retry
 
 __all__ = [
@@ -74,8 +74,8 @@ DEFAULT_CONCURRENCY: Final = 100
 # delivery 15 minutes; an attempt here gets 5, so a subscriber that never answers is retried.
 DEFAULT_ATTEMPT_TIMEOUT_S: Final = 300.0
 ERROR_DATA_MAX_CHARS: Final = 1024  # KnativeErrorDataExtensionMaxLength
-# The largest answer read from a subscriber (a reply event): the ingress's own limit.
-MAX_RESPONSE_BYTES: Final = 4 * 1024 * 1024
+# The largest answer read from a subscriber (a reply event): the ingress's own default limit.
+MAX_RESPONSE_BYTES: Final = MAX_BODY_BYTES
 
 Matcher = Callable[[Mapping[str, object]], bool]
 
