@@ -163,30 +163,33 @@ class TriggerWorker:
                 return  # the queue was forgotten (the trigger is gone)
             for rec in batch:
                 target = self.target
-                if target.subscriber is None or not self._matches(target, rec):
+                # The TTL is taken off once: the filter does not see it (Knative's filter
+                # handler deletes it first), nor does the subscriber.
+                ttl = rec.event.attrs.get(TTL)
+                out = rec.event.copy(**{TTL: None}) if ttl is not None else rec.event
+                if target.subscriber is None or not self._matches(target, out):
                     # Knative's filter answers 200 without sending when the filter fails; a
                     # trigger without a subscriber URI is not Ready and gets nothing.
                     self.filtered += 1
                     self.sub.ack(rec.seq)
                     continue
                 self.in_flight += 1
-                task = asyncio.get_running_loop().create_task(self._deliver(target, rec))
+                task = asyncio.get_running_loop().create_task(
+                    self._deliver(target, rec, out, ttl)
+                )
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
-    def _matches(self, target: TriggerTarget, rec: Record) -> bool:
-        attrs = rec.event.attrs
-        if TTL in attrs:
-            attrs = {k: v for k, v in attrs.items() if k != TTL}
+    def _matches(self, target: TriggerTarget, event: Event) -> bool:
         try:
-            return target.matches(attrs)
+            return target.matches(event.attrs)
         except Exception:  # a filter bug must not stop the trigger: the event does not pass
             log.exception("trigger %s: the filter failed", target.key)
             return False
 
-    async def _deliver(self, target: TriggerTarget, rec: Record) -> None:
+    async def _deliver(self, target: TriggerTarget, rec: Record, out: Event, ttl: object) -> None:
         try:
-            result = await self.dispatcher.deliver(target, rec)
+            result = await self.dispatcher.deliver(target, rec, out, ttl)
             if result == "delivered":
                 self.delivered += 1
             elif result == "dead-lettered":
@@ -267,12 +270,14 @@ class Dispatcher:
         return stops
 
     # -- one delivery ---------------------------------------------------------------------
-    async def deliver(self, target: TriggerTarget, rec: Record) -> str:
+    async def deliver(self, target: TriggerTarget, rec: Record, out: Event, ttl: object) -> str:
         """Deliver ``rec`` to ``target``'s subscriber, with retries, reply and dead-letter
-        sink; returns ``delivered``, ``dead-lettered`` or ``dropped``."""
+        sink; returns ``delivered``, ``dead-lettered`` or ``dropped``.
+
+        ``out`` is ``rec.event`` without its TTL, ``ttl`` that TTL (None when it had none):
+        the worker has both from filtering.
+        """
         event = rec.event
-        ttl = event.attrs.get(TTL)
-        out = event.copy(**{TTL: None}) if ttl is not None else event
         headers = [
             *rec.headers,
             (b"Prefer", b"reply"),
