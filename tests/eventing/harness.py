@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -117,6 +118,21 @@ class Sink:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), left)
         return self.received
+
+    async def wait_for_ids(
+        self, want: set[str], timeout_s: float = 20.0
+    ) -> tuple[list[str], set[str], int]:
+        """Wait until every ``ce-id`` in ``want`` arrived, at most ``timeout_s``: the crash
+        tests' loss and duplicate count. Returns the ids received (in order, repeats
+        included), those of ``want`` missing, and how many deliveries were repeats."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if want <= {str(r.headers.get("ce-id")) for r in self.received}:
+                break
+            await asyncio.sleep(0.1)
+        ids = [str(r.headers.get("ce-id")) for r in self.received]
+        duplicates = sum(c - 1 for c in Counter(ids).values())
+        return ids, want - set(ids), duplicates
 
     async def quiet(self, seconds: float = 0.3) -> list[Received]:
         """What arrived once nothing more came for ``seconds``."""

@@ -11,7 +11,6 @@ import os
 import signal
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import aiohttp
@@ -134,16 +133,7 @@ async def test_sigkill_mid_stream_loses_no_acknowledged_event(tmp_path: Path) ->
             restarted = BrokerProcess(kubeconfig, state, log)
             await restarted.start()
             try:
-                want = set(acked)
-                deadline = time.monotonic() + 20
-                while time.monotonic() < deadline:
-                    got = {str(r.headers.get("ce-id")) for r in sink.received}
-                    if want <= got:
-                        break
-                    await asyncio.sleep(0.1)
-                got_ids = [str(r.headers.get("ce-id")) for r in sink.received]
-                missing = want - set(got_ids)
-                duplicates = sum(c - 1 for c in Counter(got_ids).values())
+                got_ids, missing, duplicates = await sink.wait_for_ids(set(acked))
                 print(
                     f"acknowledged {len(acked)}, delivered before the kill {delivered_before}, "
                     f"after the restart {len(got_ids)} requests, duplicates {duplicates}"

@@ -18,7 +18,6 @@ import os
 import secrets
 import sys
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -392,15 +391,7 @@ async def test_dispatcher_sigkilled_mid_stream_loses_no_acknowledged_event(
             again = proc("dispatcher")
             await again.start()
             await again.ready()
-            want = set(acked)
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                if want <= {str(r.headers.get("ce-id")) for r in sink.received}:
-                    break
-                await asyncio.sleep(0.1)
-            got_ids = [str(r.headers.get("ce-id")) for r in sink.received]
-            missing = want - set(got_ids)
-            duplicates = sum(c - 1 for c in Counter(got_ids).values())
+            got_ids, missing, duplicates = await sink.wait_for_ids(set(acked))
             print(
                 f"acknowledged {len(acked)}, delivered before the kill {delivered_before}, "
                 f"after the restart {len(got_ids)} requests, duplicates {duplicates}"
