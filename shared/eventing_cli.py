@@ -32,6 +32,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from eventing.broker.event import (
+    STRUCTURED_TYPE,
+    Event,
+    EventError,
+    Form,
+    canonical,
+    parse_message,
+    to_binary,
+    to_structured,
+    validate,
+)
 from shared.apiclient import ApiFailure, load_kubeconfig
 from shared.kube.resources import (
     BROKERS,
@@ -170,9 +181,9 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def build_event(args: argparse.Namespace) -> tuple[dict[str, str], bytes]:
-    """The request (headers, body) of ``knpy send``'s event in the mode asked for."""
-    attrs: dict[str, str] = {
+def build_event(args: argparse.Namespace) -> Event:
+    """``knpy send``'s event, checked as the broker's ingress checks it (same codec)."""
+    attrs: dict[str, object] = {
         "specversion": "1.0",
         "id": args.id or str(uuid.uuid4()),
         "type": args.type,
@@ -197,21 +208,19 @@ def build_event(args: argparse.Namespace) -> tuple[dict[str, str], bytes]:
             content_type = "text/plain"
     if content_type:
         attrs["datacontenttype"] = content_type
-    if args.mode == "structured":
-        doc: Json = dict(attrs)
-        if data is not None:
-            if content_type and "json" in content_type:
-                try:
-                    doc["data"] = json.loads(data)
-                except ValueError:
-                    doc["data"] = data
-            else:
-                doc["data"] = data
-        return {"Content-Type": "application/cloudevents+json"}, json.dumps(doc).encode()
-    headers = {f"ce-{k}": v for k, v in attrs.items() if k != "datacontenttype"}
-    if content_type:
-        headers["Content-Type"] = content_type
-    return headers, (data or "").encode()
+    try:
+        validate(attrs)
+    except EventError as err:
+        raise ApiFailure(f"not a valid CloudEvent: {err}") from None
+    return Event(attrs, None if data is None else data.encode(), Form.BINARY)
+
+
+def encode(event: Event, mode: str) -> tuple[dict[str, str], bytes]:
+    """The request (headers, body) of ``event`` in binary or structured mode."""
+    if mode == "structured":
+        return {"Content-Type": STRUCTURED_TYPE.decode()}, to_structured(event)
+    pairs, body = to_binary(event)
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in pairs}, body
 
 
 def post(url: str, headers: Mapping[str, str], body: bytes) -> tuple[int, str, bytes]:
@@ -250,9 +259,9 @@ def _target(args: argparse.Namespace) -> str:
 
 def send(args: argparse.Namespace) -> int:
     url = _target(args)
-    headers, body = build_event(args)
-    status, reason, answer = post(url, headers, body)
-    event_id = headers.get("ce-id") or json.loads(body).get("id")
+    event = build_event(args)
+    status, reason, answer = post(url, *encode(event, args.mode))
+    event_id = event.attrs["id"]
     if 200 <= status < 300:
         print(f"Event {event_id} sent to {url}: {status} {reason}")
         return 0
@@ -266,35 +275,25 @@ def send(args: argparse.Namespace) -> int:
 
 
 def parse_event(headers: Mapping[str, str], body: bytes) -> list[Json]:
-    """The events of one request: binary (``ce-`` headers), structured or batched mode.
-    Each is a dict of attributes, with ``data`` (str or JSON) or ``data_base64``.
+    """The events of one request (binary, structured or batched mode), parsed and validated
+    by the broker's codec, each as ``display`` takes it: its attributes, with ``data`` (text)
+    or ``data_base64``.
 
     Raises:
-        ValueError: not a CloudEvent.
+        EventError (a ValueError): not a valid CloudEvent.
     """
-    lower = {k.lower(): v for k, v in headers.items()}
-    content_type = lower.get("content-type", "")
-    if content_type.startswith("application/cloudevents-batch+json"):
-        docs = json.loads(body)
-        if not isinstance(docs, list) or not all(isinstance(d, dict) for d in docs):
-            raise ValueError("a batch is a JSON array of events")
-        return docs
-    if content_type.startswith("application/cloudevents+json"):
-        doc = json.loads(body)
-        if not isinstance(doc, dict):
-            raise ValueError("a structured event is a JSON object")
-        return [doc]
-    if "ce-specversion" not in lower:
-        raise ValueError("no ce-specversion header and not a structured event")
-    event: Json = {k[3:]: v for k, v in lower.items() if k.startswith("ce-")}
-    if content_type:
-        event["datacontenttype"] = content_type
-    if body:
+    pairs = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    return [_as_json(e) for e in parse_message(pairs, body)]
+
+
+def _as_json(event: Event) -> Json:
+    out: Json = {k: canonical(v) for k, v in event.attrs.items()}
+    if event.data is not None:
         try:
-            event["data"] = body.decode("utf-8")
+            out["data"] = event.data.decode("utf-8")
         except UnicodeDecodeError:
-            event["data_base64"] = base64.b64encode(body).decode()
-    return [event]
+            out["data_base64"] = base64.b64encode(event.data).decode()
+    return out
 
 
 def display(event: Mapping[str, Any]) -> str:
@@ -329,23 +328,21 @@ def _handler(status: int, reply_type: str) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:  # the standard library's names
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            pairs = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
             try:
-                events = parse_event(dict(self.headers.items()), body)
-            except ValueError as err:
+                events = parse_message(pairs, body)
+            except EventError as err:
                 self._answer(400, {"Content-Type": "text/plain"}, f"{err}\n".encode())
                 return
             with lock:
                 for event in events:
-                    print(display(event), flush=True)
+                    print(display(_as_json(event)), flush=True)
             if reply_type and events and status < 300:
-                first = events[0]
-                headers = {"ce-specversion": "1.0", "ce-id": str(uuid.uuid4()),
-                           "ce-type": reply_type, "ce-source": "knpy/listen"}
-                if "datacontenttype" in first:
-                    headers["Content-Type"] = str(first["datacontenttype"])
-                data = first.get("data")
-                raw = data if isinstance(data, str) else json.dumps(data) if data else ""
-                self._answer(200, headers, raw.encode())
+                ct = events[0].content_type
+                attrs: dict[str, object] = {"specversion": "1.0", "id": str(uuid.uuid4()),
+                                            "type": reply_type, "source": "knpy/listen",
+                                            **({"datacontenttype": ct} if ct else {})}
+                self._answer(200, *encode(Event(attrs, events[0].data, Form.BINARY), "binary"))
                 return
             self._answer(status, {}, b"")
 

@@ -118,3 +118,13 @@ def test_parse_and_display_pure() -> None:
         "  (base64) /w=="]
     with pytest.raises(ValueError, match="no ce-specversion"):
         parse_event({"Content-Type": "text/plain"}, b"x")
+
+
+def test_send_uses_the_broker_codec(listener: Listener) -> None:
+    """A non-ASCII extension is percent-encoded in binary mode (and decoded by the listener);
+    an event the broker's ingress would reject is refused before sending."""
+    out = knpy("send", "--to", listener.url, "--id", "u1", "-e", "note=☃ 100%")
+    assert out.returncode == 0, out.stderr
+    assert "  note: ☃ 100%\n" in listener.text()
+    bad = knpy("send", "--to", listener.url, "--type", "")
+    assert bad.returncode == 1 and "not a valid CloudEvent: type" in bad.stderr
