@@ -32,7 +32,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from eventing.broker.event import (
+from shared.apiclient import ApiFailure, load_kubeconfig
+from shared.cloudevent import (
     STRUCTURED_TYPE,
     Event,
     EventError,
@@ -43,7 +44,6 @@ from eventing.broker.event import (
     to_structured,
     validate,
 )
-from shared.apiclient import ApiFailure, load_kubeconfig
 from shared.kube.resources import (
     BROKERS,
     CHANNELS,

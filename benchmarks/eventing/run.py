@@ -420,7 +420,7 @@ def codec() -> None:
     from cloudevents.v1.conversion import to_binary as v1_to_binary
     from cloudevents.v1.http import from_http
 
-    from eventing.broker.event import parse_message, to_binary
+    from shared.cloudevent import parse_message, to_binary
 
     hdr = {"ce-specversion": "1.0", "ce-id": "abc", "ce-source": "/s", "ce-type": "t.t",
            "content-type": "application/json", "ce-time": "2020-01-01T00:00:00Z"}
@@ -437,7 +437,7 @@ def codec() -> None:
         to_binary_event(from_http_event(HTTPMessage(headers=hdr, body=PAYLOAD)))
 
     base = None
-    for name, f in (("eventing.broker.event", lean), ("cloudevents v1 API", v1),
+    for name, f in (("shared.cloudevent", lean), ("cloudevents v1 API", v1),
                     ("cloudevents 2.x core", v2)):
         t = min(timeit.repeat(f, number=2000, repeat=5)) / 2000
         base = base or t

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from eventing.broker.event import Event
+from shared.cloudevent import Event
 
 __all__ = ["EventLog", "Headers", "Record", "StoreError", "Subscription"]
 

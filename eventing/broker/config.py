@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Literal
 
 from eventing.broker.dispatcher import DEFAULT_ATTEMPT_TIMEOUT_S, DEFAULT_CONCURRENCY
-from eventing.broker.event import MAX_TTL
 from eventing.broker.ingress import MAX_BODY_BYTES
+from shared.cloudevent import MAX_TTL
 from shared.envconfig import ConfigError, env_duration, env_int, env_port, env_str
 from shared.kube.resources import (
     DEFAULT_BROKER_CLASS,

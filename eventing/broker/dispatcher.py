@@ -45,7 +45,9 @@ from typing import Final
 
 from eventing.broker.backend import EventLog, Headers, Record, StoreError, Subscription
 from eventing.broker.client import HttpClient, RequestFailed
-from eventing.broker.event import (
+from eventing.broker.ingress import MAX_BODY_BYTES, TtlExceeded, passthrough_headers
+from eventing.delivery import DeliverySpec, is_success, should_retry
+from shared.cloudevent import (
     STRUCTURED_TYPE,
     TTL,
     Event,
@@ -55,8 +57,6 @@ from eventing.broker.event import (
     to_binary,
     to_structured,
 )
-from eventing.broker.ingress import MAX_BODY_BYTES, TtlExceeded, passthrough_headers
-from eventing.delivery import DeliverySpec, is_success, should_retry
 
 __all__ = [
     "DEFAULT_ATTEMPT_TIMEOUT_S",

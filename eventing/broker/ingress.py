@@ -40,7 +40,7 @@ from typing import Final
 import httptools
 
 from eventing.broker.backend import EventLog, Headers, StoreError
-from eventing.broker.event import ARRIVAL, MAX_TTL, TTL, Event, EventError, parse_message
+from shared.cloudevent import ARRIVAL, MAX_TTL, TTL, Event, EventError, parse_message
 from shared.proxy.http1 import error_body, simple_response
 
 __all__ = [

@@ -65,7 +65,7 @@ from aio_pika.abc import (
 from pamqp.commands import Basic
 
 from eventing.broker.backend import Headers, Record, StoreError, Subscription
-from eventing.broker.event import Event, Form, compact_json
+from shared.cloudevent import Event, Form, compact_json
 
 __all__ = [
     "CONTENT_TYPE",

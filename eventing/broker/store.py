@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from eventing.broker.backend import Headers, Record, StoreError, Subscription
-from eventing.broker.event import Event, Form, compact_json
+from shared.cloudevent import Event, Form, compact_json
 
 __all__ = ["DATABASE_NAME", "SqliteEventLog"]
 

@@ -15,7 +15,7 @@ from cloudevents.core.bindings.http import (
 )
 from cloudevents.core.v1.event import CloudEvent
 
-from eventing.broker.event import (
+from shared.cloudevent import (
     Event,
     EventError,
     Form,

@@ -30,13 +30,13 @@ import pytest
 from eventing.broker.app import BrokerApp
 from eventing.broker.backend import StoreError
 from eventing.broker.config import RABBITMQ_DEFAULT_URL
-from eventing.broker.event import Event, Form
 from eventing.broker.rabbitmq import (
     RabbitMQEventLog,
     _encode,
     broker_exchange,
     trigger_queue,
 )
+from shared.cloudevent import Event, Form
 from shared.kube.fake import FakeCluster
 from shared.kube.resources import (
     BROKER_CLASS_ANNOTATION,

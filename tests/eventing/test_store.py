@@ -12,8 +12,8 @@ import pytest
 
 from eventing.broker import store
 from eventing.broker.backend import Record, Subscription
-from eventing.broker.event import Event, Form
 from eventing.broker.store import SqliteEventLog
+from shared.cloudevent import Event, Form
 
 
 def event(n: int) -> Event:

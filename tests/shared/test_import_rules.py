@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPONENTS = frozenset({"activator", "autoscaler", "queueproxy", "controlplane"})
+COMPONENTS = frozenset({"activator", "autoscaler", "queueproxy", "controlplane", "eventing"})
 FORBIDDEN_IN_PURE = frozenset({"asyncio", "aiohttp", "uvloop"})
 PURE = [
     "shared/kube/resources.py",

@@ -1,5 +1,9 @@
 """CloudEvents 1.0 and 0.3 over HTTP: a lean codec for the broker's hot path.
 
+It lives in shared/ because two users need it: the broker (eventing/broker) and ``knpy send`` /
+``knpy listen`` (shared/eventing_cli.py), whose console script every image runs and which must
+not import a component package that an image leaves out.
+
 Theory of operation. An ``Event`` is its attributes (context attributes and extensions, as JSON
 scalars: str, int, bool; ``datacontenttype`` among them) and its data as bytes, in the form the
 binary mode would carry (the HTTP body). ``form`` remembers how it arrived, so that it leaves
