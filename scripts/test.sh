@@ -6,11 +6,12 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/mypy
-# KNPY_TEST_WORKERS=2 spreads the files over two pytest-xdist workers (the end-to-end tests
-# mostly wait on real processes, so it nearly halves the wall time), but two workers' free
-# ports can collide (shared/ports.py binds and releases); serial is the default until the
-# workers get disjoint port ranges.
-if [ "${KNPY_TEST_WORKERS:-0}" -gt 0 ]; then
-  exec .venv/bin/python -m pytest -q -n "$KNPY_TEST_WORKERS" --dist loadfile "$@"
+# The files are spread over KNPY_TEST_WORKERS pytest-xdist workers (2 by default: the end-to-end
+# tests mostly wait on real processes, so two nearly halve the wall time); --dist loadfile keeps
+# a file's tests in one worker, in order, as module fixtures expect. Each worker takes its free
+# ports from a range of its own (tests/conftest.py). KNPY_TEST_WORKERS=0 runs them serially.
+workers="${KNPY_TEST_WORKERS:-2}"
+if [ "$workers" -gt 0 ]; then
+  exec .venv/bin/python -m pytest -q -n "$workers" --dist loadfile "$@"
 fi
 exec .venv/bin/python -m pytest -q "$@"

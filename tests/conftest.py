@@ -1,0 +1,31 @@
+"""Suite-wide set-up: each pytest-xdist worker takes its free ports from a range of its own.
+
+``shared.ports.free_port`` probes a port and releases it for a child to bind; two workers
+probing the kernel's ephemeral range could both get the same port in between (a CI run lost a
+test so). Below 32768 the kernel hands out no ports by itself, so disjoint ranges there keep
+the workers, and every process they start (which inherits the variable), apart.
+"""
+
+from __future__ import annotations
+
+import os
+
+from shared.ports import PORT_RANGE_ENV
+
+_FIRST, _LAST = 10_000, 32_767
+
+
+def _worker_range() -> str | None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ...
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if not worker.startswith("gw") or count < 1:
+        return None
+    index = int(worker[2:])
+    span = (_LAST - _FIRST + 1) // count
+    lo = _FIRST + index * span
+    return f"{lo}-{lo + span - 1}"
+
+
+_range = _worker_range()
+if _range is not None and not os.environ.get(PORT_RANGE_ENV):
+    os.environ[PORT_RANGE_ENV] = _range
