@@ -284,6 +284,7 @@ class KubeApi:
         self.kubeconfig = Path(self.proc.stdout.readline().strip())
         if not self.kubeconfig.is_file():
             self.proc.kill()
+            self.proc.wait(timeout=10)
             raise RuntimeError("python -m controlplane.kubeapi did not start")
         config = yaml.safe_load(self.kubeconfig.read_text())
         cluster = config["clusters"][0]["cluster"]
