@@ -165,7 +165,7 @@ class Clock:
 
 
 class FakePods:
-    """Every pod reports ``concurrency``."""
+    """Every pod reports ``concurrency``; pods named in ``failing`` refuse."""
 
     def __init__(self) -> None:
         self.concurrency = 0.0

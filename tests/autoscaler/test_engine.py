@@ -13,38 +13,16 @@ from autoscaler.config import EngineConfig
 from autoscaler.configmap import AutoscalerConfig
 from autoscaler.engine import AutoscalerEngine
 from autoscaler.kpa import ActiveState
-from autoscaler.scraper import ScrapeError
 from shared.envconfig import ConfigError
 from shared.seams import Endpoint, Mode, RevisionKey, RevisionSpec
 from shared.stat_proto import StatData
+from tests.autoscaler.kubeharness import T0, Clock, FakePods
 
 pytestmark = pytest.mark.timeout(10)
 
 KEY = RevisionKey("default", "hello-00001")
-T0 = 1_700_000_000.0
 # Short windows, as the integration tests use: stable 6 s, grace 6 s.
 CONFIG = {"stable-window": "6s", "scale-to-zero-grace-period": "6s"}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class FakePods:
-    """Every pod reports ``concurrency``; pods named in ``failing`` refuse."""
-
-    def __init__(self) -> None:
-        self.concurrency = 0.0
-        self.failing: set[str] = set()
-
-    async def scrape(self, endpoint: Endpoint) -> StatData:
-        if endpoint.pod_name in self.failing:
-            raise ScrapeError(f"{endpoint.pod_name}: connection refused")
-        return StatData(endpoint.pod_name, self.concurrency, 0.0, self.concurrency, 0.0)
 
 
 def pods(n: int) -> tuple[Endpoint, ...]:
