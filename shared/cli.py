@@ -209,6 +209,10 @@ def _platform_commands(sub: Any) -> None:
     logs.set_defaults(run=_logs)
 
     add_commands(sub, with_api)  # send, listen (shared/eventing_cli.py)
+    from functions.cli import add_commands as add_func_commands  # lazy: shared/ imports no
+    # component at module level; functions.cli itself imports nothing heavy
+
+    add_func_commands(sub)  # knpy func create|run|invoke|...
 
 
 # -- the commands --------------------------------------------------------------------------------

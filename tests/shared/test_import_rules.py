@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPONENTS = frozenset({"activator", "autoscaler", "queueproxy", "controlplane", "eventing"})
+COMPONENTS = frozenset(
+    {"activator", "autoscaler", "queueproxy", "controlplane", "eventing", "functions"}
+)
 FORBIDDEN_IN_PURE = frozenset({"asyncio", "aiohttp", "uvloop"})
 PURE = [
     "shared/kube/resources.py",

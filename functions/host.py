@@ -1,0 +1,355 @@
+"""``python -m functions.host DIR``: serve the function in DIR over HTTP, in this process.
+
+The role of Knative's scaffolding plus func-python (knative/func
+templates/python/scaffolding/instanced-{http,cloudevents}/service/main.py, func-python
+src/func_python/http.py): import the user's package ``function`` from DIR, take ``new()``
+(an instance) or else a module-level ``handle`` (wrapped, as func-python's DefaultFunction),
+call ``start(cfg)`` with a copy of the environment, serve, and call ``stop()`` on SIGTERM or
+SIGINT. The middleware is chosen by func.yaml's ``invoke`` (``cloudevent`` or http), as
+Knative's scaffolding picks instanced-cloudevents or instanced-http from it.
+
+The address is Knative's: ``LISTEN_ADDRESS`` (``host:port``, comma-separated, as func-python's
+sock.py reads it), else all interfaces on ``$PORT`` (8080 when unset), which is where a
+Knative revision's user container listens.
+
+The server is aiohttp's low-level one (uvloop underneath), bridged to ASGI here in ~80 lines:
+no Hypercorn. Measured side by side in benchmarks/functions (docs/functions.md).
+
+A function that cannot load ends the process with status 1 and says why on stderr: the
+syntax error with its file, line and caret; the traceback of an import that failed, cut to
+the function's own frames; a missing ``new``/``handle``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import importlib
+import logging
+import os
+import signal
+import socket
+import sys
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from functions.middleware import FunctionApp, Message, Scope
+
+__all__ = ["LoadError", "load_function", "main", "parse_listen", "serve"]
+
+PACKAGE: Final = "function"  # Knative's Python layout: function/__init__.py, function/func.py
+DEFAULT_PORT: Final = 8080
+_READ_CHUNK_BYTES: Final = 64 * 1024
+log = logging.getLogger("functions.host")
+
+
+class LoadError(Exception):
+    """The function could not be loaded; the message is what to show the developer."""
+
+
+class DefaultFunction:
+    """A module-level ``handle`` as an instance (func-python's DefaultFunction)."""
+
+    __slots__ = ("handle",)
+
+    def __init__(self, handle: Callable[..., Any]) -> None:
+        self.handle = handle
+
+    def __repr__(self) -> str:
+        return f"<DefaultFunction {getattr(self.handle, '__qualname__', self.handle)!r}>"
+
+
+def _user_traceback(err: BaseException, root: Path) -> str:
+    """The traceback with only the frames in the function's directory (importlib's and ours
+    are noise to the developer), ending in the exception line."""
+    tb = traceback.TracebackException.from_exception(err)
+    where = str(root)
+    kept = [f for f in tb.stack if f.filename.startswith(where)]
+    tb.stack = traceback.StackSummary.from_list(kept)
+    return "".join(tb.format()).rstrip()
+
+
+def load_function(root: Path) -> object:
+    """Import ``function`` from ``root`` and return the function instance.
+
+    Raises:
+        LoadError: a syntax error, an import that failed, no ``new``/``handle``, or ``new()``
+            failing or returning an object without ``handle``.
+    """
+    root = root.resolve()
+    if not (root / PACKAGE / "__init__.py").is_file():
+        raise LoadError(
+            f"{root} has no {PACKAGE}/__init__.py: a Python function lives in the package "
+            f"'{PACKAGE}' (function/__init__.py exporting new, function/func.py)"
+        )
+    sys.path.insert(0, str(root))
+    for name in [m for m in sys.modules if m == PACKAGE or m.startswith(PACKAGE + ".")]:
+        del sys.modules[name]
+    try:
+        module = importlib.import_module(PACKAGE)
+    except SyntaxError as err:
+        detail = "".join(traceback.format_exception_only(err)).rstrip()
+        raise LoadError(
+            f"the function does not compile: {err.filename}, line {err.lineno}:\n{detail}"
+        ) from None
+    except Exception as err:
+        raise LoadError(f"the function failed to import:\n{_user_traceback(err, root)}") from None
+    new = getattr(module, "new", None)
+    handle = getattr(module, "handle", None)
+    if new is None and handle is None:
+        # Knative's scaffolding imports only from the package; the module is a kind fallback
+        # for an __init__.py that was not updated after renaming new() to handle().
+        func = sys.modules.get(f"{PACKAGE}.func")
+        new = getattr(func, "new", None)
+        handle = getattr(func, "handle", None)
+    if callable(new):
+        try:
+            instance = new()
+        except Exception as err:
+            raise LoadError(f"new() failed:\n{_user_traceback(err, root)}") from None
+        if not callable(getattr(instance, "handle", None)):
+            raise LoadError(
+                f"new() returned {type(instance).__name__}, which has no handle method: give "
+                "it `async def handle(self, scope, receive, send)`"
+            )
+        return instance
+    if callable(getattr(handle, "handle", None)):
+        return handle  # a decorated function (functions/decorators.py) is an instance
+    if callable(handle):
+        return DefaultFunction(handle)
+    raise LoadError(
+        f"{root / PACKAGE / '__init__.py'} exports neither new nor handle. Define "
+        "`def new()` returning an object with `async def handle(self, scope, receive, send)` "
+        "(Knative's template), or a module-level `async def handle(scope, receive, send)`, "
+        "and export it from function/__init__.py (`from .func import new`)."
+    )
+
+
+# -- the server ----------------------------------------------------------------------------------
+def parse_listen(env: Mapping[str, str]) -> list[tuple[str, int]]:
+    """``LISTEN_ADDRESS`` (func-python's sock.py: ``host:port`` and ``[v6]:port``, by commas),
+    else ``0.0.0.0:$PORT``.
+
+    Raises:
+        LoadError: an address that does not parse.
+    """
+    listen = env.get("LISTEN_ADDRESS", "").strip()
+    if not listen:
+        port_text = env.get("PORT", "") or str(DEFAULT_PORT)
+        listen = f"0.0.0.0:{port_text}"
+    out: list[tuple[str, int]] = []
+    for item in listen.split(","):
+        host, sep, port_text = item.strip().rpartition(":")
+        try:
+            port = int(port_text)
+        except ValueError:
+            port = -1
+        if not sep or not 0 <= port <= 65535:
+            raise LoadError(f"LISTEN_ADDRESS / PORT: {item!r} is not host:port")
+        out.append((host.strip("[]") or "0.0.0.0", port))
+    return out
+
+
+def _asgi_handler(app: FunctionApp) -> Callable[[Any], Any]:
+    """An aiohttp low-level handler that runs the ASGI app for one request."""
+    from aiohttp import web
+
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        transport = request.transport
+        peer = transport.get_extra_info("peername") if transport else None
+        sock = transport.get_extra_info("sockname") if transport else None
+        raw_path = request.raw_path
+        path_part, _, query = raw_path.partition("?")
+        scope: Scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": f"{request.version.major}.{request.version.minor}",
+            "method": request.method,
+            "scheme": "http",
+            "path": request.path,
+            "raw_path": path_part.encode("latin-1"),
+            "query_string": query.encode("latin-1"),
+            "root_path": "",
+            "headers": [(k.lower(), v) for k, v in request.raw_headers],
+            "client": tuple(peer[:2]) if peer else None,
+            "server": tuple(sock[:2]) if sock else None,
+        }
+        content = request.content
+        body_done = False
+
+        async def receive() -> Message:
+            nonlocal body_done
+            if body_done:
+                await asyncio.Event().wait()  # ASGI: wait for a disconnect that ends us
+            chunk = await content.read(_READ_CHUNK_BYTES)
+            more = bool(chunk) and not content.at_eof()
+            body_done = not more
+            return {"type": "http.request", "body": chunk, "more_body": more}
+
+        status = 500
+        headers: list[tuple[str, str]] = []
+        stream: web.StreamResponse | None = None
+        final: web.Response | None = None
+
+        async def send(message: Message) -> None:
+            nonlocal status, headers, stream, final
+            kind = message["type"]
+            if kind == "http.response.start":
+                status = int(message["status"])
+                headers = [
+                    (bytes(k).decode("latin-1"), bytes(v).decode("latin-1"))
+                    for k, v in message.get("headers") or ()
+                ]
+                return
+            if kind != "http.response.body" or final is not None:
+                return
+            body = message.get("body", b"")
+            more = message.get("more_body", False)
+            if stream is None and not more:
+                kept = [
+                    (k, v)
+                    for k, v in headers
+                    if k.lower() not in ("content-length", "transfer-encoding")
+                ]
+                final = web.Response(status=status, body=body, headers=_multidict(kept))
+                return
+            if stream is None:
+                kept = [(k, v) for k, v in headers if k.lower() != "transfer-encoding"]
+                stream = web.StreamResponse(status=status, headers=_multidict(kept))
+                await stream.prepare(request)
+            if body:
+                await stream.write(body)
+            if not more:
+                await stream.write_eof()
+                final = web.Response()  # marks the end; the stream is what is returned
+
+        await app(scope, receive, send)
+        if stream is not None:
+            return stream
+        if final is None:
+            return web.Response(status=500, text="Error: the function sent no response")
+        return final
+
+    return handler
+
+
+def _multidict(pairs: list[tuple[str, str]]) -> Any:
+    from multidict import CIMultiDict
+
+    return CIMultiDict(pairs)
+
+
+def bind_sockets(addresses: Sequence[tuple[str, int]]) -> list[socket.socket]:
+    """Listening sockets for ``addresses``.
+
+    Raises:
+        LoadError: an address in use or not available, with what to do.
+    """
+    out: list[socket.socket] = []
+    for host, port in addresses:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            sock.close()
+            for s in out:
+                s.close()
+            if err.errno == errno.EADDRINUSE:
+                raise LoadError(
+                    f"port {port} on {host} is in use: stop what listens there, or choose "
+                    "another port (knpy func run --port N; the host reads PORT or "
+                    "LISTEN_ADDRESS)"
+                ) from None
+            raise LoadError(f"cannot listen on {host}:{port}: {err.strerror}") from None
+        sock.listen(1024)
+        sock.setblocking(False)
+        out.append(sock)
+    return out
+
+
+async def serve(
+    instance: object,
+    invoke: Literal["http", "cloudevent"],
+    sockets: Sequence[socket.socket],
+    cfg: dict[str, str],
+    stop: asyncio.Event,
+) -> None:
+    """Start the function, serve on ``sockets`` until ``stop`` is set, then stop it."""
+    from aiohttp import web
+
+    app = FunctionApp(instance, invoke)
+    await app.start(cfg)
+    server = web.Server(_asgi_handler(app), access_log=None)
+    runner = web.ServerRunner(server, handle_signals=False)
+    await runner.setup()
+    for sock in sockets:
+        await web.SockSite(runner, sock).start()
+    log.info("function %s serving on %s", type(instance).__name__, _names(sockets))
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await app.stop()
+
+
+def _names(sockets: Sequence[socket.socket]) -> str:
+    return ", ".join("{}:{}".format(*s.getsockname()[:2]) for s in sockets)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m functions.host", description="Serve a Knative Python function."
+    )
+    parser.add_argument("path", nargs="?", default=".", type=Path, help="the function's dir")
+    parser.add_argument(
+        "--invoke", choices=("http", "cloudevent"), default=None, help="default: func.yaml's"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from functions.project import ProjectError, load
+
+    try:
+        project = load(args.path)
+        instance = load_function(project.root)
+        # A decorated function says what it takes (functions/decorators.py).
+        invoke = args.invoke or getattr(instance, "invoke", None) or project.invoke
+        sockets = bind_sockets(parse_listen(os.environ))
+    except (LoadError, ProjectError) as err:
+        print(f"Error: {err}", file=sys.stderr, flush=True)
+        return 1
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        runner = asyncio.run
+
+    async def run() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await serve(instance, invoke, sockets, dict(os.environ), stop)
+        except Exception as err:
+            # start() failed (func-python: lifespan.startup.failed ends the server).
+            print(f"Error: the function's start failed:\n{_user_traceback(err, project.root)}",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            return 1
+        return 0
+
+    code: int = runner(run())
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
