@@ -32,6 +32,7 @@ import contextlib
 import importlib
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Mapping
@@ -52,6 +53,8 @@ STOP_S: Final = 10.0
 QUEUE_COMMAND: Final = ("python", "-m", "queueproxy")
 _START_CONTROLLERS: Final = b"controllers\n"
 _STARTED: Final = b"started\n"
+# knpy serve --rabbitmq's URL, handed to the control process in its environment.
+RABBITMQ_URL_ENV: Final = "KNPY_RABBITMQ_URL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +96,12 @@ class ControlProcess:
         env: Mapping[str, str],
         ingress_port: int = 80,
         queue_image: str | None = None,
+        rabbitmq_url: str = "",
     ) -> ControlProcess:
         """Start the process (``ready`` waits for its API server). ``queue_image``: the
-        queue-proxy sidecar runs from this image's entrypoint (``knpy serve --images``)."""
+        queue-proxy sidecar runs from this image's entrypoint (``knpy serve --images``).
+        ``rabbitmq_url`` (``knpy serve --rabbitmq``) goes in its environment, not its command
+        line, which ``ps`` shows to everyone."""
         from .pods import tied_to_parent
 
         argv = [
@@ -105,6 +111,8 @@ class ControlProcess:
         ]  # fmt: skip
         if queue_image is not None:
             argv += ["--queue-image", queue_image]
+        if rabbitmq_url:
+            env = {**env, RABBITMQ_URL_ENV: rabbitmq_url}
         spawn = tied_to_parent(argv, env)
         proc = await asyncio.create_subprocess_exec(
             *spawn.argv,
@@ -227,6 +235,7 @@ async def _run(args: argparse.Namespace) -> int:
                     ApiKubeClient(api),
                     ControllerConfig(
                         ingress_port=args.ingress_port,  # eventing's URLs dialable from here
+                        rabbitmq_url=args.rabbitmq_url,
                         queue_sidecar_command=() if args.queue_image else QUEUE_COMMAND,
                         queue_sidecar_image=args.queue_image or DEFAULT_QUEUE_IMAGE,
                         queue_env=MappingProxyType(
@@ -279,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--drain-period", type=float, default=2.0, help="the queue-proxies' seconds")
     p.add_argument("--queue-image", default=None, help="run the queue-proxy from this image")
     args = p.parse_args(argv)
+    args.rabbitmq_url = os.environ.get(RABBITMQ_URL_ENV, "")
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

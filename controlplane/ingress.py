@@ -83,6 +83,7 @@ from shared.kube.resources import (
     CONFIGMAPS,
     ENDPOINTS,
     EVENTING_NAMESPACE,
+    RABBITMQ_BROKER_INGRESS_HOST,
     REVISION_LABEL,
     ROUTES,
     SERVICE_TYPE_LABEL,
@@ -441,9 +442,12 @@ def pod_count(endpoints: Obj) -> int:
 
 # Hosts of the platform's own components, routed like a revision to the ready addresses of
 # their Service's Endpoints (labelled Public, see controlplane/system.py): the broker data
-# plane at a Broker's status.address.url.
+# planes at a Broker's status.address.url (the default class's and the RabbitMQBroker one's).
 SYSTEM_HOSTS: Final[Mapping[str, tuple[Target, ...]]] = {
     BROKER_INGRESS_HOST: (Target(RevisionKey(EVENTING_NAMESPACE, "broker-ingress"), 100),),
+    RABBITMQ_BROKER_INGRESS_HOST: (
+        Target(RevisionKey(EVENTING_NAMESPACE, "rabbitmq-broker-ingress"), 100),
+    ),
 }
 _SYSTEM_KEYS: Final = frozenset(t.key for ts in SYSTEM_HOSTS.values() for t in ts)
 

@@ -43,6 +43,7 @@ token), and as ``kubectl --kubeconfig .knpy/kubeconfig`` does.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import signal
@@ -68,7 +69,7 @@ from .pods import LOOPBACK
 from .supervision import StateDirBusy, Watchdog, end_marked, lock_state_dir, mark
 from .system import ACTIVATOR, AUTOSCALER, SystemConfig, bootstrap, start_eventing
 
-__all__ = ["LocalServe", "ServeConfig", "run_serve"]
+__all__ = ["LocalServe", "ServeConfig", "rabbitmq_prefix", "run_serve"]
 
 _log = logging.getLogger("knpy.serve")
 
@@ -98,6 +99,14 @@ class ServeConfig:
     images: KnpyImages | None = None
     # ``--workers N``: the ingress on N processes (controlplane/ingress_workers.py).
     workers: int = 1
+    # ``--rabbitmq URL``: run the RabbitMQBroker class's data plane on this server.
+    rabbitmq_url: str = ""
+
+
+def rabbitmq_prefix(state_dir: Path) -> str:
+    """The RabbitMQ names' prefix of one state dir: runs of other state dirs (other users, test
+    runs) share a RabbitMQ without meeting; a restart of this one finds its queues again."""
+    return f"knpy.{hashlib.sha256(str(state_dir).encode()).hexdigest()[:8]}."
 
 
 class LocalServe:
@@ -143,6 +152,7 @@ class LocalServe:
             env=self.base_env,
             ingress_port=self.cfg.port,
             queue_image=None if self.cfg.images is None else self.cfg.images.queue_proxy,
+            rabbitmq_url=self.cfg.rabbitmq_url,
         )
         # These imports (kubernetes-asyncio: ~1 s of CPU) run while the child starts.
         from shared.kube.config import load_api_client
@@ -194,6 +204,8 @@ class LocalServe:
             autoscaler_stat_port=free_port(),
             images=cfg.images,
             broker_state_dir=str(self.state_dir / "eventing"),  # the broker's event log
+            rabbitmq_url=cfg.rabbitmq_url,
+            rabbitmq_prefix=rabbitmq_prefix(self.state_dir),
         )
         await bootstrap(self.client, system)
         self.kubelet.start()

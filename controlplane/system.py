@@ -46,7 +46,14 @@ from shared.kube.resources import (
 
 from .containers import KnpyImages
 
-__all__ = ["SystemConfig", "bootstrap", "eventing_objects", "start_eventing", "system_objects"]
+__all__ = [
+    "SystemConfig",
+    "bootstrap",
+    "eventing_objects",
+    "rabbitmq_objects",
+    "start_eventing",
+    "system_objects",
+]
 
 # The ConfigMaps Knative's controller, activator and autoscaler GET at start, with the data
 # that differs from Knative's defaults here.
@@ -66,6 +73,9 @@ ACTIVATOR: Final = "activator"
 AUTOSCALER: Final = "autoscaler"
 BROKER: Final = "eventing-broker"  # the broker data plane's Deployment (knative-eventing)
 BROKER_INGRESS: Final = "broker-ingress"  # its Service, read by the Broker controller
+# The RabbitMQBroker class's data plane (knpy serve --rabbitmq) and its Service.
+RABBITMQ_BROKER: Final = "rabbitmq-broker"
+RABBITMQ_BROKER_INGRESS: Final = "rabbitmq-broker-ingress"
 # The activator drains this long after SIGTERM. The ingress in front of it has already stopped
 # at shutdown; Knative's 45 s is for a cluster's load balancers to notice.
 ACTIVATOR_DRAIN_S: Final = 1.0
@@ -83,6 +93,8 @@ class SystemConfig:
     log_level: str = "INFO"
     images: KnpyImages | None = None  # run the activator and autoscaler from these
     broker_state_dir: str = ""  # the broker data plane's event log; "" runs no broker
+    rabbitmq_url: str = ""  # the RabbitMQBroker class's server; "" runs no RabbitMQ data plane
+    rabbitmq_prefix: str = ""  # before its exchange and queue names (one per state dir)
 
 
 def _downward(name: str, path: str) -> Obj:
@@ -226,29 +238,47 @@ def system_objects(cfg: SystemConfig) -> list[tuple[Resource, Obj]]:
     ]
 
 
-def eventing_objects(cfg: SystemConfig) -> list[tuple[Resource, Obj]]:
-    """The broker data plane (``python -m eventing.broker``: ingress and dispatcher in one
-    process) in knative-eventing, behind the Service ``broker-ingress``. The Service is labelled
-    Public so the ingress follows its Endpoints, as it follows a revision's, for the Host
-    ``broker-ingress.knative-eventing.localhost`` (a Broker's ``status.address.url``)."""
+def _broker_objects(
+    cfg: SystemConfig, app: str, service: str, args: list[str], env: Mapping[str, str]
+) -> list[tuple[Resource, Obj]]:
     broker = {
-        "name": BROKER,
+        "name": app,
         "image": "knpy/eventing-broker",
-        "command": [cfg.python, "-m", "eventing.broker", "--kubeconfig", cfg.kubeconfig,
-                    "--state-dir", cfg.broker_state_dir],
+        "command": [cfg.python, "-m", "eventing.broker", "--kubeconfig", cfg.kubeconfig, *args],
         "ports": [{"name": "http", "containerPort": 8080}],
         "env": [
             _downward("SYSTEM_NAMESPACE", "metadata.namespace"),
-            *_env({"INGRESS_PORT": "8080", "BROKER_BIND_HOST": "127.0.0.1"}),
+            *_env({"INGRESS_PORT": "8080", "BROKER_BIND_HOST": "127.0.0.1", **env}),
         ],
         "readinessProbe": {"httpGet": {"port": "http", "path": "/healthz"}, "periodSeconds": 1},
     }
     port = {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
     public = {SERVICE_TYPE_LABEL: SERVICE_TYPE_PUBLIC}
     return [
-        (SERVICES, _service(BROKER_INGRESS, BROKER, [port], EVENTING_NAMESPACE, public)),
-        (DEPLOYMENTS, _deployment(BROKER, broker, [], EVENTING_NAMESPACE)),
+        (SERVICES, _service(service, app, [port], EVENTING_NAMESPACE, public)),
+        (DEPLOYMENTS, _deployment(app, broker, [], EVENTING_NAMESPACE)),
     ]
+
+
+def eventing_objects(cfg: SystemConfig) -> list[tuple[Resource, Obj]]:
+    """The broker data plane (``python -m eventing.broker``: ingress and dispatcher in one
+    process) in knative-eventing, behind the Service ``broker-ingress``. The Service is labelled
+    Public so the ingress follows its Endpoints, as it follows a revision's, for the Host
+    ``broker-ingress.knative-eventing.localhost`` (a Broker's ``status.address.url``)."""
+    return _broker_objects(cfg, BROKER, BROKER_INGRESS, ["--state-dir", cfg.broker_state_dir], {})
+
+
+def rabbitmq_objects(cfg: SystemConfig) -> list[tuple[Resource, Obj]]:
+    """The RabbitMQBroker class's data plane: the same program with ``--backend rabbitmq``
+    (ingress and dispatcher in one process, class RabbitMQBroker), behind the Service
+    ``rabbitmq-broker-ingress`` (Host ``rabbitmq-broker-ingress.knative-eventing.localhost``).
+    The server's URL is in the environment, not the command line (``ps`` shows commands), and
+    every exchange and queue name starts with this state dir's prefix, so that several runs
+    share one RabbitMQ without meeting, and a restart finds its own queues again."""
+    env = {"RABBITMQ_URL": cfg.rabbitmq_url, "BROKER_RABBITMQ_PREFIX": cfg.rabbitmq_prefix}
+    return _broker_objects(
+        cfg, RABBITMQ_BROKER, RABBITMQ_BROKER_INGRESS, ["--backend", "rabbitmq"], env
+    )
 
 
 def configmaps() -> list[Obj]:
@@ -272,18 +302,23 @@ async def bootstrap(client: KubeClient, cfg: SystemConfig | None) -> None:
     if cfg is None:
         return
     await _put(client, system_objects(cfg))
-    # The broker's Deployment of a previous run would start with the kubelet; it comes back
-    # with start_eventing once the activator is Ready (its event log stays in the state dir).
-    with contextlib.suppress(NotFound):
-        await client.delete(DEPLOYMENTS, EVENTING_NAMESPACE, BROKER)
+    # The brokers' Deployments of a previous run would start with the kubelet; they come back
+    # with start_eventing once the activator is Ready (the event log stays in the state dir,
+    # RabbitMQ keeps its queues), the RabbitMQ one only if this run has --rabbitmq.
+    for name in (BROKER, RABBITMQ_BROKER):
+        with contextlib.suppress(NotFound):
+            await client.delete(DEPLOYMENTS, EVENTING_NAMESPACE, name)
 
 
 async def start_eventing(client: KubeClient, cfg: SystemConfig) -> None:
-    """Create or replace the broker data plane's objects (nothing if ``broker_state_dir`` is
-    empty). ``knpy serve`` calls it once the activator is Ready, so the broker's start does not
-    compete with the serving path's for the CPU."""
+    """Create or replace the broker data planes' objects (the default class's unless
+    ``broker_state_dir`` is empty, the RabbitMQ one's if ``rabbitmq_url`` is set). ``knpy
+    serve`` calls it once the activator is Ready, so the brokers' start does not compete with
+    the serving path's for the CPU."""
     if cfg.broker_state_dir:
         await _put(client, eventing_objects(cfg))
+    if cfg.rabbitmq_url:
+        await _put(client, rabbitmq_objects(cfg))
 
 
 async def _put(client: KubeClient, objects: list[tuple[Resource, Obj]]) -> None:

@@ -133,6 +133,13 @@ def _platform_commands(sub: Any) -> None:
     serve.add_argument(
         "--image-registry", default="localhost/knpy", help="their name prefix (as build.sh)"
     )
+    serve.add_argument(
+        "--rabbitmq",
+        metavar="URL",
+        default="",
+        help="run the RabbitMQBroker class's data plane on this RabbitMQ "
+        "(amqp://USER:PASSWORD@HOST:5672/)",
+    )
     serve.set_defaults(run=_serve)
 
     def with_api(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -232,6 +239,10 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print(f"knpy serve: --workers must be 1 or more, got {args.workers}", file=sys.stderr)
         return 2
+    if args.rabbitmq and not args.rabbitmq.startswith(("amqp://", "amqps://")):
+        print(f"knpy serve: --rabbitmq must be an amqp:// or amqps:// URL, got "
+              f"{args.rabbitmq!r}", file=sys.stderr)
+        return 2
     return run_serve(
         ServeConfig(
             port=args.port,
@@ -240,6 +251,7 @@ def _serve(args: argparse.Namespace) -> int:
             state_dir=args.state_dir,
             files=tuple(args.filename),
             images=images,
+            rabbitmq_url=args.rabbitmq,
         )
     )
 

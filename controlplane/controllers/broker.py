@@ -5,8 +5,8 @@ The data plane (``python -m eventing.broker``, the ``eventing-broker`` Deploymen
 users read from status, as Knative's MTChannelBasedBroker controller does
 (pkg/reconciler/broker, pkg/reconciler/broker/trigger):
 
-- **Broker** (class ``MTChannelBasedBroker``, knpy's durable default; a Broker of another class
-  is left to its own controller, as in a cluster): ``status.address.url`` is
+- **Broker** of the class ``MTChannelBasedBroker`` (knpy's durable default):
+  ``status.address.url`` is
   ``http://broker-ingress.knative-eventing.localhost:<ingress port>/<ns>/<name>`` (the ingress
   routes that Host to the data plane). Conditions: IngressReady and FilterReady from the ready
   addresses of ``knative-eventing/broker-ingress`` (one process serves both roles),
@@ -14,6 +14,14 @@ users read from status, as Knative's MTChannelBasedBroker controller does
   Addressable, DeadLetterSinkResolved (with ``status.deadLetterSinkUri``, or True with
   ``DeadLetterSinkNotConfigured``), EventPoliciesReady (True: knpy has no event policies);
   Ready is their conjunction.
+- **Broker** of the class ``RabbitMQBroker``: served by the ``rabbitmq-broker`` Deployment
+  that ``knpy serve --rabbitmq URL`` runs (Host
+  ``rabbitmq-broker-ingress.knative-eventing.localhost``). The conditions are
+  eventing-rabbitmq's (pkg/reconciler/broker): ExchangeReady and DLXReady (False with
+  ``RabbitMQNotConfigured`` when knpy serve has no ``--rabbitmq``, ``RabbitMQUnreachable``
+  when an AMQP handshake with the server fails), IngressReady (the data plane's ready
+  addresses; it becomes ready only once connected to RabbitMQ), Addressable,
+  DeadLetterSinkResolved. A broker of any other class is left to its own controller.
 - **Trigger**: BrokerReady propagated from its Broker's Ready (``BrokerDoesNotExist`` when
   missing), SubscriberResolved with ``status.subscriberUri`` (a Knative Service resolves to its
   URL with the ingress port: dialable from this host), DeadLetterSinkResolved with
@@ -24,8 +32,10 @@ users read from status, as Knative's MTChannelBasedBroker controller does
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Final
+from urllib.parse import urlsplit
 
 from shared.kube.client import KubeClient
 from shared.kube.resources import (
@@ -37,6 +47,8 @@ from shared.kube.resources import (
     ENDPOINTS,
     EVENTING_NAMESPACE,
     KSERVICES,
+    RABBITMQ_BROKER_CLASS,
+    RABBITMQ_BROKER_INGRESS_HOST,
     TRIGGERS,
     Obj,
     annotations_of,
@@ -51,23 +63,40 @@ from .meta import Conditions, Key, get_condition, rfc3339
 
 __all__ = [
     "BROKER_INGRESS_SERVICE",
+    "RABBITMQ_INGRESS_SERVICE",
     "BrokerReconciler",
     "TriggerReconciler",
     "broker_status",
     "broker_url",
+    "probe_rabbitmq",
+    "rabbitmq_broker_status",
     "trigger_status",
 ]
 
 # The Service (and so the Endpoints) of the broker data plane in knative-eventing.
 BROKER_INGRESS_SERVICE: Final = "broker-ingress"
-# The classes knpy serve's data plane (the eventing-broker Deployment) serves. A RabbitMQBroker
-# needs its own data plane process (BROKER_CLASS=RabbitMQBroker), which knpy serve does not
-# start: its Brokers are left to it, as a cluster leaves them to eventing-rabbitmq.
-SERVED_CLASSES: Final = (DEFAULT_BROKER_CLASS,)
+# The Service of the RabbitMQBroker class's data plane (knpy serve --rabbitmq).
+RABBITMQ_INGRESS_SERVICE: Final = "rabbitmq-broker-ingress"
+# The classes knpy serve reconciles: its own, and RabbitMQBroker, whose data plane it runs when
+# given a RabbitMQ (and whose brokers otherwise say so in their conditions).
+SERVED_CLASSES: Final = (DEFAULT_BROKER_CLASS, RABBITMQ_BROKER_CLASS)
 _BROKER_CONDITIONS: Final = (
     "IngressReady", "TriggerChannelReady", "FilterReady", "Addressable",
     "DeadLetterSinkResolved", "EventPoliciesReady",
 )
+# eventing-rabbitmq's broker conditions (but its SecretReady: knpy holds no Secret).
+_RABBITMQ_CONDITIONS: Final = (
+    "ExchangeReady", "DLXReady", "IngressReady", "Addressable", "DeadLetterSinkResolved",
+)
+NOT_CONFIGURED: Final = (
+    "RabbitMQNotConfigured",
+    "knpy serve runs no RabbitMQ broker data plane: start it with "
+    "--rabbitmq amqp://USER:PASSWORD@HOST:5672/",
+)
+# An AMQP handshake to RabbitMQ on loopback takes about a millisecond; 2 s means it is not there.
+RABBITMQ_PROBE_S: Final = 2.0
+_AMQP_HEADER: Final = b"AMQP\x00\x00\x09\x01"  # AMQP 0-9-1's protocol header
+_AMQP_METHOD_FRAME: Final = b"\x01"  # the server's answer: a Connection.Start method frame
 _TRIGGER_CONDITIONS: Final = (
     "BrokerReady", "SubscriptionReady", "DependencyReady", "SubscriberResolved",
     "DeadLetterSinkResolved", "OIDCIdentityCreated",
@@ -75,16 +104,45 @@ _TRIGGER_CONDITIONS: Final = (
 _NO_DLS: Final = ("DeadLetterSinkNotConfigured", "No dead letter sink is configured.")
 
 
-def broker_url(namespace: str, name: str, port: int) -> str:
-    """A Broker's address: the ingress' port, Host ``broker-ingress.knative-eventing.localhost``."""
-    host = BROKER_INGRESS_HOST if port == 80 else f"{BROKER_INGRESS_HOST}:{port}"
+def broker_url(namespace: str, name: str, port: int, host: str = BROKER_INGRESS_HOST) -> str:
+    """A Broker's address: the ingress' port, the Host of its class's data plane."""
+    host = host if port == 80 else f"{host}:{port}"
     return f"http://{host}/{namespace}/{name}"
 
 
+def _class(broker: Obj) -> str:
+    return annotations_of(broker).get(BROKER_CLASS_ANNOTATION) or DEFAULT_BROKER_CLASS
+
+
 def _served(broker: Obj) -> bool:
-    return annotations_of(broker).get(BROKER_CLASS_ANNOTATION, DEFAULT_BROKER_CLASS) in (
-        SERVED_CLASSES
-    )
+    return _class(broker) in SERVED_CLASSES
+
+
+async def probe_rabbitmq(url: str, timeout_s: float = RABBITMQ_PROBE_S) -> str | None:
+    """None when an AMQP 0-9-1 server answers at ``url``'s host and port; else why not (no
+    credentials in the text). The handshake stops at the server's Connection.Start: enough to
+    know it is RabbitMQ (or another AMQP 0-9-1 server), without logging in."""
+    parts = urlsplit(url)
+    default = 5671 if parts.scheme == "amqps" else 5672
+    try:
+        host, port = parts.hostname or "127.0.0.1", parts.port or default
+    except ValueError as err:  # a port that is not a number
+        return f"the RabbitMQ URL is not valid: {err}"
+    where = f"{host}:{port}"
+    writer: asyncio.StreamWriter | None = None
+    try:
+        async with asyncio.timeout(timeout_s):
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(_AMQP_HEADER)
+            first = await reader.read(1)
+    except (OSError, TimeoutError) as err:
+        return f"cannot reach RabbitMQ at {where}: {err or type(err).__name__}"
+    finally:
+        if writer is not None:
+            writer.close()
+    if first != _AMQP_METHOD_FRAME:
+        return f"{where} does not speak AMQP 0-9-1 (answered {first!r})"
+    return None
 
 
 def _ready_addresses(endpoints: Obj | None) -> int:
@@ -135,6 +193,41 @@ def broker_status(broker: Obj, endpoints: Obj | None, dls: Resolved | None, port
     return status
 
 
+def rabbitmq_broker_status(broker: Obj, endpoints: Obj | None, dls: Resolved | None,
+                           port: int, now: str, problem: tuple[str, str] | None) -> Obj:
+    """A RabbitMQBroker's status (eventing-rabbitmq's conditions); ``problem`` is the reason
+    and message when knpy serve has no RabbitMQ, or it does not answer."""
+    ns, name = key_of(broker)
+    old = broker.get("status") or {}
+    conds = Conditions(old.get("conditions") or (), _RABBITMQ_CONDITIONS)
+    status: Obj = {"observedGeneration": meta(broker).get("generation", 0)}
+    if problem is not None:
+        conds.mark("ExchangeReady", "False", *problem)
+        conds.mark("DLXReady", "False", *problem)
+    else:
+        conds.mark("ExchangeReady", "True")
+        conds.mark("DLXReady", "True")
+    if problem is not None and problem[0] == NOT_CONFIGURED[0]:
+        # Nothing serves the class: no address to give (eventing-rabbitmq sets it once its
+        # ingress exists).
+        conds.mark("IngressReady", "False", *problem)
+        conds.mark("Addressable", "False", *problem)
+    else:
+        if _ready_addresses(endpoints):
+            conds.mark("IngressReady", "True")
+        else:
+            conds.mark("IngressReady", "False", "EndpointsUnavailable",
+                       f'Endpoints "{EVENTING_NAMESPACE}/{RABBITMQ_INGRESS_SERVICE}" are '
+                       "unavailable.")
+        url = broker_url(ns, name, port, RABBITMQ_BROKER_INGRESS_HOST)
+        status["address"] = {"name": "http", "url": url}
+        status["addresses"] = [{"name": "http", "url": url}]
+        conds.mark("Addressable", "True")
+    _mark_dls(conds, status, dls)
+    status["conditions"] = conds.result(now)
+    return status
+
+
 def trigger_status(trigger: Obj, broker: Obj | None, subscriber: Resolved,
                    dls: Resolved | None, now: str) -> Obj:
     """The Trigger's status from its Broker and its resolved destinations."""
@@ -171,7 +264,7 @@ def trigger_status(trigger: Obj, broker: Obj | None, subscriber: Resolved,
 
 
 class BrokerReconciler:
-    """Brokers of knpy's classes: address and conditions."""
+    """Brokers of the classes knpy serve runs: address and conditions."""
 
     name = "broker"
     resource = BROKERS
@@ -183,7 +276,10 @@ class BrokerReconciler:
 
     def watches(self) -> Sequence[Watch]:
         def all_brokers(obj: Obj) -> list[Key]:
-            if key_of(obj) != (EVENTING_NAMESPACE, BROKER_INGRESS_SERVICE):
+            if key_of(obj) not in (
+                (EVENTING_NAMESPACE, BROKER_INGRESS_SERVICE),
+                (EVENTING_NAMESPACE, RABBITMQ_INGRESS_SERVICE),
+            ):
                 return []
             return [key_of(b) for b in self._cache.list_all(BROKERS)]
 
@@ -206,8 +302,18 @@ class BrokerReconciler:
             None if dest is None
             else resolve(self._cache, dest, namespace, cfg.domain, cfg.ingress_port)
         )
-        endpoints = self._cache.get(ENDPOINTS, EVENTING_NAMESPACE, BROKER_INGRESS_SERVICE)
-        status = broker_status(broker, endpoints, dls, cfg.ingress_port, rfc3339(cfg.clock()))
+        now = rfc3339(cfg.clock())
+        if _class(broker) == RABBITMQ_BROKER_CLASS:
+            problem: tuple[str, str] | None = NOT_CONFIGURED
+            if cfg.rabbitmq_url:
+                why = await probe_rabbitmq(cfg.rabbitmq_url)
+                problem = None if why is None else ("RabbitMQUnreachable", why)
+            endpoints = self._cache.get(ENDPOINTS, EVENTING_NAMESPACE, RABBITMQ_INGRESS_SERVICE)
+            status = rabbitmq_broker_status(broker, endpoints, dls, cfg.ingress_port, now,
+                                            problem)
+        else:
+            endpoints = self._cache.get(ENDPOINTS, EVENTING_NAMESPACE, BROKER_INGRESS_SERVICE)
+            status = broker_status(broker, endpoints, dls, cfg.ingress_port, now)
         await update_status(self._client, BROKERS, broker, status)
 
 

@@ -41,6 +41,8 @@ class ControllerConfig:
         ingress_port: the port of the ingress every URL on this host goes through; added to
             the URLs eventing resolves (a Trigger's subscriberUri, a Broker's address) so a
             process here can dial them. 80 adds nothing.
+        rabbitmq_url: the RabbitMQ of the RabbitMQBroker class's data plane (``knpy serve
+            --rabbitmq``); empty when knpy serve runs none, which such brokers then say.
         clock: Unix time for condition transition times and routing-state stamps.
     """
 
@@ -52,6 +54,7 @@ class ControllerConfig:
     progress_deadline_s: int = 600
     workers: int = 2
     ingress_port: int = 80
+    rabbitmq_url: str = ""
     clock: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:

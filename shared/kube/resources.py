@@ -131,6 +131,8 @@ DEFAULT_BROKER_CLASS: Final = "MTChannelBasedBroker"
 RABBITMQ_BROKER_CLASS: Final = "RabbitMQBroker"
 # The Host the ingress routes to the broker data plane (a Broker's status.address.url).
 BROKER_INGRESS_HOST: Final = "broker-ingress.knative-eventing.localhost"
+# ... and to the RabbitMQBroker class's data plane (knpy serve --rabbitmq).
+RABBITMQ_BROKER_INGRESS_HOST: Final = "rabbitmq-broker-ingress.knative-eventing.localhost"
 AUTOSCALER_SERVICE: Final = "autoscaler"
 
 

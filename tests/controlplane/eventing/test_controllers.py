@@ -3,8 +3,10 @@ resolution, SinkBinding and ContainerSource injection, PingSource jobs."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+from controlplane.controllers.broker import probe_rabbitmq
 from shared.kube.resources import (
     BROKERS,
     CHANNELS,
@@ -18,7 +20,10 @@ from shared.kube.resources import (
     TRIGGERS,
     Obj,
 )
+from shared.ports import free_port
 from tests.controlplane.controllers.harness import Env, hello, running
+
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"  # the machine's, for every test run
 
 PORT = 8080
 
@@ -273,3 +278,95 @@ async def test_a_trigger_with_broker_ref_says_it_is_not_served() -> None:
         await env.apply(TRIGGERS, t)
         assert conditions(env.get(TRIGGERS, "r"))["BrokerReady"] == (
             "False", "BrokerRefNotSupported")
+
+
+def rabbitmq_broker(name: str) -> Obj:
+    b = broker(name)
+    b["metadata"]["annotations"] = {"eventing.knative.dev/broker.class": "RabbitMQBroker"}
+    return b
+
+
+async def reconciled(env: Env, name: str, condition: str, status: str) -> Obj:
+    """The broker once its condition has ``status``: the RabbitMQ probe is real I/O, which
+    ``settle`` does not wait for (bounded: 5 s)."""
+    for _ in range(500):
+        await env.cluster.settle()
+        b = env.get(BROKERS, name)
+        if conditions(b).get(condition, ("", ""))[0] == status:
+            return b
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"broker {name}: {condition} never {status}: {b.get('status')}")
+
+
+async def rabbitmq_endpoints(env: Env) -> None:
+    env.cluster.put({"apiVersion": "v1", "kind": "Endpoints",
+                     "metadata": {"name": "rabbitmq-broker-ingress",
+                                  "namespace": "knative-eventing"},
+                     "subsets": [{"addresses": [{"ip": "127.0.0.1"}],
+                                  "ports": [{"port": 41235}]}]}, ENDPOINTS)
+    await env.cluster.settle()
+
+
+async def test_a_rabbitmq_broker_without_rabbitmq_says_how_to_configure_it() -> None:
+    async with running(ingress_port=PORT) as env:
+        await env.apply(BROKERS, rabbitmq_broker("r"))
+        b = env.get(BROKERS, "r")
+        conds = conditions(b)
+        assert conds["ExchangeReady"] == ("False", "RabbitMQNotConfigured")
+        assert conds["Ready"] == ("False", "RabbitMQNotConfigured")
+        assert "--rabbitmq amqp://" in next(
+            c["message"] for c in b["status"]["conditions"] if c["type"] == "Ready")
+        assert "address" not in b["status"]
+        # Its trigger is reconciled (by knpy, not left to another controller) and not Ready.
+        await env.apply(TRIGGERS, trigger("t", {"uri": "http://x.example/"}, "r"))
+        assert conditions(env.get(TRIGGERS, "t"))["BrokerReady"] == (
+            "False", "RabbitMQNotConfigured")
+
+
+async def test_a_rabbitmq_broker_whose_server_does_not_answer() -> None:
+    url = f"amqp://guest:secret@127.0.0.1:{free_port()}/"  # nothing listens there
+    async with running(ingress_port=PORT, rabbitmq_url=url) as env:
+        await env.apply(BROKERS, rabbitmq_broker("r"))
+        b = await reconciled(env, "r", "ExchangeReady", "False")
+        ready = next(c for c in b["status"]["conditions"] if c["type"] == "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "RabbitMQUnreachable")
+        assert "cannot reach RabbitMQ at 127.0.0.1:" in ready["message"]
+        assert "secret" not in ready["message"]
+
+
+async def test_a_rabbitmq_broker_on_the_machines_rabbitmq() -> None:
+    async with running(ingress_port=PORT, rabbitmq_url=RABBITMQ_URL) as env:
+        await env.apply(BROKERS, rabbitmq_broker("r"))
+        b = await reconciled(env, "r", "ExchangeReady", "True")
+        url = "http://rabbitmq-broker-ingress.knative-eventing.localhost:8080/default/r"
+        assert b["status"]["address"] == {"name": "http", "url": url}
+        conds = conditions(b)
+        assert conds["ExchangeReady"] == ("True", "")
+        assert conds["IngressReady"] == ("False", "EndpointsUnavailable")
+        await rabbitmq_endpoints(env)
+        assert conditions(await reconciled(env, "r", "IngressReady", "True"))["Ready"] == (
+            "True", "")
+        # The default class's data plane being ready says nothing of this one, and back.
+        await env.apply(BROKERS, broker("d"))
+        assert conditions(env.get(BROKERS, "d"))["IngressReady"] == (
+            "False", "EndpointsUnavailable")
+
+
+async def test_probe_rabbitmq_tells_amqp_from_another_server() -> None:
+    assert await probe_rabbitmq(RABBITMQ_URL) is None
+    server = await asyncio.start_server(_http_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        why = await probe_rabbitmq(f"amqp://127.0.0.1:{port}/")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert why is not None and "does not speak AMQP 0-9-1" in why
+    assert "not valid" in str(await probe_rabbitmq("amqp://127.0.0.1:notaport/"))
+
+
+async def _http_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.read(8)
+    writer.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+    await writer.drain()
+    writer.close()

@@ -4,7 +4,10 @@ restart."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from controlplane.ingress import SYSTEM_HOSTS, RoutingTable
+from controlplane.serve import rabbitmq_prefix
 from controlplane.system import SystemConfig, bootstrap, start_eventing
 from shared.kube.fake import FakeCluster
 from shared.kube.resources import DEPLOYMENTS, SERVICES
@@ -42,3 +45,36 @@ def test_the_ingress_routes_the_broker_host_to_the_broker_ingress_endpoints() ->
     assert b"broker-ingress.knative-eventing.localhost" in table.routes
     table.set_routes({})  # a Route change keeps the platform's hosts
     assert table.routes[b"broker-ingress.knative-eventing.localhost"].pick(0.5) == key
+
+
+async def test_rabbitmq_data_plane_runs_only_with_a_url_and_keeps_it_off_the_command_line(
+) -> None:
+    cluster = FakeCluster()
+    rabbit = SystemConfig("/py", "/state/kubeconfig", 1, broker_state_dir="/state/eventing",
+                          rabbitmq_url="amqp://u:secret@127.0.0.1:5672/",
+                          rabbitmq_prefix="knpy.0123abcd.")
+    await start_eventing(cluster, rabbit)
+    deployments = {d["metadata"]["name"]: d for d in cluster.objects(DEPLOYMENTS,
+                                                                     "knative-eventing")}
+    assert sorted(deployments) == ["eventing-broker", "rabbitmq-broker"]
+    (container,) = deployments["rabbitmq-broker"]["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["/py", "-m", "eventing.broker", "--kubeconfig",
+                                    "/state/kubeconfig", "--backend", "rabbitmq"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["RABBITMQ_URL"] == "amqp://u:secret@127.0.0.1:5672/"
+    assert env["BROKER_RABBITMQ_PREFIX"] == "knpy.0123abcd."
+    services = {s["metadata"]["name"] for s in cluster.objects(SERVICES, "knative-eventing")}
+    assert services == {"broker-ingress", "rabbitmq-broker-ingress"}
+    await bootstrap(cluster, CFG)  # a restart: neither starts before serving is up
+    assert not cluster.objects(DEPLOYMENTS, "knative-eventing")
+    await start_eventing(cluster, CFG)  # without --rabbitmq this time: the default class only
+    assert [d["metadata"]["name"] for d in cluster.objects(DEPLOYMENTS, "knative-eventing")] == [
+        "eventing-broker"]
+    host = "rabbitmq-broker-ingress.knative-eventing.localhost"
+    assert SYSTEM_HOSTS[host][0].key == RevisionKey("knative-eventing", "rabbitmq-broker-ingress")
+
+
+def test_rabbitmq_prefix_is_one_per_state_dir() -> None:
+    a, b = rabbitmq_prefix(Path("/a/.knpy")), rabbitmq_prefix(Path("/b/.knpy"))
+    assert a != b and a == rabbitmq_prefix(Path("/a/.knpy"))
+    assert a.startswith("knpy.") and a.endswith(".") and len(a) == len("knpy.") + 8 + 1
