@@ -306,6 +306,7 @@ class Bench:
             "BROKER_STATE_DIR": str(self.workdir / f"broker-{self.seq}"),
             "BROKER_BIND_HOST": "127.0.0.1",
             "INGRESS_PORT": str(port),
+            "BROKER_METRICS_PORT": str(free_port()),
             "BROKER_SQLITE_SYNCHRONOUS": self.synchronous,
         }
         if self.backend == "rabbitmq":

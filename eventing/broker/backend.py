@@ -11,6 +11,7 @@ all a backend provides:
   once a record is finished with (delivered, dead-lettered or dropped). A record not acked
   before a crash is handed out again: delivery is at least once.
 - ``forget(trigger)`` drops a deleted trigger's queue.
+- ``depths()`` says how much each subscribed trigger has left to do (the metrics' queue depth).
 
 A RabbitMQ backend maps them onto an exchange per broker (``append`` publishes with
 confirms), a queue per trigger bound to it (``subscribe`` consumes it, ``ack`` is basic.ack).
@@ -87,4 +88,9 @@ class EventLog(Protocol):
 
     def triggers(self) -> set[str]:
         """Every trigger the log keeps a queue for (to forget those deleted meanwhile)."""
+        ...
+
+    async def depths(self) -> dict[str, int]:
+        """The queue depth of every trigger subscribed here (uid -> events stored and not
+        finished with), for the metrics; read at scrape, never on the hot path."""
         ...

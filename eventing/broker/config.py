@@ -12,6 +12,11 @@ own knobs are BROKER_*. Nothing below ``main`` reads ``os.environ``.
     BROKER_RABBITMQ_PREFIX        (none)             before every exchange and queue name
     BROKER_BIND_HOST              0.0.0.0
     INGRESS_PORT                  8080               POST /<ns>/<broker>, GET /healthz
+    BROKER_METRICS_PORT           9092               GET /metrics (Prometheus text); Knative
+                                                     eventing's DefaultMetricsPort
+    CONFIG_OBSERVABILITY_NAME     config-observability  the ConfigMap followed for tracing
+    OBSERVABILITY_CONFIG, OTEL_EXPORTER_OTLP_ENDPOINT, ...  tracing until that ConfigMap
+                                                     exists (shared/observability.py)
     BROKER_CLASS                  MTChannelBasedBroker  the class served (RabbitMQBroker when
                                                      BROKER_BACKEND=rabbitmq); brokers without
                                                      the annotation are the default class's
@@ -24,7 +29,7 @@ own knobs are BROKER_*. Nothing below ``main`` reads ``os.environ``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -37,6 +42,7 @@ from shared.kube.resources import (
     EVENTING_NAMESPACE,
     RABBITMQ_BROKER_CLASS,
 )
+from shared.observability import ObservabilityConfig
 
 __all__ = ["BrokerConfig"]
 
@@ -45,6 +51,8 @@ Role = Literal["all", "ingress", "dispatcher"]
 BACKENDS: tuple[Backend, ...] = ("sqlite", "rabbitmq")
 ROLES: tuple[Role, ...] = ("all", "ingress", "dispatcher")
 RABBITMQ_DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
+# Knative eventing's DefaultMetricsPort (pkg/observability/config.go), its brokers' metrics.
+DEFAULT_METRICS_PORT = 9092
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +71,10 @@ class BrokerConfig:
     role: Role = "all"
     rabbitmq_url: str = RABBITMQ_DEFAULT_URL
     rabbitmq_prefix: str = ""
+    # None: no metrics listener (what tests and embedders get unless they ask); 0: any port.
+    metrics_port: int | None = None
+    observability_configmap: str = "config-observability"
+    observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
 
     @classmethod
     def from_env(
@@ -108,4 +120,9 @@ class BrokerConfig:
             role="ingress" if ro == "ingress" else "dispatcher" if ro == "dispatcher" else "all",
             rabbitmq_url=rabbitmq_url or env_str(env, "RABBITMQ_URL", RABBITMQ_DEFAULT_URL),
             rabbitmq_prefix=env_str(env, "BROKER_RABBITMQ_PREFIX", ""),
+            metrics_port=env_port(env, "BROKER_METRICS_PORT", DEFAULT_METRICS_PORT),
+            observability_configmap=env_str(
+                env, "CONFIG_OBSERVABILITY_NAME", "config-observability"
+            ),
+            observability=ObservabilityConfig.from_env(env),
         )

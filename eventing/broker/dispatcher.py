@@ -41,11 +41,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from time import perf_counter
+from typing import TYPE_CHECKING, Final
 
 from eventing.broker.backend import EventLog, Headers, Record, StoreError, Subscription
 from eventing.broker.client import HttpClient, RequestFailed
 from eventing.broker.ingress import MAX_BODY_BYTES, TtlExceeded, passthrough_headers
+from eventing.broker.metrics import BrokerMetrics, TriggerSeries, TriggerStats, trigger_destination
+from eventing.broker.observability import delivery_span, end_span, link_reply
 from eventing.delivery import DeliverySpec, is_success, should_retry
 from shared.cloudevent import (
     STRUCTURED_TYPE,
@@ -57,6 +60,11 @@ from shared.cloudevent import (
     to_binary,
     to_structured,
 )
+from shared.tracing import inject_headers
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import Tracer
+    from opentelemetry.trace import Span
 
 __all__ = [
     "DEFAULT_ATTEMPT_TIMEOUT_S",
@@ -128,6 +136,13 @@ class TriggerWorker:
         self.dead_lettered = 0
         self.dropped = 0
         self.filtered = 0
+        metrics = dispatcher.metrics
+        self.series: TriggerSeries | None = None
+        if metrics is not None:
+            self.series = metrics.trigger(target.broker, target.namespace, target.name)
+            metrics.triggers[target.uid] = TriggerStats(
+                target.broker, trigger_destination(target.namespace, target.name), self.stats
+            )
         self._room = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
@@ -138,6 +153,10 @@ class TriggerWorker:
             f"delivered={self.delivered} dead_lettered={self.dead_lettered} "
             f"dropped={self.dropped} filtered={self.filtered}>"
         )
+
+    def stats(self) -> tuple[int, int, int, int, int]:
+        """(in flight, delivered, dead-lettered, dropped, filtered), for the metrics."""
+        return self.in_flight, self.delivered, self.dead_lettered, self.dropped, self.filtered
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(
@@ -161,6 +180,7 @@ class TriggerWorker:
             batch = await self.sub.next_batch(limit - self.in_flight)
             if not batch:
                 return  # the queue was forgotten (the trigger is gone)
+            picked = perf_counter()  # the process duration's start (Knative's: the request's)
             for rec in batch:
                 target = self.target
                 # The TTL is taken off once: the filter does not see it (Knative's filter
@@ -175,7 +195,7 @@ class TriggerWorker:
                     continue
                 self.in_flight += 1
                 task = asyncio.get_running_loop().create_task(
-                    self._deliver(target, rec, out, ttl)
+                    self._deliver(target, rec, out, ttl, picked)
                 )
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
@@ -187,9 +207,13 @@ class TriggerWorker:
             log.exception("trigger %s: the filter failed", target.key)
             return False
 
-    async def _deliver(self, target: TriggerTarget, rec: Record, out: Event, ttl: object) -> None:
+    async def _deliver(
+        self, target: TriggerTarget, rec: Record, out: Event, ttl: object, picked: float
+    ) -> None:
         try:
-            result = await self.dispatcher.deliver(target, rec, out, ttl)
+            result = await self.dispatcher.deliver(
+                target, rec, out, ttl, series=self.series, picked=picked
+            )
             if result == "delivered":
                 self.delivered += 1
             elif result == "dead-lettered":
@@ -223,6 +247,7 @@ class Dispatcher:
         attempt_timeout_s: float = DEFAULT_ATTEMPT_TIMEOUT_S,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.time,
+        metrics: BrokerMetrics | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
@@ -233,6 +258,8 @@ class Dispatcher:
         self.sleep = sleep
         self.clock = clock
         self.workers: dict[str, TriggerWorker] = {}
+        self.metrics = metrics
+        self.tracer: Tracer | None = None  # None: tracing off (see Ingress.tracer)
         self._client: HttpClient | None = None
 
     def __repr__(self) -> str:
@@ -257,6 +284,9 @@ class Dispatcher:
             if target is None or target.broker != worker.target.broker:
                 del self.workers[uid]
                 stops.append(worker.stop())  # cancelled now, before its queue changes
+                if self.metrics is not None:
+                    self.metrics.triggers.pop(uid, None)
+                    self.metrics.depths.pop(uid, None)
                 if target is None:
                     self.log.forget(uid)
         for uid, target in targets.items():
@@ -270,32 +300,81 @@ class Dispatcher:
         return stops
 
     # -- one delivery ---------------------------------------------------------------------
-    async def deliver(self, target: TriggerTarget, rec: Record, out: Event, ttl: object) -> str:
+    async def deliver(
+        self,
+        target: TriggerTarget,
+        rec: Record,
+        out: Event,
+        ttl: object,
+        *,
+        series: TriggerSeries | None = None,
+        picked: float = 0.0,
+    ) -> str:
         """Deliver ``rec`` to ``target``'s subscriber, with retries, reply and dead-letter
         sink; returns ``delivered``, ``dead-lettered`` or ``dropped``.
 
         ``out`` is ``rec.event`` without its TTL, ``ttl`` that TTL (None when it had none):
-        the worker has both from filtering.
+        the worker has both from filtering. ``series`` gets the trigger's metrics (the
+        process duration counts from ``picked``, a ``perf_counter`` time).
         """
+        span = None
+        if self.tracer is not None:
+            span = delivery_span(self.tracer, target.namespace, target.name, target.broker, out)
+        try:
+            result, status = await self._deliver(target, rec, out, ttl, series, picked, span)
+        except BaseException:
+            if span is not None:
+                end_span(span, "cancelled", None)
+            raise
+        if span is not None:
+            end_span(span, result, status)
+        return result
+
+    async def _deliver(
+        self,
+        target: TriggerTarget,
+        rec: Record,
+        out: Event,
+        ttl: object,
+        series: TriggerSeries | None,
+        picked: float,
+        span: Span | None,
+    ) -> tuple[str, int | None]:
         event = rec.event
+        traced = inject_headers(span) if span is not None else []
         headers = [
             *rec.headers,
+            *traced,
             (b"Prefer", b"reply"),
             (b"Kn-Namespace", target.namespace.encode()),
         ]
         assert target.subscriber is not None
         spec = target.delivery
         dest = target.subscriber
+        etype = out.attrs.get("type")
+        event_type = etype if isinstance(etype, str) else ""
+        if series is not None:
+            series.processed(event_type, perf_counter() - picked)
+
+        async def send(url: str, ev: Event, hdrs: Headers) -> Outcome:
+            start = perf_counter()
+            outcome = await self.send(url, ev, hdrs, spec)
+            if series is not None:
+                series.dispatched(event_type, outcome.status, perf_counter() - start)
+            if span is not None and span.is_recording():
+                span.add_event("attempt", {"url.full": url,
+                                           "http.response.status_code": outcome.status or 0})
+            return outcome
 
         async def attempt() -> Outcome:
-            outcome = await self.send(dest, out, headers, spec)
+            outcome = await send(dest, out, headers)
             if is_success(outcome.status):
-                return await self._reply(target, outcome, ttl)
+                return await self._reply(target, outcome, ttl, span)
             return outcome
 
         outcome = await self.with_retries(spec, attempt)
         if is_success(outcome.status):
-            return "delivered"
+            return "delivered", outcome.status
         if outcome.reply_failed:
             dest = target.broker_url
         if target.dead_letter_sink is None:
@@ -303,7 +382,7 @@ class Dispatcher:
                 "trigger %s: event %r dropped after %s (no dead-letter sink)",
                 target.key, event.attrs.get("id"), outcome.status or outcome.error,
             )
-            return "dropped"
+            return "dropped", outcome.status
         failed = out.copy(
             knativeerrordest=dest,
             knativeerrorcode=outcome.status or 500,
@@ -311,18 +390,16 @@ class Dispatcher:
         )
         dls = target.dead_letter_sink
         # As Knative: the sink gets the extra headers and Kn-Namespace, not Prefer: reply.
-        dls_headers = [*rec.headers, (b"Kn-Namespace", target.namespace.encode())]
-        dls_outcome = await self.with_retries(
-            spec, lambda: self.send(dls, failed, dls_headers, spec)
-        )
+        dls_headers = [*rec.headers, *traced, (b"Kn-Namespace", target.namespace.encode())]
+        dls_outcome = await self.with_retries(spec, lambda: send(dls, failed, dls_headers))
         if is_success(dls_outcome.status):
-            return "dead-lettered"
+            return "dead-lettered", outcome.status
         log.error(
             "trigger %s: event %r dropped: the subscriber (%s) and the dead-letter sink (%s) "
             "both failed", target.key, event.attrs.get("id"), outcome.status or outcome.error,
             dls_outcome.status or dls_outcome.error,
         )
-        return "dropped"
+        return "dropped", outcome.status
 
     async def with_retries(
         self, spec: DeliverySpec, attempt: Callable[[], Awaitable[Outcome]]
@@ -338,7 +415,9 @@ class Dispatcher:
             outcome = await attempt()
         return outcome
 
-    async def _reply(self, target: TriggerTarget, outcome: Outcome, ttl: object) -> Outcome:
+    async def _reply(
+        self, target: TriggerTarget, outcome: Outcome, ttl: object, span: Span | None = None
+    ) -> Outcome:
         """A successful attempt's answer: nothing, a reply to store, or not an event."""
         headers = list(outcome.headers)
         if outcome.status == 202 or (not outcome.body and not _has_ce_header(headers)):
@@ -353,6 +432,8 @@ class Dispatcher:
         for reply in replies:
             if ttl is not None:
                 reply.attrs[TTL] = ttl
+        if span is not None:
+            link_reply(replies, span)
         try:
             await self.ingest(target.broker, replies, passthrough_headers(headers))
         except TtlExceeded as err:

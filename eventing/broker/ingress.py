@@ -35,13 +35,20 @@ import asyncio
 import datetime
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final
+from time import perf_counter
+from typing import TYPE_CHECKING, Final
 
 import httptools
 
 from eventing.broker.backend import EventLog, Headers, StoreError
+from eventing.broker.metrics import BrokerMetrics
+from eventing.broker.observability import end_span, ingress_span, stamp
 from shared.cloudevent import ARRIVAL, MAX_TTL, TTL, Event, EventError, parse_message
 from shared.proxy.http1 import error_body, simple_response
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import Tracer
+    from opentelemetry.trace import Span
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -124,6 +131,7 @@ class Ingress:
         max_body_bytes: int = MAX_BODY_BYTES,
         ready: Callable[[], bool] = lambda: True,
         now: Callable[[], str] = _now_rfc3339,
+        metrics: BrokerMetrics | None = None,
     ) -> None:
         if max_ttl < 1:
             raise ValueError(f"max_ttl must be at least 1, got {max_ttl}")
@@ -136,6 +144,10 @@ class Ingress:
         self.accepted = 0
         self.refused = 0
         self.connections: set[IngressConnection] = set()
+        self.metrics = metrics
+        # None: tracing off, and the hot path does nothing for it (eventing/broker/
+        # observability.py sets it as config-observability says).
+        self.tracer: Tracer | None = None
 
     def __repr__(self) -> str:
         return f"<Ingress accepted={self.accepted} refused={self.refused}>"
@@ -200,20 +212,50 @@ class Ingress:
         if not self.broker_known(namespace, name):
             self._refuse(respond, 404, f'broker "{name}" not found in namespace "{namespace}"')
             return
+        broker = f"{namespace}/{name}"
+        span = None
+        if self.tracer is not None:
+            span = ingress_span(self.tracer, namespace, name, headers, events[0])
+            stamp(events, span)
+        start = perf_counter()
         try:
-            stored = self.ingest(f"{namespace}/{name}", events, passthrough_headers(headers))
+            stored = self.ingest(broker, events, passthrough_headers(headers))
         except TtlExceeded as err:
+            if span is not None:
+                end_span(span, "ttl exceeded", 400)
             self._refuse(respond, 400, str(err))
             return
         fut = asyncio.ensure_future(stored)
-        fut.add_done_callback(lambda f: self._stored(f, respond))
+        fut.add_done_callback(lambda f: self._stored(f, respond, broker, events, start, span))
 
-    def _stored(self, fut: asyncio.Future[None], respond: Respond) -> None:
+    def _stored(
+        self,
+        fut: asyncio.Future[None],
+        respond: Respond,
+        broker: str,
+        events: list[Event],
+        start: float,
+        span: Span | None,
+    ) -> None:
         err = None if fut.cancelled() else fut.exception()
-        if fut.cancelled() or err is not None:
+        status = 500 if fut.cancelled() or err is not None else 202
+        metrics = self.metrics
+        if metrics is not None:
+            # Knative's ingress records the time to hand the event on (to its channel; here
+            # to the log), with the status that came back.
+            seconds = perf_counter() - start
+            series = metrics.ingress(broker)
+            for ev in events:
+                etype = ev.attrs.get("type")
+                series.stored(etype if isinstance(etype, str) else "", status, seconds)
+        if status == 500:
             reason = str(err) if isinstance(err, StoreError) else "the event log failed"
+            if span is not None:
+                end_span(span, reason, 500)
             self._refuse(respond, 500, reason)
             return
+        if span is not None:
+            end_span(span, "stored", 202)
         self.accepted += 1
         respond(_ACCEPTED, False)
 

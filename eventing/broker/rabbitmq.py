@@ -248,6 +248,16 @@ class _RabbitSubscription:
         batch, self._ready = self._ready[:limit], self._ready[limit:]
         return batch
 
+    @property
+    def started(self) -> bool:
+        """The queue is declared, bound and consumed."""
+        return self._started and not self.closed
+
+    def held(self) -> int:
+        """Events of this queue in this process, waiting to be handed out or in flight (every
+        record not acked yet is in ``_owner``, the waiting ones too)."""
+        return len(self._owner)
+
     def ack(self, seq: int) -> None:
         message = self._owner.pop(seq, None)
         if message is None:
@@ -350,6 +360,7 @@ class RabbitMQEventLog:
         self._tasks: set[asyncio.Task[None]] = set()
         self._unbound = 0  # subscriptions whose queue is not consumed yet
         self._outboxes: dict[str, _Outbox] = {}
+        self._metrics_chan: AbstractChannel | None = None
 
     def __repr__(self) -> str:
         return f"<RabbitMQEventLog {self.url.rsplit('@', 1)[-1]} triggers={len(self._subs)}>"
@@ -373,7 +384,7 @@ class RabbitMQEventLog:
             if conn is not None:
                 with contextlib.suppress(Exception):
                     await conn.close()
-        self._conn = self._pub_conn = self._pub = None
+        self._conn = self._pub_conn = self._pub = self._metrics_chan = None
         self._exchanges.clear()
 
     async def connection(self) -> AbstractRobustConnection:
@@ -534,6 +545,36 @@ class RabbitMQEventLog:
                 await channel.close()
         except Exception as err:
             log.warning("trigger %s: its queue could not be deleted: %s", trigger, err)
+
+    async def depths(self) -> dict[str, int]:
+        """Per subscribed trigger: the messages ready in its queue on the server (a passive
+        queue.declare on a channel of the metrics' own, so that a failure closes no consumer's
+        channel) plus the events this process holds (handed out or waiting to be)."""
+        out: dict[str, int] = {}
+        for uid, sub in list(self._subs.items()):
+            held = sub.held()
+            if not sub.started:
+                continue
+            try:
+                channel = await self._metrics_channel()
+                ok = await channel.declare_queue(
+                    trigger_queue(uid, sub.broker, self.prefix), passive=True
+                )
+                ready = ok.declaration_result.message_count or 0
+            except (TimeoutError, aiormq.exceptions.AMQPError, OSError, StoreError) as err:
+                log.warning("trigger %s: its queue depth is unknown: %s", uid, err)
+                self._metrics_chan = None
+                continue
+            out[uid] = int(ready) + held
+        return out
+
+    async def _metrics_channel(self) -> AbstractChannel:
+        channel = self._metrics_chan
+        if channel is None or channel.is_closed:
+            channel = self._metrics_chan = await (await self.connection()).channel(
+                publisher_confirms=False
+            )
+        return channel
 
     def triggers(self) -> set[str]:
         """The triggers subscribed in this process: AMQP cannot list queues, so the queues of

@@ -417,6 +417,45 @@ class SqliteEventLog:
                 batch = tail.after(stop, limit, until) if tail is not None else []
         return batch
 
+    async def depths(self) -> dict[str, int]:
+        """Per subscribed trigger: its broker's stored records it has not been handed yet
+        (counted in the tail, or in the database when it is behind the tail) plus those in
+        flight. Exact, as the log is: records acked past a gap are not counted."""
+        out: dict[str, int] = {}
+        behind: list[_SqliteSubscription] = []
+        for uid, sub in self._subs.items():
+            tail = self._tails.get(sub.broker)
+            first = tail.first() if tail is not None else None
+            if tail is None or first is None:
+                # Nothing in memory: nothing stored since the start, or all of it read back.
+                if sub.next >= self._committed:
+                    out[uid] = len(sub.flight)
+                else:
+                    behind.append(sub)
+            elif sub.next >= first - 1:
+                out[uid] = len(tail.seqs) - bisect.bisect_right(tail.seqs, sub.next) + len(
+                    sub.flight
+                )
+            else:
+                behind.append(sub)
+        if behind:
+            assert self._loop is not None
+            queries = [(s.broker, s.next, self._committed) for s in behind]
+            counts = await self._loop.run_in_executor(self._reader, self._count, queries)
+            for sub, n in zip(behind, counts, strict=True):
+                out[sub.trigger] = n + len(sub.flight)
+        return out
+
+    def _count(self, queries: list[tuple[str, int, int]]) -> list[int]:
+        conn = self._rconn
+        assert conn is not None
+        return [
+            conn.execute(
+                "SELECT count(*) FROM events WHERE broker=? AND seq>? AND seq<=?", q
+            ).fetchone()[0]
+            for q in queries
+        ]
+
     def _select(self, broker: str, after: int, limit: int, until: int) -> list[Record]:
         conn = self._rconn
         assert conn is not None

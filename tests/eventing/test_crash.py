@@ -38,6 +38,7 @@ class BrokerProcess:
             "BROKER_STATE_DIR": str(self.state_dir),
             "BROKER_BIND_HOST": LOOPBACK,
             "INGRESS_PORT": str(self.port),
+            "BROKER_METRICS_PORT": str(free_port()),
             # Two deliveries at a time against a slow subscriber: a backlog at the kill.
             "BROKER_TRIGGER_CONCURRENCY": "2",
         }
