@@ -7,6 +7,10 @@ worker per trigger (each resumes at its cursor, so what was stored but not deliv
 crash goes out now), then listen. ``GET /healthz`` on the ingress port answers 200 from then
 on. SIGTERM or SIGINT: stop listening, cancel the deliveries in flight (they are not acked, so
 the next start repeats them) and close the log after its last commit.
+
+Observability: Prometheus text at ``GET :BROKER_METRICS_PORT/metrics`` (eventing/broker/
+metrics.py; every role serves it), and traces as ``config-observability`` in the system
+namespace says (eventing/broker/observability.py).
 """
 
 from __future__ import annotations
@@ -15,14 +19,22 @@ import asyncio
 import signal
 import sys
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from aiohttp import web
 
 from eventing.broker.backend import EventLog
 from eventing.broker.cluster import BrokerCluster
 from eventing.broker.config import BrokerConfig
 from eventing.broker.dispatcher import Dispatcher
 from eventing.broker.ingress import Ingress, IngressConnection
+from eventing.broker.metrics import BrokerMetrics
+from eventing.broker.observability import Tracing
 from eventing.broker.store import DATABASE_NAME, SqliteEventLog
 from shared.kube.informer import InformerFactory
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import Tracer
 
 __all__ = ["BrokerApp", "make_event_log", "run", "serve"]
 
@@ -37,20 +49,32 @@ class BrokerApp:
         self.log: EventLog = event_log or make_event_log(cfg)
         self.cluster = BrokerCluster(informers, cfg.broker_class, self._triggers_changed)
         self.ready = False
+        self.metrics = BrokerMetrics()
+        self.tracing = Tracing(
+            informers,
+            cfg.system_namespace,
+            cfg.observability,
+            self._tracer_changed,
+            name=cfg.observability_configmap,
+        )
         self.ingress = Ingress(
             self.log,
             self.cluster.serves,
             max_ttl=cfg.max_ttl,
             max_body_bytes=cfg.max_body_bytes,
             ready=lambda: self.ready,
+            metrics=self.metrics,
         )
         self.dispatcher = Dispatcher(
             self.log,
             self.ingress.ingest,
             concurrency=cfg.concurrency,
             attempt_timeout_s=cfg.attempt_timeout_s,
+            metrics=self.metrics,
         )
         self.port = cfg.ingress_port
+        self.metrics_port: int | None = None
+        self._metrics_runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
         self._started = False
         self._stopping: set[asyncio.Future[None]] = set()
@@ -63,8 +87,12 @@ class BrokerApp:
         return self.cfg.role != "ingress"
 
     async def start(self) -> None:
+        """Raises ConfigError (the environment's tracing settings), OSError (a port)."""
+        self.tracing.start()
         await self.log.open()
         await self.dispatcher.start()
+        if self.cfg.metrics_port is not None:
+            await self._serve_metrics(self.cfg.metrics_port)
         await self.cluster.wait_synced()
         if self.dispatches:
             targets = self.cluster.targets()
@@ -87,6 +115,36 @@ class BrokerApp:
         self.port = self._server.sockets[0].getsockname()[1]
         self.ready = True
 
+    def _tracer_changed(self, tracer: Tracer | None) -> None:
+        self.ingress.tracer = tracer
+        self.dispatcher.tracer = tracer
+
+    async def _serve_metrics(self, port: int) -> None:
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, self.cfg.bind_host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError:
+            await runner.cleanup()
+            raise
+        self._metrics_runner = runner
+        self.metrics_port = int(runner.addresses[0][1])
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        if self.dispatches:
+            try:
+                self.metrics.depths = await self.log.depths()
+            except Exception as err:  # a backend hiccup must not cost the rest of the scrape
+                print(f"broker: queue depths unknown: {err}", file=sys.stderr)
+                self.metrics.depths = {}
+        return web.Response(
+            body=self.metrics.render(),
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )
+
     def _triggers_changed(self) -> None:
         if not self._started or not self.dispatches:
             return
@@ -103,6 +161,10 @@ class BrokerApp:
             conn.transport.close()
         await self.dispatcher.close()
         await self.log.close()
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
+            self._metrics_runner = None
+        self.tracing.stop()
 
 
 def make_event_log(cfg: BrokerConfig) -> EventLog:
