@@ -245,10 +245,16 @@ def _broker_objects(
         "name": app,
         "image": "knpy/eventing-broker",
         "command": [cfg.python, "-m", "eventing.broker", "--kubeconfig", cfg.kubeconfig, *args],
-        "ports": [{"name": "http", "containerPort": 8080}],
+        # Knative's broker ports: 8080 ingress, 9092 metrics (each moved to a free local
+        # port by the kubelet, the variables with them).
+        "ports": [
+            {"name": "http", "containerPort": 8080},
+            {"name": "http-metrics", "containerPort": 9092},
+        ],
         "env": [
             _downward("SYSTEM_NAMESPACE", "metadata.namespace"),
-            *_env({"INGRESS_PORT": "8080", "BROKER_BIND_HOST": "127.0.0.1", **env}),
+            *_env({"INGRESS_PORT": "8080", "BROKER_METRICS_PORT": "9092",
+                   "BROKER_BIND_HOST": "127.0.0.1", **env}),
         ],
         "readinessProbe": {"httpGet": {"port": "http", "path": "/healthz"}, "periodSeconds": 1},
     }
