@@ -31,7 +31,9 @@ of its labeler (pkg/observability/newcontext.go):
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final
 
@@ -245,11 +247,15 @@ class Tracing:
         previous, self.tracer, self.config = self.tracer, tracer, cfg
         self._on_change(tracer)
         if previous is not None:
-            shutdown_tracing(previous)
+            # Its last spans are flushed in a thread: an export can take the exporter's
+            # timeout (10 s), and the loop must go on serving meanwhile.
+            threading.Thread(
+                target=shutdown_tracing, args=(previous,), name="tracer-shutdown", daemon=True
+            ).start()
 
-    def stop(self) -> None:
-        """Flush and stop the export (blocking, once, at shutdown)."""
+    async def stop(self) -> None:
+        """Flush and stop the export, once, at shutdown (in a thread: the loop goes on)."""
         tracer, self.tracer = self.tracer, None
         if tracer is not None:
             self._on_change(None)
-            shutdown_tracing(tracer)
+            await asyncio.to_thread(shutdown_tracing, tracer)

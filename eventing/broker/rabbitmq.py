@@ -556,11 +556,13 @@ class RabbitMQEventLog:
             if not sub.started:
                 continue
             try:
-                channel = await self._metrics_channel()
-                ok = await channel.declare_queue(
+                # aiormq's declare: aio-pika's robust channel answers a passive declaration
+                # of a queue it knows from its cache, with the count of that time.
+                channel = await (await self._metrics_channel()).get_underlay_channel()
+                ok = await channel.queue_declare(
                     trigger_queue(uid, sub.broker, self.prefix), passive=True
                 )
-                ready = ok.declaration_result.message_count or 0
+                ready = ok.message_count or 0
             except (TimeoutError, aiormq.exceptions.AMQPError, OSError, StoreError) as err:
                 log.warning("trigger %s: its queue depth is unknown: %s", uid, err)
                 self._metrics_chan = None

@@ -30,6 +30,7 @@ class BrokerProcess:
         self.state_dir = state_dir
         self.log = log
         self.port = free_port()
+        self.metrics_port = free_port()
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
@@ -38,7 +39,7 @@ class BrokerProcess:
             "BROKER_STATE_DIR": str(self.state_dir),
             "BROKER_BIND_HOST": LOOPBACK,
             "INGRESS_PORT": str(self.port),
-            "BROKER_METRICS_PORT": str(free_port()),
+            "BROKER_METRICS_PORT": str(self.metrics_port),
             # Two deliveries at a time against a slow subscriber: a backlog at the kill.
             "BROKER_TRIGGER_CONCURRENCY": "2",
         }

@@ -292,7 +292,7 @@ class Proc(BrokerProcess):
     async def start(self) -> None:
         env = {
             **os.environ, "BROKER_BIND_HOST": LOOPBACK, "INGRESS_PORT": str(self.port),
-            "BROKER_METRICS_PORT": str(free_port()),
+            "BROKER_METRICS_PORT": str(self.metrics_port),
             "BROKER_TRIGGER_CONCURRENCY": "2", "BROKER_RABBITMQ_PREFIX": self.prefix,
         }
         with self.log.open("ab") as out:
