@@ -164,7 +164,7 @@ class BrokerApp:
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
             self._metrics_runner = None
-        self.tracing.stop()
+        await self.tracing.stop()
 
 
 def make_event_log(cfg: BrokerConfig) -> EventLog:
