@@ -16,16 +16,20 @@ durable store, the broker data plane's, so:
   resolved ``subscriberUri`` and ``deadLetterSinkUri`` (from the Trigger). Conditions:
   ReferencesResolved, ChannelReady, AddedToChannel, OIDCIdentityCreated; Ready.
 
-A difference a user can see: a subscriber that answers with an event publishes it on the
-channel (as a Trigger's reply goes back to its broker), where Knative sends it to the
-Subscription's ``spec.reply``. A Subscription that sets ``spec.reply`` is therefore not Ready
-(``ReplyNotSupported``) rather than silently sending replies elsewhere.
+- a Subscription's **reply** is Knative's channel dispatcher's
+  (pkg/kncloudevents/event_dispatcher.go): ``spec.reply`` is resolved (a ``uri``, or a ref to
+  a Broker, Channel or Knative Service) into ``status.physicalSubscription.replyUri`` and the
+  Trigger's annotation ``knpy.dev/subscription-reply``; the data plane sends the subscriber's
+  reply event there, with the delivery's retries, and drops it when the Subscription has no
+  reply. A reply that cannot be delivered sends the original event to the dead-letter sink
+  (``knativeerrordest`` the reply URL). A reply that cannot be resolved leaves the
+  Subscription not Ready (ReferencesResolved False with the reason) and its Trigger as it was.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from shared.kube.client import KubeClient
@@ -34,6 +38,9 @@ from shared.kube.resources import (
     BROKERS,
     CHANNELS,
     DEFAULT_BROKER_CLASS,
+    KSERVICES,
+    SUBSCRIPTION_LABEL,
+    SUBSCRIPTION_REPLY_ANNOTATION,
     SUBSCRIPTIONS,
     TRIGGERS,
     Obj,
@@ -43,6 +50,7 @@ from shared.kube.resources import (
 )
 
 from ..eventing_webhook import defaulted
+from .addressable import Resolved, refers_to, resolve
 from .base import Cache, Watch, create_or_adopt, owner_keys, replace, update_status
 from .config import ControllerConfig
 from .meta import (
@@ -64,7 +72,6 @@ __all__ = [
 ]
 
 CHANNEL_LABEL: Final = "messaging.knative.dev/channel"
-SUBSCRIPTION_LABEL: Final = "messaging.knative.dev/subscription"
 
 
 def backing_broker_name(channel: str) -> str:
@@ -92,7 +99,8 @@ def make_backing_broker(channel: Obj) -> Obj:
             "spec": broker_spec}
 
 
-def make_backing_trigger(sub: Obj) -> Obj:
+def make_backing_trigger(sub: Obj, reply_url: str | None = None) -> Obj:
+    """The Trigger of a Subscription; ``reply_url`` is its resolved ``spec.reply``."""
     spec = sub.get("spec") or {}
     channel = str((spec.get("channel") or {}).get("name", ""))
     name = key_of(sub)[1]
@@ -105,6 +113,8 @@ def make_backing_trigger(sub: Obj) -> Obj:
         trigger_spec["delivery"] = copy.deepcopy(spec["delivery"])
     m = _child(sub, SUBSCRIPTIONS, child_name(name, "-kn-sub"),
                {SUBSCRIPTION_LABEL: name, "eventing.knative.dev/broker": trigger_spec["broker"]})
+    if reply_url:
+        m["annotations"] = {SUBSCRIPTION_REPLY_ANNOTATION: reply_url}
     return {"apiVersion": TRIGGERS.api_version, "kind": "Trigger", "metadata": m,
             "spec": trigger_spec}
 
@@ -117,10 +127,18 @@ async def _ensure(client: KubeClient, resource: Resource, current: Obj | None, o
         return await create_or_adopt(client, resource, want)
     if not is_controlled_by(current, owner):
         return None
-    if current.get("spec") == want["spec"]:
+    annotations = dict(meta(current).get("annotations") or {})
+    reply = (meta(want).get("annotations") or {}).get(SUBSCRIPTION_REPLY_ANNOTATION)
+    annotations.pop(SUBSCRIPTION_REPLY_ANNOTATION, None)
+    if reply:
+        annotations[SUBSCRIPTION_REPLY_ANNOTATION] = reply
+    if current.get("spec") == want["spec"] and (meta(current).get("annotations") or {}) == (
+        annotations
+    ):
         return current
     body = copy.deepcopy(current)
     body["spec"] = want["spec"]
+    body["metadata"]["annotations"] = annotations
     return await replace(client, resource, body)
 
 
@@ -197,7 +215,23 @@ class SubscriptionReconciler:
             return [key_of(s) for s in self._cache.list(SUBSCRIPTIONS, ns)
                     if ((s.get("spec") or {}).get("channel") or {}).get("name") == name]
 
-        return (Watch(TRIGGERS, owner_keys("Subscription")), Watch(CHANNELS, of_channel))
+        def replying_to(resource: Resource) -> Callable[[Obj], list[Key]]:
+            def keys(obj: Obj) -> list[Key]:
+                ns = key_of(obj)[0]
+                return [key_of(s) for s in self._cache.list(SUBSCRIPTIONS, ns)
+                        if refers_to((s.get("spec") or {}).get("reply"), obj, resource, ns)]
+
+            return keys
+
+        def channel_or_reply(obj: Obj) -> list[Key]:
+            return sorted({*of_channel(obj), *replying_to(CHANNELS)(obj)})
+
+        return (
+            Watch(TRIGGERS, owner_keys("Subscription")),
+            Watch(CHANNELS, channel_or_reply),
+            Watch(BROKERS, replying_to(BROKERS)),
+            Watch(KSERVICES, replying_to(KSERVICES)),
+        )
 
     async def reconcile(self, namespace: str, name: str) -> None:
         sub = self._cache.get(SUBSCRIPTIONS, namespace, name)
@@ -219,16 +253,17 @@ class SubscriptionReconciler:
                        f"(knpy subscribes to {CHANNELS.api_version} Channels)")
             conds.mark("ChannelReady", "False", "ChannelNotFound", message)
             conds.mark("ReferencesResolved", "False", "ChannelNotFound", message)
-        elif spec.get("reply"):
-            message = ("a subscriber's reply is published on the channel in knpy; "
-                       "spec.reply is not supported (docs/eventing.md)")
-            conds.mark("ReferencesResolved", "False", "ReplyNotSupported", message)
+        elif spec.get("reply") and not (reply := self._resolve(spec["reply"], namespace)).ok:
+            _propagate(conds, "ChannelReady", channel, "the channel is starting")
+            conds.mark("ReferencesResolved", "False", reply.reason,
+                       f"Failed to resolve spec.reply: {reply.message}")
         else:
             _propagate(conds, "ChannelReady", channel, "the channel is starting")
+            reply_url = reply.url if spec.get("reply") else None
             trigger = await _ensure(
                 self._client, TRIGGERS,
                 self._cache.get(TRIGGERS, namespace, child_name(name, "-kn-sub")),
-                sub, make_backing_trigger(sub),
+                sub, make_backing_trigger(sub, reply_url),
             )
             if trigger is None:
                 conds.mark("AddedToChannel", "False", "NotOwned",
@@ -238,6 +273,8 @@ class SubscriptionReconciler:
                 tstatus = trigger.get("status") or {}
                 physical = {k: tstatus[k] for k in ("subscriberUri", "deadLetterSinkUri")
                             if tstatus.get(k)}
+                if reply_url:
+                    physical["replyUri"] = reply_url
                 if physical:
                     status["physicalSubscription"] = physical
                 resolved = get_condition(trigger, "SubscriberResolved")
@@ -250,3 +287,6 @@ class SubscriptionReconciler:
                 _propagate(conds, "AddedToChannel", trigger, "the delivery is starting")
         status["conditions"] = conds.result(rfc3339(self._cfg.clock()))
         await update_status(self._client, SUBSCRIPTIONS, sub, status)
+
+    def _resolve(self, dest: object, namespace: str) -> Resolved:
+        return resolve(self._cache, dest, namespace, self._cfg.domain, self._cfg.ingress_port)

@@ -7,7 +7,9 @@ Trigger of a served broker becomes a ``TriggerTarget``: its subscriber URL is
 there), else ``spec.subscriber.uri``; its dead-letter sink
 ``status.deadLetterSinkUri``, else the chosen delivery spec's ``deadLetterSink.uri``, else the
 broker's ``status.deadLetterSinkUri`` when the broker's delivery spec is the one in force.
-Filters are compiled when a trigger's spec changes, never per event.
+Filters are compiled when a trigger's spec changes, never per event. A trigger labelled
+``messaging.knative.dev/subscription`` is a Subscription's (controlplane/controllers/channel.py):
+it delivers as a channel does, its replies to the annotation ``knpy.dev/subscription-reply``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from shared.kube.resources import (
     BROKER_INGRESS_HOST,
     BROKERS,
     DEFAULT_BROKER_CLASS,
+    SUBSCRIPTION_LABEL,
+    SUBSCRIPTION_REPLY_ANNOTATION,
     TRIGGERS,
     Obj,
     annotations_of,
@@ -140,10 +144,14 @@ class BrokerCluster:
         broker_url = _url(_dig(broker, "status", "address", "url")) or (
             f"http://{BROKER_INGRESS_HOST}/{ns}/{broker_name}"
         )
+        m = meta(trigger)
+        subscription = bool((m.get("labels") or {}).get(SUBSCRIPTION_LABEL))
+        reply = _url((m.get("annotations") or {}).get(SUBSCRIPTION_REPLY_ANNOTATION))
         return TriggerTarget(
             uid=uid, namespace=ns, name=name, broker=f"{ns}/{broker_name}",
             subscriber=subscriber, dead_letter_sink=dls, delivery=delivery, matches=matches,
-            broker_url=broker_url,
+            broker_url=broker_url, subscription=subscription,
+            reply_url=reply if subscription else None,
         )
 
     def _filter(self, uid: str, spec: Mapping[str, Any]) -> Matcher | None:

@@ -20,6 +20,8 @@ One delivery (``deliver``), as Knative's filter handler and channel dispatcher d
    is stored through the ingress, so it meets every trigger again and loses one TTL per hop.
    A reply that cannot be stored fails the attempt (500, retried), as the spec requires; one
    whose TTL is used up fails it with Knative's 400 (not retried), so a loop ends.
+   A Subscription's trigger (``TriggerTarget.subscription``) delivers as Knative's channel
+   dispatcher instead: its reply goes to ``reply_url`` with its own retries, or is dropped.
 4. Success with a body that is not a CloudEvent: Knative calls it a failure (502) and retries
    it, so a function that answers ``200 OK`` gets every event eleven times and then a DLS.
    knpy keeps it a failure (502, so it is visible where Knative users look for it) but does
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -101,6 +104,11 @@ class TriggerTarget:
     delivery: DeliverySpec
     matches: Matcher
     broker_url: str  # knativeerrordest when a reply cannot be stored
+    # A Subscription's backing trigger (controlplane/controllers/channel.py) delivers as
+    # Knative's channel dispatcher does: the subscriber's reply goes to ``reply_url`` (its
+    # spec.reply), or nowhere without one, and an answer that is not an event is a success.
+    subscription: bool = False
+    reply_url: str | None = None
 
     @property
     def key(self) -> str:
@@ -368,15 +376,17 @@ class Dispatcher:
 
         async def attempt() -> Outcome:
             outcome = await send(dest, out, headers)
-            if is_success(outcome.status):
+            if is_success(outcome.status) and not target.subscription:
                 return await self._reply(target, outcome, ttl, span)
             return outcome
 
         outcome = await self.with_retries(spec, attempt)
+        if is_success(outcome.status) and target.subscription:
+            outcome = await self._forward_reply(target, outcome, ttl, send)
         if is_success(outcome.status):
             return "delivered", outcome.status
         if outcome.reply_failed:
-            dest = target.broker_url
+            dest = target.reply_url or target.broker_url
         if target.dead_letter_sink is None:
             log.warning(
                 "trigger %s: event %r dropped after %s (no dead-letter sink)",
@@ -440,6 +450,38 @@ class Dispatcher:
             return Outcome(400, str(err).encode(), retriable=False, reply_failed=True)
         except StoreError as err:
             return Outcome(500, str(err).encode(), reply_failed=True)
+        return outcome
+
+    async def _forward_reply(
+        self, target: TriggerTarget, outcome: Outcome, ttl: object,
+        send: Callable[[str, Event, Headers], Awaitable[Outcome]],
+    ) -> Outcome:
+        """A Subscription's reply, as Knative's channel dispatcher (pkg/kncloudevents/
+        event_dispatcher.go): none, no ``reply_url``, or an answer that is not an event: done;
+        else the reply goes to ``reply_url`` with the delivery's own retries (the subscriber
+        is not asked again), with the answer's allow-listed headers, ``Kn-Namespace`` and the
+        delivered event's TTL (so a reply that comes back to its own channel ends at MAX_TTL).
+        Its failure fails the delivery (the original event then goes to the dead-letter sink
+        with the reply URL as ``knativeerrordest``)."""
+        headers = list(outcome.headers)
+        url = target.reply_url
+        if url is None or outcome.status == 202 or (
+            not outcome.body and not _has_ce_header(headers)
+        ):
+            return outcome
+        try:
+            replies = parse_message(headers, outcome.body)
+        except EventError:
+            return outcome  # "Response is a non event, discard it"
+        out = [*passthrough_headers(headers), (b"Kn-Namespace", target.namespace.encode())]
+        spec = target.delivery
+        for reply in replies:
+            if ttl is not None:
+                reply.attrs[TTL] = ttl
+            sent = await self.with_retries(spec, functools.partial(send, url, reply, out))
+            if not is_success(sent.status):
+                return Outcome(sent.status, sent.body, error=sent.error, retriable=False,
+                               reply_failed=True)
         return outcome
 
     async def send(

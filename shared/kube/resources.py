@@ -134,6 +134,10 @@ BROKER_INGRESS_HOST: Final = "broker-ingress.knative-eventing.localhost"
 # ... and to the RabbitMQBroker class's data plane (knpy serve --rabbitmq).
 RABBITMQ_BROKER_INGRESS_HOST: Final = "rabbitmq-broker-ingress.knative-eventing.localhost"
 AUTOSCALER_SERVICE: Final = "autoscaler"
+# A Subscription's backing Trigger (knpy's channels): the label names the Subscription; the
+# annotation carries its resolved spec.reply URL, where the data plane sends replies.
+SUBSCRIPTION_LABEL: Final = "messaging.knative.dev/subscription"
+SUBSCRIPTION_REPLY_ANNOTATION: Final = "knpy.dev/subscription-reply"
 
 
 def known_resources() -> dict[tuple[str, str], Resource]:

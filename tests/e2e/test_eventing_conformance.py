@@ -853,3 +853,40 @@ async def test_19_delivery_timeout(platform: Platform) -> None:
     assert [len(s.received) for s in sinks] == [1, 1]
     assert [len(d.received) for d in dls] == [1, 1]
     assert all(d.received[0].headers["ce-knativeerrorcode"] == "500" for d in dls)
+
+
+async def test_20_subscription_reply(platform: Platform) -> None:
+    """Not one of the 19: a Subscription's ``spec.reply`` (messaging.knative.dev/v1), as
+    Knative's channel dispatcher (pkg/kncloudevents/event_dispatcher.go) sends it: the
+    subscriber's reply goes to the reply destination (here a Broker of the module's class,
+    by ref, and a URI), never back onto the channel, where another subscription sees only
+    the original."""
+    ns = "c20-subscription-reply"
+    to_broker = await platform.sink(replying("com.example.Reply", "http://example.com/sub",
+                                             b'{"via": "broker"}'))
+    to_uri = await platform.sink(replying("com.example.Reply", "http://example.com/sub",
+                                          b'{"via": "uri"}'))
+    at_broker, at_uri, plain = await platform.sink(), await platform.sink(), await platform.sink()
+    broker_ref = "{ref: {apiVersion: eventing.knative.dev/v1, kind: Broker, name: b}}"
+    await platform.apply(
+        ns, platform.broker(ns, "b"),
+        trigger(ns, "replies", "b", at_broker, filter_="type: com.example.Reply"),
+        channel(ns, "ch"),
+        subscription(ns, "to-broker", "ch", to_broker, reply=broker_ref),
+        subscription(ns, "to-uri", "ch", to_uri, reply=f"{{uri: '{at_uri.url}'}}"),
+        subscription(ns, "plain", "ch", plain),
+    )
+    sub = await platform.serve.kube(
+        f"/apis/messaging.knative.dev/v1/namespaces/{ns}/subscriptions/to-broker")
+    assert sub["status"]["physicalSubscription"]["replyUri"] == await platform.address(ns, "b")
+    status = await platform.post(await platform.address(ns, "ch", "channels"),
+                                 event("com.example.Original"))
+    assert status == 202
+    (via_broker,) = await at_broker.wait_for(1, DELIVERED_S)
+    (via_uri,) = await at_uri.wait_for(1, DELIVERED_S)
+    await plain.wait_for(1, DELIVERED_S)
+    await quiet(to_broker, to_uri, at_broker, at_uri, plain)
+    assert via_broker.body == b'{"via": "broker"}'
+    assert via_uri.body == b'{"via": "uri"}'
+    assert types(plain) == ["com.example.Original"]
+    assert len(to_broker.received) == len(to_uri.received) == 1

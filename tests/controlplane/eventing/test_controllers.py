@@ -242,7 +242,32 @@ async def test_channel_and_subscription_are_a_backing_broker_and_trigger() -> No
         replying = {**sub, "metadata": {"name": "r", "namespace": "default"},
                     "spec": {**sub["spec"], "reply": {"uri": "http://reply.example/"}}}
         await env.apply(SUBSCRIPTIONS, replying)
-        assert conditions(env.get(SUBSCRIPTIONS, "r"))["Ready"] == ("False", "ReplyNotSupported")
+        assert conditions(env.get(SUBSCRIPTIONS, "r"))["Ready"] == ("True", "")
+        assert env.get(SUBSCRIPTIONS, "r")["status"]["physicalSubscription"]["replyUri"] == (
+            "http://reply.example/")
+        t = env.get(TRIGGERS, "r-kn-sub")
+        assert t["metadata"]["annotations"]["knpy.dev/subscription-reply"] == (
+            "http://reply.example/")
+        assert t["metadata"]["labels"]["messaging.knative.dev/subscription"] == "r"
+        # A reply to a Broker resolves to its address once it has one; until then the
+        # Subscription is not Ready and its Trigger keeps the reply it had.
+        to_broker = {**replying, "spec": {**replying["spec"], "reply": {"ref": {
+            "apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "later"}}}}
+        await env.apply(SUBSCRIPTIONS, to_broker)
+        assert conditions(env.get(SUBSCRIPTIONS, "r"))["ReferencesResolved"] == (
+            "False", "NotFound")
+        assert env.get(TRIGGERS, "r-kn-sub")["metadata"]["annotations"][
+            "knpy.dev/subscription-reply"] == "http://reply.example/"
+        await env.apply(BROKERS, broker("later"))
+        later = "http://broker-ingress.knative-eventing.localhost:8080/default/later"
+        assert env.get(TRIGGERS, "r-kn-sub")["metadata"]["annotations"][
+            "knpy.dev/subscription-reply"] == later
+        assert conditions(env.get(SUBSCRIPTIONS, "r"))["Ready"] == ("True", "")
+        # The reply removed: so is the annotation (replies are then dropped).
+        await env.apply(SUBSCRIPTIONS, {**sub, "metadata": {"name": "r", "namespace": "default"}})
+        annotations = env.get(TRIGGERS, "r-kn-sub")["metadata"].get("annotations") or {}
+        assert "knpy.dev/subscription-reply" not in annotations
+        assert "replyUri" not in env.get(SUBSCRIPTIONS, "r")["status"]["physicalSubscription"]
         missing = {**sub, "metadata": {"name": "m", "namespace": "default"},
                    "spec": {**sub["spec"], "channel": {**sub["spec"]["channel"], "name": "no"}}}
         await env.apply(SUBSCRIPTIONS, missing)
