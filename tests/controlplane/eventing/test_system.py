@@ -4,6 +4,8 @@ restart."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from controlplane.ingress import SYSTEM_HOSTS, RoutingTable
@@ -78,3 +80,14 @@ def test_rabbitmq_prefix_is_one_per_state_dir() -> None:
     a, b = rabbitmq_prefix(Path("/a/.knpy")), rabbitmq_prefix(Path("/b/.knpy"))
     assert a != b and a == rabbitmq_prefix(Path("/a/.knpy"))
     assert a.startswith("knpy.") and a.endswith(".") and len(a) == len("knpy.") + 8 + 1
+
+
+def test_knpy_serve_refuses_a_rabbitmq_flag_that_is_not_an_amqp_url(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "serve", "--state-dir", str(tmp_path),
+         "--rabbitmq", "http://127.0.0.1:5672/"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert proc.returncode == 2
+    assert "--rabbitmq must be an amqp:// or amqps:// URL" in proc.stderr
+    assert not (tmp_path / "kube.sqlite3").exists()  # refused before anything started
