@@ -130,7 +130,7 @@ async def test_sigkill_mid_stream_loses_no_acknowledged_event(tmp_path: Path) ->
             await broker.wait()
             stop.set()
             await asyncio.gather(*producers)
-            delivered_before = len(sink.received)
+            delivered_before = len({r.headers.get("ce-id") for r in sink.received})
             slow = False
             restarted = BrokerProcess(kubeconfig, state, log)
             await restarted.start()
@@ -141,7 +141,7 @@ async def test_sigkill_mid_stream_loses_no_acknowledged_event(tmp_path: Path) ->
                     f"after the restart {len(got_ids)} requests, duplicates {duplicates}"
                 )
                 assert not missing, f"{len(missing)} acknowledged lost: {sorted(missing)[:5]}"
-                assert delivered_before < len(acked)  # the restart had a backlog to deliver
+                assert delivered_before < len(acked)  # a backlog of distinct events (repeats aside)
                 assert duplicates <= len(acked)
             finally:
                 restarted.kill()

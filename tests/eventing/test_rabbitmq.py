@@ -387,7 +387,7 @@ async def test_dispatcher_sigkilled_mid_stream_loses_no_acknowledged_event(
                 await d.wait()
             stop.set()
             await asyncio.gather(*producers)
-            delivered_before = len(sink.received)
+            delivered_before = len({r.headers.get("ce-id") for r in sink.received})
             slow = False
             again = proc("dispatcher")
             await again.start()
@@ -398,7 +398,7 @@ async def test_dispatcher_sigkilled_mid_stream_loses_no_acknowledged_event(
                 f"after the restart {len(got_ids)} requests, duplicates {duplicates}"
             )
             assert not missing, f"{len(missing)} acknowledged lost: {sorted(missing)[:5]}"
-            assert delivered_before < len(acked)  # the restart had a backlog to deliver
+            assert delivered_before < len(acked)  # a backlog of distinct events (repeats aside)
     finally:
         for p in procs:
             p.kill()
