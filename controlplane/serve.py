@@ -206,6 +206,7 @@ class LocalServe:
             broker_state_dir=str(self.state_dir / "eventing"),  # the broker's event log
             rabbitmq_url=cfg.rabbitmq_url,
             rabbitmq_prefix=rabbitmq_prefix(self.state_dir),
+            ingress_port=cfg.port,
         )
         await bootstrap(self.client, system)
         self.kubelet.start()

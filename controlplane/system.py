@@ -81,6 +81,10 @@ RABBITMQ_BROKER_INGRESS: Final = "rabbitmq-broker-ingress"
 ACTIVATOR_DRAIN_S: Final = 1.0
 # Where the activator and autoscaler images find the kubeconfig (knpy serve --images).
 KUBECONFIG_IN_IMAGE: Final = "/etc/knpy/kubeconfig"
+# The ingress as a LoadBalancer Service, as Kourier's ``kourier-system/kourier`` is the one a
+# Knative user reads the ingress's address from: its port is knpy serve's --port, so a client
+# of the API (``knpy func deploy``, ``invoke``) can dial a Service's ``status.url`` here.
+INGRESS_SERVICE: Final = "knpy-ingress"
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +99,7 @@ class SystemConfig:
     broker_state_dir: str = ""  # the broker data plane's event log; "" runs no broker
     rabbitmq_url: str = ""  # the RabbitMQBroker class's server; "" runs no RabbitMQ data plane
     rabbitmq_prefix: str = ""  # before its exchange and queue names (one per state dir)
+    ingress_port: int = 0  # knpy serve's --port, published as INGRESS_SERVICE; 0: not published
 
 
 def _downward(name: str, path: str) -> Obj:
@@ -235,7 +240,27 @@ def system_objects(cfg: SystemConfig) -> list[tuple[Resource, Obj]]:
         ),
         (DEPLOYMENTS, _deployment(AUTOSCALER, autoscaler, volumes)),
         (DEPLOYMENTS, _deployment(ACTIVATOR, activator, volumes)),
+        *([(SERVICES, ingress_service(cfg.ingress_port))] if cfg.ingress_port else []),
     ]
+
+
+def ingress_service(port: int) -> Obj:
+    """INGRESS_SERVICE: no selector (the Endpoints controller leaves it alone), type
+    LoadBalancer on 127.0.0.1 at the ingress's port."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": INGRESS_SERVICE,
+            "namespace": SYSTEM_NAMESPACE,
+            "labels": {"app": INGRESS_SERVICE},
+        },
+        "spec": {
+            "type": "LoadBalancer",
+            "ports": [{"name": "http2", "port": port, "targetPort": port, "protocol": "TCP"}],
+        },
+        "status": {"loadBalancer": {"ingress": [{"ip": "127.0.0.1"}]}},
+    }
 
 
 def _broker_objects(

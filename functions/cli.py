@@ -41,6 +41,106 @@ def _guarded(run: Command) -> Command:
     return guarded
 
 
+def kubeconfig_option(p: argparse.ArgumentParser) -> None:
+    """knpy's ``--kubeconfig`` (what ``knpy serve`` wrote) and kn's ``-n/--namespace``."""
+    p.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=None,
+        help="the kubeconfig knpy serve wrote (default: the last deploy's, else "
+        ".knpy/kubeconfig)",
+    )
+    p.add_argument(
+        "-n", "--namespace", default=None,
+        help="default: func.yaml's deploy.namespace, else the last deploy's, else default",
+    )  # fmt: skip
+
+
+def _add_deploy_commands(cmds: Any) -> None:
+    """deploy, subscribe, describe, list, delete, logs, build (functions/deploy.py,
+    functions/manage.py, functions/build.py)."""
+    deploy = cmds.add_parser(
+        "deploy", help="the function as a Knative Service on knpy serve (Triggers too)"
+    )
+    path_option(deploy)
+    kubeconfig_option(deploy)
+    deploy.add_argument(
+        "-i", "--image", default=None,
+        help="the image to run where the target is a cluster (default: func.yaml's)",
+    )  # fmt: skip
+    deploy.add_argument(
+        "--timeout", type=float, default=120.0, metavar="SECONDS",
+        help="give up waiting for Ready after this long (default 120)",
+    )  # fmt: skip
+    deploy.set_defaults(run=_guarded(_deploy))
+
+    subscribe = cmds.add_parser(
+        "subscribe", help="subscribe the function to a Broker's events (func.yaml; deploy applies)"
+    )
+    path_option(subscribe)
+    subscribe.add_argument(
+        "-f", "--filter", action="append", default=[], metavar="ATTRIBUTE=VALUE",
+        help="a CloudEvent attribute the events must have (repeatable)",
+    )  # fmt: skip
+    subscribe.add_argument(
+        "-s", "--source", default="default", help="the Broker (default: default)"
+    )
+    subscribe.set_defaults(run=_guarded(_later("subscribe_command")))
+
+    def named(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        parser.add_argument("name", nargs="?", help="the function (default: the one at --path)")
+        path_option(parser)
+        kubeconfig_option(parser)
+        return parser
+
+    describe = named(cmds.add_parser("describe", aliases=["info"], help="a deployed function"))
+    describe.add_argument(
+        "-o", "--output", choices=("human", "plain", "json", "yaml", "url"), default="human"
+    )
+    describe.set_defaults(run=_guarded(_later("describe_command")))
+
+    listing = cmds.add_parser("list", aliases=["ls"], help="the deployed functions")
+    kubeconfig_option(listing)
+    listing.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="in every namespace"
+    )
+    listing.add_argument("-o", "--output", choices=("human", "json"), default="human")
+    listing.set_defaults(run=_guarded(_later("list_command")))
+
+    delete = named(
+        cmds.add_parser("delete", aliases=["remove", "rm"], help="undeploy: Service and Triggers")
+    )
+    delete.set_defaults(run=_guarded(_later("delete_command")))
+
+    logs = named(cmds.add_parser("logs", help="what the deployed function printed (-f: follow)"))
+    logs.add_argument("-f", "--follow", action="store_true", help="then print new lines")
+    logs.add_argument("--tail", type=int, default=-1, metavar="N", help="the last N lines")
+    logs.add_argument("--prefix", action="store_true", help="start lines with [pod/NAME/...]")
+    logs.add_argument(
+        "--state-dir", type=Path, default=None,
+        help="knpy serve's state dir (default: the kubeconfig's directory)",
+    )  # fmt: skip
+    logs.set_defaults(run=_guarded(_later("logs_command")))
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    from functions.deploy import deploy_command
+
+    return deploy_command(args)
+
+
+def _later(name: str) -> Command:
+    """functions.manage's command ``name``, imported when it runs."""
+
+    def run(args: argparse.Namespace) -> int:
+        import functions.manage
+
+        command: Command = getattr(functions.manage, name)
+        return command(args)
+
+    return run
+
+
 def add_commands(sub: Any) -> None:
     """Add ``func`` and its subcommands to the ``knpy`` parser's subparsers ``sub``."""
     func = sub.add_parser("func", help="Knative Functions: create, run, invoke a function")
@@ -51,6 +151,7 @@ def add_commands(sub: Any) -> None:
         return 2
 
     func.set_defaults(run=usage)
+    _add_deploy_commands(cmds)
 
     create = cmds.add_parser(
         "create", aliases=["init"], help="a new function directory (Knative's Python layout)"

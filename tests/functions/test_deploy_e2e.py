@@ -1,0 +1,166 @@
+"""``knpy func`` against a real ``knpy serve``: every command as a process, as a developer runs it.
+
+create (cloudevents) -> subscribe -> deploy (the URL printed) -> a request through the ingress
+at that URL -> an event sent to the Broker reaches the function through its Trigger, and the
+function's reply reaches a second Trigger's sink -> describe, list, logs -> delete (the
+Service and its Trigger gone, the URL answers 404). A function that cannot import fails its
+deploy within seconds with the revision's reason, and its traceback is in ``func logs``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from shared.cloudevent import parse_message
+from tests.e2e.harness import REPO_ROOT, STEP_S, Serve, serving
+from tests.eventing.harness import Sink
+
+BROKER = """
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {name: default, namespace: default}
+"""
+
+
+def reply_trigger(sink: str) -> str:
+    return f"""
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: replies, namespace: default}}
+spec:
+  broker: default
+  filter: {{attributes: {{type: function.response}}}}
+  subscriber: {{uri: "{sink}"}}
+"""
+
+
+@pytest.fixture
+async def serve(tmp_path: Path) -> AsyncIterator[Callable[..., Serve]]:
+    async with serving(tmp_path) as start:
+        yield start
+
+
+async def func(
+    serve: Serve, cwd: Path, *args: str, check: bool = True
+) -> tuple[int, str, str]:
+    """``knpy func ARGS`` in ``cwd`` with the platform's kubeconfig."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "shared.cli", "func", *args,
+        *(("--kubeconfig", str(serve.kubeconfig)) if args[0] not in ("create", "subscribe")
+          else ()),
+        cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), STEP_S)
+    code = proc.returncode if proc.returncode is not None else -1
+    if check:
+        assert code == 0, f"knpy func {' '.join(args)} exited {code}: {err.decode()}"
+    return code, out.decode(), err.decode()
+
+
+async def post(serve: Serve, url: str, headers: dict[str, str], body: bytes) -> tuple[int, str]:
+    """POST to a Service URL as a client on this machine does: 127.0.0.1, Host from the URL."""
+    parts = urlsplit(url)
+    async with serve.client().post(
+        f"http://127.0.0.1:{parts.port}{parts.path or '/'}",
+        headers={"Host": parts.netloc, **headers},
+        data=body,
+    ) as resp:
+        return resp.status, await resp.text()
+
+
+async def test_create_deploy_invoke_subscribe_delete(
+    serve: Callable[..., Serve], tmp_path: Path
+) -> None:
+    platform = serve()
+    sink = await Sink().start()
+    try:
+        await platform.apply(BROKER + "---" + reply_trigger(sink.url))
+        await func(platform, tmp_path, "create", "-t", "cloudevents", "echo")
+        fn = tmp_path / "echo"
+        _, out, _ = await func(
+            platform, fn, "subscribe", "--filter", "type=com.example.in", "--source", "default"
+        )
+        assert "broker 'default'" in out
+        doc = yaml.safe_load((fn / "func.yaml").read_text())
+        assert doc["deploy"]["subscriptions"] == [
+            {"source": "default", "filters": {"type": "com.example.in"}}
+        ]
+
+        _, out, err = await func(platform, fn, "deploy")
+        url = out.strip().splitlines()[-1].strip()
+        assert url == f"http://echo.default.localhost:{platform.port}", out
+        assert "Trigger 'echo-function-trigger-0' created" in err
+
+        # Through the ingress at the printed URL: a CloudEvent in, the function's reply out.
+        ce = {"ce-specversion": "1.0", "ce-id": "direct-1", "ce-source": "/test",
+              "ce-type": "com.example.in", "content-type": "application/json"}  # fmt: skip
+        status, body = await post(platform, url, ce, b'{"n": 1}')
+        assert status == 200, body
+        assert json.loads(body)["id"] == "response-direct-1"
+
+        # Broker -> Trigger -> function -> reply -> Broker -> second Trigger -> sink.
+        code, out, err = await platform.knpy(
+            "send", "--to", "default", "--type", "com.example.in", "--id", "via-broker",
+            "-d", '{"n": 2}',
+        )  # fmt: skip
+        assert code == 0, err
+        got = await sink.wait_for(1, timeout_s=15.0)
+        pairs = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in got[0].headers.items()]
+        (reply,) = parse_message(pairs, got[0].body)
+        assert reply.attrs["id"] == "response-via-broker"
+        assert reply.attrs["type"] == "function.response"
+        assert json.loads(reply.data or b"") == {"message": "OK"}
+
+        _, out, _ = await func(platform, fn, "describe", "-o", "json")
+        described = json.loads(out)
+        assert described["route"] == url and described["ready"] == "True"
+        assert described["subscriptions"] == [
+            {"source": "", "type": "com.example.in", "broker": "default"}
+        ]
+        _, out, _ = await func(platform, tmp_path, "list")
+        assert out.splitlines()[0].split() == [
+            "NAME", "NAMESPACE", "RUNTIME", "DEPLOYER", "URL", "READY"
+        ]  # fmt: skip
+        assert out.splitlines()[1].split() == ["echo", "default", "python", "knative", url, "True"]
+        _, out, _ = await func(platform, fn, "logs")
+        assert "event: com.example.in from /test" in out, out
+
+        _, out, _ = await func(platform, fn, "delete")
+        assert "Removed function 'echo' (its Service and 1 Trigger)" in out
+        triggers = await platform.kube("/apis/eventing.knative.dev/v1/namespaces/default/triggers")
+        assert [t["metadata"]["name"] for t in triggers["items"]] == ["replies"]
+        status, _ = await post(platform, url, ce, b"{}")
+        assert status == 404
+        assert not (fn / ".func" / "deploy.json").exists()
+        code, _, err = await func(platform, fn, "describe", check=False)
+        assert code == 1 and "there is no function named 'echo'" in err
+    finally:
+        await sink.stop()
+
+
+async def test_a_function_that_cannot_import_fails_its_deploy_with_the_reason(
+    serve: Callable[..., Serve], tmp_path: Path
+) -> None:
+    platform = serve()
+    await func(platform, tmp_path, "create", "broken")
+    fn = tmp_path / "broken"
+    with (fn / "function" / "func.py").open("a") as f:
+        f.write("\nimport no_such_module_anywhere\n")
+    code, out, err = await func(platform, fn, "deploy", "--timeout", "20", check=False)
+    assert code == 1, out
+    assert "Error: function 'broken' is not ready" in err
+    assert "No module named 'no_such_module_anywhere'" in err
+    assert not (fn / ".func" / "deploy.json").exists()
+    _, out, _ = await func(platform, fn, "logs")
+    assert "func.py" in out and "no_such_module_anywhere" in out
