@@ -163,6 +163,52 @@ def add_commands(sub: Any) -> None:
     )
     create.set_defaults(run=_guarded(_create))
 
+    run = cmds.add_parser(
+        "run", help="serve the function behind a queue-proxy, reloading on every change"
+    )
+    path_option(run)
+    run.add_argument(
+        "--port", type=int, default=8080, help="the queue-proxy's port (default 8080; 0: any)"
+    )
+    run.add_argument(
+        "--address", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)"
+    )
+    run.add_argument(
+        "-e", "--env", action="append", default=[], metavar="NAME=VALUE",
+        help="an environment variable for the function (repeatable; over func.yaml's run.envs)",
+    )  # fmt: skip
+    run.add_argument("--no-reload", action="store_true", help="do not restart on file changes")
+    run.set_defaults(run=_guarded(_run))
+
+    invoke = cmds.add_parser("invoke", help="send the function a request or a CloudEvent")
+    path_option(invoke)
+    invoke.add_argument(
+        "-f", "--format", choices=("http", "cloudevent", "cloudevents"), default=None,
+        help="http or cloudevent (default: func.yaml's invoke)",
+    )  # fmt: skip
+    invoke.add_argument(
+        "-t", "--target", default=None,
+        help="local, remote, or a URL (default: local if running, else remote)",
+    )  # fmt: skip
+    invoke.add_argument("--id", default=None, help="the event's id (default: a UUID)")
+    invoke.add_argument("--source", default=None, help="the event's source (default /boson/fn)")
+    invoke.add_argument("--type", default=None, help="the event's type (default boson.fn)")
+    invoke.add_argument(
+        "--content-type", default=None, help="the data's type (default application/json)"
+    )
+    invoke.add_argument(
+        "--data", default=None, help='the data (default {"message":"Hello World"})'
+    )
+    invoke.add_argument("--file", type=Path, default=None, help="the data from a file")
+    invoke.add_argument(
+        "--request-type", choices=("POST", "GET"), default="POST", help="POST (default) or GET"
+    )
+    invoke.add_argument(
+        "-e", "--extension", action="append", default=[], metavar="NAME=VALUE",
+        help="a CloudEvent extension attribute (repeatable)",
+    )  # fmt: skip
+    invoke.set_defaults(run=_guarded(_invoke))
+
 
 
 def _create(args: argparse.Namespace) -> int:
@@ -174,3 +220,15 @@ def _create(args: argparse.Namespace) -> int:
     for path in written:
         print(f"  {path.relative_to(root)}")
     return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from functions.run import run_command
+
+    return run_command(args)
+
+
+def _invoke(args: argparse.Namespace) -> int:
+    from functions.invoke import invoke_command
+
+    return invoke_command(args)

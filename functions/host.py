@@ -10,7 +10,8 @@ Knative's scaffolding picks instanced-cloudevents or instanced-http from it.
 
 The address is Knative's: ``LISTEN_ADDRESS`` (``host:port``, comma-separated, as func-python's
 sock.py reads it), else all interfaces on ``$PORT`` (8080 when unset), which is where a
-Knative revision's user container listens.
+Knative revision's user container listens. ``knpy func run`` instead hands over a listening
+socket (``KNPY_LISTEN_FD``) that outlives each reload.
 
 The server is aiohttp's low-level one (uvloop underneath), bridged to ASGI here in ~80 lines:
 no Hypercorn. Measured side by side in benchmarks/functions (docs/functions.md).
@@ -43,6 +44,10 @@ __all__ = ["LoadError", "load_function", "main", "parse_listen", "serve"]
 
 PACKAGE: Final = "function"  # Knative's Python layout: function/__init__.py, function/func.py
 DEFAULT_PORT: Final = 8080
+READY_FD_ENV: Final = "KNPY_READY_FD"
+# How long a stopping host keeps its open connections for their next request (serve()).
+DRAIN_S: Final = 1.0
+LISTEN_FD_ENV: Final = "KNPY_LISTEN_FD"
 _READ_CHUNK_BYTES: Final = 64 * 1024
 log = logging.getLogger("functions.host")
 
@@ -154,8 +159,9 @@ def parse_listen(env: Mapping[str, str]) -> list[tuple[str, int]]:
     return out
 
 
-def _asgi_handler(app: FunctionApp) -> Callable[[Any], Any]:
-    """An aiohttp low-level handler that runs the ASGI app for one request."""
+def _asgi_handler(app: FunctionApp, draining: list[bool]) -> Callable[[Any], Any]:
+    """An aiohttp low-level handler that runs the ASGI app for one request; once
+    ``draining`` is non-empty, each response closes its connection."""
     from aiohttp import web
 
     async def handler(request: web.BaseRequest) -> web.StreamResponse:
@@ -220,6 +226,8 @@ def _asgi_handler(app: FunctionApp) -> Callable[[Any], Any]:
             if stream is None:
                 kept = [(k, v) for k, v in headers if k.lower() != "transfer-encoding"]
                 stream = web.StreamResponse(status=status, headers=_multidict(kept))
+                if draining:
+                    stream.force_close()
                 await stream.prepare(request)
             if body:
                 await stream.write(body)
@@ -231,7 +239,9 @@ def _asgi_handler(app: FunctionApp) -> Callable[[Any], Any]:
         if stream is not None:
             return stream
         if final is None:
-            return web.Response(status=500, text="Error: the function sent no response")
+            final = web.Response(status=500, text="Error: the function sent no response")
+        if draining:
+            final.force_close()
         return final
 
     return handler
@@ -276,28 +286,61 @@ def bind_sockets(addresses: Sequence[tuple[str, int]]) -> list[socket.socket]:
     return out
 
 
+def inherited_sockets(env: Mapping[str, str]) -> list[socket.socket]:
+    """The listening socket ``knpy func run`` hands over (KNPY_LISTEN_FD, knpy's addition:
+    the socket outlives each reload, so no connection is refused while the code reloads)."""
+    fd_text = env.get(LISTEN_FD_ENV, "")
+    if not fd_text:
+        return []
+    try:
+        sock = socket.socket(fileno=int(fd_text))
+    except (ValueError, OSError) as err:
+        raise LoadError(f"{LISTEN_FD_ENV}={fd_text!r}: not a socket ({err})") from None
+    sock.setblocking(False)
+    return [sock]
+
+
 async def serve(
     instance: object,
     invoke: Literal["http", "cloudevent"],
     sockets: Sequence[socket.socket],
     cfg: dict[str, str],
     stop: asyncio.Event,
+    *,
+    ready_fd: int | None = None,
+    drain_s: float = DRAIN_S,
 ) -> None:
-    """Start the function, serve on ``sockets`` until ``stop`` is set, then stop it."""
+    """Start the function, serve on ``sockets`` until ``stop`` is set, then drain and stop it.
+
+    Draining: stop accepting (the next process sharing the socket takes the new
+    connections), answer each request still arriving on an open connection with
+    ``Connection: close``, and wait up to ``drain_s`` for the connections to end, before
+    closing the rest and calling ``stop()``. A keep-alive client (the queue-proxy) then sees
+    its connection closed after a response, not under a request it just sent (a 502).
+    """
     from aiohttp import web
 
     app = FunctionApp(instance, invoke)
     await app.start(cfg)
-    server = web.Server(_asgi_handler(app), access_log=None)
-    runner = web.ServerRunner(server, handle_signals=False)
-    await runner.setup()
-    for sock in sockets:
-        await web.SockSite(runner, sock).start()
+    draining: list[bool] = []
+    server = web.Server(_asgi_handler(app, draining), access_log=None)
+    loop = asyncio.get_running_loop()
+    listeners = [await loop.create_server(server, sock=s, backlog=1024) for s in sockets]
     log.info("function %s serving on %s", type(instance).__name__, _names(sockets))
+    if ready_fd is not None:
+        with contextlib.suppress(OSError):
+            os.write(ready_fd, b"ready\n")
+            os.close(ready_fd)
     try:
         await stop.wait()
     finally:
-        await runner.cleanup()
+        for listener in listeners:
+            listener.close()
+        draining.append(True)
+        end = loop.time() + drain_s
+        while server.connections and loop.time() < end:
+            await asyncio.sleep(0.02)
+        await server.shutdown(timeout=drain_s)
         await app.stop()
 
 
@@ -322,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         instance = load_function(project.root)
         # A decorated function says what it takes (functions/decorators.py).
         invoke = args.invoke or getattr(instance, "invoke", None) or project.invoke
-        sockets = bind_sockets(parse_listen(os.environ))
+        sockets = inherited_sockets(os.environ) or bind_sockets(parse_listen(os.environ))
     except (LoadError, ProjectError) as err:
         print(f"Error: {err}", file=sys.stderr, flush=True)
         return 1
@@ -338,8 +381,10 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        ready = os.environ.get(READY_FD_ENV, "")
         try:
-            await serve(instance, invoke, sockets, dict(os.environ), stop)
+            await serve(instance, invoke, sockets, dict(os.environ), stop,
+                        ready_fd=int(ready) if ready.isdigit() else None)  # fmt: skip
         except Exception as err:
             # start() failed (func-python: lifespan.startup.failed ends the server).
             print(f"Error: the function's start failed:\n{_user_traceback(err, project.root)}",

@@ -1,0 +1,510 @@
+"""``knpy func run``: the function on this machine, behind a real queue-proxy, reloaded on
+every change.
+
+Theory of operation. Three processes, as a Knative pod has two containers:
+
+    client -> queue-proxy (--port, 8080)  -> host (python -m functions.host) -> the function
+              python -m queueproxy            on a socket this process owns
+
+- The queue-proxy is started as the local platform starts a pod's sidecar
+  (controlplane/podspec.py): Knative's environment (SERVING_*, USER_PORT, ...), knpy's extra
+  ports on free loopback ports, and SERVING_READINESS_PROBE an httpGet of
+  ``/health/readiness``, the readiness endpoint Knative's ``func deploy`` gives a function.
+- The function's listening socket is bound here, once, and handed to each host process
+  (KNPY_LISTEN_FD). A reload starts the new host beside the old one; once the new one says it
+  is ready (a line on the KNPY_READY_FD pipe, after its ``start``), the old one is sent
+  SIGTERM and drains (functions/host.py ``serve``). No connection is refused and no request
+  fails during a reload: requests wait in the shared socket's backlog, or are answered by
+  the old code until the new code is ready.
+- The files under the function's directory (``*.py``, func.yaml, pyproject.toml, ...; not
+  .func, .venv, .git or caches) are polled every ``POLL_INTERVAL_S`` (50 ms: a walk of a small
+  project costs well under a millisecond). No dependency on inotify, which not every file
+  system (network mounts, some container bind mounts) delivers.
+- A host that fails to load (a syntax error, an import error, no ``handle``) prints why, and
+  until the next change this process answers every request on the socket itself: 503 with
+  the same message, so ``knpy func invoke`` and curl show the error too.
+- ``.func/run.json`` (Knative's runtime metadata directory) holds this process's pid and the
+  URL while it runs: ``knpy func invoke`` finds the local instance there.
+
+The environment of the function: this shell's, then func.yaml's ``run.envs``, then ``-e``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import FrameType
+from typing import IO, Final
+
+from functions.host import LISTEN_FD_ENV, READY_FD_ENV
+from functions.project import FunctionProject, ProjectError, load, resolve_envs
+from shared.ports import LOOPBACK, free_port
+
+__all__ = ["RUN_FILE", "RunConfig", "Runner", "read_instance", "run_command", "snapshot"]
+
+POLL_INTERVAL_S: Final = 0.05
+STOP_GRACE_S: Final = 2.0
+READY_TIMEOUT_S: Final = 30.0
+RUN_FILE: Final = "run.json"
+_SKIP_DIRS: Final = frozenset(
+    {".func", ".venv", "venv", ".git", "__pycache__", ".pytest_cache", ".mypy_cache",
+     ".ruff_cache", "node_modules", "build", "dist"}
+)  # fmt: skip
+_WATCHED_SUFFIXES: Final = frozenset({".py", ".yaml", ".yml", ".toml", ".json", ".txt", ".cfg"})
+_ROOT: Final = Path(__file__).resolve().parents[1]  # where `python -m queueproxy` imports from
+
+
+# -- watching ------------------------------------------------------------------------------------
+def snapshot(root: Path) -> dict[str, int]:
+    """Every watched file under ``root`` with its mtime (ns) and size folded in."""
+    out: dict[str, int] = {}
+    stack = [str(root)]
+    while stack:
+        top = stack.pop()
+        try:
+            entries = list(os.scandir(top))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                if entry.name not in _SKIP_DIRS and not entry.name.endswith(".egg-info"):
+                    stack.append(entry.path)
+            elif os.path.splitext(entry.name)[1] in _WATCHED_SUFFIXES:
+                with contextlib.suppress(OSError):
+                    st = entry.stat()
+                    out[entry.path] = st.st_mtime_ns ^ (st.st_size << 1)
+    return out
+
+
+def changed(before: Mapping[str, int], after: Mapping[str, int]) -> list[str]:
+    """The files added, removed or modified between two snapshots."""
+    keys = before.keys() | after.keys()
+    return sorted(k for k in keys if before.get(k) != after.get(k))
+
+
+# -- the instance file ---------------------------------------------------------------------------
+def read_instance(project: FunctionProject) -> str | None:
+    """The URL of the function's local instance, if one is running (its pid alive)."""
+    path = project.run_dir / RUN_FILE
+    try:
+        doc = json.loads(path.read_text())
+        pid, url = int(doc["pid"]), str(doc["url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, someone else's
+    return url
+
+
+# -- the fallback server -------------------------------------------------------------------------
+class _BrokenHandler(BaseHTTPRequestHandler):
+    """Answers 503 with the load error while the function cannot load."""
+
+    message: bytes = b""
+    protocol_version = "HTTP/1.1"
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        self.send_response(503)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(self.message)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(self.message)
+        self.close_connection = True
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _answer
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a client that hung up on the 503 (a probe's timeout) is no news
+
+
+class _Fallback:
+    """An HTTP server on a duplicate of the function's socket, in a thread."""
+
+    def __init__(self, sock: socket.socket, message: str) -> None:
+        handler = type("Handler", (_BrokenHandler,), {"message": message.encode()})
+        self.server = _QuietServer(sock.getsockname()[:2], handler, bind_and_activate=False)
+        self.server.socket.close()
+        self.server.socket = sock.dup()
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+# -- the host process ---------------------------------------------------------------------------
+class _Host:
+    """One ``python -m functions.host`` process: its stderr copied to ours (a load error's
+    text kept for the fallback), and the pipe on which it says it is ready."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], ready_fd: int) -> None:
+        self.proc = proc
+        self.ready_fd = ready_fd
+        self.errors: list[str] = []
+        self.relay = threading.Thread(target=self._relay, daemon=True)
+        self.relay.start()
+
+    def _relay(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace")
+            sys.stderr.write(line)
+            sys.stderr.flush()
+            if line.startswith("Error: ") or self.errors:
+                self.errors.append(line)
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """True once the host wrote "ready"; False if it exited (or timed out) first."""
+        ready, _, _ = select.select([self.ready_fd], [], [], timeout_s)
+        said = os.read(self.ready_fd, 64) if ready else b""
+        os.close(self.ready_fd)
+        self.ready_fd = -1
+        if said.startswith(b"ready"):
+            return True
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=STOP_GRACE_S)
+        self.relay.join(timeout=1.0)  # the error's last lines
+        return False
+
+    def close(self) -> None:
+        if self.ready_fd >= 0:
+            os.close(self.ready_fd)
+            self.ready_fd = -1
+        self.relay.join(timeout=1.0)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+
+# -- the runner ----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    root: Path
+    port: int = 8080  # the queue-proxy's; 0: a free one
+    address: str = LOOPBACK
+    envs: Mapping[str, str] | None = None  # -e, over func.yaml's run.envs
+    reload: bool = True
+
+
+def _bind(host: str, port: int, what: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        if err.errno in (98, 48):  # EADDRINUSE on Linux, macOS
+            raise ProjectError(
+                f"port {port} on {host} is in use ({what}): stop what listens there, or "
+                "choose another with --port N (--port 0 picks a free one)"
+            ) from None
+        raise ProjectError(f"cannot listen on {host}:{port} ({what}): {err.strerror}") from None
+    return sock
+
+
+class Runner:
+    """The queue-proxy and the host of one function, and the reload loop."""
+
+    def __init__(self, cfg: RunConfig, out: IO[str] | None = None) -> None:
+        self.cfg = cfg
+        self.out = out or sys.stdout
+        self.project = load(cfg.root)
+        self.env = self._environment(self.project)
+        # The queue-proxy's port is checked by binding it here and released just before the
+        # queue-proxy binds it: a clear error now instead of a queue-proxy that dies.
+        probe = _bind(cfg.address, cfg.port, "the function's URL")
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self.app_sock = _bind(LOOPBACK, 0, "the function")
+        self.app_sock.listen(1024)
+        self.app_port: int = self.app_sock.getsockname()[1]
+        self.host: _Host | None = None
+        self.retiring: list[tuple[_Host, float]] = []
+        self.queue: subprocess.Popen[bytes] | None = None
+        self.fallback: _Fallback | None = None
+        self.url = f"http://{cfg.address}:{self.port}"
+        self.reloads = 0
+
+    def _environment(self, project: FunctionProject) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(resolve_envs(project.envs, os.environ))
+        env.update(self.cfg.envs or {})
+        return env
+
+    def say(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
+
+    # -- processes
+    def start_queue_proxy(self) -> None:
+        name = self.project.name
+        log = self.project.run_dir / "queue-proxy.log"
+        self.project.run_dir.mkdir(exist_ok=True)
+        probe = {
+            "httpGet": {"path": "/health/readiness", "port": self.app_port, "host": LOOPBACK},
+            "periodSeconds": 0,
+        }
+        env = dict(os.environ)
+        env.update(
+            SERVING_NAMESPACE="default",
+            SERVING_SERVICE=name,
+            SERVING_CONFIGURATION=name,
+            SERVING_REVISION=f"{name}-local",
+            SERVING_POD=f"{name}-local-run",
+            SERVING_POD_IP=LOOPBACK,
+            QUEUE_BIND_HOST=self.cfg.address,
+            USER_HOST=LOOPBACK,
+            QUEUE_SERVING_PORT=str(self.port),
+            QUEUE_ADMIN_PORT=str(free_port()),
+            QUEUE_METRICS_PORT=str(free_port()),
+            USER_METRICS_PORT=str(free_port()),
+            USER_PORT=str(self.app_port),
+            CONTAINER_CONCURRENCY="0",
+            QUEUE_DRAIN_PERIOD_SECONDS="0",  # Ctrl-C ends it now; nothing routes here
+            SERVING_READINESS_PROBE=json.dumps(probe),
+        )
+        with log.open("wb") as sink:
+            self.queue = subprocess.Popen(
+                [sys.executable, "-m", "queueproxy"], env=env, cwd=_ROOT, stdout=sink,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+    def start_host(self) -> _Host:
+        env = dict(self.env)
+        env[LISTEN_FD_ENV] = str(self.app_sock.fileno())
+        read_end, write_end = os.pipe()
+        env[READY_FD_ENV] = str(write_end)
+        env["PORT"] = str(self.app_port)
+        env.pop("LISTEN_ADDRESS", None)
+        path = env.get("PYTHONPATH")
+        env["PYTHONPATH"] = f"{_ROOT}{os.pathsep}{path}" if path else str(_ROOT)
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "functions.host", str(self.project.root)],
+                env=env, cwd=self.project.root, stderr=subprocess.PIPE,
+                pass_fds=(self.app_sock.fileno(), write_end),
+            )  # fmt: skip
+        finally:
+            os.close(write_end)
+        return _Host(proc, read_end)
+
+    def retire(self, host: _Host | None) -> None:
+        """SIGTERM a host; it drains (functions/host.py serve) and is reaped later."""
+        if host is not None and host.proc.poll() is None:
+            host.proc.terminate()
+            self.retiring.append((host, time.monotonic() + STOP_GRACE_S))
+        elif host is not None:
+            host.close()
+
+    def reap(self, *, wait: bool = False) -> None:
+        kept = []
+        for host, deadline in self.retiring:
+            if wait:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    host.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            if host.proc.poll() is None and time.monotonic() >= deadline:
+                host.proc.kill()
+                host.proc.wait()
+            if host.proc.poll() is None:
+                kept.append((host, deadline))
+            else:
+                host.close()
+        self.retiring = kept
+
+    def close(self) -> None:
+        if self.fallback is not None:
+            self.fallback.close()
+            self.fallback = None
+        self.retire(self.host)
+        self.host = None
+        queue, self.queue = self.queue, None
+        if queue is not None and queue.poll() is None:
+            queue.terminate()
+        self.reap(wait=True)
+        if queue is not None:
+            try:
+                queue.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                queue.kill()
+                queue.wait()
+        self.app_sock.close()
+        with contextlib.suppress(OSError):
+            (self.project.run_dir / RUN_FILE).unlink()
+
+    # -- the loop
+    def _start_function(self) -> bool:
+        """Start a host beside whatever serves now; once it is ready, retire the old one
+        (a host or the fallback). If it does not load, serve its error instead."""
+        host = self.start_host()
+        loaded = host.wait_ready(READY_TIMEOUT_S)
+        old, self.host = self.host, None
+        self.retire(old)
+        if self.fallback is not None:
+            self.fallback.close()
+            self.fallback = None
+        if loaded:
+            self.host = host
+            return True
+        self.retire(host)
+        message = "".join(host.errors).strip() or "the function did not start"
+        self.fallback = _Fallback(self.app_sock, f"knpy func run: {message}\n")
+        self.say("The function did not load; fix it and save: it reloads on every change.")
+        return False
+
+    def write_instance(self) -> None:
+        self.project.run_dir.mkdir(exist_ok=True)
+        doc = {"pid": os.getpid(), "url": self.url, "queueProxy": self.port,
+               "function": self.app_port}  # fmt: skip
+        path = self.project.run_dir / RUN_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc) + "\n")
+        tmp.replace(path)  # atomic: a reader sees the whole file or none
+
+    def wait_queue_proxy(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Until the queue-proxy answers its own probe (``K-Network-Probe: queue``).
+
+        Raises:
+            ProjectError: it exited or did not answer in time (its log's end says why).
+        """
+        import http.client
+
+        end = time.monotonic() + timeout_s
+        log = self.project.run_dir / "queue-proxy.log"
+        while time.monotonic() < end:
+            queue = self.queue
+            if queue is None or queue.poll() is not None:
+                break
+            conn = http.client.HTTPConnection(self.cfg.address, self.port, timeout=1.0)
+            try:
+                conn.request("GET", "/", headers={"K-Network-Probe": "queue"})
+                if conn.getresponse().read() == b"queue":
+                    return
+            except OSError:
+                pass
+            finally:
+                conn.close()
+            time.sleep(0.01)
+        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        raise ProjectError(f"the queue-proxy did not start; the end of {log}:\n{tail}")
+
+    def run(self) -> int:
+        t0 = time.monotonic()
+        seen = snapshot(self.project.root)  # before the host imports: no change is missed
+        self.start_queue_proxy()
+        loaded = self._start_function()
+        self.wait_queue_proxy()
+        self.write_instance()
+        invoke = "CloudEvents" if self.project.invoke == "cloudevent" else "HTTP"
+        took = time.monotonic() - t0
+        state = "running" if loaded else "not loaded"
+        self.say(
+            f"Function '{self.project.name}' ({invoke}) {state} at {self.url} "
+            f"(queue-proxy; started in {took:.2f} s). Ctrl-C stops it."
+        )
+        if self.cfg.reload:
+            self.say(f"Watching {self.project.root} for changes.")
+        while True:
+            time.sleep(POLL_INTERVAL_S)
+            self.reap()
+            queue = self.queue
+            if queue is not None and queue.poll() is not None:
+                self.say(
+                    f"The queue-proxy exited ({queue.returncode}); its log: "
+                    f"{self.project.run_dir / 'queue-proxy.log'}"
+                )
+                return 1
+            if not self.cfg.reload:
+                continue
+            now = snapshot(self.project.root)
+            diff = changed(seen, now)
+            if not diff:
+                continue
+            time.sleep(POLL_INTERVAL_S)  # an editor may write several files in a row
+            now = snapshot(self.project.root)
+            seen = now
+            self.reload([os.path.relpath(p, self.project.root) for p in diff])
+
+    def reload(self, files: list[str]) -> None:
+        t0 = time.monotonic()
+        names = ", ".join(files[:3]) + (", ..." if len(files) > 3 else "")
+        if any(Path(f).name == "func.yaml" for f in files):
+            try:
+                self.project = load(self.cfg.root)
+                self.env = self._environment(self.project)
+            except ProjectError as err:
+                self.say(f"Error: {err}")
+                self.say("Not reloaded: the function runs on with the func.yaml it had.")
+                return
+        if self._start_function():
+            self.reloads += 1
+            self.say(f"Reloaded in {time.monotonic() - t0:.2f} s ({names} changed)")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    def interrupt(_sig: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def parse_env_flags(items: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ProjectError(f"-e {item!r}: want NAME=VALUE")
+        out[name] = value
+    return out
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """``knpy func run`` (functions/cli.py)."""
+    cfg = RunConfig(
+        root=args.path,
+        port=args.port,
+        address=args.address,
+        envs=parse_env_flags(args.env),
+        reload=not args.no_reload,
+    )
+    runner = Runner(cfg)
+    with _sigterm_as_interrupt():
+        try:
+            return runner.run()
+        except KeyboardInterrupt:
+            runner.say("Stopping.")
+            return 0
+        finally:
+            runner.close()
