@@ -50,13 +50,14 @@ class QueueProxy:
             else None
         )
         self.prober = ReadinessProber(cfg.readiness_probe, cfg.user_host, cfg.user_port)
-        breaker = self.breaker
+        breaker, stats = self.breaker, self.stats
         self.metrics = UserMetrics(
             namespace=cfg.namespace,
             service=cfg.service,
             configuration=cfg.configuration,
             revision=cfg.revision,
             pod=cfg.pod,
+            in_flight=lambda: stats.concurrency,
             queue_depth=(lambda: float(breaker.in_flight)) if breaker is not None else None,
         )
         self.last_report = StatReport(0.0, 0.0, 0.0, 0.0)

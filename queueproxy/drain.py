@@ -24,7 +24,10 @@ class DrainState(enum.Enum):
 
 
 class Drainer:
-    __slots__ = ("_last_request", "_started", "quiet_period_s", "request_timeout_s")
+    """Knative's drainer; ``last_request`` is when the latest request that is not a probe
+    arrived (the handler stores it, once per request: a method call would cost more)."""
+
+    __slots__ = ("_started", "last_request", "quiet_period_s", "request_timeout_s")
 
     def __init__(self, quiet_period_s: float, request_timeout_s: float) -> None:
         if quiet_period_s < 0:
@@ -34,7 +37,7 @@ class Drainer:
         self.quiet_period_s = quiet_period_s
         self.request_timeout_s = request_timeout_s
         self._started: float | None = None
-        self._last_request = 0.0
+        self.last_request = 0.0
 
     def __repr__(self) -> str:
         return f"<Drainer quiet={self.quiet_period_s}s started={self._started}>"
@@ -46,20 +49,16 @@ class Drainer:
     def start(self, now: float) -> None:
         if self._started is None:
             self._started = now
-            self._last_request = now
+            self.last_request = now
 
     def reset(self) -> None:
         """Stop draining (Knative's Reset: a drain asked for without a SIGTERM)."""
         self._started = None
 
-    def request(self, now: float) -> None:
-        """A request that is not a probe arrived: restart the quiet period."""
-        self._last_request = now
-
     def state(self, now: float, in_flight: int) -> DrainState:
         if self._started is None:
             return DrainState.SERVING
-        quiet_since = max(self._started, self._last_request)
+        quiet_since = max(self._started, self.last_request)
         if now - quiet_since < self.quiet_period_s:
             return DrainState.DRAINING
         if in_flight == 0 or now - quiet_since >= self.quiet_period_s + self.request_timeout_s:

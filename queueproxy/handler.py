@@ -203,9 +203,8 @@ class QueueHandler:
             self._health(ex, probe, network_hash, health)
             return
 
-        self.drainer.request(now)
+        self.drainer.last_request = now  # restarts the drain's quiet period
         self.stats.req_in(now, tag == _PROXIED)
-        self.metrics.request_started()
         ex.tag = tag
         ex.deadline = now + self.timeout_s
         if self.response_start_timeout_s:

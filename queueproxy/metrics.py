@@ -76,10 +76,12 @@ _REVISION_LABELS = (
 class UserMetrics:
     """Request metrics of one revision's pod, updated from the proxy's hot path.
 
-    The proxy calls ``request_started`` when a request is admitted and ``request_finished``
-    once it is answered (status 500 if the handler failed before a response, as Knative
-    records a panic). Like Knative's appRequestMetricsHandler, the proxy must not call
-    either for probe requests (K-Network-Probe, kubelet probes).
+    ``in_flight`` reads the requests in flight at scrape time (the queue-proxy's
+    ``RequestStats.concurrency``, which counts the same requests), so that the hot path does
+    not keep a second count. The proxy calls ``request_finished`` once a request is answered
+    (status 500 if the handler failed before a response, as Knative records a panic). Like
+    Knative's appRequestMetricsHandler, neither counts probe requests (K-Network-Probe,
+    kubelet probes).
     """
 
     __slots__ = ("_by_status", "_duration", "_in_flight", "_labels", "registry")
@@ -92,6 +94,7 @@ class UserMetrics:
         configuration: str,
         revision: str,
         pod: str,
+        in_flight: Callable[[], float],
         queue_depth: Callable[[], float] | None = None,
     ) -> None:
         self.registry = FastRegistry()
@@ -109,6 +112,7 @@ class UserMetrics:
             "Number of requests currently being handled by the queue-proxy",
             _REVISION_LABELS,
         ).labels(*self._labels)
+        self._in_flight.set_function(in_flight)
         if queue_depth is not None:
             # Knative records breaker.InFlight() (only when containerConcurrency > 0);
             # here the same figure is read at scrape time instead of per request.
@@ -118,11 +122,7 @@ class UserMetrics:
                 _REVISION_LABELS,
             ).labels(*self._labels).set_function(queue_depth)
 
-    def request_started(self) -> None:
-        self._in_flight.value += 1
-
     def request_finished(self, status: int, duration_s: float) -> None:
-        self._in_flight.value -= 1
         child = self._by_status.get(status)
         if child is None:
             child = self._by_status[status] = self._duration.labels(
@@ -137,7 +137,7 @@ class UserMetrics:
     def __repr__(self) -> str:
         return (
             f"UserMetrics(revision={self._labels[3]!r}, pod={self._labels[4]!r}, "
-            f"in_flight={self._in_flight.value:g})"
+            f"in_flight={self._in_flight.get():g})"
         )
 
 

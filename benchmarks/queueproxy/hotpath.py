@@ -61,12 +61,21 @@ async def run(cc: int, requests: int, repeat: int, request: bytes) -> float:
     net = MemoryNetwork()
     pool: UpstreamPool[int] = UpstreamPool(loop, "127.0.0.1", 8080, connect=net.connect)
     breaker: Breaker[Exchange[int]] | None = Breaker(10 * cc, cc, cc) if cc else None
+    stats = RequestStats(time.monotonic())
+    metrics = UserMetrics(
+        namespace="n",
+        service="s",
+        configuration="c",
+        revision="r",
+        pod="p",
+        in_flight=lambda: stats.concurrency,
+    )
     handler = QueueHandler(
         pool=pool,
-        stats=RequestStats(time.monotonic()),
+        stats=stats,
         drainer=Drainer(30.0, 300.0),
         prober=_Prober(),  # type: ignore[arg-type]
-        metrics=UserMetrics(namespace="n", service="s", configuration="c", revision="r", pod="p"),
+        metrics=metrics,
         breaker=breaker,
         timeout_s=300.0,
         response_start_timeout_s=10.0,

@@ -28,7 +28,7 @@ def test_drain_state(
     d = Drainer(QUIET_S, TIMEOUT_S)
     d.start(0.0)
     for t in requests_at:
-        d.request(t)
+        d.last_request = t
     assert d.state(now, in_flight) is want
 
 
@@ -46,7 +46,7 @@ def test_serving_until_started_and_after_reset() -> None:
 
 def test_request_before_drain_does_not_shorten_it() -> None:
     d = Drainer(QUIET_S, TIMEOUT_S)
-    d.request(0.0)
+    d.last_request = 0.0
     d.start(50.0)
     assert d.state(79.0, 0) is DrainState.DRAINING
 

@@ -33,23 +33,24 @@ def _labels(**extra: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted({**REVISION, **extra}.items()))
 
 
-def _user_metrics(depth: list[int] | None = None) -> UserMetrics:
+def _user_metrics(
+    depth: list[int] | None = None, in_flight: list[int] | None = None
+) -> UserMetrics:
+    flight = in_flight if in_flight is not None else [0]
     return UserMetrics(
         namespace="default",
         service="hello",
         configuration="hello",
         revision="hello-00001",
         pod="hello-00001-deployment-abc",
+        in_flight=lambda: flight[0],
         queue_depth=None if depth is None else (lambda: depth[0]),
     )
 
 
 def test_user_metrics_names_types_and_labels() -> None:
-    depth = [4]
-    m = _user_metrics(depth)
-    m.request_started()
-    m.request_started()
-    m.request_started()
+    depth, in_flight = [4], [1]
+    m = _user_metrics(depth, in_flight)
     m.request_finished(200, 1.0)
     m.request_finished(503, 0.003)
     types, samples = _parse(m.render())
@@ -71,8 +72,10 @@ def test_user_metrics_names_types_and_labels() -> None:
     assert samples[(f"{name}_bucket", _labels(**unavailable, le="0.005"))] == 1
     assert samples[("http_server_active_requests", _labels())] == 1
     assert samples[("kn_serving_queue_depth", _labels())] == 4
-    depth[0] = 0
-    assert _parse(m.render())[1][("kn_serving_queue_depth", _labels())] == 0
+    depth[0] = in_flight[0] = 0
+    _, samples = _parse(m.render())
+    assert samples[("kn_serving_queue_depth", _labels())] == 0
+    assert samples[("http_server_active_requests", _labels())] == 0
 
 
 def test_user_metrics_without_queue_depth_source_omit_the_gauge() -> None:
@@ -83,7 +86,6 @@ def test_user_metrics_without_queue_depth_source_omit_the_gauge() -> None:
 def test_user_metrics_hot_path_reuses_children() -> None:
     m = _user_metrics()
     for _ in range(3):
-        m.request_started()
         m.request_finished(200, 0.01)
     _, samples = _parse(m.render())
     ok = _labels(http_response_status_code="200", response_code_class="2xx")
