@@ -357,12 +357,12 @@ class ServerConnection(asyncio.Protocol, Generic[TagT]):
     __slots__ = (
         "active",
         "handler",
+        "head_budget",
         "head_bytes",
         "hosts",
         "in_head",
         "initial_tag",
         "kept",
-        "parsed_bytes",
         "parser",
         "parsing",
         "paused",
@@ -391,7 +391,7 @@ class ServerConnection(asyncio.Protocol, Generic[TagT]):
         self.write_paused = False
         self.in_head = False
         self.head_bytes = 0
-        self.parsed_bytes = 0
+        self.head_budget = 0  # bytes the head being parsed may still take
         self.hosts = 0
         self.remote = ""
         self.tunnel: Upstream[TagT] | None = None
@@ -479,12 +479,12 @@ class ServerConnection(asyncio.Protocol, Generic[TagT]):
             ex = self.parsing = Exchange(self, self.initial_tag)
             self.in_head = True
             self.head_bytes = 0
-            self.parsed_bytes = len(url)
+            self.head_budget = self.server.max_head_bytes - len(url)
             self.hosts = 0
             if self.state is _IDLE and self.kept:
                 self.since = self.server.now  # a kept-alive connection's next head: not idle
         else:
-            self.parsed_bytes += len(url)
+            self.head_budget -= len(url)
         ex.target += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -492,10 +492,10 @@ class ServerConnection(asyncio.Protocol, Generic[TagT]):
         if ex is None:
             return
         ex.headers.append((name, value))
-        self.parsed_bytes += len(name) + len(value) + 4
-        if self.parsed_bytes > self.server.max_head_bytes:
-            raise _BadHead(431, "request header fields too large")
         size = len(name)
+        self.head_budget -= size + len(value) + 4
+        if self.head_budget < 0:
+            raise _BadHead(431, "request header fields too large")
         if size == 4:
             # RFC 9112 section 3.2: a request with more than one Host is answered 400 (which
             # of them would route it, and which would the app see?).

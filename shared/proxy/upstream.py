@@ -177,9 +177,10 @@ class UpstreamConnection(asyncio.Protocol, Generic[TagT]):
 
     def on_message_complete(self) -> None:
         # Interim 1xx responses (100 Continue, 103 Early Hints) pass through; the exchange
-        # ends with the final response.
+        # ends with the final response, whose head set ex.status (it is 0 until then).
         # (A HEAD response is DONE at its head and never gets here.)
-        if self.parser.get_status_code() >= 200:
+        ex = self.ex
+        if ex is not None and ex.status:
             self.state = _DONE
 
     # -- used by the pool and the client connection ------------------------------------
