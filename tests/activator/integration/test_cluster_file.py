@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,23 @@ from tests.activator import objects
 from tests.queueproxy.integration.qpharness import LOOPBACK, StartStack, wait_listening
 
 from .harness import KEY, AutoscalerStandIn, get_status, set_pods
+
+
+def free_port_pair() -> int:
+    """A free port whose next one is free too: worker i serves its metrics on port + i.
+
+    Outside a KNPY_PORT_RANGE (a serial run) free ports are the kernel's ephemeral ones, and
+    port + 1 may be an outgoing connection's (the bind then failed with EADDRINUSE).
+    """
+    for _ in range(100):
+        port = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((LOOPBACK, port + 1))
+            except OSError:
+                continue
+            return port
+    raise OSError("no two adjacent free ports")
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -97,7 +115,7 @@ async def test_workers_share_the_port_and_split_the_pods(
         set_pods(None, [(pod, True) for pod in pods]),
     ]
     path.write_text(yaml.safe_dump_all(docs))
-    port, metrics = free_port(), free_port()
+    port, metrics = free_port(), free_port_pair()
     env = _env(port, metrics, standin)
     argv = [sys.executable, "-m", "activator", "--cluster-file", str(path), "--workers", "2"]
     child = children.spawn("activator", argv, env)
