@@ -37,7 +37,6 @@ from __future__ import annotations
 import collections
 import json
 import logging
-import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -58,6 +57,8 @@ from shared.kube.resources import (
     Obj,
 )
 from shared.metrics import render_text
+
+from .supervision import write_private
 
 if TYPE_CHECKING:
     from controlplane.kubeapi.server import KubeApiServer
@@ -265,14 +266,6 @@ def prometheus_config(api_url: str, token_file: Path, interval_s: float = SCRAPE
     return head + yaml.safe_dump(config, sort_keys=False)
 
 
-def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 # -- the API server's side -----------------------------------------------------------------------
 def _only_get(request: web.Request) -> None:
     if request.method not in ("GET", "HEAD"):
@@ -302,9 +295,9 @@ def install(server: KubeApiServer, interval_s: float = SCRAPE_INTERVAL_S) -> Pat
     server.add_path(METRICS_PATH, metrics_handler)
     state = Path(server.state_dir).resolve()
     token_file = state / TOKEN_FILE
-    _write_private(token_file, server.token)
+    write_private(token_file, server.token)
     config = state / PROMETHEUS_YML
-    _write_private(config, prometheus_config(server.url, token_file, interval_s))
+    write_private(config, prometheus_config(server.url, token_file, interval_s))
     _log.info(
         "Prometheus: prometheus --config.file=%s (targets at %s%s)",
         config,

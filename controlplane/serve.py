@@ -66,7 +66,14 @@ from .control import ControlEndpoint, ControlProcess
 from .ingress import ColdStarts, ColdStartWriter, Ingress, RoutingTable
 from .kubelet import Kubelet
 from .pods import LOOPBACK
-from .supervision import StateDirBusy, Watchdog, end_marked, lock_state_dir, mark
+from .supervision import (
+    StateDirBusy,
+    Watchdog,
+    end_marked,
+    lock_state_dir,
+    mark,
+    write_private,
+)
 from .system import ACTIVATOR, AUTOSCALER, SystemConfig, bootstrap, start_eventing
 
 __all__ = ["LocalServe", "ServeConfig", "rabbitmq_prefix", "run_serve"]
@@ -107,6 +114,9 @@ def rabbitmq_prefix(state_dir: Path) -> str:
     """The RabbitMQ names' prefix of one state dir: runs of other state dirs (other users, test
     runs) share a RabbitMQ without meeting; a restart of this one finds its queues again."""
     return f"knpy.{hashlib.sha256(str(state_dir).encode()).hexdigest()[:8]}."
+
+
+RABBITMQ_URL_FILE: Final = "rabbitmq-url"  # in the state dir, 0600 (--rabbitmq's password)
 
 
 class LocalServe:
@@ -182,6 +192,16 @@ class LocalServe:
     def _local_api(self) -> Api:
         return Api(self.endpoint.url, self.endpoint.token)
 
+    def _rabbitmq_url_file(self) -> str:
+        """The file the RabbitMQ data plane reads ``--rabbitmq`` from ("" without it): written
+        at each start, removed by one without it."""
+        path = self.state_dir / RABBITMQ_URL_FILE
+        if not self.cfg.rabbitmq_url:
+            path.unlink(missing_ok=True)
+            return ""
+        write_private(path, self.cfg.rabbitmq_url + "\n")
+        return str(path)
+
     async def start(self) -> None:
         cfg = self.cfg
         loop = asyncio.get_running_loop()
@@ -204,7 +224,7 @@ class LocalServe:
             autoscaler_stat_port=free_port(),
             images=cfg.images,
             broker_state_dir=str(self.state_dir / "eventing"),  # the broker's event log
-            rabbitmq_url=cfg.rabbitmq_url,
+            rabbitmq_url_file=self._rabbitmq_url_file(),
             rabbitmq_prefix=rabbitmq_prefix(self.state_dir),
             ingress_port=cfg.port,
         )

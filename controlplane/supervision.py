@@ -49,6 +49,7 @@ __all__ = [
     "lock_state_dir",
     "mark",
     "marked",
+    "write_private",
 ]
 
 MARK_ENV: Final = "KNPY_SERVE_STATE"
@@ -231,3 +232,14 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (0600), replaced atomically: the
+    state dir's secrets (a token, a URL with a password) are not for the machine's other
+    users."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)

@@ -97,7 +97,8 @@ class SystemConfig:
     log_level: str = "INFO"
     images: KnpyImages | None = None  # run the activator and autoscaler from these
     broker_state_dir: str = ""  # the broker data plane's event log; "" runs no broker
-    rabbitmq_url: str = ""  # the RabbitMQBroker class's server; "" runs no RabbitMQ data plane
+    # The 0600 file holding the RabbitMQBroker class's server URL; "" runs no RabbitMQ data plane.
+    rabbitmq_url_file: str = ""
     rabbitmq_prefix: str = ""  # before its exchange and queue names (one per state dir)
     ingress_port: int = 0  # knpy serve's --port, published as INGRESS_SERVICE; 0: not published
 
@@ -303,10 +304,13 @@ def rabbitmq_objects(cfg: SystemConfig) -> list[tuple[Resource, Obj]]:
     """The RabbitMQBroker class's data plane: the same program with ``--backend rabbitmq``
     (ingress and dispatcher in one process, class RabbitMQBroker), behind the Service
     ``rabbitmq-broker-ingress`` (Host ``rabbitmq-broker-ingress.knative-eventing.localhost``).
-    The server's URL is in the environment, not the command line (``ps`` shows commands), and
-    every exchange and queue name starts with this state dir's prefix, so that several runs
-    share one RabbitMQ without meeting, and a restart finds its own queues again."""
-    env = {"RABBITMQ_URL": cfg.rabbitmq_url, "BROKER_RABBITMQ_PREFIX": cfg.rabbitmq_prefix}
+    The server's URL (its password) is neither on the command line (``ps`` shows commands) nor
+    in the Deployment (the API's store, ``knpy get -o yaml``): the process reads it from a file
+    only its user can read, as eventing-rabbitmq's data plane takes it from a Secret. Every
+    exchange and queue name starts with this state dir's prefix, so that several runs share
+    one RabbitMQ without meeting, and a restart finds its own queues again."""
+    env = {"RABBITMQ_URL_FILE": cfg.rabbitmq_url_file,
+           "BROKER_RABBITMQ_PREFIX": cfg.rabbitmq_prefix}
     return _broker_objects(
         cfg, RABBITMQ_BROKER, RABBITMQ_BROKER_INGRESS, ["--backend", "rabbitmq"], env
     )
@@ -343,12 +347,12 @@ async def bootstrap(client: KubeClient, cfg: SystemConfig | None) -> None:
 
 async def start_eventing(client: KubeClient, cfg: SystemConfig) -> None:
     """Create or replace the broker data planes' objects (the default class's unless
-    ``broker_state_dir`` is empty, the RabbitMQ one's if ``rabbitmq_url`` is set). ``knpy
+    ``broker_state_dir`` is empty, the RabbitMQ one's if ``rabbitmq_url_file`` is set). ``knpy
     serve`` calls it once the activator is Ready, so the brokers' start does not compete with
     the serving path's for the CPU."""
     if cfg.broker_state_dir:
         await _put(client, eventing_objects(cfg))
-    if cfg.rabbitmq_url:
+    if cfg.rabbitmq_url_file:
         await _put(client, rabbitmq_objects(cfg))
 
 

@@ -9,6 +9,9 @@ own knobs are BROKER_*. Nothing below ``main`` reads ``os.environ``.
     BROKER_ROLE                   all                all, ingress or dispatcher (this process's)
     BROKER_STATE_DIR              (required: sqlite) where the event log lives
     RABBITMQ_URL                  amqp://guest:guest@127.0.0.1:5672/  the rabbitmq backend's
+    RABBITMQ_URL_FILE             (none)             a file holding RABBITMQ_URL instead (knpy
+                                                     serve's: the URL's password stays out of
+                                                     the Deployment, as a mounted Secret would)
     BROKER_RABBITMQ_PREFIX        (none)             before every exchange and queue name
     BROKER_BIND_HOST              0.0.0.0
     INGRESS_PORT                  8080               POST /<ns>/<broker>, GET /healthz
@@ -118,7 +121,9 @@ class BrokerConfig:
             synchronous="FULL" if sync == "FULL" else "NORMAL",
             backend="rabbitmq" if be == "rabbitmq" else "sqlite",
             role="ingress" if ro == "ingress" else "dispatcher" if ro == "dispatcher" else "all",
-            rabbitmq_url=rabbitmq_url or env_str(env, "RABBITMQ_URL", RABBITMQ_DEFAULT_URL),
+            rabbitmq_url=rabbitmq_url
+            or _url_file(env)
+            or env_str(env, "RABBITMQ_URL", RABBITMQ_DEFAULT_URL),
             rabbitmq_prefix=env_str(env, "BROKER_RABBITMQ_PREFIX", ""),
             metrics_port=env_port(env, "BROKER_METRICS_PORT", DEFAULT_METRICS_PORT),
             observability_configmap=env_str(
@@ -126,3 +131,17 @@ class BrokerConfig:
             ),
             observability=ObservabilityConfig.from_env(env),
         )
+
+
+def _url_file(env: Mapping[str, str]) -> str:
+    """RABBITMQ_URL_FILE's content ("" when unset); unreadable or empty is a ConfigError."""
+    path = env_str(env, "RABBITMQ_URL_FILE", "")
+    if not path:
+        return ""
+    try:
+        url = Path(path).read_text().strip()
+    except OSError as err:
+        raise ConfigError("RABBITMQ_URL_FILE", f"cannot read {path}: {err.strerror}") from None
+    if not url:
+        raise ConfigError("RABBITMQ_URL_FILE", f"{path} is empty")
+    return url

@@ -342,6 +342,19 @@ async def test_00_the_class_is_served_by_its_own_data_plane(platform: Platform) 
             f"/apis/eventing.knative.dev/v1/namespaces/{ns}/triggers/t")
         assert await _declared("exchange", broker_exchange(f"{ns}/b", prefix))
         assert await _declared("queue", trigger_queue(t["metadata"]["uid"], f"{ns}/b", prefix))
+        # The URL's password is only in the 0600 file the data plane reads: not in the API's
+        # objects (nor so its store), the pods' logs or any other file of the state dir.
+        state = platform.serve.state
+        url_file = state / "rabbitmq-url"
+        assert url_file.read_text().strip() == RABBITMQ_URL
+        assert url_file.stat().st_mode & 0o777 == 0o600
+        secret = RABBITMQ_URL.split("//", 1)[1].split("@", 1)[0].encode()  # user:password
+        leaks = [str(f) for f in state.rglob("*")
+                 if f.is_file() and f != url_file and secret in f.read_bytes()]
+        assert not leaks, leaks
+        deployment = await platform.serve.kube(
+            "/apis/apps/v1/namespaces/knative-eventing/deployments/rabbitmq-broker")
+        assert secret.decode() not in json.dumps(deployment)
         return
     assert host == "broker-ingress.knative-eventing.localhost"
     rabbit = platform.broker(ns, "r").replace("MTChannelBasedBroker", "RabbitMQBroker")

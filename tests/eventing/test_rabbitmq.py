@@ -452,3 +452,20 @@ def test_config_selects_the_backend_and_refuses_split_roles_on_sqlite() -> None:
         BrokerConfig.from_env({"BROKER_ROLE": "ingress"}, "/tmp/x")
     with pytest.raises(ConfigError, match="BROKER_BACKEND"):
         BrokerConfig.from_env({"BROKER_BACKEND": "kafka"}, "/tmp/x")
+
+
+def test_config_reads_the_url_from_rabbitmq_url_file(tmp_path: Path) -> None:
+    """knpy serve hands the URL (its password) over in a 0600 file, not the Deployment's env."""
+    from eventing.broker.config import BrokerConfig
+    from shared.envconfig import ConfigError
+
+    url_file = tmp_path / "rabbitmq-url"
+    url_file.write_text("amqp://u:secret@127.0.0.1:5999/\n")
+    env = {"BROKER_BACKEND": "rabbitmq", "RABBITMQ_URL_FILE": str(url_file),
+           "RABBITMQ_URL": "amqp://other/"}
+    assert BrokerConfig.from_env(env).rabbitmq_url == "amqp://u:secret@127.0.0.1:5999/"
+    url_file.write_text("\n")
+    with pytest.raises(ConfigError, match=r"RABBITMQ_URL_FILE: .* is empty"):
+        BrokerConfig.from_env(env)
+    with pytest.raises(ConfigError, match=r"RABBITMQ_URL_FILE: cannot read .*missing"):
+        BrokerConfig.from_env({**env, "RABBITMQ_URL_FILE": str(tmp_path / "missing")})

@@ -53,7 +53,7 @@ async def test_rabbitmq_data_plane_runs_only_with_a_url_and_keeps_it_off_the_com
 ) -> None:
     cluster = FakeCluster()
     rabbit = SystemConfig("/py", "/state/kubeconfig", 1, broker_state_dir="/state/eventing",
-                          rabbitmq_url="amqp://u:secret@127.0.0.1:5672/",
+                          rabbitmq_url_file="/state/rabbitmq-url",
                           rabbitmq_prefix="knpy.0123abcd.")
     await start_eventing(cluster, rabbit)
     deployments = {d["metadata"]["name"]: d for d in cluster.objects(DEPLOYMENTS,
@@ -63,7 +63,8 @@ async def test_rabbitmq_data_plane_runs_only_with_a_url_and_keeps_it_off_the_com
     assert container["command"] == ["/py", "-m", "eventing.broker", "--kubeconfig",
                                     "/state/kubeconfig", "--backend", "rabbitmq"]
     env = {e["name"]: e.get("value") for e in container["env"]}
-    assert env["RABBITMQ_URL"] == "amqp://u:secret@127.0.0.1:5672/"
+    assert env["RABBITMQ_URL_FILE"] == "/state/rabbitmq-url"  # the URL itself is not there
+    assert "RABBITMQ_URL" not in env
     assert env["BROKER_RABBITMQ_PREFIX"] == "knpy.0123abcd."
     services = {s["metadata"]["name"] for s in cluster.objects(SERVICES, "knative-eventing")}
     assert services == {"broker-ingress", "rabbitmq-broker-ingress"}
