@@ -49,7 +49,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Final
 
-from functions.host import LISTEN_FD_ENV, READY_FD_ENV
+from functions.host import LISTEN_FD_ENV, READY_FD_ENV, STANDBY_ENV
 from functions.project import FunctionProject, ProjectError, load, resolve_envs
 from shared.ports import LOOPBACK, free_port
 
@@ -196,7 +196,22 @@ class _Host:
         self.relay.join(timeout=1.0)  # the error's last lines
         return False
 
+    def wake(self) -> bool:
+        """Tell a spare to load the function; False if it is gone."""
+        stdin = self.proc.stdin
+        if stdin is None:
+            return False
+        try:
+            stdin.write(b"go\n")
+            stdin.close()
+        except OSError:
+            return False
+        return True
+
     def close(self) -> None:
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
         if self.ready_fd >= 0:
             os.close(self.ready_fd)
             self.ready_fd = -1
@@ -248,6 +263,7 @@ class Runner:
         self.app_sock.listen(1024)
         self.app_port: int = self.app_sock.getsockname()[1]
         self.host: _Host | None = None
+        self.spare: _Host | None = None  # the next host, imported and waiting (start_spare)
         self.retiring: list[tuple[_Host, float]] = []
         self.queue: subprocess.Popen[bytes] | None = None
         self.fallback: _Fallback | None = None
@@ -298,7 +314,27 @@ class Runner:
             )  # fmt: skip
 
     def start_host(self) -> _Host:
+        """A host for the code on disk now: the spare if one waits (woken), else a new one."""
+        spare, self.spare = self.spare, None
+        if spare is not None and spare.proc.poll() is None and spare.wake():
+            return spare
+        if spare is not None:
+            self.retire(spare)
+        return self.spawn_host(standby=False)
+
+    def start_spare(self) -> None:
+        """A host that imports what every host needs and waits (functions/host.py standby)."""
+        if self.cfg.reload and self.spare is None:
+            self.spare = self.spawn_host(standby=True)
+
+    def drop_spare(self) -> None:
+        spare, self.spare = self.spare, None
+        self.retire(spare)
+
+    def spawn_host(self, *, standby: bool) -> _Host:
         env = dict(self.env)
+        if standby:
+            env[STANDBY_ENV] = "1"
         env[LISTEN_FD_ENV] = str(self.app_sock.fileno())
         read_end, write_end = os.pipe()
         env[READY_FD_ENV] = str(write_end)
@@ -310,6 +346,7 @@ class Runner:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "functions.host", str(self.project.root)],
                 env=env, cwd=self.project.root, stderr=subprocess.PIPE,
+                stdin=subprocess.PIPE if standby else subprocess.DEVNULL,
                 pass_fds=(self.app_sock.fileno(), write_end),
             )  # fmt: skip
         finally:
@@ -343,6 +380,7 @@ class Runner:
         if self.fallback is not None:
             self.fallback.close()
             self.fallback = None
+        self.drop_spare()
         self.retire(self.host)
         self.host = None
         queue, self.queue = self.queue, None
@@ -372,8 +410,10 @@ class Runner:
             self.fallback = None
         if loaded:
             self.host = host
+            self.start_spare()
             return True
         self.retire(host)
+        self.start_spare()
         message = "".join(host.errors).strip() or "the function did not start"
         self.fallback = _Fallback(self.app_sock, f"knpy func run: {message}\n")
         self.say("The function did not load; fix it and save: it reloads on every change.")
@@ -459,6 +499,7 @@ class Runner:
             try:
                 self.project = load(self.cfg.root)
                 self.env = self._environment(self.project)
+                self.drop_spare()  # it has the old environment
             except ProjectError as err:
                 self.say(f"Error: {err}")
                 self.say("Not reloaded: the function runs on with the func.yaml it had.")
