@@ -42,10 +42,10 @@ import base64
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from time import perf_counter
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from eventing.broker.backend import EventLog, Headers, Record, StoreError, Subscription
 from eventing.broker.client import HttpClient, RequestFailed
@@ -308,7 +308,7 @@ class Dispatcher:
         return stops
 
     # -- one delivery ---------------------------------------------------------------------
-    async def deliver(
+    def deliver(
         self,
         target: TriggerTarget,
         rec: Record,
@@ -317,26 +317,19 @@ class Dispatcher:
         *,
         series: TriggerSeries | None = None,
         picked: float = 0.0,
-    ) -> str:
+    ) -> Coroutine[Any, Any, str]:
         """Deliver ``rec`` to ``target``'s subscriber, with retries, reply and dead-letter
-        sink; returns ``delivered``, ``dead-lettered`` or ``dropped``.
+        sink; the result is ``delivered``, ``dead-lettered`` or ``dropped``.
 
         ``out`` is ``rec.event`` without its TTL, ``ttl`` that TTL (None when it had none):
         the worker has both from filtering. ``series`` gets the trigger's metrics (the
-        process duration counts from ``picked``, a ``perf_counter`` time).
+        process duration counts from ``picked``, a ``perf_counter`` time). The delivery span
+        (when tracing) starts here and ends with the coroutine.
         """
         span = None
         if self.tracer is not None:
             span = delivery_span(self.tracer, target.namespace, target.name, target.broker, out)
-        try:
-            result, status = await self._deliver(target, rec, out, ttl, series, picked, span)
-        except BaseException:
-            if span is not None:
-                end_span(span, "cancelled", None)
-            raise
-        if span is not None:
-            end_span(span, result, status)
-        return result
+        return self._deliver(target, rec, out, ttl, series, picked, span)
 
     async def _deliver(
         self,
@@ -347,69 +340,72 @@ class Dispatcher:
         series: TriggerSeries | None,
         picked: float,
         span: Span | None,
-    ) -> tuple[str, int | None]:
-        event = rec.event
-        traced = inject_headers(span) if span is not None else []
-        headers = [
-            *rec.headers,
-            *traced,
-            (b"Prefer", b"reply"),
-            (b"Kn-Namespace", target.namespace.encode()),
-        ]
-        assert target.subscriber is not None
-        spec = target.delivery
-        dest = target.subscriber
-        etype = out.attrs.get("type")
-        event_type = etype if isinstance(etype, str) else ""
-        if series is not None:
-            series.processed(event_type, perf_counter() - picked)
-
-        async def send(url: str, ev: Event, hdrs: Headers) -> Outcome:
-            start = perf_counter()
-            outcome = await self.send(url, ev, hdrs, spec)
+    ) -> str:
+        result, status = "cancelled", None
+        try:
+            event = rec.event
+            traced = inject_headers(span) if span is not None else []
+            headers = [
+                *rec.headers,
+                *traced,
+                (b"Prefer", b"reply"),
+                (b"Kn-Namespace", target.namespace.encode()),
+            ]
+            assert target.subscriber is not None
+            spec = target.delivery
+            dest = target.subscriber
+            etype = out.attrs.get("type")
+            event_type = etype if isinstance(etype, str) else ""
             if series is not None:
-                series.dispatched(event_type, outcome.status, perf_counter() - start)
-            if span is not None and span.is_recording():
-                span.add_event("attempt", {"url.full": url,
-                                           "http.response.status_code": outcome.status or 0})
-            return outcome
+                series.processed(event_type, perf_counter() - picked)
 
-        async def attempt() -> Outcome:
-            outcome = await send(dest, out, headers)
-            if is_success(outcome.status) and not target.subscription:
-                return await self._reply(target, outcome, ttl, span)
-            return outcome
+            def send(url: str, ev: Event, hdrs: Headers) -> Awaitable[Outcome]:
+                return self.send(url, ev, hdrs, spec, series, event_type, span)
 
-        outcome = await self.with_retries(spec, attempt)
-        if is_success(outcome.status) and target.subscription:
-            outcome = await self._forward_reply(target, outcome, ttl, send)
-        if is_success(outcome.status):
-            return "delivered", outcome.status
-        if outcome.reply_failed:
-            dest = target.reply_url or target.broker_url
-        if target.dead_letter_sink is None:
-            log.warning(
-                "trigger %s: event %r dropped after %s (no dead-letter sink)",
-                target.key, event.attrs.get("id"), outcome.status or outcome.error,
+            async def attempt() -> Outcome:
+                outcome = await send(dest, out, headers)
+                if is_success(outcome.status) and not target.subscription:
+                    return await self._reply(target, outcome, ttl, span)
+                return outcome
+
+            outcome = await self.with_retries(spec, attempt)
+            if is_success(outcome.status) and target.subscription:
+                outcome = await self._forward_reply(target, outcome, ttl, send)
+            status = outcome.status
+            if is_success(status):
+                result = "delivered"
+                return result
+            if outcome.reply_failed:
+                dest = target.reply_url or target.broker_url
+            if target.dead_letter_sink is None:
+                log.warning(
+                    "trigger %s: event %r dropped after %s (no dead-letter sink)",
+                    target.key, event.attrs.get("id"), outcome.status or outcome.error,
+                )
+                result = "dropped"
+                return result
+            failed = out.copy(
+                knativeerrordest=dest,
+                knativeerrorcode=outcome.status or 500,
+                knativeerrordata=_error_data(outcome.body) or None,
             )
-            return "dropped", outcome.status
-        failed = out.copy(
-            knativeerrordest=dest,
-            knativeerrorcode=outcome.status or 500,
-            knativeerrordata=_error_data(outcome.body) or None,
-        )
-        dls = target.dead_letter_sink
-        # As Knative: the sink gets the extra headers and Kn-Namespace, not Prefer: reply.
-        dls_headers = [*rec.headers, *traced, (b"Kn-Namespace", target.namespace.encode())]
-        dls_outcome = await self.with_retries(spec, lambda: send(dls, failed, dls_headers))
-        if is_success(dls_outcome.status):
-            return "dead-lettered", outcome.status
-        log.error(
-            "trigger %s: event %r dropped: the subscriber (%s) and the dead-letter sink (%s) "
-            "both failed", target.key, event.attrs.get("id"), outcome.status or outcome.error,
-            dls_outcome.status or dls_outcome.error,
-        )
-        return "dropped", outcome.status
+            dls = target.dead_letter_sink
+            # As Knative: the sink gets the extra headers and Kn-Namespace, not Prefer: reply.
+            dls_headers = [*rec.headers, *traced, (b"Kn-Namespace", target.namespace.encode())]
+            dls_outcome = await self.with_retries(spec, lambda: send(dls, failed, dls_headers))
+            if is_success(dls_outcome.status):
+                result = "dead-lettered"
+                return result
+            log.error(
+                "trigger %s: event %r dropped: the subscriber (%s) and the dead-letter sink "
+                "(%s) both failed", target.key, event.attrs.get("id"),
+                outcome.status or outcome.error, dls_outcome.status or dls_outcome.error,
+            )
+            result = "dropped"
+            return result
+        finally:
+            if span is not None:
+                end_span(span, result, status)
 
     async def with_retries(
         self, spec: DeliverySpec, attempt: Callable[[], Awaitable[Outcome]]
@@ -485,9 +481,17 @@ class Dispatcher:
         return outcome
 
     async def send(
-        self, url: str, event: Event, headers: Headers, spec: DeliverySpec
+        self,
+        url: str,
+        event: Event,
+        headers: Headers,
+        spec: DeliverySpec,
+        series: TriggerSeries | None = None,
+        event_type: str = "",
+        span: Span | None = None,
     ) -> Outcome:
-        """One POST of ``event`` to ``url``, in the mode ``spec.format`` asks for."""
+        """One POST of ``event`` to ``url``, in the mode ``spec.format`` asks for; ``series``
+        and ``span`` (when given) record it (Knative's dispatch duration: one per request)."""
         client = self._client
         assert client is not None, "start() first"
         binary = spec.format == "binary" or (spec.format is None and event.form is Form.BINARY)
@@ -496,6 +500,7 @@ class Dispatcher:
             out, body = to_binary(event)
         else:
             out, body = [(b"content-type", STRUCTURED_TYPE)], to_structured(event)
+        start = perf_counter()
         try:
             answer = await client.post(
                 url, [*headers, *out], body,
@@ -503,13 +508,21 @@ class Dispatcher:
                 max_body=MAX_RESPONSE_BYTES,
             )
         except RequestFailed as err:
-            return Outcome(None, f"dispatch error: {err}".encode(), error=str(err))
-        retry_after = answer.header(b"retry-after")
-        return Outcome(
-            answer.status, answer.body,
-            retry_after.decode("latin-1") if retry_after is not None else None,
-            headers=tuple(answer.headers),
-        )
+            outcome = Outcome(None, f"dispatch error: {err}".encode(), error=str(err))
+        else:
+            retry_after = answer.header(b"retry-after")
+            outcome = Outcome(
+                answer.status, answer.body,
+                retry_after.decode("latin-1") if retry_after is not None else None,
+                headers=tuple(answer.headers),
+            )
+        if series is not None:
+            series.dispatched(event_type, outcome.status, perf_counter() - start)
+        if span is not None and span.is_recording():
+            span.add_event(
+                "attempt", {"url.full": url, "http.response.status_code": outcome.status or 0}
+            )
+        return outcome
 
 
 def _has_ce_header(headers: list[tuple[bytes, bytes]]) -> bool:
