@@ -62,7 +62,7 @@ from shared.ports import free_port
 
 from . import ingress_workers
 from .containers import ImageRuntime, KnpyImages
-from .control import ControlEndpoint, ControlProcess
+from .control import RABBITMQ_URL_ENV, ControlEndpoint, ControlProcess
 from .ingress import ColdStarts, ColdStartWriter, Ingress, RoutingTable
 from .kubelet import Kubelet
 from .pods import LOOPBACK
@@ -125,8 +125,11 @@ class LocalServe:
     def __init__(self, cfg: ServeConfig) -> None:
         self.cfg = cfg
         self.state_dir = cfg.state_dir.resolve()
-        # Every child carries the state dir's mark (controlplane/supervision.py).
-        self.base_env = {**os.environ, **cfg.child_env, **mark(self.state_dir)}
+        # Every child carries the state dir's mark (controlplane/supervision.py); none inherits
+        # knpy serve's RabbitMQ URL (a password) from its environment: the control process is
+        # given it, the data plane reads it from a file.
+        inherited = {k: v for k, v in os.environ.items() if k != RABBITMQ_URL_ENV}
+        self.base_env = {**inherited, **cfg.child_env, **mark(self.state_dir)}
         self.cold_starts = ColdStarts()
         self.control: ControlProcess | None = None
         self.api_url = ""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import runpy
 import signal
 import sys
@@ -138,7 +139,7 @@ def _platform_commands(sub: Any) -> None:
         metavar="URL",
         default="",
         help="run the RabbitMQBroker class's data plane on this RabbitMQ "
-        "(amqp://USER:PASSWORD@HOST:5672/)",
+        "(amqp://USER:PASSWORD@HOST:5672/); or set KNPY_RABBITMQ_URL, which ps does not show",
     )
     serve.set_defaults(run=_serve)
 
@@ -227,6 +228,7 @@ def _serve(args: argparse.Namespace) -> int:
     import importlib.metadata
 
     from controlplane.containers import KnpyImages
+    from controlplane.control import RABBITMQ_URL_ENV
     from controlplane.serve import ServeConfig, run_serve
 
     images = None
@@ -239,9 +241,14 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print(f"knpy serve: --workers must be 1 or more, got {args.workers}", file=sys.stderr)
         return 2
-    if args.rabbitmq and not args.rabbitmq.startswith(("amqp://", "amqps://")):
-        print(f"knpy serve: --rabbitmq must be an amqp:// or amqps:// URL, got "
-              f"{args.rabbitmq!r}", file=sys.stderr)
+    # A command line is in every user's ps listing: the URL's password can come from the
+    # environment instead (read by this user only).
+    rabbitmq = args.rabbitmq or os.environ.get(RABBITMQ_URL_ENV, "")
+    if rabbitmq and not rabbitmq.startswith(("amqp://", "amqps://")):
+        scheme = rabbitmq.partition("://")[0] if "://" in rabbitmq else "no scheme"
+        # Not the value: it may hold a password, and this goes to terminals and CI logs.
+        print(f"knpy serve: --rabbitmq must be an amqp:// or amqps:// URL, got {scheme!r}",
+              file=sys.stderr)
         return 2
     return run_serve(
         ServeConfig(
@@ -251,7 +258,7 @@ def _serve(args: argparse.Namespace) -> int:
             state_dir=args.state_dir,
             files=tuple(args.filename),
             images=images,
-            rabbitmq_url=args.rabbitmq,
+            rabbitmq_url=rabbitmq,
         )
     )
 

@@ -26,6 +26,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -35,6 +36,7 @@ import pytest
 import pytest_asyncio
 
 from controlplane.serve import rabbitmq_prefix
+from controlplane.supervision import marked
 from eventing.broker.rabbitmq import broker_exchange, trigger_queue
 from shared.ports import free_port
 from tests.eventing.harness import Answer, Behaviour, Received, Sink, fail_first, ok
@@ -239,9 +241,11 @@ async def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
                    ) -> AsyncIterator[Platform]:
     broker_class = str(request.param)
     tmp = tmp_path_factory.mktemp(broker_class)
-    args = ("--rabbitmq", RABBITMQ_URL) if broker_class == "RabbitMQBroker" else ()
     async with serving(tmp) as start:
-        s = start(args=args)
+        with pytest.MonkeyPatch.context() as env:
+            if broker_class == "RabbitMQBroker":  # knpy serve --rabbitmq's variable: not in ps
+                env.setenv("KNPY_RABBITMQ_URL", RABBITMQ_URL)
+            s = start()
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         p = Platform(s, broker_class, session)
         try:
@@ -314,6 +318,13 @@ async def _declared(kind: str, name: str) -> bool:
         await conn.close()
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # ended meanwhile
+        return b""
+
+
 async def quiet(*sinks: Sink) -> None:
     """Until none of ``sinks`` received anything for QUIET_S."""
     while True:
@@ -355,6 +366,11 @@ async def test_00_the_class_is_served_by_its_own_data_plane(platform: Platform) 
         deployment = await platform.serve.kube(
             "/apis/apps/v1/namespaces/knative-eventing/deployments/rabbitmq-broker")
         assert secret.decode() not in json.dumps(deployment)
+        # Nor on a command line of knpy serve's tree (ps shows those to every user).
+        pids = [platform.serve.proc.pid, *marked(state)]
+        assert len(pids) > 3, pids  # knpy serve, its control process, the data planes, ...
+        shown = [pid for pid in pids if secret in _cmdline(pid)]
+        assert not shown, shown
         return
     assert host == "broker-ingress.knative-eventing.localhost"
     rabbit = platform.broker(ns, "r").replace("MTChannelBasedBroker", "RabbitMQBroker")

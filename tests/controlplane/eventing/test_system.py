@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from controlplane.ingress import SYSTEM_HOSTS, RoutingTable
 from controlplane.serve import rabbitmq_prefix
 from controlplane.system import SystemConfig, bootstrap, start_eventing
@@ -92,3 +94,24 @@ def test_knpy_serve_refuses_a_rabbitmq_flag_that_is_not_an_amqp_url(tmp_path: Pa
     assert proc.returncode == 2
     assert "--rabbitmq must be an amqp:// or amqps:// URL" in proc.stderr
     assert not (tmp_path / "kube.sqlite3").exists()  # refused before anything started
+
+
+def test_knpy_serve_takes_the_rabbitmq_url_from_its_environment_and_never_echoes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """KNPY_RABBITMQ_URL keeps the password out of ps; a bad one is named by its scheme only,
+    and no child of knpy serve inherits the variable."""
+    from controlplane.serve import LocalServe, ServeConfig
+
+    monkeypatch.setenv("KNPY_RABBITMQ_URL", "http://user:s3cret@127.0.0.1:5672/")
+    proc = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "serve", "--state-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert proc.returncode == 2
+    assert "--rabbitmq must be an amqp:// or amqps:// URL, got 'http'" in proc.stderr
+    assert "s3cret" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "kube.sqlite3").exists()
+    monkeypatch.setenv("KNPY_RABBITMQ_URL", "amqp://user:s3cret@127.0.0.1:5672/")
+    serve = LocalServe(ServeConfig(state_dir=tmp_path, rabbitmq_url="amqp://x/"))
+    assert "KNPY_RABBITMQ_URL" not in serve.base_env
