@@ -16,7 +16,9 @@ cloudevent.py) in its contract:
 
 It differs from func-python where the issue asks (knpy issue 14):
 
-- a ``ValueError`` raised by the user's code is a **500** (retriable), not func-python's 400:
+- a ``ValueError`` raised by the user's code is a **500** (retriable), not the 400 func-python
+  means (as released, 0.8.1, that 400 fails in its own sender and goes out as a confusing
+  500; docs/functions.md):
   a broker never retries a 400, so a transient failure that happens to raise ValueError (a
   bad reading from a flaky dependency, ``int()`` of a half-written file) would lose the event.
   Only a request that does not decode as a CloudEvent is a 400.
