@@ -145,13 +145,14 @@ class BrokerCluster:
             f"http://{BROKER_INGRESS_HOST}/{ns}/{broker_name}"
         )
         m = meta(trigger)
-        subscription = bool((m.get("labels") or {}).get(SUBSCRIPTION_LABEL))
+        subscription_name = str((m.get("labels") or {}).get(SUBSCRIPTION_LABEL) or "")
+        subscription = bool(subscription_name)
         reply = _url((m.get("annotations") or {}).get(SUBSCRIPTION_REPLY_ANNOTATION))
         return TriggerTarget(
             uid=uid, namespace=ns, name=name, broker=f"{ns}/{broker_name}",
             subscriber=subscriber, dead_letter_sink=dls, delivery=delivery, matches=matches,
             broker_url=broker_url, subscription=subscription,
-            reply_url=reply if subscription else None,
+            reply_url=reply if subscription else None, subscription_name=subscription_name,
         )
 
     def _filter(self, uid: str, spec: Mapping[str, Any]) -> Matcher | None:

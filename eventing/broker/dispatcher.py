@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, Final
 from eventing.broker.backend import EventLog, Headers, Record, StoreError, Subscription
 from eventing.broker.client import HttpClient, RequestFailed
 from eventing.broker.ingress import MAX_BODY_BYTES, TtlExceeded, passthrough_headers
-from eventing.broker.metrics import BrokerMetrics, TriggerSeries, TriggerStats, trigger_destination
+from eventing.broker.metrics import BrokerMetrics, TriggerSeries, TriggerStats, delivery_names
 from eventing.broker.observability import delivery_span, end_span, link_reply
 from eventing.delivery import DeliverySpec, is_success, should_retry
 from shared.cloudevent import (
@@ -109,6 +109,7 @@ class TriggerTarget:
     # spec.reply), or nowhere without one, and an answer that is not an event is a success.
     subscription: bool = False
     reply_url: str | None = None
+    subscription_name: str = ""  # that Subscription's name (its metrics and spans say it)
 
     @property
     def key(self) -> str:
@@ -147,10 +148,11 @@ class TriggerWorker:
         metrics = dispatcher.metrics
         self.series: TriggerSeries | None = None
         if metrics is not None:
-            self.series = metrics.trigger(target.broker, target.namespace, target.name)
-            metrics.triggers[target.uid] = TriggerStats(
-                target.broker, trigger_destination(target.namespace, target.name), self.stats
+            scope, destination = delivery_names(
+                target.namespace, target.name, target.subscription_name
             )
+            self.series = metrics.trigger(target.broker, scope, destination)
+            metrics.triggers[target.uid] = TriggerStats(target.broker, destination, self.stats)
         self._room = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
@@ -328,7 +330,10 @@ class Dispatcher:
         """
         span = None
         if self.tracer is not None:
-            span = delivery_span(self.tracer, target.namespace, target.name, target.broker, out)
+            _, destination = delivery_names(
+                target.namespace, target.name, target.subscription_name
+            )
+            span = delivery_span(self.tracer, destination, target.broker, out)
         return self._deliver(target, rec, out, ttl, series, picked, span)
 
     async def _deliver(

@@ -30,12 +30,14 @@ Labels, as Knative's: ``otel_scope_name`` (``knative.dev/pkg/broker/ingress`` or
 one process here plays both), ``kn_broker_namespace``, ``kn_broker_name``,
 ``messaging_destination_name`` (Knative's ``trigger:<name>.<namespace>`` for the filter; for the
 ingress Knative puts its channel's URL there, knpy ``broker:<name>.<namespace>``, as its spans
-are named), ``messaging_operation_name`` (``send``), ``messaging_system`` (``knative``),
-``cloudevents_type`` and, on dispatch, ``http_response_status_code`` (500 when nothing answered,
-as Knative's dispatcher reports it). So the event counts by trigger (or, on ingress, by broker)
-and response code are the histogram's ``_count`` series, as in Knative since the move to
-OpenTelemetry (its OpenCensus ``event_count`` is gone). Knative records nothing at the ingress
-for a request refused before dispatch (bad event, unknown broker, TTL used up); nor does knpy.
+are named; a Channel's Subscription gets the channel fanout's scope and
+``subscription:<name>.<namespace>``), ``messaging_operation_name`` (``send``),
+``messaging_system`` (``knative``), ``cloudevents_type`` and, on dispatch,
+``http_response_status_code`` (500 when nothing answered, as Knative's dispatcher reports it).
+So the event counts by trigger (or, on ingress, by broker) and response code are the
+histogram's ``_count`` series, as in Knative since the move to OpenTelemetry (its OpenCensus
+``event_count`` is gone). Knative records nothing at the ingress for a request refused before
+dispatch (bad event, unknown broker, TTL used up); nor does knpy.
 
 Knative has no queue-depth metric (its InMemoryChannel keeps no queue to measure), hence the
 ``knpy_`` names. The depth is the backend's: for the default class the trigger's records not
@@ -59,6 +61,7 @@ from prometheus_client.registry import Collector
 from shared.metrics import FastHistogram, FastRegistry, HistogramValue, render_text
 
 __all__ = [
+    "FANOUT_SCOPE",
     "FILTER_SCOPE",
     "INGRESS_SCOPE",
     "LATENCY_BOUNDS_S",
@@ -66,6 +69,8 @@ __all__ = [
     "IngressSeries",
     "TriggerSeries",
     "broker_destination",
+    "delivery_names",
+    "subscription_destination",
     "trigger_destination",
 ]
 
@@ -74,6 +79,9 @@ LATENCY_BOUNDS_S: Final = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75
                            10)
 INGRESS_SCOPE: Final = "knative.dev/pkg/broker/ingress"
 FILTER_SCOPE: Final = "knative.dev/pkg/broker/filter"
+# A Channel's Subscription (knpy: a trigger on the channel's backing broker) is dispatched by
+# Knative's channel fanout handler (pkg/channel/fanout/fanout_event_handler.go).
+FANOUT_SCOPE: Final = "knative.dev/eventing/pkg/channel/fanout"
 # Knative's dispatchInfo.ResponseCode when the request failed without an answer.
 NO_RESPONSE_STATUS: Final = 500
 _COMMON: Final = (
@@ -98,6 +106,19 @@ def broker_destination(namespace: str, name: str) -> str:
 def trigger_destination(namespace: str, name: str) -> str:
     """Knative's TriggerMessagingDestination (pkg/tracing/attributes.go)."""
     return f"trigger:{name}.{namespace}"
+
+
+def subscription_destination(namespace: str, name: str) -> str:
+    """Knative's SubscriptionMessagingDestination (pkg/tracing/attributes.go)."""
+    return f"subscription:{name}.{namespace}"
+
+
+def delivery_names(namespace: str, name: str, subscription: str = "") -> tuple[str, str]:
+    """(scope, destination) of a trigger's deliveries: the broker filter's for a trigger,
+    the channel fanout's for a Subscription's backing trigger (``subscription`` its name)."""
+    if subscription:
+        return FANOUT_SCOPE, subscription_destination(namespace, subscription)
+    return FILTER_SCOPE, trigger_destination(namespace, name)
 
 
 class _Series:
@@ -140,10 +161,9 @@ class TriggerSeries:
 
     __slots__ = ("_dispatch", "_process")
 
-    def __init__(self, metrics: BrokerMetrics, broker: str, namespace: str, name: str) -> None:
+    def __init__(self, metrics: BrokerMetrics, broker: str, scope: str, destination: str) -> None:
         bns, _, bname = broker.partition("/")
-        labels = (FILTER_SCOPE, bns, bname, trigger_destination(namespace, name), "send",
-                  "knative")
+        labels = (scope, bns, bname, destination, "send", "knative")
         self._dispatch = _Series(metrics.dispatch, labels)
         self._process = _Series(metrics.process, labels)
 
@@ -237,8 +257,9 @@ class BrokerMetrics:
             found = self._ingress[broker] = IngressSeries(self, ns, name)
         return found
 
-    def trigger(self, broker: str, namespace: str, name: str) -> TriggerSeries:
-        return TriggerSeries(self, broker, namespace, name)
+    def trigger(self, broker: str, scope: str, destination: str) -> TriggerSeries:
+        """A trigger's series (``delivery_names`` gives the scope and the destination)."""
+        return TriggerSeries(self, broker, scope, destination)
 
     def render(self) -> bytes:
         return render_text(_Both(self._collectors))

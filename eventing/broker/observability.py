@@ -136,18 +136,15 @@ def stamp(events: Sequence[Event], span: trace.Span) -> None:
             ev.attrs[TRACESTATE] = state
 
 
-def delivery_span(
-    tracer: Tracer, namespace: str, name: str, broker: str, event: Event
-) -> trace.Span:
-    """The delivery span of ``event`` to trigger ``namespace/name``; the caller ends it."""
+def delivery_span(tracer: Tracer, destination: str, broker: str, event: Event) -> trace.Span:
+    """The delivery span of ``event`` to ``destination`` (``trigger:<name>.<namespace>``, or
+    ``subscription:...`` for a Channel's Subscription); the caller ends it."""
     ctx = extract_context(_extension(event, TRACEPARENT), _extension(event, TRACESTATE))
-    attrs = _common(event, f"trigger:{name}.{namespace}")
+    attrs = _common(event, destination)
     bns, _, bname = broker.partition("/")
     attrs["kn.broker.name"] = bname
     attrs["kn.broker.namespace"] = bns
-    return tracer.start_span(
-        f"trigger:{name}.{namespace}", context=ctx, kind=SpanKind.CONSUMER, attributes=attrs
-    )
+    return tracer.start_span(destination, context=ctx, kind=SpanKind.CONSUMER, attributes=attrs)
 
 
 def end_span(span: trace.Span, outcome: str, status: int | None) -> None:

@@ -26,10 +26,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from eventing.broker.metrics import FILTER_SCOPE, INGRESS_SCOPE, LATENCY_BOUNDS_S
+from eventing.broker.metrics import FANOUT_SCOPE, FILTER_SCOPE, INGRESS_SCOPE, LATENCY_BOUNDS_S
 from eventing.broker.store import SqliteEventLog
 from shared.cloudevent import Event, Form
-from shared.kube.resources import CONFIGMAPS
+from shared.kube.resources import CONFIGMAPS, SUBSCRIPTION_LABEL, TRIGGERS
 from shared.ports import LOOPBACK, free_port
 from tests.eventing.harness import NS, Answer, Broker, Received, broker_app, fail_first
 from tests.eventing.test_rabbitmq import rabbit_app
@@ -197,6 +197,31 @@ async def test_filtered_and_dropped_events_are_counted(tmp_path: Path) -> None:
         assert status == 400
         after = await scrape(b)
         assert after.value(f"{DISPATCH}_count", otel_scope_name=INGRESS_SCOPE) == 2
+
+
+async def test_a_channel_subscription_is_measured_as_knative_s_channel_fanout(
+    tmp_path: Path,
+) -> None:
+    """A Subscription's backing trigger (labelled with the Subscription's name, as knpy
+    serve's channel controller makes it) reports under the fanout's scope and the
+    ``subscription:<name>.<namespace>`` destination."""
+    async with broker_app(tmp_path, metrics_port=0) as b:
+        sink = await b.sink()
+        b.cluster.put({
+            "metadata": {"name": "orders-kn-sub", "namespace": NS,
+                         "labels": {SUBSCRIPTION_LABEL: "orders"}},
+            "spec": {"broker": "default", "filter": {}, "subscriber": {"uri": sink.url}},
+            "status": {"subscriberUri": sink.url},
+        }, TRIGGERS)
+        await b.settle()
+        assert await b.send("1") == 202
+        await sink.wait_for(1)
+        dest = {"messaging_destination_name": f"subscription:orders.{NS}"}
+        got = await until(b, lambda s: s.value("knpy_eventing_trigger_events_total", **dest,
+                                               result="delivered") == 1)
+        assert got.value(f"{DISPATCH}_count", otel_scope_name=FANOUT_SCOPE, **dest,
+                         http_response_status_code="200") == 1
+        assert got.value("knpy_eventing_trigger_events_total", **dest, result="delivered") == 1
 
 
 def _event(n: int) -> tuple[Event, list[tuple[bytes, bytes]]]:
