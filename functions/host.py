@@ -356,14 +356,19 @@ def standby() -> bool:
     shared with other work, against 0.1 s for a bare interpreter), so a reload that wakes a
     spare serves the change in the time the user's own code takes to import.
 
-    Returns False when stdin closes without "go" (the spare was not needed)."""
+    Returns False when stdin closes without "go" (the spare was not needed). Ctrl-C in the
+    terminal reaches the whole process group; the spare leaves it to ``knpy func run``, which
+    closes its stdin."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     import aiohttp.web  # noqa: F401
     import uvloop  # noqa: F401
 
     import functions.decorators
     import functions.events  # noqa: F401
 
-    return sys.stdin.readline().strip() == "go"
+    go = sys.stdin.readline().strip() == "go"
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    return go
 
 
 def main(argv: list[str] | None = None) -> int:

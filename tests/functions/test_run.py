@@ -5,6 +5,7 @@ is fixed; run.envs; a port in use."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -38,7 +39,7 @@ def func_run(root: Path, *args: str) -> Iterator[tuple[subprocess.Popen[str], in
     once .func/run.json names it."""
     proc = subprocess.Popen(
         [*KNPY, "func", "run", "--port", "0", *args], cwd=root, env=knpy_env(),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True)
@@ -55,11 +56,11 @@ def func_run(root: Path, *args: str) -> Iterator[tuple[subprocess.Popen[str], in
         yield proc, port
     finally:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
+            os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
             try:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         reader.join(timeout=5)
         if proc.stdout is not None:
@@ -116,6 +117,10 @@ def test_create_run_invoke_edit_stop(tmp_path: Path) -> None:
         output = wait_output(proc, "Reloaded in")
     assert proc.returncode == 0
     assert "running at http://127.0.0.1:" in output
+    output = "".join(proc.lines)  # type: ignore[attr-defined]
+    assert "Traceback" not in output  # Ctrl-C ends the host, the spare and the queue-proxy
+    with pytest.raises(ProcessLookupError):
+        os.killpg(proc.pid, 0)  # and none of them outlives knpy func run
     assert not (root / ".func" / "run.json").exists()
     gone = knpy("func", "invoke", "--target", "local", cwd=root)
     assert gone.returncode == 1
