@@ -136,11 +136,23 @@ class Sink:
 
     async def quiet(self, seconds: float = 0.3) -> list[Received]:
         """What arrived once nothing more came for ``seconds``."""
-        while True:
-            before = len(self.received)
-            await asyncio.sleep(seconds)
-            if len(self.received) == before:
-                return self.received
+        await quiet(self, seconds=seconds)
+        return self.received
+
+
+async def quiet(*sinks: Sink, seconds: float = 0.3, timeout_s: float = 20.0) -> None:
+    """Until none of ``sinks`` received anything for ``seconds``: what had to come has come.
+    Fails the test when they still receive after ``timeout_s`` (a delivery loop), rather than
+    waiting for ever."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        before = sum(len(s.received) for s in sinks)
+        await asyncio.sleep(seconds)
+        if sum(len(s.received) for s in sinks) == before:
+            return
+        if time.monotonic() > deadline:
+            total = sum(len(s.received) for s in sinks)
+            raise AssertionError(f"still receiving after {timeout_s} s ({total} requests)")
 
 
 @dataclass
