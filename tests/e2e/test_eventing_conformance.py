@@ -22,6 +22,7 @@ import asyncio
 import base64
 import itertools
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -37,7 +38,9 @@ import pytest_asyncio
 
 from controlplane.serve import rabbitmq_prefix
 from controlplane.supervision import marked
+from eventing.broker.metrics import delivery_names
 from eventing.broker.rabbitmq import broker_exchange, trigger_queue
+from shared.kube.resources import EVENTING_NAMESPACE, SUBSCRIPTION_LABEL
 from shared.ports import free_port
 from tests.eventing import harness
 from tests.eventing.harness import Answer, Behaviour, Received, Sink, fail_first, ok
@@ -73,6 +76,9 @@ FULL_EVENT: Final[Mapping[str, str]] = {
     "ce-extime": "2020-03-21T12:34:56.78Z",
 }
 FULL_DATA: Final = b'"hello"'
+# A trigger's series in a data plane's metrics (eventing/broker/metrics.py).
+_DEPTH: Final = re.compile(r'^knpy_eventing_trigger_queue_depth\{[^}]*'
+                           r'messaging_destination_name="([^"]+)"', re.MULTILINE)
 
 
 def event(type_: str, source: str = "http://example.com/source", **extensions: str
@@ -159,9 +165,37 @@ spec: {spec}
             await self.serve.until(ready, f"namespace {ns} to be Ready", READY_S)
         except AssertionError as err:
             raise AssertionError(f"{err}: not Ready: {waiting}") from None
-        # The data plane follows the same objects through its own informers: give it the
-        # moment it needs to have seen what the controllers already have (a few ms here).
-        await asyncio.sleep(0.2)
+        await self._subscribed(ns)
+
+    async def _subscribed(self, ns: str) -> None:
+        """Until the data planes have subscribed every Trigger of ``ns`` (Subscriptions' too):
+        a new trigger sees only the events stored from then on, as in Knative, and the data
+        planes follow the objects through informers of their own. A trigger is subscribed once
+        their metrics have its knpy_eventing_trigger_queue_depth (for RabbitMQ: its queue
+        bound)."""
+        doc = await self.serve.kube(f"/apis/eventing.knative.dev/v1/namespaces/{ns}/triggers")
+        want = {delivery_names(ns, t["metadata"]["name"],
+                               (t["metadata"].get("labels") or {}).get(SUBSCRIPTION_LABEL, ""))[1]
+                for t in doc["items"]}
+        seen: set[str] = set()
+
+        async def subscribed() -> bool:
+            pods = await self.serve.kube(f"/api/v1/namespaces/{EVENTING_NAMESPACE}/pods")
+            for port in (p["containerPort"] for pod in pods["items"]
+                         for c in pod["spec"]["containers"] for p in c.get("ports") or ()
+                         if p.get("name") == "http-metrics"):
+                try:
+                    async with self.session.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                        text = await resp.text()
+                except aiohttp.ClientError:  # a pod of an earlier run, or not serving yet
+                    continue
+                seen.update(_DEPTH.findall(text))
+            return want <= seen
+
+        try:
+            await self.serve.until(subscribed, f"the triggers of {ns} subscribed", READY_S)
+        except AssertionError as err:
+            raise AssertionError(f"{err}: not subscribed: {sorted(want - seen)}") from None
 
     async def address(self, ns: str, name: str, kind: str = "brokers") -> str:
         group = "eventing.knative.dev" if kind == "brokers" else "messaging.knative.dev"
