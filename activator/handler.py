@@ -32,7 +32,7 @@ import time
 from typing import TYPE_CHECKING, Final
 
 from activator.revisions import ActivatorRequest, ActiveRevision, RevisionTable
-from shared.breaker import Admission
+from shared.breaker import ADMITTED, QUEUED
 from shared.proxy.head import (
     DROP,
     PASS,
@@ -274,9 +274,9 @@ class ActivatorHandler:
     # -- internals --------------------------------------------------------------------------
     def _admit(self, rev: ActiveRevision, ex: Exchange[ActivatorRequest | None]) -> None:
         admission = rev.throttler.try_acquire(ex)
-        if admission is Admission.ADMITTED:
+        if admission is ADMITTED:
             rev.go(ex)
-        elif admission is Admission.QUEUED:
+        elif admission is QUEUED:
             if self.tracing is not None:
                 ex.wait_span = self.tracing.start_child("kn.activator.throttler_try", ex.span)
             ex.wait()

@@ -27,7 +27,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 
-from shared.breaker import MAX_BREAKER_CAPACITY, Admission, Breaker
+from shared.breaker import ADMITTED, MAX_BREAKER_CAPACITY, Breaker
 
 __all__ = [
     "FIRST_AVAILABLE_MAX_CONCURRENCY",
@@ -97,7 +97,7 @@ class PodTracker:
             if breaker.active >= breaker.capacity:
                 return False
             admitted = breaker.try_acquire(self)
-            assert admitted is Admission.ADMITTED  # a free slot and an empty queue
+            assert admitted is ADMITTED  # a free slot and an empty queue
         self.in_flight += 1
         return True
 

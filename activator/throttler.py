@@ -47,7 +47,7 @@ from typing import Generic, TypeVar
 
 from activator.lb_policy import PodTracker, PolicyState, policy_for
 from activator.split import assign_slice, revision_capacity
-from shared.breaker import MAX_BREAKER_CAPACITY, Admission, Breaker
+from shared.breaker import ADMITTED, MAX_BREAKER_CAPACITY, OVERFLOW, Admission, Breaker
 
 __all__ = ["BREAKER_QUEUE_DEPTH", "RevisionThrottler"]
 
@@ -123,9 +123,9 @@ class RevisionThrottler(Generic[W]):
         if waiter in self._placed:
             raise ValueError(f"waiter {waiter!r} is already admitted")
         if self._breaker.queued >= self._queue_depth:
-            return Admission.OVERFLOW
+            return OVERFLOW
         admission = self._breaker.try_acquire(waiter)
-        if admission is Admission.ADMITTED:
+        if admission is ADMITTED:
             self._place(waiter)
         return admission
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Final
 
 from queueproxy.drain import Drainer
 from queueproxy.forwarded import generate_forwarded
-from shared.breaker import Admission, Breaker
+from shared.breaker import ADMITTED, QUEUED, Breaker
 from shared.proxy.exchange import Exchange
 from shared.proxy.head import (
     DROP,
@@ -235,10 +235,10 @@ class QueueHandler:
             self.pool.send(ex)  # ex.head is set: forward() without its call
             return
         admission = breaker.try_acquire(ex)
-        if admission is Admission.ADMITTED:
+        if admission is ADMITTED:
             ex.tag = tag | _ADMITTED
             self.pool.send(ex)  # ex.head is set: forward() without its call
-        elif admission is Admission.QUEUED:
+        elif admission is QUEUED:
             ex.tag = tag | _QUEUED
             if self.tracing is not None:
                 ex.wait_span = self.tracing.start_child("kn.queueproxy.wait", ex.span)

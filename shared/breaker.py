@@ -27,7 +27,7 @@ from __future__ import annotations
 import enum
 from collections import OrderedDict
 from collections.abc import Hashable
-from typing import Generic
+from typing import Final, Generic
 
 from typing_extensions import TypeVar
 
@@ -50,6 +50,13 @@ class Admission(enum.Enum):
     QUEUED = "queued"  # waiting in FIFO order: wait to be returned by release/update
     OVERFLOW = "overflow"  # every pending slot is taken: reject (Knative's 503)
 
+
+
+# The members as module globals, for the hot paths: on Python 3.11 ``Admission.ADMITTED`` runs
+# enum's member descriptor (about 150 ns), a global load about 10 ns.
+ADMITTED: Final = Admission.ADMITTED
+QUEUED: Final = Admission.QUEUED
+OVERFLOW: Final = Admission.OVERFLOW
 
 class Breaker(Generic[W]):
     """Knative's Breaker as pure state: pending slots, a resizable semaphore, a FIFO queue."""
@@ -91,14 +98,14 @@ class Breaker(Generic[W]):
         """
         waiters = self._waiters
         if self._active + len(waiters) >= self._total:
-            return Admission.OVERFLOW
+            return OVERFLOW
         if self._active < self._capacity and not waiters:
             self._active += 1
-            return Admission.ADMITTED
+            return ADMITTED
         if waiter in waiters:
             raise ValueError(f"waiter {waiter!r} is already queued")
         waiters[waiter] = None
-        return Admission.QUEUED
+        return QUEUED
 
     def release(self) -> W | None:
         """A request that held an active slot finished; hand the slot to the oldest waiter.
