@@ -27,7 +27,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 
-from shared.breaker import ADMITTED, MAX_BREAKER_CAPACITY, Breaker
+from shared.breaker import MAX_BREAKER_CAPACITY, Breaker
 
 __all__ = [
     "FIRST_AVAILABLE_MAX_CONCURRENCY",
@@ -68,7 +68,7 @@ class PodTracker:
             )
         self.address = address
         self.in_flight = 0
-        # The tracker is its own breaker's only waiter token: it never queues (see reserve).
+        # Only reserved, never queued (see reserve): the breaker holds no waiters.
         self._breaker: Breaker[PodTracker] | None = (
             Breaker(_POD_QUEUE_DEPTH, container_concurrency, container_concurrency)
             if container_concurrency > 0
@@ -93,11 +93,8 @@ class PodTracker:
     def reserve(self) -> bool:
         """Take a slot for one request if one is free (Knative's Reserve); never queues."""
         breaker = self._breaker
-        if breaker is not None:
-            if breaker.active >= breaker.capacity:
-                return False
-            admitted = breaker.try_acquire(self)
-            assert admitted is ADMITTED  # a free slot and an empty queue
+        if breaker is not None and not breaker.reserve():
+            return False
         self.in_flight += 1
         return True
 

@@ -107,6 +107,15 @@ class Breaker(Generic[W]):
         waiters[waiter] = None
         return QUEUED
 
+    def reserve(self) -> bool:
+        """Take an active slot if one is free now, never queueing (Knative's Breaker.Reserve,
+        which the activator's pod trackers use); False leaves the breaker as it was."""
+        active = self._active
+        if active < self._capacity and not self._waiters and active < self._total:
+            self._active = active + 1
+            return True
+        return False
+
     def release(self) -> W | None:
         """A request that held an active slot finished; hand the slot to the oldest waiter.
 

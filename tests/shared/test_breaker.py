@@ -270,3 +270,26 @@ def test_repr() -> None:
     assert repr(breaker) == (
         "<Breaker active=2/2 queued=1 in_flight=3/22 (queue_depth=20, max_concurrency=2)>"
     )
+
+
+def test_reserve_takes_a_free_slot_and_never_queues() -> None:
+    breaker: Breaker[str] = Breaker(queue_depth=1, max_concurrency=2, initial_capacity=2)
+    assert breaker.reserve() and breaker.reserve()
+    assert not breaker.reserve()  # full: refused, not queued
+    assert (breaker.active, breaker.queued) == (2, 0)
+    assert breaker.release() is None
+    assert breaker.reserve()
+    breaker.update_concurrency(1)  # lowered below the active requests: nothing is free
+    breaker.release()
+    assert not breaker.reserve()
+    breaker.release()
+    assert breaker.reserve()
+
+
+def test_reserve_never_takes_the_slot_a_queued_waiter_gets() -> None:
+    breaker: Breaker[str] = Breaker(queue_depth=5, max_concurrency=1, initial_capacity=0)
+    assert breaker.try_acquire("a") is QUEUED
+    breaker.update_concurrency(0)
+    assert not breaker.reserve()
+    assert breaker.update_concurrency(1) == ["a"]
+    assert not breaker.reserve()
