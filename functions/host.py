@@ -46,6 +46,8 @@ PACKAGE: Final = "function"  # Knative's Python layout: function/__init__.py, fu
 DEFAULT_PORT: Final = 8080
 READY_FD_ENV: Final = "KNPY_READY_FD"
 STANDBY_ENV: Final = "KNPY_HOST_STANDBY"
+PARENT_PID_ENV: Final = "KNPY_RUN_PID"
+_PARENT_CHECK_S: Final = 0.5
 # How long a stopping host keeps its open connections for their next request (serve()).
 DRAIN_S: Final = 1.0
 LISTEN_FD_ENV: Final = "KNPY_LISTEN_FD"
@@ -371,6 +373,17 @@ def standby() -> bool:
     return go
 
 
+async def _orphaned(parent: int, stop: asyncio.Event) -> None:
+    """Set ``stop`` once ``knpy func run`` (pid ``parent``) is gone: a host in its own
+    process group would otherwise outlive a ``kill -9`` of it."""
+    while not stop.is_set():
+        if os.getppid() != parent:
+            log.info("knpy func run is gone: stopping")
+            stop.set()
+            return
+        await asyncio.sleep(_PARENT_CHECK_S)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m functions.host", description="Serve a Knative Python function."
@@ -407,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        parent = os.environ.get(PARENT_PID_ENV, "")
+        watch = asyncio.create_task(_orphaned(int(parent), stop)) if parent.isdigit() else None
         ready = os.environ.get(READY_FD_ENV, "")
         try:
             await serve(instance, invoke, sockets, dict(os.environ), stop,
@@ -416,6 +431,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Error: the function's start failed:\n{_user_traceback(err, project.root)}",
                   file=sys.stderr, flush=True)  # fmt: skip
             return 1
+        finally:
+            if watch is not None:
+                watch.cancel()
         return 0
 
     code: int = runner(run())

@@ -49,7 +49,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Final
 
-from functions.host import LISTEN_FD_ENV, READY_FD_ENV, STANDBY_ENV
+from functions.host import LISTEN_FD_ENV, PARENT_PID_ENV, READY_FD_ENV, STANDBY_ENV
 from functions.project import FunctionProject, ProjectError, load, resolve_envs
 from shared.ports import LOOPBACK, free_port
 
@@ -339,6 +339,7 @@ class Runner:
         read_end, write_end = os.pipe()
         env[READY_FD_ENV] = str(write_end)
         env["PORT"] = str(self.app_port)
+        env[PARENT_PID_ENV] = str(os.getpid())
         env.pop("LISTEN_ADDRESS", None)
         path = env.get("PYTHONPATH")
         env["PYTHONPATH"] = f"{_ROOT}{os.pathsep}{path}" if path else str(_ROOT)
@@ -348,6 +349,10 @@ class Runner:
                 env=env, cwd=self.project.root, stderr=subprocess.PIPE,
                 stdin=subprocess.PIPE if standby else subprocess.DEVNULL,
                 pass_fds=(self.app_sock.fileno(), write_end),
+                # Its own process group: a terminal's Ctrl-C reaches this process, which
+                # stops every host with SIGTERM (drain, then stop()), not a host or spare
+                # in the middle of its imports. KNPY_RUN_PID ends it if this process dies.
+                process_group=0,
             )  # fmt: skip
         finally:
             os.close(write_end)

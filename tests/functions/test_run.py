@@ -118,7 +118,7 @@ def test_create_run_invoke_edit_stop(tmp_path: Path) -> None:
     assert proc.returncode == 0
     assert "running at http://127.0.0.1:" in output
     output = "".join(proc.lines)  # type: ignore[attr-defined]
-    assert "Traceback" not in output  # Ctrl-C ends the host, the spare and the queue-proxy
+    assert "Traceback" not in output, output  # Ctrl-C ends the host, the spare and the queue-proxy
     with pytest.raises(ProcessLookupError):
         os.killpg(proc.pid, 0)  # and none of them outlives knpy func run
     assert not (root / ".func" / "run.json").exists()
@@ -194,6 +194,26 @@ def test_no_request_is_refused_during_a_reload(tmp_path: Path) -> None:
             worker.join()
         assert len(statuses) > 10
         assert set(statuses) == {200}, sorted(set(statuses))
+
+
+def test_the_hosts_end_when_knpy_func_run_is_killed(tmp_path: Path) -> None:
+    """The hosts have their own process group (Ctrl-C goes to knpy func run, which stops
+    them); a kill -9 of knpy func run must not leave one serving."""
+    root = tmp_path / "fn"
+    create(root)
+    with func_run(root) as (proc, _):
+        app_port = json.loads((root / ".func" / "run.json").read_text())["function"]
+        assert request(app_port, "/").body == b"OK"
+        os.killpg(proc.pid, signal.SIGKILL)  # knpy func run and its queue-proxy
+        proc.wait()
+        end = time.monotonic() + 5
+        while True:
+            try:
+                request(app_port, "/", timeout_s=0.5)
+            except OSError:
+                break  # refused or reset: no host holds the socket any more
+            assert time.monotonic() < end, "a host outlived knpy func run"
+            time.sleep(0.05)
 
 
 def test_run_envs_and_flags(tmp_path: Path) -> None:
