@@ -19,9 +19,10 @@ users read from status, as Knative's MTChannelBasedBroker controller does
   ``rabbitmq-broker-ingress.knative-eventing.localhost``). The conditions are
   eventing-rabbitmq's (pkg/reconciler/broker): ExchangeReady and DLXReady (False with
   ``RabbitMQNotConfigured`` when knpy serve has no ``--rabbitmq``, ``RabbitMQUnreachable``
-  when an AMQP handshake with the server fails), IngressReady (the data plane's ready
-  addresses; it becomes ready only once connected to RabbitMQ), Addressable,
-  DeadLetterSinkResolved. A broker of any other class is left to its own controller.
+  when an AMQP login with the URL fails: no server, or its user, password or vhost refused),
+  IngressReady (the data plane's ready addresses; it becomes ready only once connected to
+  RabbitMQ), Addressable, DeadLetterSinkResolved. A broker of any other class is left to
+  its own controller.
 - **Trigger**: BrokerReady propagated from its Broker's Ready (``BrokerDoesNotExist`` when
   missing), SubscriberResolved with ``status.subscriberUri`` (a Knative Service resolves to its
   URL with the ingress port: dialable from this host), DeadLetterSinkResolved with
@@ -93,10 +94,8 @@ NOT_CONFIGURED: Final = (
     "knpy serve runs no RabbitMQ broker data plane: start it with "
     "--rabbitmq amqp://USER:PASSWORD@HOST:5672/",
 )
-# An AMQP handshake to RabbitMQ on loopback takes about a millisecond; 2 s means it is not there.
+# An AMQP login to RabbitMQ on loopback takes a few milliseconds; 2 s means it is not there.
 RABBITMQ_PROBE_S: Final = 2.0
-_AMQP_HEADER: Final = b"AMQP\x00\x00\x09\x01"  # AMQP 0-9-1's protocol header
-_AMQP_METHOD_FRAME: Final = b"\x01"  # the server's answer: a Connection.Start method frame
 _TRIGGER_CONDITIONS: Final = (
     "BrokerReady", "SubscriptionReady", "DependencyReady", "SubscriberResolved",
     "DeadLetterSinkResolved", "OIDCIdentityCreated",
@@ -119,29 +118,33 @@ def _served(broker: Obj) -> bool:
 
 
 async def probe_rabbitmq(url: str, timeout_s: float = RABBITMQ_PROBE_S) -> str | None:
-    """None when an AMQP 0-9-1 server answers at ``url``'s host and port; else why not (no
-    credentials in the text). The handshake stops at the server's Connection.Start: enough to
-    know it is RabbitMQ (or another AMQP 0-9-1 server), without logging in."""
+    """None when RabbitMQ at ``url`` takes its login (user, password and vhost), as the data
+    plane will need; else why not, without the credentials. eventing-rabbitmq's ExchangeReady
+    comes from declaring the exchange, which a refused login fails as surely as an absent
+    server. The handshake is aiormq's, the data plane's own AMQP client."""
+    import aiormq  # only once a RabbitMQBroker is reconciled on a knpy serve --rabbitmq
+
     parts = urlsplit(url)
     default = 5671 if parts.scheme == "amqps" else 5672
     try:
-        host, port = parts.hostname or "127.0.0.1", parts.port or default
+        where = f"{parts.hostname or '127.0.0.1'}:{parts.port or default}"
     except ValueError as err:  # a port that is not a number
         return f"the RabbitMQ URL is not valid: {err}"
-    where = f"{host}:{port}"
-    writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(timeout_s):
-            reader, writer = await asyncio.open_connection(host, port)
-            writer.write(_AMQP_HEADER)
-            first = await reader.read(1)
-    except (OSError, TimeoutError) as err:
-        return f"cannot reach RabbitMQ at {where}: {err or type(err).__name__}"
-    finally:
-        if writer is not None:
-            writer.close()
-    if first != _AMQP_METHOD_FRAME:
-        return f"{where} does not speak AMQP 0-9-1 (answered {first!r})"
+            connection = await aiormq.connect(url)
+            await connection.close()
+    except TimeoutError:
+        return f"cannot reach RabbitMQ at {where}: no answer within {timeout_s:g} s"
+    except aiormq.exceptions.ProbableAuthenticationError as err:
+        return f"RabbitMQ at {where} refused the URL's user and password: {err}"
+    except aiormq.exceptions.InvalidFrameError:  # Connection.Close instead of OpenOk
+        return f"RabbitMQ at {where} refused the URL's vhost {parts.path[1:] or '/'!r}"
+    except (aiormq.exceptions.AMQPError, OSError) as err:
+        why = str(err) or type(err).__name__
+        if parts.password:  # aiormq names none today; a later version must not leak it
+            why = why.replace(parts.password, "***")
+        return f"cannot reach RabbitMQ at {where}: {why}"
     return None
 
 

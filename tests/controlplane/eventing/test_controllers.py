@@ -377,17 +377,24 @@ async def test_a_rabbitmq_broker_on_the_machines_rabbitmq() -> None:
             "False", "EndpointsUnavailable")
 
 
-async def test_probe_rabbitmq_tells_amqp_from_another_server() -> None:
+async def test_probe_rabbitmq_logs_in_as_the_data_plane_will() -> None:
+    """Another server, a refused password or vhost: each said, never the password."""
     assert await probe_rabbitmq(RABBITMQ_URL) is None
     server = await asyncio.start_server(_http_answer, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        why = await probe_rabbitmq(f"amqp://127.0.0.1:{port}/")
+        why = await probe_rabbitmq(f"amqp://u:s3cret@127.0.0.1:{port}/")
     finally:
         server.close()
         await server.wait_closed()
-    assert why is not None and "does not speak AMQP 0-9-1" in why
+    assert why is not None and f"cannot reach RabbitMQ at 127.0.0.1:{port}: " in why
+    assert "s3cret" not in why
     assert "not valid" in str(await probe_rabbitmq("amqp://127.0.0.1:notaport/"))
+    refused = await probe_rabbitmq("amqp://guest:s3cret@127.0.0.1:5672/")
+    assert refused is not None and "s3cret" not in refused
+    assert "RabbitMQ at 127.0.0.1:5672 refused the URL's user and password" in refused
+    assert await probe_rabbitmq("amqp://guest:guest@127.0.0.1:5672/no-such-vhost") == (
+        "RabbitMQ at 127.0.0.1:5672 refused the URL's vhost 'no-such-vhost'")
 
 
 async def _http_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
