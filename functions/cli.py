@@ -122,11 +122,34 @@ def _add_deploy_commands(cmds: Any) -> None:
     )  # fmt: skip
     logs.set_defaults(run=_guarded(_later("logs_command")))
 
+    build = cmds.add_parser("build", help="an OCI image of the function (buildah or Docker)")
+    path_option(build)
+    build.add_argument(
+        "-i", "--image", default=None,
+        help="its name (default: func.yaml's image, else localhost/knpy-func/NAME:latest)",
+    )  # fmt: skip
+    build.add_argument(
+        "--offline", action="store_true",
+        help="on Debian's python3 made by images/build.sh --offline; pull nothing",
+    )  # fmt: skip
+    build.add_argument("--base", default=None, help="the base image (python3 3.11 with venv)")
+    build.add_argument(
+        "--engine", choices=("buildah", "docker"), default=None,
+        help="default: Docker when its daemon answers, else buildah",
+    )  # fmt: skip
+    build.set_defaults(run=_guarded(_build))
+
 
 def _deploy(args: argparse.Namespace) -> int:
     from functions.deploy import deploy_command
 
     return deploy_command(args)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from functions.build import build_command
+
+    return build_command(args)
 
 
 def _later(name: str) -> Command:

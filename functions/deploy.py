@@ -507,7 +507,11 @@ def deploy(
 
 
 def _image_of(project: FunctionProject) -> str:
-    return str(project.section("deploy").get("image") or project.doc.get("image") or "")
+    """func.yaml's deploy.image or image, else the last ``knpy func build``'s."""
+    from functions.build import built_image
+
+    named = project.section("deploy").get("image") or project.doc.get("image")
+    return str(named or built_image(project))
 
 
 def _conditions(service: Obj) -> list[str]:

@@ -169,8 +169,12 @@ def test_each_subscription_is_a_trigger_owned_by_the_service() -> None:
             "namespace": "ns",
             "labels": {"function.knative.dev/name": "fn"},
             "ownerReferences": [
-                {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "fn",
-                 "uid": "u-1"}
+                {
+                    "apiVersion": "serving.knative.dev/v1",
+                    "kind": "Service",
+                    "name": "fn",
+                    "uid": "u-1",
+                }
             ],
         },
         "spec": {

@@ -50,9 +50,7 @@ async def serve(tmp_path: Path) -> AsyncIterator[Callable[..., Serve]]:
         yield start
 
 
-async def func(
-    serve: Serve, cwd: Path, *args: str, check: bool = True
-) -> tuple[int, str, str]:
+async def func(serve: Serve, cwd: Path, *args: str, check: bool = True) -> tuple[int, str, str]:
     """``knpy func ARGS`` in ``cwd`` with the platform's kubeconfig."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "shared.cli", "func", *args,
