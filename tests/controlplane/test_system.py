@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from controlplane.system import CONFIGMAP_DEFAULTS, SystemConfig, bootstrap, system_objects
+from controlplane.system import (
+    CONFIGMAP_DEFAULTS,
+    INGRESS_SERVICE,
+    SystemConfig,
+    bootstrap,
+    ingress_service,
+    system_objects,
+)
 from shared.kube.fake import FakeCluster
 from shared.kube.resources import CONFIGMAPS, DEPLOYMENTS, SERVICES
 
@@ -50,3 +57,11 @@ def test_system_pods_declare_the_ports_their_services_name() -> None:
         if r == SERVICES:
             app = o["spec"]["selector"]["app"]
             assert {p["targetPort"] for p in o["spec"]["ports"]} <= ports[app], o
+
+
+def test_the_ingress_port_is_published_as_a_load_balancer_service() -> None:
+    svc = ingress_service(41234)
+    assert svc["metadata"]["name"] == INGRESS_SERVICE == "knpy-ingress"
+    assert svc["metadata"]["namespace"] == "knative-serving"
+    assert svc["spec"]["type"] == "LoadBalancer" and "selector" not in svc["spec"]
+    assert [p["port"] for p in svc["spec"]["ports"]] == [41234]

@@ -1,10 +1,11 @@
 """``knpy func`` against a real ``knpy serve``: every command as a process, as a developer runs it.
 
-create (cloudevents) -> subscribe -> deploy (the URL printed) -> a request through the ingress
-at that URL -> an event sent to the Broker reaches the function through its Trigger, and the
-function's reply reaches a second Trigger's sink -> describe, list, logs -> delete (the
-Service and its Trigger gone, the URL answers 404). A function that cannot import fails its
-deploy within seconds with the revision's reason, and its traceback is in ``func logs``.
+create (cloudevents) -> subscribe -> deploy (the URL printed) -> ``func invoke`` and a
+request through the ingress at that URL -> an event sent to the Broker reaches the function
+through its Trigger, and the function's reply reaches a second Trigger's sink -> describe,
+list, logs -> delete (the Service and its Trigger gone, the URL answers 404). A function that
+cannot import fails its deploy within seconds with the revision's reason, and its traceback
+is in ``func logs``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from shared.cloudevent import parse_message
 from tests.e2e.harness import REPO_ROOT, STEP_S, Serve, serving
 from tests.eventing.harness import Sink
 
+# Commands that take no --kubeconfig (invoke finds the API through .func/deploy.json).
+NO_API = ("create", "subscribe", "invoke")
 BROKER = """
 apiVersion: eventing.knative.dev/v1
 kind: Broker
@@ -54,8 +57,7 @@ async def func(serve: Serve, cwd: Path, *args: str, check: bool = True) -> tuple
     """``knpy func ARGS`` in ``cwd`` with the platform's kubeconfig."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "shared.cli", "func", *args,
-        *(("--kubeconfig", str(serve.kubeconfig)) if args[0] not in ("create", "subscribe")
-          else ()),
+        *(() if args[0] in NO_API else ("--kubeconfig", str(serve.kubeconfig))),
         cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
     )  # fmt: skip
@@ -100,12 +102,16 @@ async def test_create_deploy_invoke_subscribe_delete(
         assert url == f"http://echo.default.localhost:{platform.port}", out
         assert "Trigger 'echo-function-trigger-0' created" in err
 
-        # Through the ingress at the printed URL: a CloudEvent in, the function's reply out.
-        ce = {"ce-specversion": "1.0", "ce-id": "direct-1", "ce-source": "/test",
+        # knpy func invoke finds the deployed function (no local instance runs) and sends
+        # Knative's default CloudEvent through the ingress; the reply event is printed.
+        _, out, _ = await func(platform, fn, "invoke", "--id", "direct-1")
+        assert "id: response-direct-1" in out and "type: function.response" in out, out
+        # The printed URL itself, as any client on this machine dials it.
+        ce = {"ce-specversion": "1.0", "ce-id": "direct-2", "ce-source": "/test",
               "ce-type": "com.example.in", "content-type": "application/json"}  # fmt: skip
         status, body = await post(platform, url, ce, b'{"n": 1}')
         assert status == 200, body
-        assert json.loads(body)["id"] == "response-direct-1"
+        assert json.loads(body)["id"] == "response-direct-2"
 
         # Broker -> Trigger -> function -> reply -> Broker -> second Trigger -> sink.
         code, out, err = await platform.knpy(
@@ -143,6 +149,8 @@ async def test_create_deploy_invoke_subscribe_delete(
         assert not (fn / ".func" / "deploy.json").exists()
         code, _, err = await func(platform, fn, "describe", check=False)
         assert code == 1 and "there is no function named 'echo'" in err
+        code, _, err = await func(platform, fn, "invoke", check=False)
+        assert code == 1 and "not running locally or deployed" in err, err
     finally:
         await sink.stop()
 
