@@ -110,12 +110,14 @@ def ingress_span(
         ctx = extract_context(parent, _header(headers, b"tracestate"))
     else:
         ctx = extract_context(_extension(event, TRACEPARENT), _extension(event, TRACESTATE))
-    attrs = _common(event, f"broker:{name}.{namespace}")
-    attrs["kn.broker.name"] = name
-    attrs["kn.broker.namespace"] = namespace
-    return tracer.start_span(
-        f"broker:{name}.{namespace}", context=ctx, kind=SpanKind.SERVER, attributes=attrs
-    )
+    destination = f"broker:{name}.{namespace}"
+    span = tracer.start_span(destination, context=ctx, kind=SpanKind.SERVER)
+    if span.is_recording():  # as Knative, the event's attributes only on a sampled span
+        attrs = _common(event, destination)
+        attrs["kn.broker.name"] = name
+        attrs["kn.broker.namespace"] = namespace
+        span.set_attributes(attrs)
+    return span
 
 
 def stamp(events: Sequence[Event], span: trace.Span) -> None:
@@ -140,11 +142,14 @@ def delivery_span(tracer: Tracer, destination: str, broker: str, event: Event) -
     """The delivery span of ``event`` to ``destination`` (``trigger:<name>.<namespace>``, or
     ``subscription:...`` for a Channel's Subscription); the caller ends it."""
     ctx = extract_context(_extension(event, TRACEPARENT), _extension(event, TRACESTATE))
-    attrs = _common(event, destination)
-    bns, _, bname = broker.partition("/")
-    attrs["kn.broker.name"] = bname
-    attrs["kn.broker.namespace"] = bns
-    return tracer.start_span(destination, context=ctx, kind=SpanKind.CONSUMER, attributes=attrs)
+    span = tracer.start_span(destination, context=ctx, kind=SpanKind.CONSUMER)
+    if span.is_recording():
+        attrs = _common(event, destination)
+        bns, _, bname = broker.partition("/")
+        attrs["kn.broker.name"] = bname
+        attrs["kn.broker.namespace"] = bns
+        span.set_attributes(attrs)
+    return span
 
 
 def end_span(span: trace.Span, outcome: str, status: int | None) -> None:

@@ -463,3 +463,23 @@ async def test_metrics_served_by_the_broker_process(tmp_path: Path) -> None:
         finally:
             proc.kill()
             await proc.wait()
+
+
+async def test_unsampled_traces_leave_the_event_alone(tmp_path: Path) -> None:
+    """Sampling rate 0 (Knative's default rate): no span is recorded or exported and the
+    stored event keeps the extension it came with, but the subscriber still gets a W3C
+    ``traceparent`` (flags 00, not sampled) to propagate."""
+    from shared.observability import ObservabilityConfig
+
+    async with receiver() as otlp:
+        env = ObservabilityConfig(tracing_protocol="http/protobuf", tracing_endpoint=otlp.url,
+                                  tracing_sampling_rate=0.0)
+        async with broker_app(tmp_path, observability=env) as b:
+            sink = await b.sink()
+            await b.add_trigger("t", sink.url)
+            assert b.app.ingress.tracer is not None
+            assert await b.send("1", traceparent=f"00-{EXT_TRACE}-{EXT_SPAN}-01") == 202
+            (got,) = await sink.wait_for(1)
+    assert got.headers["ce-traceparent"] == f"00-{EXT_TRACE}-{EXT_SPAN}-01"
+    assert got.headers["traceparent"].endswith("-00")
+    assert otlp.spans == []
