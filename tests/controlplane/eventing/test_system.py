@@ -115,3 +115,20 @@ def test_knpy_serve_takes_the_rabbitmq_url_from_its_environment_and_never_echoes
     monkeypatch.setenv("KNPY_RABBITMQ_URL", "amqp://user:s3cret@127.0.0.1:5672/")
     serve = LocalServe(ServeConfig(state_dir=tmp_path, rabbitmq_url="amqp://x/"))
     assert "KNPY_RABBITMQ_URL" not in serve.base_env
+
+
+def test_the_broker_metrics_port_is_a_declared_port_so_each_platform_gets_its_own() -> None:
+    """BROKER_METRICS_PORT (9092, Knative's) is declared with the container's ports, so the
+    local kubelet moves it, and the variable with it, to a free port: two platforms on one
+    machine do not both bind 9092."""
+    from controlplane.podspec import localize, ports_to_allocate
+    from controlplane.system import eventing_objects
+
+    (deployment,) = [obj for res, obj in eventing_objects(CFG) if res == DEPLOYMENTS]
+    spec = deployment["spec"]["template"]["spec"]
+    free, _pinned = ports_to_allocate(spec)
+    assert 9092 in free
+    (container,) = localize(spec, {port: 41000 + i for i, port in enumerate(free)})["containers"]
+    env = {v["name"]: v.get("value") for v in container["env"]}
+    moved = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert env["BROKER_METRICS_PORT"] == str(moved["http-metrics"]) != "9092"
