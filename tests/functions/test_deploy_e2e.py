@@ -59,7 +59,7 @@ async def func(serve: Serve, cwd: Path, *args: str, check: bool = True) -> tuple
         sys.executable, "-m", "shared.cli", "func", *args,
         *(() if args[0] in NO_API else ("--kubeconfig", str(serve.kubeconfig))),
         cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "FROM_SHELL": "hello from the shell"},
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), STEP_S)
     code = proc.returncode if proc.returncode is not None else -1
@@ -96,11 +96,27 @@ async def test_create_deploy_invoke_subscribe_delete(
         assert doc["deploy"]["subscriptions"] == [
             {"source": "default", "filters": {"type": "com.example.in"}}
         ]
+        # Scale options, annotations and an env, as a developer writes them in func.yaml.
+        doc["deploy"]["options"] = {"scale": {"min": 1, "max": 2, "target": 10}}
+        doc["deploy"]["annotations"] = {"team": "blue"}
+        doc["run"] = {"envs": [{"name": "GREETING", "value": "{{ env:FROM_SHELL }}"}]}
+        (fn / "func.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
 
         _, out, err = await func(platform, fn, "deploy")
         url = out.strip().splitlines()[-1].strip()
         assert url == f"http://echo.default.localhost:{platform.port}", out
         assert "Trigger 'echo-function-trigger-0' created" in err
+        ksvc = await platform.kube("/apis/serving.knative.dev/v1/namespaces/default/services/echo")
+        template = ksvc["spec"]["template"]
+        assert {
+            "autoscaling.knative.dev/min-scale": "1",
+            "autoscaling.knative.dev/max-scale": "2",
+            "autoscaling.knative.dev/target": "10.000000",
+            "team": "blue",
+        }.items() <= template["metadata"]["annotations"].items()
+        assert template["spec"]["containers"][0]["env"] == [
+            {"name": "GREETING", "value": "hello from the shell"}
+        ]
 
         # knpy func invoke finds the deployed function (no local instance runs) and sends
         # Knative's default CloudEvent through the ingress; the reply event is printed.
@@ -125,6 +141,24 @@ async def test_create_deploy_invoke_subscribe_delete(
         assert reply.attrs["id"] == "response-via-broker"
         assert reply.attrs["type"] == "function.response"
         assert json.loads(reply.data or b"") == {"message": "OK"}
+
+        # A redeploy follows func.yaml: a filter added to the subscription replaces the
+        # Trigger's; a subscription removed deletes its Trigger.
+        await func(platform, fn, "subscribe", "--filter", "source=/test")
+        _, _, err = await func(platform, fn, "deploy")
+        assert "Trigger 'echo-function-trigger-0' updated" in err, err
+        path = "/apis/eventing.knative.dev/v1/namespaces/default/triggers/echo-function-trigger-0"
+        trigger = await platform.kube(path)
+        assert trigger["spec"]["filter"]["attributes"] == {
+            "type": "com.example.in", "source": "/test"
+        }  # fmt: skip
+        doc = yaml.safe_load((fn / "func.yaml").read_text())
+        doc["deploy"]["subscriptions"] = []
+        (fn / "func.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+        _, _, err = await func(platform, fn, "deploy")
+        assert "Trigger 'echo-function-trigger-0' deleted" in err, err
+        await func(platform, fn, "subscribe", "--filter", "type=com.example.in")
+        await func(platform, fn, "deploy")
 
         _, out, _ = await func(platform, fn, "describe", "-o", "json")
         described = json.loads(out)
