@@ -9,8 +9,11 @@ from typing import Any
 import pytest
 
 from functions.deploy import (
+    DEPLOY_FILE,
     Runs,
     container_env,
+    kubeconfig_of,
+    namespace_of,
     reachable_url,
     scale_annotations,
     service_manifest,
@@ -239,3 +242,21 @@ def test_filters_must_be_pairs() -> None:
 )  # fmt: skip
 def test_reachable_url(url: str, port: int | None, want: str) -> None:
     assert reachable_url(url, port) == want
+
+
+def test_namespace_and_kubeconfig_come_from_the_flag_then_func_yaml_then_the_last_deploy(
+    tmp_path: Path,
+) -> None:
+    bare = project({}, tmp_path)
+    assert namespace_of(bare, None) == "default"
+    assert kubeconfig_of(bare, None) == (Path(".knpy") / "kubeconfig").resolve()
+    (tmp_path / ".func").mkdir()
+    (tmp_path / ".func" / DEPLOY_FILE).write_text(
+        '{"kubeconfig": "/s/kubeconfig", "namespace": "last", "name": "fn"}'
+    )
+    assert namespace_of(bare, None) == "last"
+    assert kubeconfig_of(bare, None) == Path("/s/kubeconfig")
+    assert kubeconfig_of(bare, Path("/given")) == Path("/given")
+    assert namespace_of(project({"namespace": "top"}, tmp_path), None) == "top"
+    assert namespace_of(project({"deploy": {"namespace": "dep"}}, tmp_path), None) == "dep"
+    assert namespace_of(project({"deploy": {"namespace": "dep"}}, tmp_path), "flag") == "flag"

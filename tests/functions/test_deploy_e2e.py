@@ -5,7 +5,7 @@ request through the ingress at that URL -> an event sent to the Broker reaches t
 through its Trigger, and the function's reply reaches a second Trigger's sink -> describe,
 list, logs -> delete (the Service and its Trigger gone, the URL answers 404). A function that
 cannot import fails its deploy within seconds with the revision's reason, and its traceback
-is in ``func logs``.
+is in ``func logs``; a Service of the function's name that is not a function's is refused.
 """
 
 from __future__ import annotations
@@ -204,3 +204,12 @@ async def test_a_function_that_cannot_import_fails_its_deploy_with_the_reason(
     assert not (fn / ".func" / "deploy.json").exists()
     _, out, _ = await func(platform, fn, "logs")
     assert "func.py" in out and "no_such_module_anywhere" in out
+
+    # A Service of the same name that is not a function's is not overwritten.
+    await platform.apply(
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: taken}\n"
+        "spec: {template: {spec: {containers: [{image: x, command: [python, -c, 'pass']}]}}}"
+    )
+    await func(platform, tmp_path, "create", "taken")
+    code, _, err = await func(platform, tmp_path / "taken", "deploy", check=False)
+    assert code == 1 and "is not this function's" in err, err
