@@ -13,8 +13,8 @@ sock.py reads it), else all interfaces on ``$PORT`` (8080 when unset), which is 
 Knative revision's user container listens. ``knpy func run`` instead hands over a listening
 socket (``KNPY_LISTEN_FD``) that outlives each reload.
 
-The server is aiohttp's low-level one (uvloop underneath), bridged to ASGI here in ~80 lines:
-no Hypercorn. Measured side by side in benchmarks/functions (docs/functions.md).
+The server is knpy's own minimal ASGI HTTP/1.1 server (functions/server.py: httptools on
+uvloop), not Hypercorn. Measured side by side in benchmarks/functions (docs/functions.md).
 
 A function that cannot load ends the process with status 1 and says why on stderr: the
 syntax error with its file, line and caret; the traceback of an import that failed, cut to
@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from functions.middleware import FunctionApp, Message, Scope
+from functions.middleware import FunctionApp
 
 __all__ = ["LoadError", "load_function", "main", "parse_listen", "serve"]
 
@@ -162,100 +162,6 @@ def parse_listen(env: Mapping[str, str]) -> list[tuple[str, int]]:
     return out
 
 
-def _asgi_handler(app: FunctionApp, draining: list[bool]) -> Callable[[Any], Any]:
-    """An aiohttp low-level handler that runs the ASGI app for one request; once
-    ``draining`` is non-empty, each response closes its connection."""
-    from aiohttp import web
-
-    async def handler(request: web.BaseRequest) -> web.StreamResponse:
-        transport = request.transport
-        peer = transport.get_extra_info("peername") if transport else None
-        sock = transport.get_extra_info("sockname") if transport else None
-        raw_path = request.raw_path
-        path_part, _, query = raw_path.partition("?")
-        scope: Scope = {
-            "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": f"{request.version.major}.{request.version.minor}",
-            "method": request.method,
-            "scheme": "http",
-            "path": request.path,
-            "raw_path": path_part.encode("latin-1"),
-            "query_string": query.encode("latin-1"),
-            "root_path": "",
-            "headers": [(k.lower(), v) for k, v in request.raw_headers],
-            "client": tuple(peer[:2]) if peer else None,
-            "server": tuple(sock[:2]) if sock else None,
-        }
-        content = request.content
-        body_done = False
-
-        async def receive() -> Message:
-            nonlocal body_done
-            if body_done:
-                await asyncio.Event().wait()  # ASGI: wait for a disconnect that ends us
-            chunk = await content.read(_READ_CHUNK_BYTES)
-            more = bool(chunk) and not content.at_eof()
-            body_done = not more
-            return {"type": "http.request", "body": chunk, "more_body": more}
-
-        status = 500
-        headers: list[tuple[str, str]] = []
-        stream: web.StreamResponse | None = None
-        final: web.Response | None = None
-
-        async def send(message: Message) -> None:
-            nonlocal status, headers, stream, final
-            kind = message["type"]
-            if kind == "http.response.start":
-                status = int(message["status"])
-                headers = [
-                    (bytes(k).decode("latin-1"), bytes(v).decode("latin-1"))
-                    for k, v in message.get("headers") or ()
-                ]
-                return
-            if kind != "http.response.body" or final is not None:
-                return
-            body = message.get("body", b"")
-            more = message.get("more_body", False)
-            if stream is None and not more:
-                kept = [
-                    (k, v)
-                    for k, v in headers
-                    if k.lower() not in ("content-length", "transfer-encoding")
-                ]
-                final = web.Response(status=status, body=body, headers=_multidict(kept))
-                return
-            if stream is None:
-                kept = [(k, v) for k, v in headers if k.lower() != "transfer-encoding"]
-                stream = web.StreamResponse(status=status, headers=_multidict(kept))
-                if draining:
-                    stream.force_close()
-                await stream.prepare(request)
-            if body:
-                await stream.write(body)
-            if not more:
-                await stream.write_eof()
-                final = web.Response()  # marks the end; the stream is what is returned
-
-        await app(scope, receive, send)
-        if stream is not None:
-            return stream
-        if final is None:
-            final = web.Response(status=500, text="Error: the function sent no response")
-        if draining:
-            final.force_close()
-        return final
-
-    return handler
-
-
-def _multidict(pairs: list[tuple[str, str]]) -> Any:
-    from multidict import CIMultiDict
-
-    return CIMultiDict(pairs)
-
-
 def bind_sockets(addresses: Sequence[tuple[str, int]]) -> list[socket.socket]:
     """Listening sockets for ``addresses``.
 
@@ -321,14 +227,13 @@ async def serve(
     closing the rest and calling ``stop()``. A keep-alive client (the queue-proxy) then sees
     its connection closed after a response, not under a request it just sent (a 502).
     """
-    from aiohttp import web
+    from functions.server import Server
 
     app = FunctionApp(instance, invoke)
     await app.start(cfg)
-    draining: list[bool] = []
-    server = web.Server(_asgi_handler(app, draining), access_log=None)
-    loop = asyncio.get_running_loop()
-    listeners = [await loop.create_server(server, sock=s, backlog=1024) for s in sockets]
+    server = Server(app)
+    for sock in sockets:
+        await server.listen(sock)
     log.info("function %s serving on %s", type(instance).__name__, _names(sockets))
     if ready_fd is not None:
         with contextlib.suppress(OSError):
@@ -337,13 +242,7 @@ async def serve(
     try:
         await stop.wait()
     finally:
-        for listener in listeners:
-            listener.close()
-        draining.append(True)
-        end = loop.time() + drain_s
-        while server.connections and loop.time() < end:
-            await asyncio.sleep(0.02)
-        await server.shutdown(timeout=drain_s)
+        await server.drain(drain_s)
         await app.stop()
 
 
@@ -354,7 +253,7 @@ def _names(sockets: Sequence[socket.socket]) -> str:
 def standby() -> bool:
     """A spare for ``knpy func run`` (KNPY_HOST_STANDBY): import what every host needs, then
     wait for "go" on stdin before loading the function. Under load the imports take most of
-    a host's start (aiohttp, uvloop, the CloudEvents SDK: 0.6 s to 1.2 s of a 2-core machine
+    a host's start (uvloop, httptools, the CloudEvents SDK: 0.6 s to 1.2 s of a 2-core machine
     shared with other work, against 0.1 s for a bare interpreter), so a reload that wakes a
     spare serves the change in the time the user's own code takes to import.
 
@@ -362,7 +261,7 @@ def standby() -> bool:
     terminal reaches the whole process group; the spare leaves it to ``knpy func run``, which
     closes its stdin."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import aiohttp.web  # noqa: F401
+    import httptools  # noqa: F401
     import uvloop  # noqa: F401
 
     import functions.decorators

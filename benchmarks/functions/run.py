@@ -113,7 +113,7 @@ def create_and_reload(workdir: Path, repeat: int) -> dict[str, Any]:
     return {"create_to_first_response": summary(first), "edit_to_served": summary(reload)}
 
 
-def _start_queueproxy(h: Harness, app_port: int) -> int:
+def _start_queueproxy(h: Harness, app_port: int) -> tuple[int, int]:
     port, admin, metrics, user_metrics = (free_port() for _ in range(4))
     env = {
         "SERVING_NAMESPACE": "bench", "SERVING_CONFIGURATION": "fn", "SERVING_SERVICE": "fn",
@@ -127,26 +127,37 @@ def _start_queueproxy(h: Harness, app_port: int) -> int:
                             core=h.test_core, env=env, cwd=harness.REPO)  # fmt: skip
     harness.wait_ready(proc, h.children, port, headers=harness.QUEUE_PROBE_HEADERS, body=b"queue")
     harness.wait_ready(proc, h.children, port, body=TEMPLATE_BODY)
-    return port
+    return port, proc.pid
 
 
-def _start_knpy(h: Harness, root: Path) -> int:
+def _start_knpy(h: Harness, root: Path) -> tuple[int, int]:
     port = free_port()
     env = {"LISTEN_ADDRESS": f"{LOOPBACK}:{port}", "PYTHONPATH": str(harness.REPO)}
     proc = h.children.spawn("knpy-host", [sys.executable, "-m", "functions.host", str(root)],
                             core=h.test_core, env=env, cwd=harness.REPO)  # fmt: skip
     harness.wait_ready(proc, h.children, port, body=TEMPLATE_BODY)
-    return port
+    return port, proc.pid
 
 
-def _start_func_python(h: Harness, root: Path, python: str) -> int:
+def _start_func_python(h: Harness, root: Path, python: str) -> tuple[int, int]:
     port = free_port()
     main = h.workdir / "func_python_main.py"
     main.write_text(FUNC_PYTHON_MAIN.format(root=str(root)))
     proc = h.children.spawn("func-python", [python, str(main)], core=h.test_core,
                             env={"LISTEN_ADDRESS": f"{LOOPBACK}:{port}"}, cwd=root)  # fmt: skip
     harness.wait_ready(proc, h.children, port, body=TEMPLATE_BODY)
-    return port
+    return port, proc.pid
+
+
+def _measured(h: Harness, port: int, pids: dict[str, int]) -> dict[str, Any]:
+    """wrk's figures, and each process's CPU microseconds per request over the run: the
+    figure a shared machine disturbs least (req/s moves with the neighbours' load)."""
+    before = {name: harness.cpu_seconds(pid) for name, pid in pids.items()}
+    result = h.wrk(f"http://{LOOPBACK}:{port}/")
+    for name, pid in pids.items():
+        used = harness.cpu_seconds(pid) - before[name]
+        result[f"{name}_cpu_us_per_request"] = round(used / max(1, result["requests"]) * 1e6, 1)
+    return result
 
 
 def throughput(
@@ -155,7 +166,7 @@ def throughput(
     """Each server alone and behind a queue-proxy, the servers interleaved ``rounds`` times
     (a shared machine's load shifts; interleaving spreads it over both); the best round of
     each is kept, all rounds are in the JSON."""
-    servers: list[tuple[str, Any]] = [("knpy host (aiohttp, uvloop)", _start_knpy)]
+    servers: list[tuple[str, Any]] = [("knpy host (functions/server.py)", _start_knpy)]
     if func_python:
         servers.append(
             ("func-python 0.8.1 (Hypercorn)", lambda h, r: _start_func_python(h, r, func_python))
@@ -168,10 +179,10 @@ def throughput(
                 continue
             mark = h.children.mark()
             try:
-                app_port = start(h, root)
-                direct = h.wrk(f"http://{LOOPBACK}:{app_port}/")
-                qp = _start_queueproxy(h, app_port)
-                behind = h.wrk(f"http://{LOOPBACK}:{qp}/")
+                app_port, app_pid = start(h, root)
+                direct = _measured(h, app_port, {"server": app_pid})
+                qp, qp_pid = _start_queueproxy(h, app_port)
+                behind = _measured(h, qp, {"server": app_pid, "queue_proxy": qp_pid})
                 runs[name].append({"direct": direct, "queue_proxy": behind})
             except Unavailable as err:
                 errors[name] = str(err)
@@ -182,6 +193,7 @@ def throughput(
         if name in errors:
             rows.append({"server": name, "error": errors[name]})
             continue
+        # The best round by req/s; its CPU per request too (the least disturbed round).
         best_direct = max((r["direct"] for r in runs[name]), key=lambda w: w["rps"])
         best_qp = max((r["queue_proxy"] for r in runs[name]), key=lambda w: w["rps"])
         rows.append({"server": name, "direct": best_direct, "queue_proxy": best_qp,
@@ -220,15 +232,18 @@ def main() -> int:
     base = next((r for r in rows if "direct" in r), None)
     for r in rows:
         if "error" in r:
-            table.append([r["server"], "-", "-", "-", r["error"][:60]])
+            table.append([r["server"], "-", "-", "-", "-", r["error"][:60]])
             continue
         d, q = r["direct"], r["queue_proxy"]
         ratio = q["rps"] / base["queue_proxy"]["rps"] if base else 1.0
-        table.append([r["server"], f"{d['rps']:,.0f}", f"{q['rps']:,.0f}",
-                      f"{q['p50_ms']:.2f} / {q['p99_ms']:.2f}", f"{ratio:.2f}x"])  # fmt: skip
+        table.append([
+            r["server"], f"{d['rps']:,.0f}", f"{d['server_cpu_us_per_request']:.0f}",
+            f"{q['rps']:,.0f}", f"{q['p50_ms']:.2f} / {q['p99_ms']:.2f}", f"{ratio:.2f}x",
+        ])  # fmt: skip
     print(harness.markdown_table(
-        [("server", "l"), ("direct req/s", "r"), ("behind queue-proxy req/s", "r"),
-         ("behind qp p50 / p99 ms", "r"), ("vs knpy behind qp", "r")], table))  # fmt: skip
+        [("server", "l"), ("alone req/s", "r"), ("alone CPU us/req", "r"),
+         ("behind qp req/s", "r"), ("behind qp p50 / p99 ms", "r"),
+         ("behind qp vs knpy", "r")], table))  # fmt: skip
     return 0
 
 
