@@ -63,7 +63,7 @@ KNPY_ROOT: Final = Path(__file__).resolve().parents[1]
 HOST_MODULES: Final = ("functions", "shared/__init__.py", "shared/cloudevent.py")
 # Top-level imports of those modules that no standard library module provides, by the
 # distribution that holds them (the same test checks the list).
-HOST_DISTRIBUTIONS: Final = ("aiohttp", "uvloop", "PyYAML", "cloudevents")
+HOST_DISTRIBUTIONS: Final = ("httptools", "uvloop", "PyYAML", "cloudevents")
 DEFAULT_BASE: Final = "docker.io/library/python:3.11-slim-bookworm"  # images/build.sh's
 OFFLINE_BASE: Final = "localhost/knpy/debian-python3:bookworm"  # images/build.sh --offline's
 TARGET_PYTHON: Final = "3.11"  # both bases' python3
