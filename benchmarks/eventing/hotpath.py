@@ -8,7 +8,9 @@ code, so a cost of a few per cent is invisible there. This drives the real ``Ing
 that answers 200 at once: what is left out is the event loop's I/O, the kernel and SQLite,
 which the metrics do not touch. Rounds alternate off and on; the best of ``--repeat`` rounds is
 reported (a preempted round is only slower), in nanoseconds per event. Run it under
-``chrt -r 10``.
+``chrt -r 10``. A third case adds tracing with every trace sampled (an ingress span, a delivery
+span, the ``traceparent`` written into the event and sent), exported to nowhere: the cost of
+turning it on, before the exporter's own.
 
 Run: .venv/bin/python benchmarks/eventing/hotpath.py [--events 20000] [--repeat 11]
 """
@@ -21,6 +23,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
@@ -33,6 +36,11 @@ from eventing.broker.ingress import Ingress  # noqa: E402
 from eventing.broker.metrics import BrokerMetrics, delivery_names  # noqa: E402
 from eventing.delivery import CLUSTER_DEFAULT  # noqa: E402
 from shared.cloudevent import Event, parse_message  # noqa: E402
+from shared.observability import ObservabilityConfig  # noqa: E402
+from shared.tracing import setup_tracing  # noqa: E402
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import ReadableSpan, Tracer
 
 # The benchmark's event (run.py): 1 KB of JSON in binary mode.
 HEADERS = [
@@ -67,8 +75,34 @@ class Answers200:
         return None
 
 
-async def ingress(events: int, metrics: BrokerMetrics | None) -> float:
+class Discard:
+    """A span exporter that drops what it gets."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> object:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        return None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def tracer() -> Tracer:
+    cfg = ObservabilityConfig(tracing_protocol="http/protobuf",
+                              tracing_endpoint="http://127.0.0.1:4318/v1/traces",
+                              tracing_sampling_rate=1.0)
+    made = setup_tracing("eventing-broker", cfg, exporter=Discard())  # type: ignore[arg-type]
+    assert made is not None
+    return made
+
+
+async def ingress(events: int, metrics: BrokerMetrics | None, traced: bool = False) -> float:
     ing = Ingress(StoredAtOnce(), lambda _ns, _name: True, metrics=metrics)  # type: ignore[arg-type]
+    if traced:
+        ing.tracer = tracer()
     answered = 0
 
     def respond(_data: bytes, _close: bool) -> None:
@@ -77,7 +111,8 @@ async def ingress(events: int, metrics: BrokerMetrics | None) -> float:
 
     start = time.perf_counter()
     for i in range(events):
-        ing.handle(b"POST", b"/demo/default", HEADERS, BODY, respond)
+        # a fresh header list each time: a traced request's event gets a traceparent
+        ing.handle(b"POST", b"/demo/default", list(HEADERS), BODY, respond)
         if i % 64 == 63:
             await asyncio.sleep(0)  # the stores' callbacks run, as between reads
     while answered < events:
@@ -85,8 +120,10 @@ async def ingress(events: int, metrics: BrokerMetrics | None) -> float:
     return (time.perf_counter() - start) / events * 1e9
 
 
-async def deliver(events: int, metrics: BrokerMetrics | None) -> float:
+async def deliver(events: int, metrics: BrokerMetrics | None, traced: bool = False) -> float:
     dispatcher = Dispatcher(None, None, metrics=metrics)  # type: ignore[arg-type]
+    if traced:
+        dispatcher.tracer = tracer()
     dispatcher._client = Answers200()  # type: ignore[assignment]
     target = TriggerTarget(
         "uid", "demo", "t", "demo/default", "http://127.0.0.1:8081/", None, CLUSTER_DEFAULT,
@@ -104,19 +141,22 @@ async def deliver(events: int, metrics: BrokerMetrics | None) -> float:
 
 
 async def main(events: int, repeat: int) -> None:
-    cases: list[tuple[str, Callable[[int, BrokerMetrics | None], Awaitable[float]], bool]] = [
-        ("ingress", ingress, False), ("ingress", ingress, True),
-        ("deliver", deliver, False), ("deliver", deliver, True),
-    ]
-    best: dict[tuple[str, bool], float] = {}
+    Run = Callable[[int, BrokerMetrics | None, bool], Awaitable[float]]
+    modes = ("off", "metrics", "traced")
+    best: dict[tuple[str, str], float] = {}
     for _ in range(repeat):
-        for name, run, on in cases:
-            ns = await run(events, BrokerMetrics() if on else None)
-            best[(name, on)] = min(best.get((name, on), float("inf")), ns)
+        for name, run in (("ingress", ingress), ("deliver", deliver)):
+            for mode in modes:
+                go: Run = run
+                ns = await go(events, None if mode == "off" else BrokerMetrics(), mode == "traced")
+                best[(name, mode)] = min(best.get((name, mode), float("inf")), ns)
     for name in ("ingress", "deliver"):
-        without, with_ = best[(name, False)], best[(name, True)]
-        print(f"{name:8} metrics off {without:7.0f} ns/event   on {with_:7.0f} ns/event   "
-              f"+{with_ - without:4.0f} ns ({(with_ - without) / without:+.1%})")
+        off = best[(name, "off")]
+        cells = [f"off {off:6.0f}"]
+        for mode in modes[1:]:
+            ns = best[(name, mode)]
+            cells.append(f"{mode} {ns:6.0f} (+{ns - off:5.0f}, {(ns - off) / off:+.1%})")
+        print(f"{name:8} ns/event: " + "   ".join(cells))
 
 
 if __name__ == "__main__":

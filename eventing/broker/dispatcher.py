@@ -523,9 +523,11 @@ class Dispatcher:
             )
         if series is not None:
             series.dispatched(event_type, outcome.status, perf_counter() - start)
-        if span is not None and span.is_recording():
+        if span is not None and not is_success(outcome.status) and span.is_recording():
+            # A failed request is an event of the span (a success is the span's own status).
             span.add_event(
-                "attempt", {"url.full": url, "http.response.status_code": outcome.status or 0}
+                "attempt failed",
+                {"url.full": url, "http.response.status_code": outcome.status or 0},
             )
         return outcome
 

@@ -22,7 +22,7 @@ of its labeler (pkg/observability/newcontext.go):
   a dispatcher process on RabbitMQ.
 - **delivery** ``trigger:<name>.<namespace>`` (kind CONSUMER), one per matching trigger and
   event, from the first attempt to the outcome (retries, reply and dead-letter sink included;
-  each attempt is a span event with its status). Its parent is the event's ``traceparent``
+  each failed attempt is a span event with its status). Its parent is the event's ``traceparent``
   extension: the ingress span. The subscriber (and a dead-letter sink) gets the W3C
   ``traceparent`` header of the delivery span; the event's extension goes as it was stored.
   A reply without a ``traceparent`` extension of its own gets the delivery span's, so its
@@ -155,9 +155,10 @@ def delivery_span(tracer: Tracer, destination: str, broker: str, event: Event) -
 def end_span(span: trace.Span, outcome: str, status: int | None) -> None:
     """Close a span with the outcome (``delivered``, ``202``...) and its HTTP status."""
     if span.is_recording():
-        span.set_attribute("knpy.outcome", outcome)
+        attrs: dict[str, str | int] = {"knpy.outcome": outcome}
         if status is not None:
-            span.set_attribute("http.response.status_code", status)
+            attrs["http.response.status_code"] = status
+        span.set_attributes(attrs)
         if outcome not in ("delivered", "stored"):
             span.set_status(Status(StatusCode.ERROR, outcome))
     span.end()
