@@ -535,6 +535,14 @@ def _triggers(project: FunctionProject, api: Api, namespace: str, service: Obj) 
     for body in wanted:
         name = body["metadata"]["name"]
         current = api.get(TRIGGERS, namespace, name)
+        if (
+            current is not None
+            and (current.get("spec") or {}).get("broker") != body["spec"]["broker"]
+        ):
+            # A Trigger's broker is immutable (Knative's webhook refuses the change): the
+            # subscription at this index moved to another Broker, so its Trigger is made anew.
+            api.call("DELETE", TRIGGERS.path(namespace, name))
+            current = None
         verb = _put(api, TRIGGERS, namespace, body, current)
         broker = body["spec"]["broker"]
         filters = body["spec"]["filter"]["attributes"]

@@ -152,7 +152,14 @@ async def test_create_deploy_invoke_subscribe_delete(
         assert trigger["spec"]["filter"]["attributes"] == {
             "type": "com.example.in", "source": "/test"
         }  # fmt: skip
+        # Another Broker for the same subscription: a Trigger's broker cannot change, so the
+        # Trigger is made anew.
         doc = yaml.safe_load((fn / "func.yaml").read_text())
+        doc["deploy"]["subscriptions"][0]["source"] = "other"
+        (fn / "func.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+        _, _, err = await func(platform, fn, "deploy")
+        assert "Trigger 'echo-function-trigger-0' created: broker 'other'" in err, err
+        assert "no Broker 'other'" in err
         doc["deploy"]["subscriptions"] = []
         (fn / "func.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
         _, _, err = await func(platform, fn, "deploy")
