@@ -1,9 +1,11 @@
 """A minimal HTTP/1.1 server for one ASGI application: the function host's server.
 
-Why not aiohttp's server: measured here (benchmarks/functions/run.py), the http template
-served by aiohttp's low-level server bridged to ASGI answered N1 req/s alone, this server N2;
-README's proxy figures tell the same story (an aiohttp server reaches about 14 % of nginx, a
-bare Protocol about 95 %). Hypercorn (Knative's func-python) is slower still.
+Why not aiohttp's server (the host's first version bridged ASGI onto aiohttp's low-level
+server): measured here as CPU time per request of the server process under wrk (the figure a
+shared machine disturbs least), the http template took 53-57 us through aiohttp and 27-30 us
+here, 36-44 us against 16-17 us without its per-request log line; func-python's Hypercorn
+took 214 us. The proxy core's figures tell the same story (README: an aiohttp server reaches
+about 14 % of nginx's throughput, a bare Protocol about 95 %).
 
 Theory of operation (the shape of uvicorn's httptools protocol, kept to what a function
 needs): one ``asyncio.Protocol`` per connection, httptools' C parser, uvloop underneath.
