@@ -376,8 +376,8 @@ class Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         cycle = self.parsing
-        if cycle is None or cycle.ended:
-            return
+        if cycle is None or cycle.ended or cycle.finished:
+            return  # answered already: the rest of its body is read and dropped
         cycle.body.append(body)
         cycle.buffered += len(body)
         if cycle.buffered > BODY_HIGH_WATER_BYTES:

@@ -19,6 +19,10 @@ Scope = MutableMapping[str, Any]
 async def echo_app(scope: Scope, receive: Any, send: Any) -> None:
     """Answers with what it saw; /stream streams, /fail raises, /late fails mid-response."""
     path = scope["path"]
+    if path == "/early":  # answers without reading the body
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"early"})
+        return
     if path == "/fail":
         raise RuntimeError("boom")
     body = b""
@@ -121,6 +125,18 @@ async def test_a_large_body_arrives_in_parts(server: tuple[Server, int]) -> None
     assert f"len={size}".encode() in data
     parts = int(data.split(b"x-parts: ")[1].split(b"\r\n")[0])
     assert parts > 1
+
+
+async def test_a_body_the_app_did_not_read_is_dropped(server: tuple[Server, int]) -> None:
+    """The app answered before reading a large body: the rest is read and dropped, and the
+    connection serves the next request (it must not stall with reading paused)."""
+    _, port = server
+    size = 8 * BODY_HIGH_WATER_BYTES
+    raw = b"POST /early HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % size
+    raw += b"y" * size + b"GET /after HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    data = await exchange(port, raw)
+    assert data.startswith(b"HTTP/1.1 200 OK")
+    assert data.endswith(b"GET /after q= len=0")
 
 
 async def test_expect_100_continue(server: tuple[Server, int]) -> None:
