@@ -12,11 +12,14 @@ autoscaler windows, as benchmarks/platform: stable window 6 s, scale-to-zero gra
    to the first 200 of a GET at that URL through the ingress. Beside each, the hello sample app
    (examples/sampleapp/app.py) goes through ``knpy apply`` (which waits for Ready as well) and
    the same GET: the two differ by what a function adds (func.yaml read, Service written by
-   the CLI, the host's imports: aiohttp, the function's module) and nothing else.
+   the CLI, the host's imports and the function's module) and nothing else.
 2. Cold start from zero. Every function and hello Service goes to zero together; then each is
    sent one GET on a new connection (``Connection: close``), alternating function and hello,
    until ``--runs`` samples of each: request sent -> first response byte, p50 and p99
    (nearest rank: with 6 samples p99 is the largest).
+3. For reference, outside the platform: the function host (``python -m functions.host`` on
+   the first function) and the sample app each spawned ``--runs`` times, alternating, timed
+   to their first 200 on ``/``: what each adds to a cold start by itself.
 
 Short by design (the machine is shared): read the ratios, not the absolute figures.
 """
@@ -49,6 +52,7 @@ from benchmarks.platform.run import (
     service_yaml,
     until,
 )
+from shared.ports import free_port
 
 REPO: Final = Path(__file__).resolve().parents[2]
 STEP_S: Final = 120.0
@@ -131,6 +135,41 @@ def measure_cold(p: Platform, services: int, runs: int) -> Json:
     }
 
 
+def process_start(argv: list[str], cwd: Path) -> float:
+    """Spawn -> the first 200 on / (the host's and the app's own start, no platform)."""
+    port = free_port()
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        argv, cwd=cwd, env={**os.environ, "PORT": str(port), "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = started + 30
+        while True:
+            try:
+                if first_byte(port, "localhost")[2] == 200:
+                    return time.perf_counter() - started
+            except OSError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"{argv} did not answer")
+            time.sleep(0.005)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def measure_process_starts(work: Path, runs: int) -> Json:
+    """The function host (http template) and the sample app alone, alternating."""
+    host = [sys.executable, "-m", "functions.host", str(work / "fn1")]
+    app = [sys.executable, str(SAMPLE_APP)]
+    samples: dict[str, list[float]] = {"function": [], "hello": []}
+    for _ in range(runs):
+        samples["function"].append(process_start(host, work))
+        samples["hello"].append(process_start(app, work))
+    return {k: {"p50_s": statistics.median(v), "runs": v} for k, v in samples.items()}
+
+
 def report(result: Json) -> str:
     deploys = result["deploys"]["runs"]
     fn = statistics.median(r["function_s"] for r in deploys)
@@ -150,6 +189,12 @@ def report(result: Json) -> str:
             f"| cold start from zero, {q} of {len(cold['function']['runs'])} | {f * 1000:.0f} ms "
             f"| {h * 1000:.0f} ms | {f / h:.2f}x |"
         )
+    alone = result["alone"]
+    f, h = alone["function"]["p50_s"], alone["hello"]["p50_s"]
+    lines.append(
+        f"| process alone: spawn -> first 200, p50 of {len(alone['function']['runs'])} "
+        f"| {f * 1000:.0f} ms | {h * 1000:.0f} ms | {f / h:.2f}x |"
+    )
     return "\n".join(lines)
 
 
@@ -168,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             result["cold"] = measure_cold(p, args.services, args.runs)
         finally:
             p.stop()
+        result["alone"] = measure_process_starts(work, args.runs)
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(report(result))
