@@ -14,6 +14,7 @@ from functions.server import BODY_HIGH_WATER_BYTES, Server
 from shared.ports import LOOPBACK
 
 Scope = MutableMapping[str, Any]
+BIG_BYTES = 16 * 1024 * 1024
 
 
 async def echo_app(scope: Scope, receive: Any, send: Any) -> None:
@@ -33,6 +34,14 @@ async def echo_app(scope: Scope, receive: Any, send: Any) -> None:
         parts += 1
         if not msg.get("more_body"):
             break
+    if path == "/huge":
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(BIG_BYTES).encode())]})
+        chunk = b"z" * 65536
+        for _ in range(BIG_BYTES // len(chunk)):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        return
     if path == "/stream":
         await send({"type": "http.response.start", "status": 200, "headers": []})
         for piece in (b"one ", b"two ", b"three"):
@@ -178,6 +187,34 @@ async def test_an_app_that_fails(server: tuple[Server, int], path: str, expected
         assert b"connection: close" in data
     if path == "/late":
         assert data.endswith(b"7\r\npartial\r\n")  # no last chunk: the client sees it cut
+
+
+async def test_a_slow_reader_gets_every_byte(server: tuple[Server, int]) -> None:
+    """16 MiB streamed to a client that waits before reading: send() waits on the
+    transport's buffer (pause_writing) and the whole body still arrives."""
+    srv, port = server
+    reader, writer = await asyncio.open_connection(LOOPBACK, port, limit=1 << 20)
+    writer.write(b"GET /huge HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    await asyncio.sleep(0.3)
+    (conn,) = srv.connections
+    assert conn.write_paused  # the app is held back, not buffering 16 MiB in the server
+    data = await asyncio.wait_for(reader.read(), 20)
+    writer.close()
+    await writer.wait_closed()
+    assert len(data.split(b"\r\n\r\n", 1)[1]) == BIG_BYTES
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b"GET / HTTP/1.1\r\nX: " + b"a" * 70000 + b"\r\n\r\n", id="big-header"),
+        pytest.param(b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n", id="big-url"),
+    ],
+)
+async def test_a_head_too_large_is_431(server: tuple[Server, int], raw: bytes) -> None:
+    _, port = server
+    data = await exchange(port, raw)
+    assert data.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
 
 
 async def test_a_bad_request_is_400_and_closed(server: tuple[Server, int]) -> None:
