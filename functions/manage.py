@@ -240,6 +240,16 @@ def human(d: Described) -> str:
     return "\n".join(lines)
 
 
+def plain(d: Described) -> str:
+    """func describe's plain layout: one ``Key value`` a line."""
+    lines = [f"Name {d.name}", f"Image {d.image}", f"Namespace {d.namespace}"]
+    lines += [f"Route {d.route}"] if d.route else []
+    lines += [f"Ready {d.ready}", f"Deployer {d.deployer}"]
+    lines += [f"Subscription {s} {ty} {b}" for s, ty, b in d.subscriptions]
+    lines += [f"Label {k} {v}" for k, v in sorted(d.labels.items())]
+    return "\n".join(lines)
+
+
 def describe_command(args: argparse.Namespace) -> int:
     t = _target(args)
     try:
@@ -253,6 +263,8 @@ def describe_command(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(d.as_json(), sort_keys=False), end="")
     elif args.output == "url":
         print(d.route)
+    elif args.output == "plain":
+        print(plain(d))
     else:
         print(human(d))
     return 0

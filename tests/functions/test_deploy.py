@@ -19,7 +19,7 @@ from functions.deploy import (
     service_manifest,
     trigger_manifests,
 )
-from functions.manage import parse_filters, subscribe
+from functions.manage import describe, human, parse_filters, plain, subscribe
 from functions.project import Env, FunctionProject, ProjectError
 
 
@@ -260,3 +260,37 @@ def test_namespace_and_kubeconfig_come_from_the_flag_then_func_yaml_then_the_las
     assert namespace_of(project({"namespace": "top"}, tmp_path), None) == "top"
     assert namespace_of(project({"deploy": {"namespace": "dep"}}, tmp_path), None) == "dep"
     assert namespace_of(project({"deploy": {"namespace": "dep"}}, tmp_path), "flag") == "flag"
+
+
+def test_describe_layouts_as_funcs() -> None:
+    service = {
+        "metadata": {
+            "name": "fn",
+            "namespace": "default",
+            "labels": {"function.knative.dev/runtime": "python"},
+            "annotations": {"function.knative.dev/deployer": "knative"},
+        },
+        "spec": {"template": {"spec": {"containers": [{"image": "img"}]}}},
+        "status": {
+            "url": "http://fn.default.localhost",
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    }
+    trigger = {
+        "metadata": {"name": "fn-function-trigger-0"},
+        "spec": {"broker": "default", "filter": {"attributes": {"type": "t", "source": "s"}}},
+    }
+    d = describe(service, [trigger], 8080)
+    assert human(d).splitlines() == [
+        "Function name:", "  fn",
+        "Function is built in image:", "  img",
+        "Function is deployed in namespace:", "  default",
+        "Routes:", "  http://fn.default.localhost:8080",
+        "Function is ready:", "  True",
+        "Deployer:", "  knative",
+        "Subscriptions (Source, Type, Broker):", "  s t default",
+        "Labels:", "  function.knative.dev/runtime: python",
+    ]  # fmt: skip
+    assert plain(d).splitlines()[:4] == [
+        "Name fn", "Image img", "Namespace default", "Route http://fn.default.localhost:8080"
+    ]  # fmt: skip
