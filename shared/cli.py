@@ -217,10 +217,16 @@ def _platform_commands(sub: Any) -> None:
     logs.set_defaults(run=_logs)
 
     add_commands(sub, with_api)  # send, listen (shared/eventing_cli.py)
-    from functions.cli import add_commands as add_func_commands  # lazy: shared/ imports no
-    # component at module level; functions.cli itself imports nothing heavy
-
-    add_func_commands(sub)  # knpy func create|run|invoke|...
+    # knpy func create|run|invoke|... (lazy: shared/ imports no component at module level).
+    # The images ship only their component's packages (images/deps.py), not functions/: there
+    # the console script runs the component and has no func command.
+    try:
+        from functions.cli import add_commands as add_func_commands
+    except ModuleNotFoundError as err:
+        if err.name != "functions":
+            raise
+    else:
+        add_func_commands(sub)
 
 
 # -- the commands --------------------------------------------------------------------------------

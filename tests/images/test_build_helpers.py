@@ -109,3 +109,38 @@ def test_strip_wheel_keeps_the_module_loadable(tmp_path: Path) -> None:
         timeout=60, check=False, env={"PYTHONPATH": str(tmp_path / "site")},
     )
     assert out.stdout.strip() == "ok", out.stderr
+
+
+# knpy's top-level packages (pyproject's packages.find): an image keeps only those its
+# component imports (deps.packages) and removes the rest.
+KNPY_PACKAGES = ("shared", "queueproxy", "activator", "autoscaler", "controlplane", "eventing",
+                 "functions")
+_BLOCKER = """
+import importlib.abc, sys
+class Removed(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in REMOVED:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name.split(".")[0])
+        return None
+sys.meta_path.insert(0, Removed())
+from shared.cli import main
+sys.exit(main(ARGV))
+"""
+
+
+@pytest.mark.parametrize("component", sorted(deps.COMPONENTS))
+def test_the_console_script_runs_with_only_the_image_packages(component: str) -> None:
+    """The image's entrypoint is ``knpy <component>``: with the packages its image removes
+    unimportable, the console script still parses its command line (twice a subcommand's
+    eager import of eventing/ or functions/ broke every image; this finds it in a second)."""
+    kept = set(deps.packages(component))
+    removed = sorted(set(KNPY_PACKAGES) - kept)
+    assert removed, "the image would keep every package"
+    # --help builds the whole parser (every subcommand) as ``knpy <component>`` does first.
+    code = _BLOCKER.replace("REMOVED", repr(set(removed))).replace("ARGV", repr(["--help"]))
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+        cwd=deps.ROOT,
+    )
+    assert out.returncode == 0, out.stderr
+    assert component in out.stdout
