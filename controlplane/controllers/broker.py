@@ -33,7 +33,6 @@ users read from status, as Knative's MTChannelBasedBroker controller does
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Final
 from urllib.parse import urlsplit
@@ -122,7 +121,11 @@ async def probe_rabbitmq(url: str, timeout_s: float = RABBITMQ_PROBE_S) -> str |
     plane will need; else why not, without the credentials. eventing-rabbitmq's ExchangeReady
     comes from declaring the exchange, which a refused login fails as surely as an absent
     server. The handshake is aiormq's, the data plane's own AMQP client."""
-    import aiormq  # only once a RabbitMQBroker is reconciled on a knpy serve --rabbitmq
+    # Both only once a RabbitMQBroker is reconciled on a knpy serve --rabbitmq: the reconciler's
+    # module stays importable without an event loop (tests/controlplane/controllers/test_imports).
+    import asyncio
+
+    import aiormq
 
     parts = urlsplit(url)
     default = 5671 if parts.scheme == "amqps" else 5672
