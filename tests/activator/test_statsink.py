@@ -133,7 +133,10 @@ async def test_backs_off_between_attempts() -> None:
     gaps = [b - a for a, b in itertools.pairwise(dials)]
     for i, gap in enumerate(gaps):
         step = INITIAL_BACKOFF_S * 1.3**i
-        assert min(step, 0.2) * 0.9 <= gap <= min(step * 1.5, 0.2) + 0.1, (i, gaps)
+        # The lower bound is the back-off; the upper allows a busy machine's scheduling delay
+        # (a CI run with two workers saw one wake 0.63 s late). The schedule itself is checked
+        # exactly in test_backoff_is_knatives, and the count above bounds the total.
+        assert min(step, 0.2) * 0.9 <= gap <= min(step * 1.5, 0.2) + 0.8, (i, gaps)
 
 
 def test_backoff_is_knatives() -> None:
