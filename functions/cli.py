@@ -166,7 +166,7 @@ def _later(name: str) -> Command:
 
 def add_commands(sub: Any) -> None:
     """Add ``func`` and its subcommands to the ``knpy`` parser's subparsers ``sub``."""
-    func = sub.add_parser("func", help="Knative Functions: create, run, invoke a function")
+    func = sub.add_parser("func", help="Knative Functions: create, run, invoke, deploy, build")
     cmds = func.add_subparsers(dest="func_command", metavar="COMMAND")
 
     def usage(_: argparse.Namespace) -> int:
@@ -174,7 +174,6 @@ def add_commands(sub: Any) -> None:
         return 2
 
     func.set_defaults(run=usage)
-    _add_deploy_commands(cmds)
 
     create = cmds.add_parser(
         "create", aliases=["init"], help="a new function directory (Knative's Python layout)"
@@ -231,6 +230,7 @@ def add_commands(sub: Any) -> None:
         help="a CloudEvent extension attribute (repeatable)",
     )  # fmt: skip
     invoke.set_defaults(run=_guarded(_invoke))
+    _add_deploy_commands(cmds)
 
 
 

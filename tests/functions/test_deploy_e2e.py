@@ -220,3 +220,7 @@ async def test_a_function_that_cannot_import_fails_its_deploy_with_the_reason(
     await func(platform, tmp_path, "create", "taken")
     code, _, err = await func(platform, tmp_path / "taken", "deploy", check=False)
     assert code == 1 and "is not this function's" in err, err
+    # list shows the functions' Services only, ready or not.
+    _, out, _ = await func(platform, tmp_path, "list")
+    rows = [line.split() for line in out.splitlines()[1:]]
+    assert [(r[0], r[-1]) for r in rows] == [("broken", "False")], out
