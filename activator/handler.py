@@ -194,15 +194,9 @@ class ActivatorHandler:
             original_host = host
         if original_host is not None:
             append(b"K-Original-Host: %b\r\n" % original_host)
+        # Not terminated: the pod's Host line and the blank line follow per pod.
         head = finish_head(
-            out,
-            ex,
-            xff=xff,
-            traceparent=traceparent,
-            tracestate=tracestate,
-            tracing=self.tracing,
-            span_name="kn.activator.proxy",
-            terminate=False,  # the pod's Host line and the blank line follow per pod
+            out, ex, xff, traceparent, tracestate, self.tracing, "kn.activator.proxy", False
         )
 
         stats = rev.stats

@@ -221,13 +221,7 @@ class QueueHandler:
         if not forwarded and (xff or xfp or xfh):
             append(b"Forwarded: %b\r\n" % generate_forwarded(xff, xfp, xfh))
         ex.head = finish_head(
-            out,
-            ex,
-            xff=xff,
-            traceparent=traceparent,
-            tracestate=tracestate,
-            tracing=self.tracing,
-            span_name="kn.queueproxy.proxy",
+            out, ex, xff, traceparent, tracestate, self.tracing, "kn.queueproxy.proxy"
         )
 
         breaker = self.breaker

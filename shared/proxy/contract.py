@@ -96,7 +96,7 @@ class Downstream(Protocol[TagT]):
         """The upstream broke: 502 if nothing was written yet, else a broken connection."""
         ...
 
-    def finish(self, ex: Exchange[TagT], *, reusable: bool) -> None:
+    def finish(self, ex: Exchange[TagT], reusable: bool) -> None:
         """The exchange is over; ``reusable`` when its response ended cleanly."""
         ...
 

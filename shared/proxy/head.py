@@ -84,7 +84,6 @@ def drop_listed(out: list[bytes], drop: list[bytes]) -> None:
 def finish_head(
     out: list[bytes],
     ex: Exchange[TagT],
-    *,
     xff: bytes | None,
     traceparent: bytes | None,
     tracestate: bytes | None,

@@ -559,7 +559,7 @@ class ServerConnection(asyncio.Protocol, Generic[TagT]):
         ex.status = status
         self.write(ex, data)
         ex.keep_alive = ex.keep_alive and keep_alive
-        self.finish(ex, reusable=True)
+        self.finish(ex, True)  # reusable
 
     def write(self, ex: Exchange[TagT], data: bytes) -> None:
         if not ex.first_byte_at:
@@ -621,7 +621,7 @@ class ServerConnection(asyncio.Protocol, Generic[TagT]):
         self.finish(ex, reusable=False)
         self.transport.abort()
 
-    def finish(self, ex: Exchange[TagT], *, reusable: bool) -> None:
+    def finish(self, ex: Exchange[TagT], reusable: bool) -> None:
         if ex.done:
             return
         ex.done = True

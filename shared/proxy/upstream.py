@@ -152,7 +152,7 @@ class UpstreamConnection(asyncio.Protocol, Generic[TagT]):
                 return
         conn.write(ex, data)
         if self.state is _DONE:
-            conn.finish(ex, reusable=True)
+            conn.finish(ex, True)  # reusable
 
     def pause_writing(self) -> None:
         ex = self.ex
@@ -304,7 +304,7 @@ class UpstreamPool(Generic[TagT]):
         while idle:
             up = idle.pop()
             if up.state is _IDLE:
-                up.attach(ex, reused=True)
+                up.attach(ex, True)  # reused
                 return
         ex.conn.waiting_for_upstream(ex)
         task = self.loop.create_task(self._connect(ex))
