@@ -146,7 +146,8 @@ class ActiveRevision:
         pod = self.pods.get(tracker.address)
         if pod is None:
             pod = self.pods[tracker.address] = self._new_pod(tracker.address)
-        ex.forward(pod.pool, rec.head + pod.host_tail)
+        ex.head = rec.head + pod.host_tail
+        pod.pool.send(ex)  # ex.forward() without its call
 
     def wake(self, waiters: list[Exchange[ActivatorRequest | None]]) -> None:
         """Forward the requests the throttler just admitted (it reserved each a pod)."""
