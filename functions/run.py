@@ -56,6 +56,7 @@ from shared.ports import LOOPBACK, free_port
 __all__ = ["RUN_FILE", "RunConfig", "Runner", "read_instance", "run_command", "snapshot"]
 
 POLL_INTERVAL_S: Final = 0.05
+SETTLE_POLLS: Final = 4  # 0.2 s at most spent waiting for a save to finish (Runner.settle)
 STOP_GRACE_S: Final = 2.0
 READY_TIMEOUT_S: Final = 30.0
 RUN_FILE: Final = "run.json"
@@ -489,13 +490,27 @@ class Runner:
             if not self.cfg.reload:
                 continue
             now = snapshot(self.project.root)
-            diff = changed(seen, now)
-            if not diff:
+            if not changed(seen, now):
                 continue
-            time.sleep(POLL_INTERVAL_S)  # an editor may write several files in a row
-            now = snapshot(self.project.root)
-            seen = now
-            self.reload([os.path.relpath(p, self.project.root) for p in diff])
+            settled = self.settle(now)
+            diff, seen = changed(seen, settled), settled
+            if diff:
+                self.reload([os.path.relpath(p, self.project.root) for p in diff])
+
+    def settle(self, now: dict[str, int]) -> dict[str, int]:
+        """The tree once two polls in a row see it alike (``SETTLE_POLLS`` polls at most).
+
+        An editor may save several files in a row, or a large one in several writes; a host
+        started in between would import half a change and fail (its traceback, and a cold spare
+        for the rest of the change). A writer that pauses longer than a poll is still seen
+        half-way: the next poll reloads the rest."""
+        for _ in range(SETTLE_POLLS):
+            time.sleep(POLL_INTERVAL_S)
+            again = snapshot(self.project.root)
+            if again == now:
+                break
+            now = again
+        return now
 
     def reload(self, files: list[str]) -> None:
         t0 = time.monotonic()

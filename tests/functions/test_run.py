@@ -78,6 +78,16 @@ def wait_output(proc: subprocess.Popen[str], text: str, deadline_s: float = 10) 
         time.sleep(0.02)
 
 
+def save(path: Path, text: str) -> None:
+    """Write ``path`` whole in one step, as an editor's safe save does (a temporary file
+    renamed over it). ``Path.write_text`` truncates first: a poll that lands between the
+    truncation and the write, on a loaded machine, sees an empty func.py, whose failed import
+    (a traceback, a cold spare for the real change) is not what these tests look at."""
+    tmp = path.with_name(f".{path.name}.saving")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def served_within(port: int, body: bytes, limit_s: float, since: float) -> float:
     """Poll the function until it answers ``body``; the seconds from ``since``."""
     end = since + limit_s + 5  # keep polling past the limit, so a failure shows by how much
@@ -110,7 +120,7 @@ def test_create_run_invoke_edit_stop(tmp_path: Path) -> None:
         assert request(port, "/health/readiness").body == b"Ready"
 
         func_py = root / "function" / "func.py"
-        func_py.write_text(func_py.read_text().replace('b"OK"', 'b"Changed"'))
+        save(func_py, func_py.read_text().replace('b"OK"', 'b"Changed"'))
         took = served_within(port, b"Changed", RELOAD_LIMIT_S, since=time.monotonic())
         assert took < RELOAD_LIMIT_S, f"the change was served after {took:.2f} s"
         assert proc.poll() is None
@@ -148,7 +158,7 @@ def test_a_broken_function_answers_its_error_until_fixed(tmp_path: Path) -> None
     func_py = root / "function" / "func.py"
     good = func_py.read_text()
     with func_run(root) as (proc, port):
-        func_py.write_text(good.replace("def new():", "def new(:"))
+        save(func_py, good.replace("def new():", "def new(:"))
         t0 = time.monotonic()
         while True:
             reply = request(port, "/")
@@ -161,7 +171,7 @@ def test_a_broken_function_answers_its_error_until_fixed(tmp_path: Path) -> None
         invoked = knpy("func", "invoke", cwd=root)
         assert invoked.returncode == 1
         assert "SyntaxError" in invoked.stderr
-        func_py.write_text(good.replace('b"OK"', 'b"Fixed"'))
+        save(func_py, good.replace('b"OK"', 'b"Fixed"'))
         took = served_within(port, b"Fixed", RELOAD_LIMIT_S, since=time.monotonic())
         assert took < RELOAD_LIMIT_S
         assert proc.poll() is None
@@ -171,7 +181,7 @@ def test_no_request_is_refused_during_a_reload(tmp_path: Path) -> None:
     root = tmp_path / "fn"
     create(root)
     func_py = root / "function" / "func.py"
-    with func_run(root) as (_, port):
+    with func_run(root) as (proc, port):
         statuses: list[int] = []
         stop = threading.Event()
 
@@ -182,13 +192,21 @@ def test_no_request_is_refused_during_a_reload(tmp_path: Path) -> None:
                 except OSError:
                     statuses.append(-1)
 
+        def after(n: int) -> None:
+            """Until the load has made ``n`` more requests."""
+            goal, end = len(statuses) + n, time.monotonic() + 10
+            while len(statuses) < goal:
+                assert time.monotonic() < end, f"{len(statuses)} requests, want {goal}"
+                time.sleep(0.01)
+
         worker = threading.Thread(target=load)
         worker.start()
         try:
-            time.sleep(0.2)
-            func_py.write_text(func_py.read_text().replace('b"OK"', 'b"Two"'))
+            after(5)
+            save(func_py, func_py.read_text().replace('b"OK"', 'b"Two"'))
             served_within(port, b"Two", RELOAD_LIMIT_S, since=time.monotonic())
-            time.sleep(0.2)
+            wait_output(proc, "Reloaded in")  # the old host has had its SIGTERM: draining
+            after(5)
         finally:
             stop.set()
             worker.join()
@@ -232,9 +250,7 @@ def test_run_envs_and_flags(tmp_path: Path) -> None:
     with func_run(root, "-e", "B=from-flag") as (_, port):
         assert request(port, "/").body == b"from-yaml,from-flag"
         # func.yaml is watched too: a new value is a reload
-        (root / "func.yaml").write_text(
-            yaml + "run:\n  envs:\n  - name: A\n    value: edited\n"
-        )
+        save(root / "func.yaml", yaml + "run:\n  envs:\n  - name: A\n    value: edited\n")
         served_within(port, b"edited,from-flag", RELOAD_LIMIT_S, since=time.monotonic())
 
 
