@@ -422,7 +422,10 @@ class Runner:
         self.start_spare()
         message = "".join(host.errors).strip() or "the function did not start"
         self.fallback = _Fallback(self.app_sock, f"knpy func run: {message}\n")
-        self.say("The function did not load; fix it and save: it reloads on every change.")
+        if self.cfg.reload:
+            self.say("The function did not load; fix it and save: it reloads on every change.")
+        else:
+            self.say("The function did not load; fix it and start knpy func run again.")
         return False
 
     def write_instance(self) -> None:
@@ -434,14 +437,21 @@ class Runner:
         tmp.write_text(json.dumps(doc) + "\n")
         tmp.replace(path)  # atomic: a reader sees the whole file or none
 
-    def wait_queue_proxy(self, timeout_s: float = READY_TIMEOUT_S) -> None:
-        """Until the queue-proxy answers its own probe (``K-Network-Probe: queue``).
+    def wait_queue_proxy(self, *, loaded: bool, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Until the queue-proxy serves: with the function loaded, until it answers its own
+        probe (``K-Network-Probe: queue``, the function's readiness through it); with the
+        function broken, that probe would fail until the next save, so until it answers the
+        ingress's probe (``K-Network-Probe: probe``, answered by the queue-proxy alone).
 
         Raises:
             ProjectError: it exited or did not answer in time (its log's end says why).
         """
         import http.client
 
+        if loaded:
+            headers, want = {"K-Network-Probe": "queue"}, b"queue"
+        else:
+            headers, want = {"K-Network-Probe": "probe", "K-Network-Hash": "knpy-func-run"}, b""
         end = time.monotonic() + timeout_s
         log = self.project.run_dir / "queue-proxy.log"
         while time.monotonic() < end:
@@ -450,8 +460,9 @@ class Runner:
                 break
             conn = http.client.HTTPConnection(self.cfg.address, self.port, timeout=1.0)
             try:
-                conn.request("GET", "/", headers={"K-Network-Probe": "queue"})
-                if conn.getresponse().read() == b"queue":
+                conn.request("GET", "/", headers=headers)
+                resp = conn.getresponse()
+                if resp.read() == want and resp.status == 200:
                     return
             except OSError:
                 pass
@@ -466,7 +477,7 @@ class Runner:
         seen = snapshot(self.project.root)  # before the host imports: no change is missed
         self.start_queue_proxy()
         loaded = self._start_function()
-        self.wait_queue_proxy()
+        self.wait_queue_proxy(loaded=loaded)
         self.write_instance()
         invoke = "CloudEvents" if self.project.invoke == "cloudevent" else "HTTP"
         took = time.monotonic() - t0

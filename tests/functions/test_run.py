@@ -177,6 +177,27 @@ def test_a_broken_function_answers_its_error_until_fixed(tmp_path: Path) -> None
         assert proc.poll() is None
 
 
+def test_a_function_broken_from_the_start_runs_and_is_served_once_fixed(tmp_path: Path) -> None:
+    """knpy func run on a function that does not load yet: it starts (its queue-proxy up,
+    the error answered) instead of waiting for a readiness that cannot come."""
+    root = tmp_path / "fn"
+    create(root)
+    func_py = root / "function" / "func.py"
+    good = func_py.read_text()
+    func_py.write_text(good.replace("def new():", "def new(:"))
+    with func_run(root, "--no-reload") as (proc, port):
+        reply = request(port, "/")
+        assert reply.status == 503
+        assert b"does not compile" in reply.body
+        output = wait_output(proc, "not loaded at http://127.0.0.1:")
+        assert "fix it and start knpy func run again" in output  # --no-reload: no save helps
+    with func_run(root) as (proc, port):
+        assert request(port, "/").status == 503
+        save(func_py, good.replace('b"OK"', 'b"Fixed"'))
+        # The spare that replaced the failed host may still be importing: no 1 s bound here.
+        served_within(port, b"Fixed", 5.0, since=time.monotonic())
+
+
 def test_no_request_is_refused_during_a_reload(tmp_path: Path) -> None:
     root = tmp_path / "fn"
     create(root)
