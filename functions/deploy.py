@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import sys
@@ -57,6 +58,7 @@ from functions.project import (
     FunctionProject,
     ProjectError,
     load,
+    source_files,
 )
 from shared.apiclient import Api, ApiFailure, load_kubeconfig
 from shared.kube.resources import BROKERS, KSERVICES, SERVICES, SYSTEM_NAMESPACE, TRIGGERS, Obj
@@ -73,6 +75,7 @@ __all__ = [
     "read_deployment",
     "scale_annotations",
     "service_manifest",
+    "source_digest",
     "trigger_manifests",
 ]
 
@@ -81,6 +84,8 @@ RUNTIME_LABEL: Final = "function.knative.dev/runtime"
 BOSON_LABEL: Final = "boson.dev/function"
 DEPLOYER_ANNOTATION: Final = "function.knative.dev/deployer"
 DEPLOYER: Final = "knative"
+# knpy's: the revision template's digest of the source a function runs from (source_digest).
+SOURCE_DIGEST_ANNOTATION: Final = "knpy.dev/source-digest"
 # pkg/k8s/deployer.go: DefaultLivenessEndpoint, DefaultReadinessEndpoint, DefaultHTTPPort.
 LIVENESS_PATH: Final = "/health/liveness"
 READINESS_PATH: Final = "/health/readiness"
@@ -213,6 +218,24 @@ class Runs:
     source: bool
     python: str = "python"
     liveness: bool = True  # knpy serve's kubelet runs no liveness probes, and its webhook says so
+    source_digest: str = ""  # source_digest(root) when ``source``: a new revision per change
+
+
+def source_digest(root: Path) -> str:
+    """A digest of the function's files (functions/project.py ``source_files``: what ``knpy func
+    run`` reloads on), names and contents.
+
+    Knative's func deploys a new image digest for changed code, so the revision template
+    changes and Knative makes a new Revision. From the source directory the template would
+    be the same for every edit and the running pod would keep the old code; this digest in
+    the template (``SOURCE_DIGEST_ANNOTATION``) plays the image digest's part."""
+    h = hashlib.sha256()
+    for path in sorted(e.path for e in source_files(root)):
+        with contextlib.suppress(OSError):
+            content = Path(path).read_bytes()
+            h.update(f"{os.path.relpath(path, root)}\0{len(content)}\0".encode())
+            h.update(content)
+    return h.hexdigest()[:16]
 
 
 def service_manifest(
@@ -261,6 +284,8 @@ def service_manifest(
         **annotations,
         **scale_annotations(project.section("deploy", "options", "scale")),
     }
+    if runs.source_digest:
+        revision_annotations[SOURCE_DIGEST_ANNOTATION] = runs.source_digest
     return {
         "apiVersion": "serving.knative.dev/v1",
         "kind": "Service",
@@ -458,7 +483,7 @@ def deploy(
     image = image or _image_of(project)
     if on_knpy:
         name = image or f"localhost/knpy-func/{project.name}:latest"
-        runs = Runs(name, source=True, liveness=False)
+        runs = Runs(name, source=True, liveness=False, source_digest=source_digest(project.root))
     elif image:
         runs = Runs(image, source=False)
     else:

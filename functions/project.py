@@ -15,8 +15,9 @@ cluster or on ``knpy serve``, so ``resolve_envs`` refuses them with a message sa
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -33,6 +34,7 @@ __all__ = [
     "find_root",
     "load",
     "resolve_envs",
+    "source_files",
     "write",
 ]
 
@@ -47,6 +49,11 @@ INVOKE_FORMATS: Final[tuple[Invoke, ...]] = ("http", "cloudevent")
 _NAME: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # Function.Name's jsonschema
 _ENV_NAME: Final = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")  # Env.Name's jsonschema
 _TEMPLATE: Final = re.compile(r"^\{\{\s*(\w+):([^}]*?)\s*\}\}$")
+_SKIP_DIRS: Final = frozenset(
+    {".func", ".venv", "venv", ".git", "__pycache__", ".pytest_cache", ".mypy_cache",
+     ".ruff_cache", "node_modules", "build", "dist"}
+)  # fmt: skip
+_WATCHED_SUFFIXES: Final = frozenset({".py", ".yaml", ".yml", ".toml", ".json", ".txt", ".cfg"})
 
 
 class ProjectError(Exception):
@@ -348,6 +355,24 @@ def new_doc(name: str, invoke: Invoke, *, now: dt.datetime) -> dict[str, Any]:
     if invoke != "http":
         doc["invoke"] = invoke
     return doc
+
+
+def source_files(root: Path) -> Iterator[os.DirEntry[str]]:
+    """The function's own files under ``root``: those a change to reloads (``run``) or
+    redeploys (functions/deploy.py ``source_digest``); not .func, virtualenvs, caches."""
+    stack = [str(root)]
+    while stack:
+        top = stack.pop()
+        try:
+            entries = list(os.scandir(top))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                if entry.name not in _SKIP_DIRS and not entry.name.endswith(".egg-info"):
+                    stack.append(entry.path)
+            elif os.path.splitext(entry.name)[1] in _WATCHED_SUFFIXES:
+                yield entry
 
 
 def valid_name(name: str) -> bool:

@@ -50,21 +50,23 @@ from types import FrameType
 from typing import IO, Final
 
 from functions.host import LISTEN_FD_ENV, PARENT_PID_ENV, READY_FD_ENV, STANDBY_ENV
-from functions.project import FunctionProject, ProjectError, load, resolve_envs
+from functions.project import FunctionProject, ProjectError, load, resolve_envs, source_files
 from shared.ports import LOOPBACK, free_port
 
-__all__ = ["RUN_FILE", "RunConfig", "Runner", "read_instance", "run_command", "snapshot"]
+__all__ = [
+    "RUN_FILE",
+    "RunConfig",
+    "Runner",
+    "read_instance",
+    "run_command",
+    "snapshot",
+]
 
 POLL_INTERVAL_S: Final = 0.05
 SETTLE_POLLS: Final = 4  # 0.2 s at most spent waiting for a save to finish (Runner.settle)
 STOP_GRACE_S: Final = 2.0
 READY_TIMEOUT_S: Final = 30.0
 RUN_FILE: Final = "run.json"
-_SKIP_DIRS: Final = frozenset(
-    {".func", ".venv", "venv", ".git", "__pycache__", ".pytest_cache", ".mypy_cache",
-     ".ruff_cache", "node_modules", "build", "dist"}
-)  # fmt: skip
-_WATCHED_SUFFIXES: Final = frozenset({".py", ".yaml", ".yml", ".toml", ".json", ".txt", ".cfg"})
 _ROOT: Final = Path(__file__).resolve().parents[1]  # where `python -m queueproxy` imports from
 
 
@@ -72,21 +74,10 @@ _ROOT: Final = Path(__file__).resolve().parents[1]  # where `python -m queueprox
 def snapshot(root: Path) -> dict[str, int]:
     """Every watched file under ``root`` with its mtime (ns) and size folded in."""
     out: dict[str, int] = {}
-    stack = [str(root)]
-    while stack:
-        top = stack.pop()
-        try:
-            entries = list(os.scandir(top))
-        except OSError:
-            continue
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                if entry.name not in _SKIP_DIRS and not entry.name.endswith(".egg-info"):
-                    stack.append(entry.path)
-            elif os.path.splitext(entry.name)[1] in _WATCHED_SUFFIXES:
-                with contextlib.suppress(OSError):
-                    st = entry.stat()
-                    out[entry.path] = st.st_mtime_ns ^ (st.st_size << 1)
+    for entry in source_files(root):
+        with contextlib.suppress(OSError):
+            st = entry.stat()
+            out[entry.path] = st.st_mtime_ns ^ (st.st_size << 1)
     return out
 
 

@@ -3,11 +3,13 @@ compared with what Knative's func writes: knative/func pkg/knative/deployer.go).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from functions.create import create
 from functions.deploy import (
     DEPLOY_FILE,
     Runs,
@@ -17,6 +19,7 @@ from functions.deploy import (
     reachable_url,
     scale_annotations,
     service_manifest,
+    source_digest,
     trigger_manifests,
 )
 from functions.manage import describe, human, parse_filters, plain, subscribe
@@ -87,7 +90,10 @@ def test_the_service_runs_the_host_on_the_source_with_funcs_labels_and_annotatio
         }
     )
     svc = service_manifest(
-        p, Runs("img", source=True, liveness=False), namespace="ns", environ={"X": "from-shell"}
+        p,
+        Runs("img", source=True, liveness=False, source_digest="d1"),
+        namespace="ns",
+        environ={"X": "from-shell"},
     )
     labels = {
         "tier": "web",
@@ -106,6 +112,7 @@ def test_the_service_runs_the_host_on_the_source_with_funcs_labels_and_annotatio
         "function.knative.dev/deployer": "knative",
         "team": "x",
         "autoscaling.knative.dev/min-scale": "1",
+        "knpy.dev/source-digest": "d1",
     }
     assert template["spec"]["containerConcurrency"] == 4
     (container,) = template["spec"]["containers"]
@@ -117,6 +124,27 @@ def test_the_service_runs_the_host_on_the_source_with_funcs_labels_and_annotatio
         "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}},
         "resources": {"limits": {"memory": "256Mi"}},
     }
+
+
+def test_the_source_digest_follows_the_contents_of_the_functions_files(tmp_path: Path) -> None:
+    """From the source directory a new revision per edit: the digest in the template changes
+    with the code, not with a touch or with what knpy writes in .func or caches."""
+    create(tmp_path / "fn")
+    root = tmp_path / "fn"
+    first = source_digest(root)
+    assert first == source_digest(root)
+    func_py = root / "function" / "func.py"
+    os.utime(func_py, (1, 1))
+    (root / ".func").mkdir()
+    (root / ".func" / "deploy.json").write_text("{}")
+    (root / "function" / "__pycache__").mkdir()
+    (root / "function" / "__pycache__" / "x.py").write_text("stale")
+    assert source_digest(root) == first
+    func_py.write_text(func_py.read_text().replace('b"OK"', 'b"Edited"'))
+    edited = source_digest(root)
+    assert edited != first
+    (root / "function" / "helper.py").write_text("")  # a new file, even empty
+    assert source_digest(root) not in (first, edited)
 
 
 def test_from_an_image_the_container_has_no_command_and_both_probes() -> None:

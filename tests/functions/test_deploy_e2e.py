@@ -143,10 +143,15 @@ async def test_create_deploy_invoke_subscribe_delete(
         assert json.loads(reply.data or b"") == {"message": "OK"}
 
         # A redeploy follows func.yaml: a filter added to the subscription replaces the
-        # Trigger's; a subscription removed deletes its Trigger.
+        # Trigger's; a subscription removed deletes its Trigger. It takes the edited code too
+        # (the function runs from its source directory: a new revision, not the old pod).
+        func_py = fn / "function" / "func.py"
+        func_py.write_text(func_py.read_text().replace('{"message": "OK"}', '{"message": "v2"}'))
         await func(platform, fn, "subscribe", "--filter", "source=/test")
         _, _, err = await func(platform, fn, "deploy")
         assert "Trigger 'echo-function-trigger-0' updated" in err, err
+        status, body = await post(platform, url, ce, b"{}")
+        assert (status, json.loads(body)["data"]) == (200, {"message": "v2"}), body
         path = "/apis/eventing.knative.dev/v1/namespaces/default/triggers/echo-function-trigger-0"
         trigger = await platform.kube(path)
         assert trigger["spec"]["filter"]["attributes"] == {
