@@ -176,6 +176,9 @@ class Described:
     runtime: str
     subscriptions: tuple[tuple[str, str, str], ...]  # (source, type, broker)
     labels: Mapping[str, str]
+    # knpy's: the directory the function runs from on knpy serve, where ``image`` is only the
+    # name the Service needs (nothing was built); "" when it runs an image.
+    source: str = ""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -191,6 +194,7 @@ class Described:
                 {"source": s, "type": ty, "broker": b} for s, ty, b in self.subscriptions
             ],
             "labels": dict(self.labels),
+            **({"source": self.source} if self.source else {}),
         }
 
 
@@ -212,6 +216,8 @@ def describe(service: Obj, triggers: list[Obj], port: int | None) -> Described:
             (str(attrs.get("source", "")), str(attrs.get("type", "")), str(t["spec"].get("broker")))
         )
     labels = meta.get("labels") or {}
+    command = containers[0].get("command") or []
+    runs_source = "functions.host" in command and containers[0].get("workingDir")
     return Described(
         name=str(meta.get("name")),
         namespace=str(meta.get("namespace", DEFAULT_NAMESPACE)),
@@ -222,12 +228,15 @@ def describe(service: Obj, triggers: list[Obj], port: int | None) -> Described:
         runtime=str(labels.get(RUNTIME_LABEL, "")),
         subscriptions=tuple(subs),
         labels=labels,
+        source=str(containers[0]["workingDir"]) if runs_source else "",
     )
 
 
 def human(d: Described) -> str:
     """func describe's human layout (cmd/describe.go)."""
-    lines = ["Function name:", f"  {d.name}", "Function is built in image:", f"  {d.image}",
+    built = ["Function runs from its source directory:", f"  {d.source}"] if d.source else [
+        "Function is built in image:", f"  {d.image}"]  # fmt: skip
+    lines = ["Function name:", f"  {d.name}", *built,
              "Function is deployed in namespace:", f"  {d.namespace}", "Routes:"]  # fmt: skip
     lines += [f"  {d.route}"] if d.route else []
     lines += ["Function is ready:", f"  {d.ready}", "Deployer:", f"  {d.deployer}"]
@@ -242,7 +251,8 @@ def human(d: Described) -> str:
 
 def plain(d: Described) -> str:
     """func describe's plain layout: one ``Key value`` a line."""
-    lines = [f"Name {d.name}", f"Image {d.image}", f"Namespace {d.namespace}"]
+    built = f"Source {d.source}" if d.source else f"Image {d.image}"
+    lines = [f"Name {d.name}", built, f"Namespace {d.namespace}"]
     lines += [f"Route {d.route}"] if d.route else []
     lines += [f"Ready {d.ready}", f"Deployer {d.deployer}"]
     lines += [f"Subscription {s} {ty} {b}" for s, ty, b in d.subscriptions]

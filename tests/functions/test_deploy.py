@@ -322,3 +322,12 @@ def test_describe_layouts_as_funcs() -> None:
     assert plain(d).splitlines()[:4] == [
         "Name fn", "Image img", "Namespace default", "Route http://fn.default.localhost:8080"
     ]  # fmt: skip
+    assert "source" not in d.as_json()
+    # On knpy serve the image is a name only: describe says where the function runs from.
+    container = {"image": "localhost/knpy-func/fn:latest", "workingDir": "/src/fn",
+                 "command": ["python", "-m", "functions.host", "/src/fn"]}  # fmt: skip
+    service["spec"] = {"template": {"spec": {"containers": [container]}}}
+    d = describe(service, [], 8080)
+    assert human(d).splitlines()[2:4] == ["Function runs from its source directory:", "  /src/fn"]
+    assert plain(d).splitlines()[1] == "Source /src/fn"
+    assert d.as_json()["source"] == "/src/fn"
