@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import os
 import select
@@ -229,7 +230,7 @@ def _bind(host: str, port: int, what: str) -> socket.socket:
         sock.bind((host, port))
     except OSError as err:
         sock.close()
-        if err.errno in (98, 48):  # EADDRINUSE on Linux, macOS
+        if err.errno == errno.EADDRINUSE:
             raise ProjectError(
                 f"port {port} on {host} is in use ({what}): stop what listens there, or "
                 "choose another with --port N (--port 0 picks a free one)"
@@ -247,8 +248,13 @@ class Runner:
         self.project = load(cfg.root)
         self.env = self._environment(self.project)
         # The queue-proxy's port is checked by binding it here and released just before the
-        # queue-proxy binds it: a clear error now instead of a queue-proxy that dies.
-        probe = _bind(cfg.address, cfg.port, "the function's URL")
+        # queue-proxy binds it: a clear error now instead of a queue-proxy that dies. --port 0
+        # is shared.ports.free_port's pick (KNPY_PORT_RANGE when set), not the kernel's: an
+        # ephemeral port released here may be an outgoing connection's before the bind.
+        port = cfg.port
+        if port == 0 and ":" not in cfg.address:
+            port = free_port(cfg.address)
+        probe = _bind(cfg.address, port, "the function's URL")
         self.port = probe.getsockname()[1]
         probe.close()
         self.app_sock = _bind(LOOPBACK, 0, "the function")
