@@ -29,7 +29,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from functions.project import FunctionProject, ProjectError, load
-from functions.run import read_instance
+from functions.run import parse_pairs, read_instance
 from shared.cloudevent import Event, EventError, Form, to_binary, validate
 
 __all__ = ["Answer", "InvokeMessage", "invoke", "invoke_command", "resolve_target"]
@@ -161,16 +161,6 @@ def render(answer: Answer, fmt: str) -> str:
     return answer.body.decode("utf-8", "replace")
 
 
-def _extensions(items: list[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise ProjectError(f"-e {item!r}: want NAME=VALUE")
-        out[name] = value
-    return out
-
-
 def invoke_command(args: argparse.Namespace) -> int:
     """``knpy func invoke`` (functions/cli.py)."""
     project = load(args.path)
@@ -190,7 +180,7 @@ def invoke_command(args: argparse.Namespace) -> int:
         content_type=args.content_type or DEFAULT_CONTENT_TYPE,
         data=data,
         request_type=args.request_type,
-        extensions=_extensions(args.extension),
+        extensions=parse_pairs(args.extension),
     )
     url = resolve_target(project, args.target)
     answer = invoke(url, fmt, message)

@@ -549,12 +549,18 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def parse_env_flags(items: list[str]) -> dict[str, str]:
+def parse_pairs(items: list[str], flag: str = "-e") -> dict[str, str]:
+    """``NAME=VALUE`` flags (run's ``-e`` and invoke's ``-e``) as a mapping; the value may hold
+    ``=``.
+
+    Raises:
+        ProjectError: an item without ``=`` or without a name.
+    """
     out: dict[str, str] = {}
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            raise ProjectError(f"-e {item!r}: want NAME=VALUE")
+            raise ProjectError(f"{flag} {item!r}: want NAME=VALUE")
         out[name] = value
     return out
 
@@ -565,7 +571,7 @@ def run_command(args: argparse.Namespace) -> int:
         root=args.path,
         port=args.port,
         address=args.address,
-        envs=parse_env_flags(args.env),
+        envs=parse_pairs(args.env),
         reload=not args.no_reload,
     )
     runner = Runner(cfg)
