@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from typing import Any
 
 import pytest
@@ -69,6 +69,14 @@ async def server() -> AsyncIterator[tuple[Server, int]]:
     await srv.listen(sock)
     yield srv, port
     await srv.drain(0.1)
+
+
+async def until(condition: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
+    """Until ``condition()`` holds (a condition, not a guess at how long it takes)."""
+    end = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < end, f"never {what}"
+        await asyncio.sleep(0.005)
 
 
 async def exchange(port: int, raw: bytes, *, until_close: bool = True) -> bytes:
@@ -195,9 +203,13 @@ async def test_a_slow_reader_gets_every_byte(server: tuple[Server, int]) -> None
     srv, port = server
     reader, writer = await asyncio.open_connection(LOOPBACK, port, limit=1 << 20)
     writer.write(b"GET /huge HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-    await asyncio.sleep(0.3)
+    await until(lambda: len(srv.connections) == 1, "accepted")
     (conn,) = srv.connections
-    assert conn.write_paused  # the app is held back, not buffering 16 MiB in the server
+    # The app is held back, not buffering 16 MiB in the server: writing pauses while the
+    # server has sent at most a few buffers' worth (the kernel's and the transport's).
+    await until(lambda: conn.write_paused, "paused")
+    assert conn.transport is not None
+    assert conn.transport.get_write_buffer_size() < 4 * 1024 * 1024
     data = await asyncio.wait_for(reader.read(), 20)
     writer.close()
     await writer.wait_closed()
@@ -230,7 +242,7 @@ async def test_draining_closes_after_the_next_response(server: tuple[Server, int
     first = await asyncio.wait_for(reader.readuntil(b"len=0"), 5)
     assert b"connection: close" not in first
     drain = asyncio.create_task(srv.drain(5.0))
-    await asyncio.sleep(0.05)
+    await until(lambda: srv.draining, "draining")
     with pytest.raises(OSError):  # no new connections
         await asyncio.wait_for(asyncio.open_connection(LOOPBACK, port), 1)
     writer.write(b"GET /2 HTTP/1.1\r\nHost: t\r\n\r\n")  # the kept connection still answers
