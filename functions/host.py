@@ -11,7 +11,10 @@ Knative's scaffolding picks instanced-cloudevents or instanced-http from it.
 The address is Knative's: ``LISTEN_ADDRESS`` (``host:port``, comma-separated, as func-python's
 sock.py reads it), else all interfaces on ``$PORT`` (8080 when unset), which is where a
 Knative revision's user container listens. ``knpy func run`` instead hands over a listening
-socket (``KNPY_LISTEN_FD``) that outlives each reload.
+socket (``KNPY_LISTEN_FD``) that outlives each reload. Two differences from func-python's
+default (``[::]:8080,0.0.0.0:8080``), on purpose: the port is ``$PORT``, Knative's container
+contract, because knpy serve's kubelet moves every pod's 8080 to a free port and says where in
+PORT; and IPv4 only, because the queue-proxy dials the user container at 127.0.0.1.
 
 The server is knpy's own minimal ASGI HTTP/1.1 server (functions/server.py: httptools on
 uvloop), not Hypercorn. Measured side by side in benchmarks/functions (docs/functions.md).
