@@ -1,8 +1,8 @@
 """``knpy func <command>``: Knative's ``func`` CLI, shaped the same way.
 
-Each command module registers its own subcommand through ``add_commands``; this module only
-builds the ``func`` parser and imports nothing heavy (``knpy`` starts fast whatever the
-command), so each command's module is imported when it runs.
+This module builds the ``func`` parser and its subcommands and imports nothing heavy (``knpy``
+starts fast whatever the command): each command is a ``*_command(args)`` of its own module
+(functions/create.py, run.py, invoke.py, deploy.py, manage.py, build.py), imported when it runs.
 
 Errors a developer can fix (``ProjectError``: outside a function directory, an unknown
 template, a bad func.yaml) are one ``Error:`` line on stderr and exit status 1, no traceback.
@@ -11,6 +11,7 @@ template, a bad func.yaml) are one ``Error:`` line on stderr and exit status 1, 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -72,7 +73,7 @@ def _add_deploy_commands(cmds: Any) -> None:
         "--timeout", type=float, default=120.0, metavar="SECONDS",
         help="give up waiting for Ready after this long (default 120)",
     )  # fmt: skip
-    deploy.set_defaults(run=_guarded(_deploy))
+    deploy.set_defaults(run=_guarded(_later("functions.deploy", "deploy_command")))
 
     subscribe = cmds.add_parser(
         "subscribe", help="subscribe the function to a Broker's events (func.yaml; deploy applies)"
@@ -85,7 +86,7 @@ def _add_deploy_commands(cmds: Any) -> None:
     subscribe.add_argument(
         "-s", "--source", default="default", help="the Broker (default: default)"
     )
-    subscribe.set_defaults(run=_guarded(_later("subscribe_command")))
+    subscribe.set_defaults(run=_guarded(_later("functions.manage", "subscribe_command")))
 
     def named(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         parser.add_argument("name", nargs="?", help="the function (default: the one at --path)")
@@ -97,7 +98,7 @@ def _add_deploy_commands(cmds: Any) -> None:
     describe.add_argument(
         "-o", "--output", choices=("human", "plain", "json", "yaml", "url"), default="human"
     )
-    describe.set_defaults(run=_guarded(_later("describe_command")))
+    describe.set_defaults(run=_guarded(_later("functions.manage", "describe_command")))
 
     listing = cmds.add_parser("list", aliases=["ls"], help="the deployed functions")
     kubeconfig_option(listing)
@@ -105,12 +106,12 @@ def _add_deploy_commands(cmds: Any) -> None:
         "-A", "--all-namespaces", action="store_true", help="in every namespace"
     )
     listing.add_argument("-o", "--output", choices=("human", "json"), default="human")
-    listing.set_defaults(run=_guarded(_later("list_command")))
+    listing.set_defaults(run=_guarded(_later("functions.manage", "list_command")))
 
     delete = named(
         cmds.add_parser("delete", aliases=["remove", "rm"], help="undeploy: Service and Triggers")
     )
-    delete.set_defaults(run=_guarded(_later("delete_command")))
+    delete.set_defaults(run=_guarded(_later("functions.manage", "delete_command")))
 
     logs = named(cmds.add_parser("logs", help="what the deployed function printed (-f: follow)"))
     logs.add_argument("-f", "--follow", action="store_true", help="then print new lines")
@@ -120,7 +121,7 @@ def _add_deploy_commands(cmds: Any) -> None:
         "--state-dir", type=Path, default=None,
         help="knpy serve's state dir (default: the kubeconfig's directory)",
     )  # fmt: skip
-    logs.set_defaults(run=_guarded(_later("logs_command")))
+    logs.set_defaults(run=_guarded(_later("functions.manage", "logs_command")))
 
     build = cmds.add_parser("build", help="an OCI image of the function (buildah or Docker)")
     path_option(build)
@@ -137,28 +138,14 @@ def _add_deploy_commands(cmds: Any) -> None:
         "--engine", choices=("buildah", "docker"), default=None,
         help="default: Docker when its daemon answers, else buildah",
     )  # fmt: skip
-    build.set_defaults(run=_guarded(_build))
+    build.set_defaults(run=_guarded(_later("functions.build", "build_command")))
 
 
-def _deploy(args: argparse.Namespace) -> int:
-    from functions.deploy import deploy_command
-
-    return deploy_command(args)
-
-
-def _build(args: argparse.Namespace) -> int:
-    from functions.build import build_command
-
-    return build_command(args)
-
-
-def _later(name: str) -> Command:
-    """functions.manage's command ``name``, imported when it runs."""
+def _later(module: str, name: str) -> Command:
+    """The command ``name`` of ``module``, imported when it runs (module doc)."""
 
     def run(args: argparse.Namespace) -> int:
-        import functions.manage
-
-        command: Command = getattr(functions.manage, name)
+        command: Command = getattr(importlib.import_module(module), name)
         return command(args)
 
     return run
@@ -183,7 +170,7 @@ def add_commands(sub: Any) -> None:
     create.add_argument(
         "-t", "--template", default="http", help="http (default) or cloudevents"
     )
-    create.set_defaults(run=_guarded(_create))
+    create.set_defaults(run=_guarded(_later("functions.create", "create_command")))
 
     run = cmds.add_parser(
         "run", help="serve the function behind a queue-proxy, reloading on every change"
@@ -200,7 +187,7 @@ def add_commands(sub: Any) -> None:
         help="an environment variable for the function (repeatable; over func.yaml's run.envs)",
     )  # fmt: skip
     run.add_argument("--no-reload", action="store_true", help="do not restart on file changes")
-    run.set_defaults(run=_guarded(_run))
+    run.set_defaults(run=_guarded(_later("functions.run", "run_command")))
 
     invoke = cmds.add_parser("invoke", help="send the function a request or a CloudEvent")
     path_option(invoke)
@@ -229,29 +216,5 @@ def add_commands(sub: Any) -> None:
         "-e", "--extension", action="append", default=[], metavar="NAME=VALUE",
         help="a CloudEvent extension attribute (repeatable)",
     )  # fmt: skip
-    invoke.set_defaults(run=_guarded(_invoke))
+    invoke.set_defaults(run=_guarded(_later("functions.invoke", "invoke_command")))
     _add_deploy_commands(cmds)
-
-
-
-def _create(args: argparse.Namespace) -> int:
-    from functions.create import create
-
-    written = create(args.path, language=args.language, template=args.template)
-    root = args.path.resolve()
-    print(f"Created {args.language} function ({args.template}) in {root}:")
-    for path in written:
-        print(f"  {path.relative_to(root)}")
-    return 0
-
-
-def _run(args: argparse.Namespace) -> int:
-    from functions.run import run_command
-
-    return run_command(args)
-
-
-def _invoke(args: argparse.Namespace) -> int:
-    from functions.invoke import invoke_command
-
-    return invoke_command(args)

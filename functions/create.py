@@ -13,13 +13,14 @@ Init: "directory is not empty"); so does this, naming what is there.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 from pathlib import Path
 from typing import Final
 
 from functions.project import Invoke, ProjectError, new_doc, valid_name, write
 
-__all__ = ["LANGUAGES", "TEMPLATES", "create"]
+__all__ = ["LANGUAGES", "TEMPLATES", "create", "create_command"]
 
 TEMPLATES_DIR: Final = Path(__file__).resolve().parent / "templates"
 TEMPLATES: Final = ("http", "cloudevents")
@@ -80,3 +81,13 @@ def create(
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     written.append(write(root, new_doc(name, invoke, now=now)))
     return written
+
+
+def create_command(args: argparse.Namespace) -> int:
+    """``knpy func create`` (functions/cli.py)."""
+    written = create(args.path, language=args.language, template=args.template)
+    root = args.path.resolve()
+    print(f"Created {args.language} function ({args.template}) in {root}:")
+    for path in written:
+        print(f"  {path.relative_to(root)}")
+    return 0
