@@ -397,8 +397,12 @@ class Runner:
                 queue.kill()
                 queue.wait()
         self.app_sock.close()
-        with contextlib.suppress(OSError):
-            (self.project.run_dir / RUN_FILE).unlink()
+        path = self.project.run_dir / RUN_FILE
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            # Only our own: a second ``knpy func run`` of the directory (another --port)
+            # wrote its own and runs on; invoke must go on finding it.
+            if int(json.loads(path.read_text())["pid"]) == os.getpid():
+                path.unlink()
 
     # -- the loop
     def _start_function(self) -> bool:

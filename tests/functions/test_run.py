@@ -4,6 +4,7 @@ is fixed; run.envs; a port in use."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -273,6 +274,22 @@ def test_run_envs_and_flags(tmp_path: Path) -> None:
         # func.yaml is watched too: a new value is a reload
         save(root / "func.yaml", yaml + "run:\n  envs:\n  - name: A\n    value: edited\n")
         served_within(port, b"edited,from-flag", RELOAD_LIMIT_S, since=time.monotonic())
+
+
+def test_a_second_run_of_the_directory_stays_findable(tmp_path: Path) -> None:
+    """Two runs of one directory (another --port): run.json names the later one, and the
+    first one's end does not remove it, so invoke still finds the run that goes on."""
+    root = tmp_path / "fn"
+    create(root)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(func_run(root))
+        (root / ".func" / "run.json").unlink()  # func_run waits for the second one's
+        with func_run(root) as (_, second):
+            stack.close()  # the first run: Ctrl-C
+            done = knpy("func", "invoke", cwd=root)
+            assert (done.returncode, done.stdout) == (0, "OK\n"), done.stderr
+            assert json.loads((root / ".func" / "run.json").read_text())["queueProxy"] == second
+        assert not (root / ".func" / "run.json").exists()  # the second removed its own
 
 
 @pytest.mark.parametrize("where", ["outside", "port-in-use"])
