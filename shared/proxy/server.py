@@ -437,11 +437,11 @@ class ServerConnection(asyncio.Protocol, Generic[TagT]):
             ex.body_buf.append(data)
             self._pause(_PAUSE_WAIT)
             return
-        if self.in_head:
-            self.head_bytes += len(data)
-            if self.head_bytes > self.server.max_head_bytes:
-                self._reject(431, "request header fields too large")
-                return
+        # A head that began in an earlier read and is still incomplete after this one took
+        # the whole read (the field being read, which on_header has not counted yet). Counted
+        # after the parse: the read that ends a head may carry a body, which is no head byte
+        # (counted before, a valid upload whose head came in two reads was answered 431).
+        growing = self.parsing if self.in_head else None
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -457,6 +457,11 @@ class ServerConnection(asyncio.Protocol, Generic[TagT]):
                 raise
         except httptools.HttpParserError as err:
             self._reject(400, f"malformed request: {err}")
+        else:
+            if growing is not None and self.in_head and self.parsing is growing:
+                self.head_bytes += len(data)
+                if self.head_bytes > self.server.max_head_bytes:
+                    self._reject(431, "request header fields too large")
 
     def pause_writing(self) -> None:
         self.write_paused = True
