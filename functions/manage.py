@@ -42,7 +42,7 @@ from functions.deploy import (
     reachable_url,
     read_deployment,
 )
-from functions.project import FunctionProject, ProjectError, load, write
+from functions.project import FUNC_YAML, FunctionProject, ProjectError, load, write
 from shared.apiclient import Api, ApiFailure, load_kubeconfig
 from shared.kube.resources import KSERVICES, TRIGGERS, Obj
 
@@ -281,7 +281,9 @@ def describe_command(args: argparse.Namespace) -> int:
 
 
 def list_command(args: argparse.Namespace) -> int:
-    kubeconfig = kubeconfig_of(None, args.kubeconfig)
+    # In a function's directory, the API its last deploy went to (as describe, logs, delete).
+    here = load(Path(".")) if (Path(".") / FUNC_YAML).is_file() else None
+    kubeconfig = kubeconfig_of(here, args.kubeconfig)
     try:
         api = load_kubeconfig(kubeconfig)
         namespace = None if args.all_namespaces else (args.namespace or DEFAULT_NAMESPACE)

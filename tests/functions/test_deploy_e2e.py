@@ -53,11 +53,14 @@ async def serve(tmp_path: Path) -> AsyncIterator[Callable[..., Serve]]:
         yield start
 
 
-async def func(serve: Serve, cwd: Path, *args: str, check: bool = True) -> tuple[int, str, str]:
-    """``knpy func ARGS`` in ``cwd`` with the platform's kubeconfig."""
+async def func(
+    serve: Serve, cwd: Path, *args: str, check: bool = True, kubeconfig: bool = True
+) -> tuple[int, str, str]:
+    """``knpy func ARGS`` in ``cwd`` with the platform's kubeconfig (``kubeconfig`` False:
+    without, as commands in a deployed function's directory need none)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "shared.cli", "func", *args,
-        *(() if args[0] in NO_API else ("--kubeconfig", str(serve.kubeconfig))),
+        *(() if args[0] in NO_API or not kubeconfig else ("--kubeconfig", str(serve.kubeconfig))),
         cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "FROM_SHELL": "hello from the shell"},
     )  # fmt: skip
@@ -179,6 +182,9 @@ async def test_create_deploy_invoke_subscribe_delete(
             {"source": "", "type": "com.example.in", "broker": "default"}
         ]
         _, out, _ = await func(platform, tmp_path, "list")
+        # In the function's directory, list needs no --kubeconfig either (its last deploy's).
+        code, here, err = await func(platform, fn, "list", check=False, kubeconfig=False)
+        assert (code, here) == (0, out), err
         assert out.splitlines()[0].split() == [
             "NAME", "NAMESPACE", "RUNTIME", "DEPLOYER", "URL", "READY"
         ]  # fmt: skip
