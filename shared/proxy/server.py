@@ -356,6 +356,7 @@ class ServerConnection(asyncio.Protocol, Generic[TagT]):
 
     __slots__ = (
         "active",
+        "budgeted",
         "handler",
         "head_budget",
         "head_bytes",
@@ -367,6 +368,7 @@ class ServerConnection(asyncio.Protocol, Generic[TagT]):
         "parsing",
         "paused",
         "pipeline",
+        "read_fits",
         "remote",
         "server",
         "since",
@@ -391,7 +393,14 @@ class ServerConnection(asyncio.Protocol, Generic[TagT]):
         self.write_paused = False
         self.in_head = False
         self.head_bytes = 0
-        self.head_budget = 0  # bytes the head being parsed may still take
+        # The head's size limit: ``head_budget`` is what the head being parsed may still
+        # take, counted per field only while ``budgeted``. A head that lies wholly in a read
+        # no longer than the limit (``read_fits``) cannot exceed it, so its fields are not
+        # counted (~600 instructions a header); one that does not end in the read it began
+        # in is counted from then on (_head_continues).
+        self.head_budget = 0
+        self.budgeted = True
+        self.read_fits = False
         self.hosts = 0
         self.remote = ""
         self.tunnel: Upstream[TagT] | None = None
@@ -437,11 +446,9 @@ class ServerConnection(asyncio.Protocol, Generic[TagT]):
             ex.body_buf.append(data)
             self._pause(_PAUSE_WAIT)
             return
-        # A head that began in an earlier read and is still incomplete after this one took
-        # the whole read (the field being read, which on_header has not counted yet). Counted
-        # after the parse: the read that ends a head may carry a body, which is no head byte
-        # (counted before, a valid upload whose head came in two reads was answered 431).
+        # The head being read when this read came, if any (see _head_continues).
         growing = self.parsing if self.in_head else None
+        self.read_fits = len(data) <= self.server.max_head_bytes
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -458,10 +465,8 @@ class ServerConnection(asyncio.Protocol, Generic[TagT]):
         except httptools.HttpParserError as err:
             self._reject(400, f"malformed request: {err}")
         else:
-            if growing is not None and self.in_head and self.parsing is growing:
-                self.head_bytes += len(data)
-                if self.head_bytes > self.server.max_head_bytes:
-                    self._reject(431, "request header fields too large")
+            if self.in_head:
+                self._head_continues(growing, len(data))
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -485,6 +490,7 @@ class ServerConnection(asyncio.Protocol, Generic[TagT]):
             self.in_head = True
             self.head_bytes = 0
             self.head_budget = self.server.max_head_bytes - len(url)
+            self.budgeted = not self.read_fits
             self.hosts = 0
             if self.state is _IDLE and self.kept:
                 self.since = self.server.now  # a kept-alive connection's next head: not idle
@@ -498,9 +504,10 @@ class ServerConnection(asyncio.Protocol, Generic[TagT]):
             return
         ex.headers.append((name, value))
         size = len(name)
-        self.head_budget -= size + len(value) + 4
-        if self.head_budget < 0:
-            raise _BadHead(431, "request header fields too large")
+        if self.budgeted:
+            self.head_budget -= size + len(value) + 4
+            if self.head_budget < 0:
+                raise _BadHead(431, "request header fields too large")
         if size == 4:
             # RFC 9112 section 3.2: a request with more than one Host is answered 400 (which
             # of them would route it, and which would the app see?).
@@ -696,6 +703,22 @@ class ServerConnection(asyncio.Protocol, Generic[TagT]):
         self.close()
 
     # -- internals ---------------------------------------------------------------------
+    def _head_continues(self, growing: Exchange[TagT] | None, read_bytes: int) -> None:
+        """A read ended inside a head: hold the head to its size limit from here on."""
+        ex = self.parsing
+        assert ex is not None  # in_head: on_url began an exchange
+        if not self.budgeted:
+            # It began in this read, uncounted (read_fits): count the fields it has so far.
+            self.budgeted = True
+            self.head_budget -= sum(len(name) + len(value) + 4 for name, value in ex.headers)
+        elif ex is growing:
+            # It began before this read and took all of it (the field being read, which
+            # on_header has not counted yet). Counted after the parse, as the read that ends a
+            # head may carry a body, which is no head byte.
+            self.head_bytes += read_bytes
+        if self.head_budget < 0 or self.head_bytes > self.server.max_head_bytes:
+            self._reject(431, "request header fields too large")
+
     def _reject(self, status: int, reason: str) -> None:
         """Bad input: answer once, then close; the rest of what the client sent is dropped.
 

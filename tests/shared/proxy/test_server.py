@@ -137,6 +137,19 @@ async def test_a_head_in_two_reads_then_a_large_body_is_no_oversized_head() -> N
             b"431",
             id="parsed headers past the limit",
         ),
+        pytest.param(
+            [b"GET / HTTP/1.1\r\nX: " + b"a" * 70_000 + b"\r\n\r\n"],
+            b"431",
+            id="a whole head past the limit in one read",
+        ),
+        pytest.param(
+            [
+                b"GET / HTTP/1.1\r\nX-A: " + b"a" * 40_000 + b"\r\nX-B: " + b"b" * 10_000 + b"\r\n",
+                b"X-C: " + b"c" * 20_000 + b"\r\n\r\n",
+            ],
+            b"431",
+            id="whole fields of a head's first read count once it goes on",
+        ),
     ],
 )
 async def test_bad_input_is_answered_then_closed(reads: list[bytes], status: bytes) -> None:
