@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from activator.config import ActivatorConfig
+from controlplane.pods import STARTING_POLL_S
 from controlplane.system import (
+    ACTIVATOR,
     CONFIGMAP_DEFAULTS,
     INGRESS_SERVICE,
     SystemConfig,
@@ -42,6 +45,18 @@ async def test_bootstrap_keeps_what_a_person_applied_and_refreshes_the_system() 
     assert services["activator-service"]["spec"]["selector"] == {"app": "activator"}
     http = services["activator-service"]["spec"]["ports"][0]
     assert (http["name"], http["targetPort"]) == ("http", "http1")  # resolved per pod
+
+
+def test_the_activator_probes_a_starting_pod_more_often_than_the_kubelet_polls_it() -> None:
+    """Else a held request waits for the kubelet's readiness and the Endpoints chain rather
+    than the activator's own probe of the pod (Knative's probe optimisation)."""
+    (activator,) = [
+        o for r, o in system_objects(CFG) if r == DEPLOYMENTS and o["metadata"]["name"] == ACTIVATOR
+    ]
+    (container,) = activator["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    config = ActivatorConfig.from_env({**env, "POD_NAME": "a", "POD_IP": "127.0.0.1"})
+    assert config.probe_frequency_s < STARTING_POLL_S
 
 
 def test_system_pods_declare_the_ports_their_services_name() -> None:
