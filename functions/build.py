@@ -16,8 +16,8 @@ manylinux, kept in ``$KNPY_IMAGES_CACHE/function-wheels-<hash>``), so the image 
 network: the function host's own dependencies pinned to the versions this knpy runs with
 (``HOST_DISTRIBUTIONS``), and the function's ``[project].dependencies`` from its
 pyproject.toml. knpy's part is only the host's modules (``HOST_MODULES``: the ``functions``
-package and ``shared/cloudevent.py``), not knpy's wheel: the image carries no kubernetes client
-and no platform.
+package, ``shared/cloudevent.py`` and ``shared/gosyntax.py``), not knpy's wheel: the image
+carries no kubernetes client and no platform.
 
 The image: a virtualenv at /opt/func (pip removed, bytecode compiled), the function's
 directory at /workspace (without .func, .git, .venv and caches), uid 65532, ``PORT=8080``,
@@ -60,7 +60,12 @@ __all__ = [
 KNPY_ROOT: Final = Path(__file__).resolve().parents[1]
 # The function host's first-party modules (tests/functions/test_build.py checks them against
 # the import closure of functions.host that images/deps.py computes).
-HOST_MODULES: Final = ("functions", "shared/__init__.py", "shared/cloudevent.py")
+HOST_MODULES: Final = (
+    "functions",
+    "shared/__init__.py",
+    "shared/cloudevent.py",
+    "shared/gosyntax.py",  # func.yaml's Go durations (functions/project.py duration_s)
+)
 # Top-level imports of those modules that no standard library module provides, by the
 # distribution that holds them (the same test checks the list).
 HOST_DISTRIBUTIONS: Final = ("httptools", "uvloop", "PyYAML", "cloudevents")

@@ -187,6 +187,11 @@ def add_commands(sub: Any) -> None:
         help="an environment variable for the function (repeatable; over func.yaml's run.envs)",
     )  # fmt: skip
     run.add_argument("--no-reload", action="store_true", help="do not restart on file changes")
+    run.add_argument(
+        "--start-timeout", default=None, metavar="DURATION",
+        help="how long the function may take to start, e.g. 2m (default: func.yaml's "
+        "run.startTimeout, else 30s)",
+    )  # fmt: skip
     run.set_defaults(run=_guarded(_later("functions.run", "run_command")))
 
     invoke = cmds.add_parser("invoke", help="send the function a request or a CloudEvent")

@@ -31,6 +31,7 @@ __all__ = [
     "Env",
     "FunctionProject",
     "ProjectError",
+    "duration_s",
     "find_root",
     "load",
     "resolve_envs",
@@ -208,6 +209,7 @@ class FunctionProject:
     invoke: Invoke
     envs: tuple[Env, ...] = ()
     doc: dict[str, Any] = field(default_factory=dict)
+    start_timeout_s: float | None = None  # run.startTimeout, when given
 
     @property
     def func_yaml(self) -> Path:
@@ -286,7 +288,28 @@ def _project(root: Path, doc: dict[str, Any], path: Path) -> FunctionProject:
                 None if value is None else _scalar_text(value),
             )
         )
-    return FunctionProject(root, name, runtime, invoke, tuple(envs), doc)
+    start = (doc.get("run") or {}).get("startTimeout")
+    start_s = None if start is None else duration_s(start, f"{path}: run.startTimeout")
+    return FunctionProject(root, name, runtime, invoke, tuple(envs), doc, start_s)
+
+
+def duration_s(value: object, what: str) -> float:
+    """A positive Go duration (``60s``, ``2m``) in seconds: ``run.startTimeout``, as Knative's
+    RunSpec.StartTimeout (a time.Duration) reads from YAML, and ``--start-timeout``. A bare
+    number is refused: Go would take 60 as 60 nanoseconds.
+
+    Raises:
+        ProjectError: anything else, named by ``what``.
+    """
+    from shared.gosyntax import parse_seconds
+
+    try:
+        seconds = parse_seconds(value) if isinstance(value, str) else -1.0
+    except ValueError:
+        seconds = -1.0
+    if seconds <= 0:
+        raise ProjectError(f"{what} {value!r}: want a positive duration such as 60s or 2m")
+    return seconds
 
 
 def _scalar_text(value: object) -> str:

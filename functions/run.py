@@ -51,7 +51,14 @@ from types import FrameType
 from typing import IO, Final
 
 from functions.host import LISTEN_FD_ENV, PARENT_PID_ENV, READY_FD_ENV, STANDBY_ENV
-from functions.project import FunctionProject, ProjectError, load, resolve_envs, source_files
+from functions.project import (
+    FunctionProject,
+    ProjectError,
+    duration_s,
+    load,
+    resolve_envs,
+    source_files,
+)
 from shared.ports import LOOPBACK, free_port
 
 __all__ = [
@@ -184,9 +191,10 @@ class _Host:
         self.ready_fd = -1
         if said.startswith(b"ready"):
             return True
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=STOP_GRACE_S)
-        self.relay.join(timeout=1.0)  # the error's last lines
+        if ready:  # the pipe closed: the host is exiting, its error on the way
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=STOP_GRACE_S)
+            self.relay.join(timeout=1.0)  # the error's last lines
         return False
 
     def wake(self) -> bool:
@@ -221,6 +229,7 @@ class RunConfig:
     address: str = LOOPBACK
     envs: Mapping[str, str] | None = None  # -e, over func.yaml's run.envs
     reload: bool = True
+    start_timeout_s: float | None = None  # --start-timeout, over func.yaml's run.startTimeout
 
 
 def _bind(host: str, port: int, what: str) -> socket.socket:
@@ -409,7 +418,8 @@ class Runner:
         """Start a host beside whatever serves now; once it is ready, retire the old one
         (a host or the fallback). If it does not load, serve its error instead."""
         host = self.start_host()
-        loaded = host.wait_ready(READY_TIMEOUT_S)
+        limit_s = self.cfg.start_timeout_s or self.project.start_timeout_s or READY_TIMEOUT_S
+        loaded = host.wait_ready(limit_s)
         old, self.host = self.host, None
         self.retire(old)
         if self.fallback is not None:
@@ -419,9 +429,19 @@ class Runner:
             self.host = host
             self.start_spare()
             return True
+        slow = host.proc.poll() is None  # still starting: not an error of its own
         self.retire(host)
         self.start_spare()
-        message = "".join(host.errors).strip() or "the function did not start"
+        message = "".join(host.errors).strip()
+        if not message:  # the host said nothing itself: say it here
+            message = (
+                f"Error: the function was not ready within {limit_s:g} s (its start() may "
+                "wait on something; --start-timeout or func.yaml's run.startTimeout give it "
+                "longer)"
+                if slow
+                else "Error: the function exited before it was ready"
+            )
+            self.say(message)
         self.fallback = _Fallback(self.app_sock, f"knpy func run: {message}\n")
         if self.cfg.reload:
             self.say("The function did not load; fix it and save: it reloads on every change.")
@@ -577,6 +597,9 @@ def run_command(args: argparse.Namespace) -> int:
         address=args.address,
         envs=parse_pairs(args.env),
         reload=not args.no_reload,
+        start_timeout_s=None if args.start_timeout is None else duration_s(
+            args.start_timeout, "--start-timeout"
+        ),
     )
     runner = Runner(cfg)
     with _sigterm_as_interrupt():

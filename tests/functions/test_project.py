@@ -103,6 +103,17 @@ def test_an_unknown_field_is_named(tmp_path: Path, text: str, named: str) -> Non
         pytest.param("name: f\ninvoke: grpc\n", "invoke 'grpc'", id="bad-invoke"),
         pytest.param("name: Hello_World\n", "not a valid function name", id="bad-name"),
         pytest.param("name: [\n", "not valid YAML", id="bad-yaml"),
+        pytest.param(
+            "name: f\nrun:\n  startTimeout: 60\n", "run.startTimeout 60: want a positive duration",
+            id="start-timeout-bare-number",
+        ),
+        pytest.param(
+            "name: f\nrun:\n  startTimeout: soon\n", "run.startTimeout 'soon'",
+            id="start-timeout-words",
+        ),
+        pytest.param(
+            "name: f\nrun:\n  startTimeout: 0s\n", "startTimeout '0s'", id="start-timeout-zero"
+        ),
     ],
 )
 def test_bad_values_are_refused(tmp_path: Path, text: str, message: str) -> None:
@@ -110,6 +121,19 @@ def test_bad_values_are_refused(tmp_path: Path, text: str, message: str) -> None
     with pytest.raises(ProjectError) as err:
         load(tmp_path)
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        pytest.param("name: f\n", None, id="unset"),
+        pytest.param("name: f\nrun:\n  startTimeout: 1m30s\n", 90.0, id="go-duration"),
+        pytest.param("name: f\nrun:\n  startTimeout: 250ms\n", 0.25, id="milliseconds"),
+    ],
+)
+def test_start_timeout_is_a_go_duration(tmp_path: Path, text: str, want: float | None) -> None:
+    (tmp_path / "func.yaml").write_text(text)
+    assert load(tmp_path).start_timeout_s == want
 
 
 def test_outside_a_function_directory(tmp_path: Path) -> None:

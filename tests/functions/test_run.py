@@ -199,6 +199,31 @@ def test_a_function_broken_from_the_start_runs_and_is_served_once_fixed(tmp_path
         served_within(port, b"Fixed", 5.0, since=time.monotonic())
 
 
+def test_a_start_slower_than_its_timeout_is_answered_with_the_reason(tmp_path: Path) -> None:
+    """func.yaml's run.startTimeout bounds the wait for a host's start(), and
+    --start-timeout overrides it; past it the error says so instead of hanging."""
+    root = tmp_path / "fn"
+    create(root)
+    func_py = root / "function" / "func.py"
+    func_py.write_text(
+        func_py.read_text().replace(
+            '        log.info("function starting")',
+            '        import time\n        time.sleep(float(cfg.get("SLOW_S", "0")))',
+        )
+    )
+    with (root / "func.yaml").open("a") as f:
+        f.write("run:\n  startTimeout: 300ms\n")
+    for flags, within in [((), b"0.3 s"), (("--start-timeout", "400ms"), b"0.4 s")]:
+        with func_run(root, *flags, "-e", "SLOW_S=1.5") as (proc, port):
+            reply = request(port, "/")
+            assert reply.status == 503
+            assert b"not ready within " + within in reply.body
+            assert "--start-timeout" in wait_output(proc, "not loaded at")
+    done = knpy("func", "run", "--start-timeout", "soon", cwd=root)
+    assert done.returncode == 1
+    assert "--start-timeout 'soon': want a positive duration" in done.stderr
+
+
 def test_no_request_is_refused_during_a_reload(tmp_path: Path) -> None:
     root = tmp_path / "fn"
     create(root)
