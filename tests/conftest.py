@@ -15,17 +15,18 @@ from shared.ports import PORT_RANGE_ENV
 _FIRST, _LAST = 10_000, 32_767
 
 
-def _worker_range() -> str | None:
+def _worker_range() -> str:
+    """This worker's share of the range; a serial run (no xdist) takes all of it, which also
+    keeps its ports off the ephemeral range that outgoing connections draw from."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ...
     count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
     if not worker.startswith("gw") or count < 1:
-        return None
+        return f"{_FIRST}-{_LAST}"
     index = int(worker[2:])
     span = (_LAST - _FIRST + 1) // count
     lo = _FIRST + index * span
     return f"{lo}-{lo + span - 1}"
 
 
-_range = _worker_range()
-if _range is not None and not os.environ.get(PORT_RANGE_ENV):
-    os.environ[PORT_RANGE_ENV] = _range
+if not os.environ.get(PORT_RANGE_ENV):
+    os.environ[PORT_RANGE_ENV] = _worker_range()
