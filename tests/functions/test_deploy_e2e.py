@@ -13,16 +13,20 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import aiohttp
 import pytest
 import yaml
 
+from eventing.broker.metrics import delivery_names
 from shared.cloudevent import parse_message
+from shared.kube.resources import EVENTING_NAMESPACE
 from tests.e2e.harness import REPO_ROOT, STEP_S, Serve, serving
 from tests.eventing.harness import Sink
 
@@ -69,6 +73,33 @@ async def func(
     if check:
         assert code == 0, f"knpy func {' '.join(args)} exited {code}: {err.decode()}"
     return code, out.decode(), err.decode()
+
+
+_DEPTH = re.compile(
+    r'^knpy_eventing_trigger_queue_depth\{[^}]*messaging_destination_name="([^"]+)"', re.M
+)
+
+
+async def subscribed(serve: Serve, trigger: str, namespace: str = "default") -> None:
+    """Until the broker's data plane has subscribed ``trigger`` (its queue depth is in the
+    data plane's metrics): a new Trigger sees only the events stored from then on, as in
+    Knative, and deploy returns once the Service is Ready, not its Triggers' subscriptions."""
+    want = delivery_names(namespace, trigger)[1]
+
+    async def check() -> bool:
+        pods = await serve.kube(f"/api/v1/namespaces/{EVENTING_NAMESPACE}/pods")
+        ports = [p["containerPort"] for pod in pods["items"] for c in pod["spec"]["containers"]
+                 for p in c.get("ports") or () if p.get("name") == "http-metrics"]  # fmt: skip
+        for port in ports:
+            try:
+                async with serve.client().get(f"http://127.0.0.1:{port}/metrics") as resp:
+                    if want in _DEPTH.findall(await resp.text()):
+                        return True
+            except aiohttp.ClientError:  # a pod not serving yet
+                continue
+        return False
+
+    await serve.until(check, f"the data plane to subscribe trigger {trigger}", STEP_S)
 
 
 async def post(serve: Serve, url: str, headers: dict[str, str], body: bytes) -> tuple[int, str]:
@@ -133,6 +164,8 @@ async def test_create_deploy_invoke_subscribe_delete(
         assert json.loads(body)["id"] == "response-direct-2"
 
         # Broker -> Trigger -> function -> reply -> Broker -> second Trigger -> sink.
+        await subscribed(platform, "echo-function-trigger-0")
+        await subscribed(platform, "replies")
         code, out, err = await platform.knpy(
             "send", "--to", "default", "--type", "com.example.in", "--id", "via-broker",
             "-d", '{"n": 2}',
