@@ -106,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:  # Ctrl-C ends `get -w`, `logs -f` or a wait: no traceback
         return 130
+    except BrokenPipeError:
+        # `knpy get ... | head`: the reader left. Exit quietly as a killed-by-SIGPIPE tool does
+        # (128 + 13); stdout goes to /dev/null so the interpreter's flush at exit cannot fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def _platform_commands(sub: Any) -> None:
