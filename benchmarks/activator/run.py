@@ -111,7 +111,8 @@ def start_activator(
     With ``workers`` > 1 (``--workers``) the activator is not pinned: its workers may use
     every core.
     """
-    port, metrics, dead = free_port(), free_port(), free_port()
+    port, dead = free_port(), free_port()
+    metrics = _free_metrics_ports(workers, {port, dead})
     cluster_file = h.workdir / "cluster.json"
     cluster_file.write_text(json.dumps(cluster_objects(cluster, f"127.0.0.1:{port}")))
     env = {
@@ -130,7 +131,45 @@ def start_activator(
     core = h.test_core if workers == 1 else None
     proc = h.children.spawn("activator", argv, core=core, env=env, cwd=REPO)
     harness.wait_ready(proc, h.children, port, headers=ROUTE, body=harness.APP_BODY)
+    # One worker serving says nothing of the others: wait for every worker's metrics port.
+    deadline = time.monotonic() + harness.READY_TIMEOUT_S
+    for worker_metrics in range(metrics, metrics + workers):
+        while proc.poll() is None and not _listening(worker_metrics):
+            if time.monotonic() > deadline:
+                raise harness.Unavailable(f"a worker is not listening on :{worker_metrics}")
+            time.sleep(0.05)
+        if proc.poll() is not None:
+            raise harness.Unavailable(f"exited {proc.returncode}: {h.children.log_tail(proc)}")
     return port, metrics, proc.pid
+
+
+def _free_metrics_ports(workers: int, taken: set[int]) -> int:
+    """A free port whose next ``workers - 1`` are free too (worker i's metrics are on port
+    + i), none of them in ``taken``. A single free port was not enough: its next one could be
+    a connection's ephemeral port, and that worker then exited with EADDRINUSE."""
+    for _ in range(100):
+        first = free_port()
+        run = range(first, first + workers)
+        if taken.isdisjoint(run) and all(_bindable(p) for p in run[1:]):
+            return first
+    raise OSError(f"no {workers} adjacent free ports")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def wrk(h: Any, url: str, headers: dict[str, str]) -> dict[str, Any]:

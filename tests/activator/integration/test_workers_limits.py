@@ -243,7 +243,7 @@ async def test_two_workers_hold_capacity_and_queue_depth_exactly(
 
         # A worker sets a revision up on its first request for it, so requests that the pods
         # answer at once go through until both workers have probed their pods.
-        deadline = time.monotonic() + SETTLE_S
+        deadline = time.monotonic() + 2 * SETTLE_S
         while (workers := [await _scrape(session, p) for p in metrics_ports]) and tuple(
             w.capacity for w in workers
         ) != capacities:
