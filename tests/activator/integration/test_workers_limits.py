@@ -20,6 +20,9 @@ an activator of the split (activator/workers.py, activator/split.py worker_share
 
 So once both workers are full, the pods hold exactly cc x (workers sharing the pod) each,
 the activator holds sum(capacity) + depth, and every other request was a 503.
+
+And the workers end with the parent when it is killed outright, rather than serving on as
+orphans.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil  # type: ignore[import-untyped]
 import pytest
 import yaml
 from aiohttp import web
@@ -174,6 +178,46 @@ async def _settled(load: Load, metrics: list[int], pods: list[Pod]) -> list[Work
         await asyncio.sleep(0.02)
 
 
+async def _start_workers(
+    children: Any,
+    tmp_path: Path,
+    standin: AutoscalerStandIn,
+    pods: list[Pod],
+    cc: int,
+    depth: int,
+) -> tuple[Any, int, list[int]]:
+    """``python -m activator --workers 2`` over a cluster file with ``pods``, listening;
+    the child, its serving port and the workers' metrics ports."""
+    path = tmp_path / "cluster.yaml"
+    subsets = [
+        objects.subset({"http": p.port}, [objects.address(LOOPBACK, f"pod-{p.port}")]) for p in pods
+    ]
+    docs = [
+        objects.configmap("config-network", {}),
+        objects.revision(KEY.namespace, KEY.name, cc=cc),
+        objects.private_endpoints(KEY.namespace, KEY.name, subsets),
+    ]
+    path.write_text(yaml.safe_dump_all(docs))
+    port, metrics = free_port(), free_port_pair()
+    env = {
+        "POD_NAME": "activator-workers",
+        "POD_IP": LOOPBACK,
+        "ACTIVATOR_BIND_HOST": LOOPBACK,
+        "ACTIVATOR_SERVING_PORT": str(port),
+        "ACTIVATOR_METRICS_PORT": str(metrics),
+        "ACTIVATOR_AUTOSCALER_URL": standin.url,
+        "ACTIVATOR_DRAIN_TIMEOUT_SECONDS": "0",
+        "ACTIVATOR_QUEUE_DEPTH": str(depth),
+    }
+    argv = [sys.executable, "-m", "activator", "--cluster-file", str(path)]
+    child = children.spawn("activator", [*argv, "--workers", str(WORKERS)], env)
+    metrics_ports = [metrics + w for w in range(WORKERS)]
+    await wait_listening(
+        child, {"serving": port, **{f"metrics {i}": p for i, p in enumerate(metrics_ports)}}
+    )
+    return child, port, metrics_ports
+
+
 @pytest.fixture
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
@@ -212,33 +256,8 @@ async def test_two_workers_hold_capacity_and_queue_depth_exactly(
     for pod in pods:
         await pod.start()
     try:
-        path = tmp_path / "cluster.yaml"
-        subsets = [
-            objects.subset({"http": p.port}, [objects.address(LOOPBACK, f"pod-{p.port}")])
-            for p in pods
-        ]
-        docs = [
-            objects.configmap("config-network", {}),
-            objects.revision(KEY.namespace, KEY.name, cc=cc),
-            objects.private_endpoints(KEY.namespace, KEY.name, subsets),
-        ]
-        path.write_text(yaml.safe_dump_all(docs))
-        port, metrics = free_port(), free_port_pair()
-        env = {
-            "POD_NAME": "activator-workers",
-            "POD_IP": LOOPBACK,
-            "ACTIVATOR_BIND_HOST": LOOPBACK,
-            "ACTIVATOR_SERVING_PORT": str(port),
-            "ACTIVATOR_METRICS_PORT": str(metrics),
-            "ACTIVATOR_AUTOSCALER_URL": standin.url,
-            "ACTIVATOR_DRAIN_TIMEOUT_SECONDS": "0",
-            "ACTIVATOR_QUEUE_DEPTH": str(depth),
-        }
-        argv = [sys.executable, "-m", "activator", "--cluster-file", str(path)]
-        child = children.spawn("activator", [*argv, "--workers", str(WORKERS)], env)
-        metrics_ports = [metrics + w for w in range(WORKERS)]
-        await wait_listening(
-            child, {"serving": port, **{f"metrics {i}": p for i, p in enumerate(metrics_ports)}}
+        child, port, metrics_ports = await _start_workers(
+            children, tmp_path, standin, pods, cc, depth
         )
 
         # A worker sets a revision up on its first request for it, so requests that the pods
@@ -305,3 +324,39 @@ async def test_two_workers_hold_capacity_and_queue_depth_exactly(
         for pod in pods:
             if pod.runner is not None:
                 await pod.runner.cleanup()
+
+
+async def test_workers_end_with_a_killed_parent(
+    children: Any, tmp_path: Path, standin: AutoscalerStandIn, session: aiohttp.ClientSession
+) -> None:
+    """SIGKILL to the parent: the kernel SIGTERMs the workers (PR_SET_PDEATHSIG), they drain
+    (0 s here) and exit, and the port stops answering. Before, they served on, orphaned."""
+    pod = Pod(asyncio.Event())
+    await pod.start()
+    workers: list[psutil.Process] = []
+    try:
+        child, port, _ = await _start_workers(children, tmp_path, standin, [pod], 1, 10)
+        workers = psutil.Process(child.pid).children()
+        assert len(workers) == WORKERS, workers
+        child.kill()
+        deadline = time.monotonic() + SETTLE_S
+        while alive := [w for w in workers if _running(w)]:
+            assert time.monotonic() < deadline, f"workers outlived their parent: {alive}"
+            await asyncio.sleep(0.05)
+        with pytest.raises(aiohttp.ClientConnectionError):
+            async with session.get(f"http://{LOOPBACK}:{port}/warm", headers=ROUTE):
+                pass
+    finally:
+        for worker in workers:  # not left behind when the test fails
+            if _running(worker):
+                worker.kill()
+        if pod.runner is not None:
+            await pod.runner.cleanup()
+
+
+def _running(proc: psutil.Process) -> bool:
+    """Alive and not a zombie (an orphan's reaper may be slow, or absent in a container)."""
+    try:
+        return bool(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
