@@ -34,20 +34,20 @@ async def spawn(
     workers: int, python: str, kubeconfig: str, host: str, port: int, env: dict[str, str]
 ) -> list[asyncio.subprocess.Process]:
     """Start ``workers`` extra ingress processes; each prints ``ready`` once it serves."""
+    from controlplane.pods import tied_to_parent
+
+    argv = [python, "-m", "controlplane.ingress_workers", "--kubeconfig", kubeconfig,
+            "--host", host, "--port", str(port)]  # fmt: skip
     procs = []
     for _ in range(workers):
+        # Tied to knpy serve: a SIGKILLed serve must not leave workers serving its port (the
+        # watchdog's mark is the second net, for what the parent-death signal cannot reach).
+        spawn = tied_to_parent(argv, env)
         proc = await asyncio.create_subprocess_exec(
-            python,
-            "-m",
-            "controlplane.ingress_workers",
-            "--kubeconfig",
-            kubeconfig,
-            "--host",
-            host,
-            "--port",
-            str(port),
+            *spawn.argv,
             env=env,
             stdout=asyncio.subprocess.PIPE,
+            preexec_fn=spawn.preexec_fn,
         )
         procs.append(proc)
     for proc in procs:

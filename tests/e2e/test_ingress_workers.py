@@ -61,3 +61,18 @@ def _accepted(proc: psutil.Process, port: int) -> int:
         for c in proc.net_connections(kind="tcp")
         if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED
     )
+
+
+async def test_a_killed_serve_takes_its_ingress_workers_along(serve: Callable[..., Serve]) -> None:
+    """SIGKILL of knpy serve and of its watchdog (so the mark cannot help): the parent-death
+    signal alone must end the worker, or it keeps serving the port for nobody."""
+    s = serve(args=["--workers", "2"])
+    tree = psutil.Process(s.proc.pid).children(recursive=True)
+    workers = [p for p in tree if "controlplane.ingress_workers" in " ".join(p.cmdline())]
+    watchdog = [p for p in tree if "controlplane.supervision" in " ".join(p.cmdline())]
+    assert len(workers) == 1 and len(watchdog) == 1
+    for p in (*watchdog, psutil.Process(s.proc.pid)):
+        p.kill()
+    s.proc.wait(timeout=10)
+    _, alive = psutil.wait_procs(workers, timeout=15)
+    assert not alive, "the ingress worker outlived knpy serve"
