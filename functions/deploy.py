@@ -53,6 +53,13 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
+from autoscaler.register import (
+    MAX_SCALE_KEY,
+    METRIC_KEY,
+    MIN_SCALE_KEY,
+    TARGET_KEY,
+    TARGET_UTILIZATION_PERCENTAGE_KEY,
+)
 from functions.project import (
     Env,
     FunctionProject,
@@ -90,14 +97,13 @@ SOURCE_DIGEST_ANNOTATION: Final = "knpy.dev/source-digest"
 LIVENESS_PATH: Final = "/health/liveness"
 READINESS_PATH: Final = "/health/readiness"
 HTTP_PORT: Final = 8080
-# knative.dev/serving/pkg/apis/autoscaling's keys, by func.yaml's deploy.options.scale field.
-_AUTOSCALING: Final = "autoscaling.knative.dev/"
+# func.yaml's deploy.options.scale fields, as the autoscaling annotations the autoscaler reads.
 SCALE_KEYS: Final[Mapping[str, str]] = {
-    "min": _AUTOSCALING + "min-scale",
-    "max": _AUTOSCALING + "max-scale",
-    "metric": _AUTOSCALING + "metric",
-    "target": _AUTOSCALING + "target",
-    "utilization": _AUTOSCALING + "target-utilization-percentage",
+    "min": MIN_SCALE_KEY,
+    "max": MAX_SCALE_KEY,
+    "metric": METRIC_KEY,
+    "target": TARGET_KEY,
+    "utilization": TARGET_UTILIZATION_PERCENTAGE_KEY,
 }
 # Annotations the serving webhook owns and refuses to see changed (func keeps the creator).
 _KEPT_ANNOTATIONS: Final = ("serving.knative.dev/creator", "serving.knative.dev/lastModifier")
