@@ -12,6 +12,7 @@ why the baseline app sits on the test core) are explained in benchmarks/queuepro
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import http.client
 import importlib.util
@@ -29,9 +30,13 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil  # type: ignore[import-untyped]
+
+if TYPE_CHECKING:
+    from shared.proxy.memory import MemoryNetwork
+    from shared.proxy.server import ProxyServer
 
 from shared.ports import free_port
 
@@ -596,3 +601,40 @@ def environment(cores: list[int]) -> dict[str, Any]:
         "go": version(["go", "version"]),
         "k6": version([str(VENV_BIN / "k6"), "version"]),
     }
+
+
+async def pass_through_ns(
+    server: ProxyServer[Any],
+    net: MemoryNetwork,
+    request: bytes,
+    response: bytes,
+    requests: int,
+    repeat: int,
+) -> float:
+    """Nanoseconds per request through ``server`` on the in-memory network (the hotpath
+    benchmarks, for callgrind): one round trip opens the upstream connection, then the best of
+    ``repeat`` passes of ``requests`` round trips fed straight into the two protocols, with no
+    event-loop turn between them. The upstream connection must be reused throughout."""
+    from shared.proxy.memory import MemoryTransport
+
+    client = MemoryTransport(server(), peer=("127.0.0.1", 40000)).open()
+    client.feed(request)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    upstream = net.opened[0]
+    upstream.take()
+    upstream.feed(response)
+    assert client.take() == response
+    feed_client, feed_upstream = client.protocol.data_received, upstream.protocol.data_received
+    out_client, out_upstream = client.buffer, upstream.buffer
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter_ns()
+        for _ in range(requests):
+            feed_client(request)
+            out_upstream.clear()
+            feed_upstream(response)
+            out_client.clear()
+        best = min(best, (time.perf_counter_ns() - started) / requests)
+    assert len(net.opened) == 1, "the upstream connection was not reused"
+    return best

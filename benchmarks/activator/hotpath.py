@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +32,10 @@ from activator.cluster import RevisionSpec  # noqa: E402
 from activator.handler import ActivatorHandler  # noqa: E402
 from activator.reporter import ConcurrencyReporter  # noqa: E402
 from activator.revisions import ActivatorRequest, ActiveRevision, RevisionTable  # noqa: E402
+from benchmarks import harness  # noqa: E402
 from shared.kube.fake import FakeCluster  # noqa: E402
 from shared.kube.resources import REVISIONS  # noqa: E402
-from shared.proxy.memory import MemoryNetwork, MemoryTransport  # noqa: E402
+from shared.proxy.memory import MemoryNetwork  # noqa: E402
 from shared.proxy.server import ProxyServer  # noqa: E402
 
 NAMESPACE, NAME, POD = "default", "hello-00001", "10.0.0.1:8012"
@@ -112,28 +112,8 @@ async def run(cc: int, requests: int, repeat: int) -> float:
     assert rev is not None
     rev.update_pods(frozenset({POD}))
     server: ProxyServer[ActivatorRequest | None] = ProxyServer(handler, initial_tag=None)
-    client = MemoryTransport(server(), peer=("127.0.0.1", 40000)).open()
     try:
-        client.feed(REQUEST)
-        for _ in range(3):
-            await asyncio.sleep(0)
-        pod = net.opened[0]
-        pod.take()
-        pod.feed(RESPONSE)
-        assert client.take() == RESPONSE
-        feed_client, feed_pod = client.protocol.data_received, pod.protocol.data_received
-        out_client, out_pod = client.buffer, pod.buffer
-        best = float("inf")
-        for _ in range(repeat):
-            started = time.perf_counter_ns()
-            for _ in range(requests):
-                feed_client(REQUEST)
-                out_pod.clear()
-                feed_pod(RESPONSE)
-                out_client.clear()
-            best = min(best, (time.perf_counter_ns() - started) / requests)
-        assert len(net.opened) == 1, "the pod connection was not reused"
-        return best
+        return await harness.pass_through_ns(server, net, REQUEST, RESPONSE, requests, repeat)
     finally:
         await table.stop()
 

@@ -28,12 +28,13 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks import harness  # noqa: E402
 from queueproxy.drain import Drainer  # noqa: E402
 from queueproxy.handler import QueueHandler  # noqa: E402
 from queueproxy.metrics import UserMetrics  # noqa: E402
 from shared.breaker import Breaker  # noqa: E402
 from shared.proxy.exchange import Exchange  # noqa: E402
-from shared.proxy.memory import MemoryNetwork, MemoryTransport  # noqa: E402
+from shared.proxy.memory import MemoryNetwork  # noqa: E402
 from shared.proxy.server import ProxyServer  # noqa: E402
 from shared.proxy.upstream import UpstreamPool  # noqa: E402
 from shared.request_stats import RequestStats  # noqa: E402
@@ -82,27 +83,7 @@ async def run(cc: int, requests: int, repeat: int, request: bytes) -> float:
         idle_timeout_s=60.0,
     )
     server = ProxyServer(handler, initial_tag=0)
-    client = MemoryTransport(server(), peer=("127.0.0.1", 40000)).open()
-    client.feed(request)
-    for _ in range(3):
-        await asyncio.sleep(0)
-    app = net.opened[0]
-    app.take()
-    app.feed(RESPONSE)
-    assert client.take() == RESPONSE
-    feed_client, feed_app = client.protocol.data_received, app.protocol.data_received
-    out_client, out_app = client.buffer, app.buffer
-    best = float("inf")
-    for _ in range(repeat):
-        started = time.perf_counter_ns()
-        for _ in range(requests):
-            feed_client(request)
-            out_app.clear()
-            feed_app(RESPONSE)
-            out_client.clear()
-        best = min(best, (time.perf_counter_ns() - started) / requests)
-    assert len(net.opened) == 1, "the app connection was not reused"
-    return best
+    return await harness.pass_through_ns(server, net, request, RESPONSE, requests, repeat)
 
 
 def main() -> int:
