@@ -43,7 +43,15 @@ from eventing.broker.rabbitmq import broker_exchange, trigger_queue
 from shared.kube.resources import EVENTING_NAMESPACE, SUBSCRIPTION_LABEL
 from shared.ports import free_port
 from tests.eventing import harness
-from tests.eventing.harness import Answer, Behaviour, Received, Sink, fail_first, ok
+from tests.eventing.harness import (
+    Answer,
+    Behaviour,
+    Received,
+    Sink,
+    delete_rabbitmq_names,
+    fail_first,
+    ok,
+)
 
 from .harness import Serve, serving
 
@@ -293,7 +301,9 @@ async def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
                 await sink.stop()
             await s.stop()
             if names is not None:
-                await _delete_rabbitmq_names(rabbitmq_prefix(s.state.resolve()), *names)
+                await delete_rabbitmq_names(
+                    RABBITMQ_URL, rabbitmq_prefix(s.state.resolve()), *names
+                )
 
 
 async def _data_plane_ready(p: Platform) -> bool:
@@ -316,24 +326,6 @@ async def _rabbitmq_names(p: Platform) -> tuple[list[str], list[tuple[str, str]]
     queues = [(t["metadata"]["uid"], f"{t['metadata']['namespace']}/{t['spec']['broker']}")
               for t in triggers]
     return sorted(keys), [(uid, b) for uid, b in queues if b in keys]
-
-
-async def _delete_rabbitmq_names(prefix: str, brokers: list[str],
-                                 triggers: list[tuple[str, str]]) -> None:
-    """RabbitMQ keeps durable exchanges and queues after knpy serve stops (that is its point);
-    a test run removes its own (AMQP lists nothing, so by name)."""
-    conn = await aio_pika.connect(RABBITMQ_URL, timeout=5)
-    try:
-        ch = await conn.channel()
-        for uid, broker in triggers:
-            await ch.queue_delete(trigger_queue(uid, broker, prefix))
-        for broker in brokers:
-            name = broker_exchange(broker, prefix)
-            await ch.queue_delete(f"{name}.dlq")
-            await ch.exchange_delete(f"{name}.dlx")
-            await ch.exchange_delete(name)
-    finally:
-        await conn.close()
 
 
 async def _declared(kind: str, name: str) -> bool:

@@ -261,3 +261,27 @@ async def broker_app(state_dir: Path, **overrides: Any) -> AsyncIterator[Broker]
         await app.stop()
         for s in b.sinks:
             await s.stop()
+
+
+async def delete_rabbitmq_names(
+    url: str, prefix: str, brokers: list[str], triggers: list[tuple[str, str]]
+) -> None:
+    """Delete what a test run declared on RabbitMQ: each (trigger uid, broker)'s queue and each
+    broker's exchange with its dead-letter pair. RabbitMQ keeps durable names after the
+    processes stop (that is its point), and AMQP cannot list by prefix, so by name."""
+    import aio_pika
+
+    from eventing.broker.rabbitmq import broker_exchange, trigger_queue
+
+    conn = await aio_pika.connect(url, timeout=5)
+    try:
+        channel = await conn.channel()
+        for uid, broker in triggers:
+            await channel.queue_delete(trigger_queue(uid, broker, prefix))
+        for broker in brokers:
+            name = broker_exchange(broker, prefix)
+            await channel.queue_delete(f"{name}.dlq")
+            await channel.exchange_delete(f"{name}.dlx")
+            await channel.exchange_delete(name)
+    finally:
+        await conn.close()

@@ -50,7 +50,15 @@ from shared.kube.resources import (
 from shared.ports import LOOPBACK, free_port
 from tests.activator.integration.kube import kube_api
 from tests.eventing import test_dispatch
-from tests.eventing.harness import NS, Answer, Broker, Received, Sink, config
+from tests.eventing.harness import (
+    NS,
+    Answer,
+    Broker,
+    Received,
+    Sink,
+    config,
+    delete_rabbitmq_names,
+)
 from tests.eventing.test_crash import BrokerProcess, produce
 from tests.eventing.test_dispatch import (  # noqa: F401  (collected here, on RabbitMQ)
     test_202_with_a_body_is_not_a_reply,
@@ -90,20 +98,9 @@ async def _require_rabbitmq() -> None:
 
 
 async def _cleanup(prefix: str, brokers: list[str], triggers: list[str]) -> None:
-    """Delete what a test declared (AMQP cannot list by prefix, so by name)."""
-    conn = await aio_pika.connect(URL, timeout=5)
-    try:
-        channel = await conn.channel()
-        for uid in triggers:
-            for b in brokers:
-                await channel.queue_delete(trigger_queue(uid, b, prefix))
-        for b in brokers:
-            name = broker_exchange(b, prefix)
-            await channel.queue_delete(f"{name}.dlq")
-            await channel.exchange_delete(f"{name}.dlx")
-            await channel.exchange_delete(name)
-    finally:
-        await conn.close()
+    """Delete what a test declared: every trigger's queue on every broker, and the brokers."""
+    pairs = [(uid, b) for uid in triggers for b in brokers]
+    await delete_rabbitmq_names(URL, prefix, brokers, pairs)
 
 
 def _names(app: BrokerApp) -> tuple[list[str], list[str]]:
