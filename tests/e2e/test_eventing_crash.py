@@ -11,6 +11,7 @@ again after the restart: here about half the events, by design of the test."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 from collections import Counter
@@ -22,10 +23,10 @@ import psutil
 import pytest
 from aiohttp import web
 
+from controlplane.supervision import marked
 from shared.ports import LOOPBACK, free_port
 
 from .harness import Serve
-from .test_supervision import _commands, _marked
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -123,13 +124,16 @@ async def test_sigkill_of_every_process_loses_no_acknowledged_event(
                 assert not all(p.done() for p in producers), "every producer stopped early"
                 await asyncio.sleep(0.01)
             # The whole platform at once, as a power cut would: nothing gets to drain.
-            victims = [psutil.Process(first.proc.pid), *_marked(first.state)]
-            for p in victims:
-                p.kill()
+            victims = []
+            for pid in (first.proc.pid, *marked(first.state)):
+                with contextlib.suppress(psutil.NoSuchProcess):  # one that just ended
+                    victim = psutil.Process(pid)
+                    victim.kill()
+                    victims.append(victim)
             killed.set()
             await asyncio.gather(*producers)
         _, alive = await asyncio.to_thread(psutil.wait_procs, victims, 10.0)
-        assert not alive, _commands(alive)
+        assert not alive, [p.pid for p in alive]
         delivered_before_restart = len(set(received))
         backlog = set(acked) - set(received)
         assert any(int(i[1:]) % 2 for i in backlog), "no refused event was pending at the kill"
