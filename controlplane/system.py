@@ -176,14 +176,9 @@ def system_objects(cfg: SystemConfig) -> list[tuple[Resource, Obj]]:
                     "ACTIVATOR_BIND_HOST": "127.0.0.1",
                     "ACTIVATOR_AUTOSCALER_URL": f"ws://127.0.0.1:{cfg.autoscaler_stat_port}",
                     "ACTIVATOR_DRAIN_TIMEOUT_SECONDS": f"{ACTIVATOR_DRAIN_S:g}",
-                    # Knative's activator probes a pod that is not healthy yet every
-                    # PROBE_FREQUENCY (200 ms by default, pkg/activator/net/revision_backends.go)
-                    # and the queue-proxy holds the probe until the app is ready. A local pod's
-                    # queue-proxy listens ~150 ms after its spawn, so the first probe is refused
-                    # and, at 200 ms, the kubelet's 50 ms poll and the Endpoints chain won the
-                    # race: 8 ms from ready to the held request's first byte, against 1.4 ms at
-                    # 25 ms (benchmarks/platform/run.py, README). Only not-yet-healthy pods are
-                    # probed this often.
+                    # Knative's knob (default 200 ms, revision_backends.go) for probing pods
+                    # not yet healthy: a local pod refuses the first probe, and at 200 ms the
+                    # kubelet's Endpoints chain won the race (ready -> first byte 8.1 vs 1.4 ms).
                     "PROBE_FREQUENCY": "25ms",
                 }
             ),
