@@ -7,6 +7,7 @@ import hashlib
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -113,8 +114,10 @@ def test_strip_wheel_keeps_the_module_loadable(tmp_path: Path) -> None:
 
 # knpy's top-level packages (pyproject's packages.find): an image keeps only those its
 # component imports (deps.packages) and removes the rest.
-KNPY_PACKAGES = ("shared", "queueproxy", "activator", "autoscaler", "controlplane", "eventing",
-                 "functions")
+_PYPROJECT = tomllib.loads((deps.ROOT / "pyproject.toml").read_text())
+KNPY_PACKAGES = tuple(
+    p.rstrip("*") for p in _PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
+)
 _BLOCKER = """
 import importlib.abc, sys
 class Removed(importlib.abc.MetaPathFinder):
