@@ -188,7 +188,15 @@ class Rest:
         obj = self._admit(kind, "CREATE", obj, None)
         if dry_run:
             return obj
-        return self.store.put(kind.key, obj).obj
+        created = self.store.put(kind.key, obj).obj
+        refs = created["metadata"].get("ownerReferences") or ()
+        owners = [r.get("uid") for r in refs if isinstance(r, dict)]
+        if owners and not any(self.store.has_uid(str(u)) for u in owners):
+            # Kubernetes' garbage collector deletes a dependent whose owners are all gone: a
+            # controller acting on a stale cache (a Revision's PodAutoscaler created just after
+            # the Revision's delete) must not leave an orphan for ever.
+            self.delete(kind, ns if kind.resource.namespaced else None, name, "Background")
+        return created
 
     # -- update / patch -----------------------------------------------------------------------
     def update(

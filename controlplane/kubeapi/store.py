@@ -78,6 +78,7 @@ class Store:
         self._objects: dict[str, dict[str, dict[str, Obj]]] = {}
         # The garbage collector's graph: owner uid -> dependents (kind key, namespace, name).
         self._owned: dict[str, set[tuple[str, str, str]]] = {}
+        self._uids: set[str] = set()  # every stored object's uid: is an owner still there?
         self._history: deque[Event] = deque(maxlen=max(1, history_events))
         self.rv = 0
         # Revisions <= compacted_rv are no longer in the history (Gone).
@@ -105,6 +106,7 @@ class Store:
             obj = json.loads(body)
             self._objects.setdefault(kind, {}).setdefault(ns, {})[name] = obj
             self._index_owners(kind, ns, name, None, obj)
+            self._uids.add(str(obj["metadata"].get("uid")))
         self.compacted_rv = self.rv
         self._db = db
 
@@ -150,6 +152,9 @@ class Store:
                 for o in objs.values():
                     yield key, o
 
+    def has_uid(self, uid: str) -> bool:
+        return uid in self._uids
+
     def owned_by(self, uid: str) -> builtins.list[tuple[str, str, str]]:
         """The (kind key, namespace, name) of the objects with an ownerReference to ``uid``."""
         return sorted(self._owned.get(uid, ()))
@@ -183,6 +188,7 @@ class Store:
         obj["metadata"]["resourceVersion"] = str(self.rv)
         objs[name] = obj
         self._index_owners(key, ns, name, old, obj)
+        self._uids.add(str(obj["metadata"].get("uid")))
         return self._emit(Event(self.rv, "MODIFIED" if old is not None else "ADDED", key, obj,
                                 old))
 
@@ -199,6 +205,7 @@ class Store:
         if not objs:
             del self._objects[key][namespace]
         self._index_owners(key, namespace, name, old, None)
+        self._uids.discard(str(old["metadata"].get("uid")))
         self.rv += 1
         # Kubernetes' DELETED event carries the object at the deletion's revision.
         last = final if final is not None else old

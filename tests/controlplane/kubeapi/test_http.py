@@ -224,6 +224,23 @@ async def test_cascading_delete(
     assert len((await api.ok("GET", CMS))["items"]) == 1
 
 
+async def test_a_dependent_created_after_its_owner_was_deleted_is_collected(api: Api) -> None:
+    """Kubernetes' garbage collector removes a dependent whose owners are all gone: a
+    controller working from a stale cache once re-created a deleted Revision's PodAutoscaler
+    and left it for ever (a CI run's kubectl test). One live owner keeps it."""
+    owner = await api.ok("POST", REVS, revision("r"))
+    live = {"apiVersion": "serving.knative.dev/v1", "kind": "Revision", "name": "r",
+            "uid": owner["metadata"]["uid"]}
+    gone = {**live, "name": "old", "uid": "0b2f6c1e-0000-4000-8000-000000000000"}
+    await api.ok("POST", CMS, {**cm("orphan"), "metadata": {"name": "orphan",
+                                                              "ownerReferences": [gone]}})
+    await api.ok("POST", CMS, {**cm("kept"), "metadata": {"name": "kept",
+                                                            "ownerReferences": [gone, live]}})
+    status, _ = await api.call("GET", f"{CMS}/orphan")
+    assert status == 404
+    await api.ok("GET", f"{CMS}/kept")
+
+
 async def test_namespaces(api: Api) -> None:
     names = [n["metadata"]["name"] for n in (await api.ok("GET", "/api/v1/namespaces"))["items"]]
     assert {"default", "kube-system", "knative-serving"} <= set(names)
