@@ -162,7 +162,8 @@ class Activator:
         )
         self.serving_port = serving.sockets[0].getsockname()[1]
         self._local = ProxyServer(
-            LocalHandler({"/metrics": self._serve_metrics, "/healthz": self._serve_health})
+            LocalHandler({"/metrics": self._serve_metrics, "/healthz": self._serve_health}),
+            initial_tag=None,
         )
         self._local.start(loop)
         local = await loop.create_server(

@@ -128,7 +128,7 @@ class QueueProxy:
             (cfg.metrics_port, {"/metrics": self._serve_stats}),
             (cfg.user_metrics_port, {"/metrics": self._serve_user_metrics}),
         ):
-            local = ProxyServer(LocalHandler(routes))
+            local = ProxyServer(LocalHandler(routes), initial_tag=None)
             local.start(loop)
             self._local.append(local)
             self._servers.append(

@@ -37,7 +37,7 @@ import resource
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Final, Generic, cast, overload
+from typing import Any, Final, Generic, cast
 
 import httptools
 
@@ -152,39 +152,21 @@ class ProxyServer(Generic[TagT]):
     """What the connections of one listening proxy share: the handler and the sweep.
 
     ``initial_tag`` is every new exchange's ``tag`` until the handler sets its own (``0`` for
-    the queue-proxy's flags); without it the tag starts as None.
+    the queue-proxy's flags, None for a handler without tags). It is required rather than
+    defaulted to None: mypyc cannot compile the overloads that would pair a default with the
+    handler's tag type (shared/native.py).
     """
 
-    @overload
     def __init__(
-        self: ProxyServer[None],
-        handler: RequestHandler[None],
-        *,
-        max_head_bytes: int = MAX_HEAD_BYTES,
-        limits: ConnectionLimits | None = None,
-    ) -> None: ...
-
-    @overload
-    def __init__(
-        self: ProxyServer[TagT],
+        self,
         handler: RequestHandler[TagT],
         *,
         initial_tag: TagT,
         max_head_bytes: int = MAX_HEAD_BYTES,
         limits: ConnectionLimits | None = None,
-    ) -> None: ...
-
-    def __init__(
-        self: ProxyServer[TagT] | ProxyServer[None],
-        handler: RequestHandler[TagT] | RequestHandler[None],
-        *,
-        initial_tag: TagT | None = None,
-        max_head_bytes: int = MAX_HEAD_BYTES,
-        limits: ConnectionLimits | None = None,
     ) -> None:
-        # The overloads pair the handler's tag type with the initial tag (None without one).
-        self.handler = cast("RequestHandler[TagT]", handler)
-        self.initial_tag = cast("TagT", initial_tag)
+        self.handler = handler
+        self.initial_tag = initial_tag
         self.max_head_bytes = max_head_bytes
         self.limits = limits if limits is not None else ConnectionLimits()
         self.fd_cap = fd_connection_cap()

@@ -59,7 +59,7 @@ class Rig:
         loop = asyncio.get_running_loop()
         self.pool: UpstreamPool[None] = UpstreamPool(loop, *APP, connect=self.net.connect)
         self.handler = Handler(self.pool)
-        self.server: ProxyServer[None] = ProxyServer(self.handler)
+        self.server: ProxyServer[None] = ProxyServer(self.handler, initial_tag=None)
         self.clients: list[MemoryTransport] = []
 
     def client(self) -> MemoryTransport:

@@ -279,7 +279,7 @@ async def test_a_shed_client_reads_its_503_whole_and_the_served_ones_go_on() -> 
     """The 503 is written before the request is read; the client must still get it rather
     than a reset (the socket lingers until the client closes, at most SHED_LINGER_S)."""
     loop = asyncio.get_running_loop()
-    proxy = ProxyServer(_Answer(), limits=ConnectionLimits(max_connections=3))
+    proxy = ProxyServer(_Answer(), initial_tag=None, limits=ConnectionLimits(max_connections=3))
     proxy.start(loop)
     server = await loop.create_server(proxy, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]

@@ -164,7 +164,7 @@ async def test_local_handler_routes_by_path() -> None:
         {"/metrics": lambda ex: ex.respond(simple_response(200, b"m"), status=200)}
     )
     assert repr(local) == "<LocalHandler ['/metrics']>"
-    server: ProxyServer[None] = ProxyServer(local)
+    server: ProxyServer[None] = ProxyServer(local, initial_tag=None)
     for request, answer in [
         (b"GET /metrics?x=1 HTTP/1.1\r\n\r\n", b"HTTP/1.1 200 OK"),
         (b"GET /nope HTTP/1.1\r\n\r\n", b"HTTP/1.1 404 Not Found"),

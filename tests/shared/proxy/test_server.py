@@ -392,7 +392,7 @@ async def test_drain_closes_idle_connections_only() -> None:
     assert rig.server.connections == set() and rig.handler.finished_once()
 
 
-async def test_a_server_without_initial_tag_starts_tags_as_none() -> None:
+async def test_each_exchange_starts_with_the_servers_initial_tag() -> None:
     rig = Rig()
     rig.handler.hold = True
     rig.client().feed(get())

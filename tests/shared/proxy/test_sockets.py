@@ -64,7 +64,7 @@ async def proxy_to(
     up_server = await asyncio.start_server(tracked, "127.0.0.1", 0)
     up_port = up_server.sockets[0].getsockname()[1]
     handler = PassThrough(UpstreamPool(loop, "127.0.0.1", up_port))
-    proxy = ProxyServer(handler)
+    proxy = ProxyServer(handler, initial_tag=None)
     proxy.start(loop)
     server = await loop.create_server(proxy, "127.0.0.1", 0)
     try:
