@@ -411,7 +411,34 @@ def start_app(h: Harness, core: int | None) -> tuple[int, int]:
     return port, proc.pid
 
 
+# Where a run's compiled copy of the tree is kept (scripts/native_tree.py reuses it while the
+# sources are unchanged, so only the first --native run pays the ~1 min build).
+NATIVE_TREE = Path.home() / ".cache" / "knpy-bench" / "native"
+
+
+def native_tree() -> Path:
+    """The tree with the KNPY_NATIVE=1 build of the hot path (built here if it is stale)."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import native_tree as builder
+    finally:
+        sys.path.pop(0)
+    try:
+        return builder.build(NATIVE_TREE)
+    except RuntimeError as err:
+        raise Unavailable(str(err)) from None
+
+
 def start_queueproxy(h: Harness, app_port: int) -> tuple[int, int]:
+    return _start_queueproxy(h, app_port, REPO)
+
+
+def start_queueproxy_native(h: Harness, app_port: int) -> tuple[int, int]:
+    """The queue-proxy of the native build: the same code, its hot path compiled by mypyc."""
+    return _start_queueproxy(h, app_port, native_tree())
+
+
+def _start_queueproxy(h: Harness, app_port: int, root: Path) -> tuple[int, int]:
     if not (REPO / "queueproxy" / "__main__.py").exists():
         raise Unavailable("queueproxy/__main__.py does not exist yet")
     port, admin, metrics, user_metrics = (free_port() for _ in range(4))
@@ -427,10 +454,10 @@ def start_queueproxy(h: Harness, app_port: int) -> tuple[int, int]:
         "USER_METRICS_PORT": str(user_metrics),
         "USER_PORT": str(app_port),
         "CONTAINER_CONCURRENCY": str(h.container_concurrency),
-        "PYTHONPATH": str(REPO),
+        "PYTHONPATH": str(root),
     }
     proc = h.children.spawn(
-        "queue-proxy", [sys.executable, "-m", "queueproxy"], core=h.test_core, env=env, cwd=REPO
+        "queue-proxy", [sys.executable, "-m", "queueproxy"], core=h.test_core, env=env, cwd=root
     )
     wait_ready(proc, h.children, port, headers=QUEUE_PROBE_HEADERS, body=b"queue")
     wait_ready(proc, h.children, port, body=APP_BODY)

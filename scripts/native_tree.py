@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,6 +23,12 @@ PACKAGES = ("shared", "queueproxy", "activator", "autoscaler", "controlplane", "
             "functions")  # fmt: skip
 FILES = ("pyproject.toml", "setup.py", "README.md")
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.so", "*.c")
+
+
+def native_modules() -> list[str]:
+    """The modules the native build compiles, as paths (pyproject.toml's [tool.knpy] native)."""
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        return list(tomllib.load(f)["tool"]["knpy"]["native"])
 
 
 def _sources_key() -> str:

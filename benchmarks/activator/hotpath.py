@@ -25,8 +25,14 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
+if "--native" in sys.argv[1:]:
+    # The KNPY_NATIVE=1 build (setup.py) first on the path, before anything imports knpy.
+    sys.path.insert(0, str(REPO / "scripts"))
+    import native_tree
+
+    sys.path[0] = str(native_tree.build(Path.home() / ".cache" / "knpy-bench" / "native"))
 if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+    sys.path.append(str(REPO))
 
 from activator.cluster import RevisionSpec  # noqa: E402
 from activator.handler import ActivatorHandler  # noqa: E402
@@ -120,6 +126,7 @@ async def run(cc: int, requests: int, repeat: int) -> float:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--native", action="store_true", help="the KNPY_NATIVE=1 build (setup.py)")
     p.add_argument("--cc", type=int, default=0, help="containerConcurrency (0: unlimited)")
     p.add_argument("--requests", type=int, default=20000, help="requests per round")
     p.add_argument("--repeat", type=int, default=7, help="rounds; the best is reported")

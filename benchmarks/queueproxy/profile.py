@@ -47,6 +47,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks import harness  # noqa: E402
 from benchmarks.harness import APP, NGINX_CONF  # noqa: E402
 from shared.ports import free_port  # noqa: E402
 
@@ -132,6 +133,8 @@ def cpu_times(pid: int) -> tuple[float, float]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tool", choices=("callgrind", "strace", "cpu"), default="callgrind")
+    p.add_argument("--native", action="store_true",
+                   help="the queue-proxy of the KNPY_NATIVE=1 build (setup.py)")  # fmt: skip
     p.add_argument("--target", choices=("queue-proxy", "nginx"), default="queue-proxy",
                    help="nginx: the same load through nginx (--tool cpu or strace)")  # fmt: skip
     p.add_argument("--requests", type=int, default=5000)
@@ -147,6 +150,7 @@ def main() -> int:
         print(f"{tool} is required (apt-get install -y {tool})", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="knpy-qp-profile-"))
+    root = harness.native_tree() if args.native else REPO
     app_port, port = free_port(), free_port()
     ports = [free_port() for _ in range(3)]
     env = dict(
@@ -162,7 +166,7 @@ def main() -> int:
         USER_METRICS_PORT=str(ports[2]),
         USER_PORT=str(app_port),
         CONTAINER_CONCURRENCY=str(args.cc),
-        PYTHONPATH=str(REPO),
+        PYTHONPATH=str(root),
         PYTHONMALLOC="malloc" if args.tool == "callgrind" else "pymalloc",
     )
     out_file = work / "callgrind.out"
@@ -184,7 +188,7 @@ def main() -> int:
                 "-g", "daemon off;"]  # fmt: skip
     else:
         argv = [sys.executable, "-m", "queueproxy"]
-    qp = subprocess.Popen([*prefix, *argv], env=env, cwd=REPO, stdout=subprocess.DEVNULL)
+    qp = subprocess.Popen([*prefix, *argv], env=env, cwd=root, stdout=subprocess.DEVNULL)
     try:
         wait_port(app_port)
         wait_port(port)

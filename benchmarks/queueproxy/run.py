@@ -5,6 +5,7 @@ Theory of operation. Each target runs in its own session of fresh processes on 1
     target        core 1 (under test)            core 0 (load side)
     app           app.py                         wrk / k6
     queue-proxy   python -m queueproxy           app.py + wrk / k6
+    queue-proxy-native  the same, KNPY_NATIVE=1 build  app.py + wrk / k6
     nginx         nginx, 1 worker                app.py + wrk / k6
     go            goproxy (ReverseProxy), P=1    app.py + wrk / k6
 
@@ -66,7 +67,8 @@ if str(REPO) not in sys.path:
 from benchmarks import harness  # noqa: E402
 from benchmarks.harness import FIXED_RATE_RPS, HALF_RATE_CAP_RPS  # noqa: E402
 
-TARGETS = ("app", "queue-proxy", "nginx", "go")
+# queue-proxy-native: the same queue-proxy from the KNPY_NATIVE=1 build (setup.py, mypyc).
+TARGETS = ("app", "queue-proxy", "queue-proxy-native", "nginx", "go")
 IDLE_SETTLE_S = 1.0
 
 
@@ -96,6 +98,7 @@ class Row:
 
 PROXIES = {
     "queue-proxy": harness.start_queueproxy,
+    "queue-proxy-native": harness.start_queueproxy_native,
     "nginx": harness.start_nginx,
     "go": harness.start_go,
 }

@@ -23,8 +23,8 @@ from shared.ports import free_port
 
 from .qpharness import (
     CLIENT_TIMEOUT_S,
+    CODE_ROOT,
     LOOPBACK,
-    REPO_ROOT,
     SAMPLE_APP,
     Child,
     QueueProxy,
@@ -47,10 +47,10 @@ class _Children:
         index = len(self.started)
         stdout_path = self.tmp / f"{index}-{name}.stdout"
         stderr_path = self.tmp / f"{index}-{name}.stderr"
-        full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **env}
+        full_env = {**os.environ, "PYTHONPATH": str(CODE_ROOT), **env}
         with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
             proc = subprocess.Popen(
-                argv, cwd=REPO_ROOT, env=full_env, stdout=out, stderr=err, stdin=subprocess.DEVNULL
+                argv, cwd=CODE_ROOT, env=full_env, stdout=out, stderr=err, stdin=subprocess.DEVNULL
             )
         child = Child(name, proc, stdout_path, stderr_path)
         self.started.append(child)

@@ -25,6 +25,9 @@ import pytest
 from shared.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
+# Where the queue-proxy's code is imported from: the repository, or the compiled tree that
+# tests/native/test_native_build.py runs these tests against (KNPY_NATIVE=1, setup.py).
+CODE_ROOT = Path(os.environ.get("KNPY_TEST_CODE_ROOT") or REPO_ROOT)
 SAMPLE_APP = REPO_ROOT / "examples" / "sampleapp" / "app.py"
 LOOPBACK = "127.0.0.1"
 # A child that has not opened its ports by then is broken, not slow: both start in < 1 s.
