@@ -317,6 +317,8 @@ class Harness:
     go_binary: Path | None = None
     # The queue-proxy's CONTAINER_CONCURRENCY: 0 runs without the breaker, N > 0 with it.
     container_concurrency: int = 0
+    # Where knpy's components are imported from: the repository, or native_tree() (--native).
+    code_root: Path = REPO
     _seq: int = 0
 
     def _name(self, what: str) -> str:
@@ -411,26 +413,22 @@ def start_app(h: Harness, core: int | None) -> tuple[int, int]:
     return port, proc.pid
 
 
-# Where a run's compiled copy of the tree is kept (scripts/native_tree.py reuses it while the
-# sources are unchanged, so only the first --native run pays the ~1 min build).
-NATIVE_TREE = Path.home() / ".cache" / "knpy-bench" / "native"
-
-
 def native_tree() -> Path:
-    """The tree with the KNPY_NATIVE=1 build of the hot path (built here if it is stale)."""
+    """The tree with the KNPY_NATIVE=1 build of the hot path (scripts/native_tree.py: built
+    here if it is stale, ~1 min, and shared with tests/native and the images' wheel)."""
     sys.path.insert(0, str(REPO / "scripts"))
     try:
         import native_tree as builder
     finally:
         sys.path.pop(0)
     try:
-        return builder.build(NATIVE_TREE)
+        return builder.build()
     except RuntimeError as err:
         raise Unavailable(str(err)) from None
 
 
 def start_queueproxy(h: Harness, app_port: int) -> tuple[int, int]:
-    return _start_queueproxy(h, app_port, REPO)
+    return _start_queueproxy(h, app_port, h.code_root)
 
 
 def start_queueproxy_native(h: Harness, app_port: int) -> tuple[int, int]:

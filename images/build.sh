@@ -181,8 +181,18 @@ else
 fi
 
 # --- wheels -----------------------------------------------------------------------------
-# knpy itself from a copy of the working tree (an in-tree build would leave build/ behind,
-# and stale build/lib files would leak into the wheel).
+# knpy itself. Native when this Python has mypyc and setuptools (the dev venv) and a C compiler
+# is here: the wheel of scripts/native_tree.py's tree, whose hot path mypyc compiled (setup.py;
+# the tree and its build are shared with the benchmarks and tests/native). KNPY_NATIVE=0, or a
+# host without them, builds the pure-Python wheel, from a copy of the working tree (an in-tree
+# build would leave build/ behind, and stale build/lib files would leak into the wheel).
+native=0
+if [ "${KNPY_NATIVE:-1}" != 0 ] && command -v cc >/dev/null 2>&1 &&
+  "$PY" -c 'import mypyc, setuptools' >/dev/null 2>&1; then
+  native=1
+elif [ "${KNPY_NATIVE:-1}" != 0 ]; then
+  echo "build.sh: no mypyc or no C compiler here: knpy's wheel is pure Python (slower)" >&2
+fi
 src=$work/src
 mkdir -p "$src"
 cp "$ROOT/pyproject.toml" "$ROOT/README.md" "$src/"
@@ -192,11 +202,16 @@ done
 find "$src" -name __pycache__ -type d -prune -exec rm -rf {} +
 # The wheel is kept by a hash of those sources: a warm build does not rebuild it.
 src_key=$(cd "$src" && find . -type f | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)
-knpy_dir=$CACHE/knpy-$src_key
+knpy_dir=$CACHE/knpy-$src_key-native$native
 if ! ls "$knpy_dir"/knpy-*.whl >/dev/null 2>&1; then
   rm -rf "$CACHE"/knpy-*
-  "$PY" -m pip wheel --quiet --no-deps --wheel-dir "$work/knpy" "$src" >"$work/wheel.log" 2>&1 ||
-    { cat "$work/wheel.log" >&2; die "building knpy's wheel failed"; }
+  if [ "$native" = 1 ]; then
+    "$PY" "$ROOT/scripts/native_tree.py" --wheel "$work/knpy" >"$work/wheel.log" 2>&1 ||
+      { cat "$work/wheel.log" >&2; die "building knpy's native wheel failed"; }
+  else
+    "$PY" -m pip wheel --quiet --no-deps --wheel-dir "$work/knpy" "$src" >"$work/wheel.log" 2>&1 ||
+      { cat "$work/wheel.log" >&2; die "building knpy's wheel failed"; }
+  fi
   mkdir -p "$knpy_dir"
   cp "$work"/knpy/knpy-*.whl "$knpy_dir/"
 fi
@@ -205,7 +220,8 @@ knpy_wheel=$(ls "$knpy_dir"/knpy-*.whl)
 # Dependencies for the image's interpreter (CPython 3.11, glibc 2.36 as bookworm), downloaded
 # once per pyproject.toml, and stripped of debug symbols. pip does not widen --platform to older manylinux tags: list them.
 arch=$(uname -m)
-platforms=(--platform "manylinux2014_$arch")
+# linux_$arch: knpy's own wheel when native (a local build, tagged for this platform only).
+platforms=(--platform "manylinux2014_$arch" --platform "linux_$arch")
 for minor in $(seq 17 36); do platforms+=(--platform "manylinux_2_${minor}_$arch"); done
 deps_key=$(cat "$ROOT/pyproject.toml" "$ROOT/images/strip_wheels.py" | sha256sum | cut -c1-16)
 deps_dir=$CACHE/wheels-$deps_key-$arch
@@ -233,7 +249,9 @@ for whl in "$CONTEXT"/knpy/*.whl; do
 done
 write_if_changed "$knpy_wheel" "$CONTEXT/knpy/$(basename "$knpy_wheel")"
 
-printf '%s\n' shared queueproxy activator autoscaler controlplane >"$work/all.txt"
+# eventing and functions: in the native wheel (its tree has every package), in no image.
+printf '%s\n' shared queueproxy activator autoscaler controlplane eventing functions \
+  >"$work/all.txt"
 write_if_changed "$work/all.txt" "$CONTEXT/knpy/packages-all.txt"
 for c in "${ALL_COMPONENTS[@]}"; do
   "$PY" "$ROOT/images/deps.py" --wheels "$CONTEXT/wheels" "$c" >"$work/req-$c.txt"

@@ -3,13 +3,18 @@
 Why a copy: an in-place build in the working tree would leave .so files beside the .py files
 they were built from, and Python imports the .so first, so an edit would silently not run.
 The benchmarks (``--native``) and tests/native run the components from such a copy instead
-(its root first on sys.path). A copy whose sources are unchanged is reused.
+(its root first on sys.path), and images/build.sh makes the images' wheel from it (``--wheel``),
+so that one compilation (about a minute of gcc) serves them all. A copy whose sources are
+unchanged is reused; a lock keeps two builders (two test workers) from racing on one copy.
 
-Usage: .venv/bin/python scripts/native_tree.py DEST   (prints DEST when it is ready)
+Usage: .venv/bin/python scripts/native_tree.py [DEST] [--wheel DIR]
+       (prints DEST, or the wheel's path, when it is ready; DEST defaults to ~/.cache/knpy/native)
 """
 
 from __future__ import annotations
 
+import argparse
+import fcntl
 import hashlib
 import os
 import shutil
@@ -23,6 +28,7 @@ PACKAGES = ("shared", "queueproxy", "activator", "autoscaler", "controlplane", "
             "functions")  # fmt: skip
 FILES = ("pyproject.toml", "setup.py", "README.md")
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.so", "*.c")
+DEFAULT = Path.home() / ".cache" / "knpy" / "native"
 
 
 def native_modules() -> list[str]:
@@ -42,8 +48,49 @@ def _sources_key() -> str:
     return digest.hexdigest()[:16]
 
 
-def build(dest: Path) -> Path:
+def build(dest: Path = DEFAULT) -> Path:
     """The native tree at ``dest``, built unless it is there for the current sources."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with (dest.parent / f"{dest.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build(dest)
+
+
+def wheel(out: Path, tree: Path = DEFAULT) -> Path:
+    """knpy's native wheel in ``out``, made from the tree (built first if stale).
+
+    No build isolation: the tree's build/ directory already holds the compiled objects, so
+    setuptools links them again instead of compiling (this Python needs setuptools and mypy:
+    the dev venv has both).
+    """
+    tree = build(tree)
+    out.mkdir(parents=True, exist_ok=True)
+    with (tree.parent / f"{tree.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+              "--wheel-dir", str(out), str(tree)], tree, tree / "wheel.log")  # fmt: skip
+    wheels = sorted(out.glob("knpy-*.whl"), key=lambda p: p.stat().st_mtime)
+    if not wheels:
+        raise RuntimeError(f"pip wheel made no knpy wheel in {out}")
+    return wheels[-1]
+
+
+def _run(argv: list[str], cwd: Path, log: Path) -> None:
+    with log.open("wb") as out:
+        done = subprocess.run(
+            argv,
+            cwd=cwd,
+            env={**os.environ, "KNPY_NATIVE": "1"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    if done.returncode != 0:
+        tail = log.read_text(errors="replace").splitlines()[-30:]
+        raise RuntimeError(f"{' '.join(argv[:4])} failed; the end of its log:\n" + "\n".join(tail))
+
+
+def _build(dest: Path) -> Path:
     key = _sources_key()
     stamp = dest / ".native-sources"
     if stamp.is_file() and stamp.read_text() == key:
@@ -55,29 +102,21 @@ def build(dest: Path) -> Path:
         shutil.copy2(ROOT / name, dest / name)
     for pkg in PACKAGES:
         shutil.copytree(ROOT / pkg, dest / pkg, ignore=_IGNORE)
-    log = dest / "build.log"
-    with log.open("wb") as out:
-        done = subprocess.run(
-            [sys.executable, "setup.py", "build_ext", "--inplace"],
-            cwd=dest,
-            env={**os.environ, "KNPY_NATIVE": "1"},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            check=False,
-        )
-    if done.returncode != 0:
-        tail = log.read_text(errors="replace").splitlines()[-30:]
-        raise RuntimeError("the native build failed; the end of its log:\n" + "\n".join(tail))
+    _run([sys.executable, "setup.py", "build_ext", "--inplace"], dest, dest / "build.log")
     stamp.write_text(key)
     return dest
 
 
 def main() -> int:
-    if len(sys.argv) != 2:
-        print(__doc__, file=sys.stderr)
-        return 2
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dest", nargs="?", type=Path, default=DEFAULT)
+    parser.add_argument("--wheel", type=Path, metavar="DIR", help="also make the wheel in DIR")
+    args = parser.parse_args()
     try:
-        print(build(Path(sys.argv[1]).resolve()))
+        if args.wheel is not None:
+            print(wheel(args.wheel.resolve(), args.dest.resolve()))
+        else:
+            print(build(args.dest.resolve()))
     except RuntimeError as err:
         print(f"native_tree: {err}", file=sys.stderr)
         return 1

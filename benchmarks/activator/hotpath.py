@@ -30,7 +30,7 @@ if "--native" in sys.argv[1:]:
     sys.path.insert(0, str(REPO / "scripts"))
     import native_tree
 
-    sys.path[0] = str(native_tree.build(Path.home() / ".cache" / "knpy-bench" / "native"))
+    sys.path[0] = str(native_tree.build())
 if str(REPO) not in sys.path:
     sys.path.append(str(REPO))
 

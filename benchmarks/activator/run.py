@@ -116,7 +116,7 @@ def start_activator(
     cluster_file = h.workdir / "cluster.json"
     cluster_file.write_text(json.dumps(cluster_objects(cluster, f"127.0.0.1:{port}")))
     env = {
-        "PYTHONPATH": str(REPO),
+        "PYTHONPATH": str(h.code_root),
         "POD_NAME": "activator-bench",
         "POD_IP": "127.0.0.1",
         "ACTIVATOR_BIND_HOST": "127.0.0.1",
@@ -129,7 +129,7 @@ def start_activator(
     argv = [sys.executable, *(python_args or []), "-m", "activator"]
     argv += ["--cluster-file", str(cluster_file)]
     core = h.test_core if workers == 1 else None
-    proc = h.children.spawn("activator", argv, core=core, env=env, cwd=REPO)
+    proc = h.children.spawn("activator", argv, core=core, env=env, cwd=h.code_root)
     harness.wait_ready(proc, h.children, port, headers=ROUTE, body=harness.APP_BODY)
     # One worker serving says nothing of the others: wait for every worker's metrics port.
     deadline = time.monotonic() + harness.READY_TIMEOUT_S
@@ -288,10 +288,14 @@ def start_late_queueproxy(h: Any, app_port: int, port: int) -> None:
         "USER_METRICS_PORT": str(free_port()),
         "USER_PORT": str(app_port),
         "CONTAINER_CONCURRENCY": "0",
-        "PYTHONPATH": str(REPO),
+        "PYTHONPATH": str(h.code_root),
     }
     h.children.spawn(
-        "late-queue-proxy", [sys.executable, "-m", "queueproxy"], core=h.test_core, env=env
+        "late-queue-proxy",
+        [sys.executable, "-m", "queueproxy"],
+        core=h.test_core,
+        env=env,
+        cwd=h.code_root,
     )
 
 
@@ -343,6 +347,8 @@ def _free(port: int) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 s runs instead of 10 s")
+    parser.add_argument("--native", action="store_true",
+                        help="the components of the KNPY_NATIVE=1 build")  # fmt: skip
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument(
         "--pairs", type=int, default=3, help="direct/activator k6 runs at the half rate"
@@ -363,8 +369,11 @@ def main(argv: list[str] | None = None) -> int:
     children = harness.Children(workdir)
     duration = 3.0 if args.quick else 10.0
     h = harness.Harness(workdir, children, duration, args.connections, load_core, test_core, k6)
+    if args.native:
+        h.code_root = harness.native_tree()
     result: dict[str, Any] = {
         "benchmark": "activator",
+        "native": args.native,
         "when": time.strftime("%Y-%m-%dT%H:%M"),
         "placement": args.placement,
     }

@@ -123,8 +123,10 @@ def until(check: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> No
 class Platform:
     """A ``knpy serve`` child and its API; ``stop`` drains it and leaves nothing running."""
 
-    def __init__(self, workdir: Path, args: Sequence[str] = ()) -> None:
-        """``args``: more of knpy serve's options (benchmarks/images passes ``--images``)."""
+    def __init__(self, workdir: Path, args: Sequence[str] = (), root: Path = REPO) -> None:
+        """``args``: more of knpy serve's options (benchmarks/images passes ``--images``);
+        ``root``: where knpy is imported from, for it and the processes it starts (the
+        repository, or the KNPY_NATIVE=1 build's tree: ``--native``)."""
         self.port, api_port = free_port(), free_port()
         self.state = workdir / "state"
         self.log = workdir / "serve.log"
@@ -133,8 +135,8 @@ class Platform:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 argv,
-                cwd=REPO,
-                env={**os.environ, "PYTHONPATH": str(REPO)},
+                cwd=root,
+                env={**os.environ, "PYTHONPATH": str(root)},
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -372,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", choices=("cold", "throughput"), action="append", default=[])
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--workers", type=int, default=1, help="knpy serve --workers (ingress)")
+    parser.add_argument("--native", action="store_true", help="knpy of the KNPY_NATIVE=1 build")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is required (apt-get install wrk)", file=sys.stderr)
@@ -384,8 +387,11 @@ def main(argv: list[str] | None = None) -> int:
         "when": time.strftime("%Y-%m-%dT%H:%M"),
         "cpus": os.cpu_count(),
         "ingress_workers": args.workers,
+        "native": args.native,
     }
-    p = Platform(workdir, ["--workers", str(args.workers)] if args.workers > 1 else [])
+    root = harness.native_tree() if args.native else REPO
+    serve_args = ["--workers", str(args.workers)] if args.workers > 1 else []
+    p = Platform(workdir, serve_args, root)
     try:
         if "cold" not in args.skip:
             print("cold starts ...", file=sys.stderr)

@@ -16,6 +16,7 @@ import base64
 import contextlib
 import json
 import os
+import shutil
 import signal
 import ssl
 import subprocess
@@ -93,6 +94,7 @@ print(json.dumps({
     "cached": os.path.exists(spec.cached),
     "dists": sorted(d.metadata["Name"].lower().replace("_", "-")
                     for d in importlib.metadata.distributions()),
+    "proxy_core": importlib.util.find_spec("shared.proxy.server").origin,
 }))
 """
 
@@ -122,6 +124,10 @@ def test_image_properties(component: str, images: dict[str, Built], log_dir: Pat
     # No installers or dev tools; the component's bytecode compiled into the image.
     assert set(facts["missing"]) == {"pip", "setuptools", "ensurepip", "pytest", "mypy", "ruff"}
     assert facts["cached"]
+    # The native build (setup.py, mypyc) wherever images/build.sh could compile: a C compiler
+    # on the host (the dev venv has mypyc); a pure-Python wheel only without one.
+    native = shutil.which("cc") is not None
+    assert facts["proxy_core"].endswith(".so" if native else ".py"), facts["proxy_core"]
     wheels = Path(os.environ.get("KNPY_IMAGES_CACHE", Path.home() / ".cache/knpy-images"))
     wanted, _ = deps.distributions(component, wheels / "context" / "wheels")
     assert set(wanted) <= set(facts["dists"])

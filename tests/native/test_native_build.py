@@ -25,9 +25,6 @@ try:
 finally:
     sys.path.pop(0)
 
-# Reused between runs while the sources are unchanged (native_tree's stamp); CI builds it afresh.
-TREE = Path.home() / ".cache" / "knpy-test" / "native"
-
 # Run again against the compiled tree. Everything they import from the listed modules is native.
 SUITES = [
     "tests/shared/proxy",
@@ -56,7 +53,8 @@ PYTHON_ONLY = ["tests/shared/proxy/test_lifecycle.py::test_a_plain_get_walks_the
 @pytest.fixture(scope="module")
 def tree() -> Path:
     try:
-        return native_tree.build(TREE)
+        # Reused while the sources are unchanged (native_tree's stamp), also by images/build.sh.
+        return native_tree.build()
     except RuntimeError as err:
         pytest.fail(str(err))
 
