@@ -39,7 +39,7 @@ def native_modules() -> list[str]:
 
 def _sources_key() -> str:
     digest = hashlib.sha256()
-    paths = [ROOT / f for f in FILES]
+    paths = [ROOT / "pyproject.toml", ROOT / "setup.py"]  # README.md: the wheel's text only
     for pkg in PACKAGES:
         paths.extend(sorted((ROOT / pkg).rglob("*.py")))
     for path in paths:

@@ -154,7 +154,7 @@ class ProxyServer(Generic[TagT]):
     ``initial_tag`` is every new exchange's ``tag`` until the handler sets its own (``0`` for
     the queue-proxy's flags, None for a handler without tags). It is required rather than
     defaulted to None: mypyc cannot compile the overloads that would pair a default with the
-    handler's tag type (shared/native.py).
+    handler's tag type (the native build, setup.py).
     """
 
     def __init__(

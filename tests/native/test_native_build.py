@@ -5,8 +5,8 @@ ways the pure-Python suite cannot see: it checks annotations at run time (a valu
 is a TypeError, not a duck), it calls compiled methods directly (so a test's patch of a class or of
 a module global does not reach them), and an interpreted subclass cannot override a compiled
 method. So the tree is built once (scripts/native_tree.py) and the unit tests of the proxy core, the
-queue-proxy's and the activator's policies, and the real queue-proxy processes of a set of
-integration tests, run again in a child pytest with that tree first on the path.
+queue-proxy's and the activator's policies, and one file of integration tests with real
+queue-proxy processes, run again in a child pytest with that tree first on the path.
 """
 
 from __future__ import annotations
@@ -39,10 +39,9 @@ SUITES = [
     "tests/activator/test_lb_policy.py",
     "tests/activator/test_revisions.py",
     "tests/activator/test_reporter.py",
-    # Real queue-proxy processes from the tree (qpharness.CODE_ROOT).
+    # Real queue-proxy processes from the tree (qpharness.CODE_ROOT); tests/images runs every
+    # component's image, whose wheel is this build, under traffic too.
     "tests/queueproxy/integration/test_proxy.py",
-    "tests/queueproxy/integration/test_concurrency.py",
-    "tests/queueproxy/integration/test_bad_input.py",
 ]
 # Tests that watch the Python code itself and so cannot see compiled code: this one records
 # connection state changes through a subclass's __setattr__ (tests/shared/proxy/conftest.py),
