@@ -116,6 +116,7 @@ def load(port: int, requests: int, connections: int) -> float:
 # Where an instruction runs, by callgrind's file name (the first group that matches).
 GROUPS = (
     ("Python bytecode (ceval)", ("ceval.c:_PyEval_EvalFrameDefault", "EvalFrameDefault")),
+    ("knpy compiled by mypyc (--native)", ("__mypyc", "__native_", "/mypyc/lib-rt/")),
     ("httptools and llhttp", ("llhttp", "/httptools/")),
     ("uvloop and libuv", ("/uvloop/", "libuv")),
     ("CPython runtime (calls, objects, allocation)", ("python-build", "/cpython-")),
