@@ -27,6 +27,19 @@ if [ ! -x .venv/bin/python ] || [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stam
   quietly .venv/bin/python -m pip install -e '.[dev]'
   touch "$stamp"
 fi
+# A C compiler and Python's headers, for the native build (setup.py, mypyc) that tests/native and
+# the images' wheel compile: Debian's gcc and python3-dev, installed only when missing.
+inc=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+if ! command -v cc >/dev/null 2>&1 || [ ! -f "$inc/Python.h" ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing gcc and python3-dev for the native build (log: $log)"
+    quietly apt-get update -qq
+    quietly env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      gcc libc6-dev python3-dev
+  else
+    echo "setup: no C compiler or Python headers; the native build (tests/native) needs them" >&2
+  fi
+fi
 # kubectl, the outside judge of knpy serve's Kubernetes API (tests/e2e run it): Debian's
 # kubernetes-client, installed only when no kubectl is on the PATH.
 if ! command -v kubectl >/dev/null 2>&1; then
