@@ -113,6 +113,8 @@ class Exchange(Generic[TagT]):
         """The handler queued the request (a full breaker): read nothing more until it forwards.
 
         Knative's breaker blocks the handler's goroutine instead; here reading from the client
-        is paused until ``forward`` or ``respond``, so a queued request holds one socket read.
+        is paused until ``forward`` or ``respond`` while the request's body is still to come, so
+        a queued request holds one socket read. A request read whole is read on, so that the
+        client's leaving ends it while it waits.
         """
         self.conn.wait(self)

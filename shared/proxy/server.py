@@ -545,6 +545,12 @@ class ServerConnection(asyncio.Protocol, Generic[TagT]):
         up = ex.upstream
         if up is not None and not ex.done:
             up.end_body(ex)
+        elif ex is self.active and self.paused & _PAUSE_WAIT:
+            # Queued, or waiting for a connection, with nothing left to hold back: read on, so
+            # that a client that leaves is seen at once and its exchange ends (a queued one
+            # frees its place, as a Knative request's cancelled context does). Paused and
+            # resumed in one parse, the socket's polling never changes.
+            self._resume(_PAUSE_WAIT)
 
     # -- Downstream: used by the exchange and the upstream side ---------------------------
     def respond(self, ex: Exchange[TagT], data: bytes, status: int, keep_alive: bool) -> None:
@@ -567,11 +573,13 @@ class ServerConnection(asyncio.Protocol, Generic[TagT]):
             self._pause(_PAUSE_WAIT)
 
     def wait(self, ex: Exchange[TagT]) -> None:
-        """The handler queued the request: stop reading its body until it may go.
+        """The handler queued the request: stop reading its body until it may go (a request
+        read whole is read on: ``on_message_complete``).
 
         Handlers call ``ex.wait()``; this name stays for the callers of ``ex.conn.wait(ex)``.
         """
-        self._pause(_PAUSE_WAIT)
+        if not ex.body_done:
+            self._pause(_PAUSE_WAIT)
 
     def upstream_attached(self, ex: Exchange[TagT]) -> None:
         if self.paused & _PAUSE_WAIT:

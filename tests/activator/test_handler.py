@@ -331,8 +331,9 @@ async def test_throttler_admits_queues_then_rejects(chain: MakeChain) -> None:
     third.feed(request(*ROUTE, path=b"/3"))
     pod = await c.pod()
     assert pod.take().startswith(b"GET /1 ")
-    # The second waits with its reading paused; the third finds the queue full.
-    assert not second.reading and second.take() == b""
+    # The second waits (a GET read whole: its connection is read on, so that its client's
+    # leaving would end it); the third finds the queue full.
+    assert second.reading and second.take() == b""
     assert status_and_body(third.take()) == (503, b"pending request queue full\n")
     assert (rev.throttler.active, rev.throttler.queued) == (1, 1)
     pod.feed(OK)  # the first ends: its slot goes to the second, on the same connection

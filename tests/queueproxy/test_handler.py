@@ -278,8 +278,9 @@ async def test_breaker_admits_queues_then_rejects() -> None:
     third.feed(request(path=b"/3"))
     app = await c.app()
     assert app.take().startswith(b"GET /1 ")
-    # The second waits with its reading paused; the third finds every pending slot taken.
-    assert not second.reading and second.take() == b""
+    # The second waits (a GET read whole: its connection is read on, so that its client's
+    # leaving would end it); the third finds every pending slot taken.
+    assert second.reading and second.take() == b""
     out = third.take()
     assert out.startswith(b"HTTP/1.1 503 ") and out.endswith(b"pending request queue full\n")
     assert c.breaker.in_flight == 2

@@ -32,12 +32,15 @@ class Handler:
     def __init__(self, pool: UpstreamPool[None]) -> None:
         self.pool = pool
         self.hold = False  # leave the exchange to the test (respond, wait, forward later)
+        self.queue = False  # hold it, queued (ex.wait()) in handle as a full breaker does
         self.handled: list[Exchange[None]] = []
         self.finished_count: dict[int, int] = {}
 
     def handle(self, ex: Exchange[None]) -> None:
         self.handled.append(ex)
-        if not self.hold:
+        if self.queue:
+            ex.wait()
+        elif not self.hold:
             ex.forward(self.pool, pass_through_head(ex))
 
     def finished(self, ex: Exchange[None]) -> None:

@@ -205,10 +205,27 @@ async def test_the_legacy_conn_wait_still_pauses() -> None:
     rig = Rig()
     rig.handler.hold = True
     client = rig.client()
-    client.feed(get())
+    client.feed(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n")
     ex = rig.handler.handled[0]
     rig.conn(client).wait(ex)
     assert not client.reading
+
+
+async def test_a_queued_request_read_whole_is_read_on_and_ends_when_its_client_leaves() -> None:
+    rig = Rig()
+    rig.handler.queue = True
+    client = rig.client()
+    client.feed(get())  # queued in on_headers_complete, before on_message_complete
+    ex = rig.handler.handled[0]
+    # The GET's body is done: nothing to hold back, so the connection is read on...
+    assert ex.body_done and client.reading
+    ex.wait()  # (a wait after the body's end does not pause either)
+    assert client.reading
+    # ...and the client's leaving ends the waiting exchange at once.
+    client.peer_close()
+    await settle()
+    assert ex.done and ex.aborted and rig.handler.finished_once()
+    assert not rig.net.opened  # never forwarded
 
 
 @pytest.mark.parametrize(
