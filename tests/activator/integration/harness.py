@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -106,6 +107,37 @@ class AutoscalerStandIn:
                 self._arrived.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._arrived.wait(), 0.1)
+
+
+def free_port_pair() -> int:
+    """A free port whose next one is free too: worker i serves its metrics on port + i.
+
+    Outside a KNPY_PORT_RANGE (a serial run) free ports are the kernel's ephemeral ones, and
+    port + 1 may be an outgoing connection's (the bind then failed with EADDRINUSE).
+    """
+    for _ in range(100):
+        port = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((LOOPBACK, port + 1))
+            except OSError:
+                continue
+            return port
+    raise OSError("no two adjacent free ports")
+
+
+def process_env(port: int, metrics: int, standin: AutoscalerStandIn, pod: str) -> dict[str, str]:
+    """``python -m activator``'s environment on loopback: serving and metrics ports, the
+    stand-in autoscaler, no drain wait."""
+    return {
+        "POD_NAME": pod,
+        "POD_IP": LOOPBACK,
+        "ACTIVATOR_BIND_HOST": LOOPBACK,
+        "ACTIVATOR_SERVING_PORT": str(port),
+        "ACTIVATOR_METRICS_PORT": str(metrics),
+        "ACTIVATOR_AUTOSCALER_URL": standin.url,
+        "ACTIVATOR_DRAIN_TIMEOUT_SECONDS": "0",
+    }
 
 
 def set_pods(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,38 +14,9 @@ from shared.ports import free_port
 from tests.activator import objects
 from tests.queueproxy.integration.qpharness import LOOPBACK, StartStack, wait_listening
 
-from .harness import KEY, AutoscalerStandIn, get_status, set_pods
-
-
-def free_port_pair() -> int:
-    """A free port whose next one is free too: worker i serves its metrics on port + i.
-
-    Outside a KNPY_PORT_RANGE (a serial run) free ports are the kernel's ephemeral ones, and
-    port + 1 may be an outgoing connection's (the bind then failed with EADDRINUSE).
-    """
-    for _ in range(100):
-        port = free_port()
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind((LOOPBACK, port + 1))
-            except OSError:
-                continue
-            return port
-    raise OSError("no two adjacent free ports")
+from .harness import KEY, AutoscalerStandIn, free_port_pair, get_status, process_env, set_pods
 
 pytestmark = pytest.mark.timeout(40)
-
-
-def _env(port: int, metrics: int, standin: AutoscalerStandIn) -> dict[str, str]:
-    return {
-        "POD_NAME": "activator-static",
-        "POD_IP": LOOPBACK,
-        "ACTIVATOR_BIND_HOST": LOOPBACK,
-        "ACTIVATOR_SERVING_PORT": str(port),
-        "ACTIVATOR_METRICS_PORT": str(metrics),
-        "ACTIVATOR_AUTOSCALER_URL": standin.url,
-        "ACTIVATOR_DRAIN_TIMEOUT_SECONDS": "0",
-    }
 
 
 async def test_serves_a_revision_from_the_file(
@@ -65,7 +35,7 @@ async def test_serves_a_revision_from_the_file(
     ]
     path.write_text(yaml.safe_dump_all(docs))
     port, metrics = free_port(), free_port()
-    env = _env(port, metrics, standin)
+    env = process_env(port, metrics, standin, "activator-static")
     argv = [sys.executable, "-m", "activator", "--cluster-file", str(path)]
     child = children.spawn("activator", argv, env)
     await wait_listening(child, {"serving": port, "metrics": metrics})
@@ -116,7 +86,7 @@ async def test_workers_share_the_port_and_split_the_pods(
     ]
     path.write_text(yaml.safe_dump_all(docs))
     port, metrics = free_port(), free_port_pair()
-    env = _env(port, metrics, standin)
+    env = process_env(port, metrics, standin, "activator-static")
     argv = [sys.executable, "-m", "activator", "--cluster-file", str(path), "--workers", "2"]
     child = children.spawn("activator", argv, env)
     await wait_listening(child, {"serving": port, "metrics 0": metrics, "metrics 1": metrics + 1})

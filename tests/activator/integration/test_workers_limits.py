@@ -45,8 +45,7 @@ from shared.ports import free_port
 from tests.activator import objects
 from tests.queueproxy.integration.qpharness import LOOPBACK, wait_listening
 
-from .harness import KEY, ROUTE, AutoscalerStandIn
-from .test_cluster_file import free_port_pair
+from .harness import KEY, ROUTE, AutoscalerStandIn, free_port_pair, process_env
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -199,16 +198,8 @@ async def _start_workers(
     ]
     path.write_text(yaml.safe_dump_all(docs))
     port, metrics = free_port(), free_port_pair()
-    env = {
-        "POD_NAME": "activator-workers",
-        "POD_IP": LOOPBACK,
-        "ACTIVATOR_BIND_HOST": LOOPBACK,
-        "ACTIVATOR_SERVING_PORT": str(port),
-        "ACTIVATOR_METRICS_PORT": str(metrics),
-        "ACTIVATOR_AUTOSCALER_URL": standin.url,
-        "ACTIVATOR_DRAIN_TIMEOUT_SECONDS": "0",
-        "ACTIVATOR_QUEUE_DEPTH": str(depth),
-    }
+    env = process_env(port, metrics, standin, "activator-workers")
+    env["ACTIVATOR_QUEUE_DEPTH"] = str(depth)
     argv = [sys.executable, "-m", "activator", "--cluster-file", str(path)]
     child = children.spawn("activator", [*argv, "--workers", str(WORKERS)], env)
     metrics_ports = [metrics + w for w in range(WORKERS)]
