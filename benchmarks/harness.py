@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from shared.proxy.memory import MemoryNetwork
     from shared.proxy.server import ProxyServer
 
+from benchmarks import native
 from shared.ports import free_port
 
 BENCH = Path(__file__).resolve().parent
@@ -414,15 +415,9 @@ def start_app(h: Harness, core: int | None) -> tuple[int, int]:
 
 
 def native_tree() -> Path:
-    """The tree with the KNPY_NATIVE=1 build of the hot path (scripts/native_tree.py: built
-    here if it is stale, ~1 min, and shared with tests/native and the images' wheel)."""
-    sys.path.insert(0, str(REPO / "scripts"))
+    """The tree with the KNPY_NATIVE=1 build of the hot path (benchmarks/native.py)."""
     try:
-        import native_tree as builder
-    finally:
-        sys.path.pop(0)
-    try:
-        return builder.build()
+        return native.tree()
     except RuntimeError as err:
         raise Unavailable(str(err)) from None
 

@@ -25,14 +25,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-if "--native" in sys.argv[1:]:
-    # The KNPY_NATIVE=1 build (setup.py) first on the path, before anything imports knpy.
-    sys.path.insert(0, str(REPO / "scripts"))
-    import native_tree
-
-    sys.path[0] = str(native_tree.build())
 if str(REPO) not in sys.path:
     sys.path.append(str(REPO))
+from benchmarks import native  # noqa: E402  (imports no knpy module)
+
+native.put_first(sys.argv[1:])  # --native: the KNPY_NATIVE=1 build, before knpy is imported
 
 from benchmarks import harness  # noqa: E402
 from queueproxy.drain import Drainer  # noqa: E402
