@@ -19,49 +19,33 @@ ACTIVATOR_WORKER_INDEX and ACTIVATOR_WORKERS set), passes SIGTERM and SIGINT on,
 worker exits, stops the others and exits with its status: a partial activator would hold
 its pods' slots with nobody serving them. The workers die with the parent, too: when it is
 killed outright (SIGKILL, the OOM killer), the kernel sends each worker SIGTERM
-(PR_SET_PDEATHSIG), so no worker outlives the activator orphaned, still serving the port.
+(shared/lifeline.py), so no worker outlives the activator orphaned, still serving the port.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+
+from shared.lifeline import tied_to_parent
 
 # How long the workers get to finish after the first one exited, before SIGKILL.
 STOP_GRACE_S = 60.0
-# Linux's prctl option: the signal the kernel sends this process when its parent exits.
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with(parent: int) -> Callable[[], None] | None:
-    """A preexec_fn that makes the worker get SIGTERM when ``parent`` exits, however it
-    exits (a drain, as on any SIGTERM); None off Linux. The parent is a small process that
-    forks N times at start, so preexec_fn's fork() instead of vfork() costs nothing here."""
-    if sys.platform != "linux":
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
-        if os.getppid() != parent:  # the parent died before prctl: nobody will signal us
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return preexec
 
 
 def run_workers(workers: int, argv: Sequence[str], env: dict[str, str] | None = None) -> int:
     """Run ``workers`` copies of ``python -m activator argv`` until one exits; its status."""
     base = dict(os.environ if env is None else env)
+    spawn = tied_to_parent([sys.executable, "-m", "activator", *argv])
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "activator", *argv],
+            spawn.argv,
             env={**base, "ACTIVATOR_WORKERS": str(workers), "ACTIVATOR_WORKER_INDEX": str(i)},
-            preexec_fn=_die_with(os.getpid()),
+            preexec_fn=spawn.preexec_fn,
         )
         for i in range(workers)
     ]

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import errno
 import logging
 import os
 import shutil
 import signal
 import subprocess
-import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Final, Protocol
+
+from shared import lifeline
+from shared.lifeline import Spawn
 
 __all__ = [
     "LocalProcess",
@@ -123,29 +124,10 @@ def crash_backoff_s(consecutive_crashes: int) -> float:
 
 
 # -- processes ----------------------------------------------------------------------------------
-# Linux's prctl(PR_SET_PDEATHSIG): the kernel signals the child when the thread that forked it
-# exits, however it exits. The setting survives exec, so util-linux's ``setpriv --pdeathsig``
-# (Essential in Debian) sets it and execs the command in the same process. A Python
-# ``preexec_fn`` would do the same but makes subprocess fork() the whole of knpy serve instead
-# of vfork(): 15-50 ms per container, measured, a third of the gap in a cold start's "pod
-# spawned -> ready". The preexec_fn stays as the fallback where setpriv is missing.
-_PR_SET_PDEATHSIG: Final = 1
-_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
-_SETPRIV: Final = shutil.which("setpriv") if _prctl is not None else None
-
-
-@dataclass(frozen=True, slots=True)
-class Spawn:
-    """How to start a command so that it dies with this process: argv and ``preexec_fn``."""
-
-    argv: list[str]
-    preexec_fn: Callable[[], None] | None = None
-
-
 def tied_to_parent(
     argv: Sequence[str], env: Mapping[str, str] | None, sig: signal.Signals = signal.SIGTERM
 ) -> Spawn:
-    """The spawn of ``argv`` that ties the child's life to this process.
+    """The spawn of ``argv`` that ties the child's life to this process (shared/lifeline.py).
 
     Pods run in sessions of their own, so a signal to knpy serve's process group never reaches
     them; without this a SIGKILLed ``knpy serve`` (or a killed test run) left every pod and the
@@ -156,19 +138,7 @@ def tied_to_parent(
         OSError: the command cannot be executed (not found, not executable), as the exec
             itself would have raised, so a wrapper never hides the OS error from the caller.
     """
-    command = [resolve_executable(argv[0], env), *argv[1:]]
-    if _SETPRIV is not None:
-        return Spawn([_SETPRIV, "--pdeathsig", sig.name.removeprefix("SIG"), "--", *command])
-    if _prctl is None:
-        return Spawn(command)
-    prctl, parent = _prctl, os.getpid()
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(sig))
-        if os.getppid() != parent:  # the parent died before prctl: nobody will signal us
-            os.kill(os.getpid(), sig)
-
-    return Spawn(command, preexec)
+    return lifeline.tied_to_parent([resolve_executable(argv[0], env), *argv[1:]], sig)
 
 
 class LocalProcess:
