@@ -48,26 +48,26 @@ from shared.proxy.lifecycle import End, ServerState, decide
 
 # The largest request head we parse. Go's net/http allows 1 MiB; h11 16 KiB, nginx 32 KiB. 64 KiB
 # leaves room for large cookies and tokens while bounding what a slow client can make us hold.
-MAX_HEAD_BYTES = 64 * 1024
+MAX_HEAD_BYTES: Final = 64 * 1024
 
 # How often timeouts are checked; Knative's timeouts are configured in whole seconds.
-TICK_S = 0.1
+TICK_S: Final = 0.1
 # The connections' own timeouts (header read, idle) are checked every 5 ticks, 0.5 s: they are
 # seconds long, and the check walks every connection (10,000 in 2-5 ms).
-CONNECTION_SWEEP_TICKS = 5
+CONNECTION_SWEEP_TICKS: Final = 5
 # A connection shed over the cap keeps its socket this long at most after its 503, so that the
 # client reads the answer before the close (closing with its request unread would send a reset,
 # which can discard the 503 on the client's side). At most SHED_LINGER_MAX linger at a time;
 # past that a shed connection is closed at once.
-SHED_LINGER_S = 1.0
-SHED_LINGER_MAX = 256
+SHED_LINGER_S: Final = 1.0
+SHED_LINGER_MAX: Final = 256
 
 # Why reading from the client is paused (a bit each; reading resumes when none is left).
-_PAUSE_PIPELINE = 1
-_PAUSE_WAIT = 2
-_PAUSE_UPSTREAM = 4
+_PAUSE_PIPELINE: Final = 1
+_PAUSE_WAIT: Final = 2
+_PAUSE_UPSTREAM: Final = 4
 
-_TIMEOUT_BODY = error_body("request timeout")
+_TIMEOUT_BODY: Final = error_body("request timeout")
 _SHED_RESPONSE: Final = simple_response(
     503, error_body("too many connections"), keep_alive=False, headers=((b"Retry-After", b"1"),)
 )
@@ -81,6 +81,8 @@ _ACTIVE: Final = ServerState.ACTIVE
 _TUNNEL: Final = ServerState.TUNNEL
 _CLOSED: Final = ServerState.CLOSED
 _COMPLETE: Final = End.COMPLETE
+# The headers llhttp reads keep-alive and upgrade from (see on_headers_complete).
+_CONNECTION_NAMES: Final = frozenset({b"connection", b"proxy-connection"})
 _CUT: Final = End.CUT
 
 
@@ -346,6 +348,7 @@ class ServerConnection(asyncio.Protocol, Generic[TagT]):
         "in_head",
         "initial_tag",
         "kept",
+        "named_connection",
         "parser",
         "parsing",
         "paused",
@@ -384,6 +387,7 @@ class ServerConnection(asyncio.Protocol, Generic[TagT]):
         self.budgeted = True
         self.read_fits = False
         self.hosts = 0
+        self.named_connection = False
         self.remote = ""
         self.tunnel: Upstream[TagT] | None = None
         # When the connection began to wait on the client (its start, a response's end, a
@@ -474,6 +478,7 @@ class ServerConnection(asyncio.Protocol, Generic[TagT]):
             self.head_budget = self.server.max_head_bytes - len(url)
             self.budgeted = not self.read_fits
             self.hosts = 0
+            self.named_connection = False
             if self.state is _IDLE and self.kept:
                 self.since = self.server.now  # a kept-alive connection's next head: not idle
         else:
@@ -499,6 +504,8 @@ class ServerConnection(asyncio.Protocol, Generic[TagT]):
                     raise _BadHead(400, "more than one Host header")
         elif size == 17 and name.lower() == b"transfer-encoding":
             ex.chunked = True
+        elif (size == 10 or size == 16) and name.lower() in _CONNECTION_NAMES:
+            self.named_connection = True
 
     def on_headers_complete(self) -> None:
         ex = self.parsing
@@ -507,9 +514,14 @@ class ServerConnection(asyncio.Protocol, Generic[TagT]):
         parser = self.parser
         self.in_head = False
         ex.method = parser.get_method()
-        ex.version = parser.get_http_version()
-        ex.keep_alive = parser.should_keep_alive()
-        if parser.should_upgrade():
+        ex.keep_alive = keep_alive = parser.should_keep_alive()
+        # llhttp keeps a request alive unasked only from HTTP/1.1 on (the one such version it
+        # accepts) and upgrades only what a Connection header asks for, or a CONNECT; so a
+        # plain request skips both questions (the version costs a str.format each time).
+        named = self.named_connection
+        if named or not keep_alive:
+            ex.version = parser.get_http_version()
+        if (named or ex.method == b"CONNECT") and parser.should_upgrade():
             ex.upgrade = True
             ex.body_done = True
         state = self.state

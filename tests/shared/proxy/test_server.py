@@ -78,6 +78,41 @@ async def test_client_keep_alive(request_head: bytes, client_closed: bool) -> No
     assert rig.pool.idle == [rig.up(app)]
 
 
+@pytest.mark.parametrize(
+    ("request_head", "version", "keep_alive", "upgrade"),
+    [
+        pytest.param(get(), "1.1", True, False, id="plain 1.1"),
+        pytest.param(b"GET / HTTP/1.0\r\n\r\n", "1.0", False, False, id="plain 1.0"),
+        # The case the server's shortcut must not miss: kept alive, yet not 1.1.
+        pytest.param(
+            b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", "1.0", True, False, id="1.0 kept"
+        ),
+        pytest.param(
+            b"GET / HTTP/1.0\r\nCONNECTION: Keep-Alive\r\n\r\n", "1.0", True, False, id="capitals"
+        ),
+        pytest.param(b"GET / HTTP/2.0\r\n\r\n", "2.0", False, False, id="2.0 as text"),
+        pytest.param(get(b"/", b"Connection: close\r\n"), "1.1", False, False, id="1.1 close"),
+        pytest.param(
+            get(b"/", b"Connection: Upgrade\r\nUpgrade: websocket\r\n"), "1.1", True, True,
+            id="upgrade",
+        ),
+        pytest.param(get(b"/", b"Upgrade: websocket\r\n"), "1.1", True, False, id="unasked"),
+        pytest.param(
+            b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", "1.1", True,
+            True, id="CONNECT",
+        ),
+    ],
+)
+async def test_version_keep_alive_and_upgrade_as_llhttp_parsed_them(
+    request_head: bytes, version: str, keep_alive: bool, upgrade: bool
+) -> None:
+    rig = Rig()
+    rig.handler.hold = True
+    rig.client().feed(request_head)
+    (ex,) = rig.handler.handled
+    assert (ex.version, ex.keep_alive, ex.upgrade) == (version, keep_alive, upgrade)
+
+
 async def test_chunked_body_is_reframed_before_and_after_the_upstream_attaches() -> None:
     rig = Rig()
     client = rig.client()
