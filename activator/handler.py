@@ -58,7 +58,7 @@ __all__ = ["MAX_CONNECT_RETRIES", "ActivatorHandler"]
 
 # Pods a request may be refused by before it fails with a 502: enough to step over the pods
 # of a scale-down, not enough to turn one request into a storm.
-MAX_CONNECT_RETRIES = 3
+MAX_CONNECT_RETRIES: Final = 3
 
 _HOST: Final = 2
 _ORIGINAL_HOST: Final = 3

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from typing import Final
 
 from shared.breaker import MAX_BREAKER_CAPACITY, Breaker
 
@@ -41,11 +42,11 @@ __all__ = [
 ]
 
 # Largest containerConcurrency that still uses first_available (Knative's "cc <= 3").
-FIRST_AVAILABLE_MAX_CONCURRENCY = 3
+FIRST_AVAILABLE_MAX_CONCURRENCY: Final = 3
 
 # A pod breaker is only ever asked when it has a free slot, so it never queues; the Breaker
 # still wants a queue depth of at least 1.
-_POD_QUEUE_DEPTH = 1
+_POD_QUEUE_DEPTH: Final = 1
 
 
 class PodTracker:

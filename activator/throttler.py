@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Hashable, Iterable
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 from activator.lb_policy import PodTracker, PolicyState, policy_for
 from activator.split import assign_slice, revision_capacity
@@ -56,7 +56,7 @@ __all__ = ["BREAKER_QUEUE_DEPTH", "RevisionThrottler"]
 W = TypeVar("W", bound=Hashable)
 
 # Knative's breakerQueueDepth: requests that may wait per revision before the next gets a 503.
-BREAKER_QUEUE_DEPTH = 10_000
+BREAKER_QUEUE_DEPTH: Final = 10_000
 
 
 class RevisionThrottler(Generic[W]):

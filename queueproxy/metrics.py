@@ -48,7 +48,7 @@ Two expositions, on two ports:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import Final, Protocol
 
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
@@ -62,9 +62,11 @@ __all__ = [
 ]
 
 # Knative's latencyBounds in pkg/queue/request_metric.go, in seconds.
-LATENCY_BOUNDS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
+LATENCY_BOUNDS_S: Final = (
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10
+)
 
-_REVISION_LABELS = (
+_REVISION_LABELS: Final = (
     "k8s_namespace_name",
     "kn_service_name",
     "kn_configuration_name",
@@ -154,7 +156,7 @@ class StatFigures(Protocol):
     def proxied_request_count(self) -> float: ...
 
 
-_STAT_LABELS = (
+_STAT_LABELS: Final = (
     "destination_namespace",
     "destination_configuration",
     "destination_revision",

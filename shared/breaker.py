@@ -40,7 +40,7 @@ W = TypeVar("W", bound=Hashable, default=object)
 
 # Knative's MaxBreakerCapacity (math.MaxInt32): the activator's per-revision breaker uses it
 # as its max concurrency, i.e. "unbounded, as far as the breaker is concerned".
-MAX_BREAKER_CAPACITY = 2**31 - 1
+MAX_BREAKER_CAPACITY: Final = 2**31 - 1
 
 
 class Admission(enum.Enum):

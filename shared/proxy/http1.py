@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from http import HTTPStatus
+from typing import Final
 
 # Hop-by-hop headers a proxy must not forward (RFC 9110 section 7.6.1), as Go's
 # httputil.ReverseProxy removes them. Lower-case, as compared.
-HOP_BY_HOP: frozenset[bytes] = frozenset(
+HOP_BY_HOP: Final = frozenset(
     {
         b"connection",
         b"keep-alive",
@@ -20,8 +21,8 @@ HOP_BY_HOP: frozenset[bytes] = frozenset(
     }
 )
 
-CRLF = b"\r\n"
-LAST_CHUNK = b"0\r\n\r\n"
+CRLF: Final = b"\r\n"
+LAST_CHUNK: Final = b"0\r\n\r\n"
 
 
 def chunk(data: bytes) -> bytes:
