@@ -41,7 +41,7 @@ from typing import Any, Final, Generic, cast
 
 import httptools
 
-from shared.proxy.contract import RequestHandler, TagT, Upstream
+from shared.proxy.contract import Downstream, RequestHandler, TagT, Upstream
 from shared.proxy.exchange import Exchange
 from shared.proxy.http1 import error_body, simple_response
 from shared.proxy.lifecycle import End, ServerState, decide
@@ -329,7 +329,7 @@ class _Shed(asyncio.Protocol):
         self.transport.close()
 
 
-class ServerConnection(asyncio.Protocol, Generic[TagT]):
+class ServerConnection(asyncio.Protocol, Downstream[TagT]):
     """One client connection: parses requests, hands them to the handler, writes responses.
 
     Implements ``shared.proxy.contract.Downstream``. ``paused`` is the set of reasons reading

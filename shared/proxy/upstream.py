@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, Generic, TypeAlias, cast
+from typing import TYPE_CHECKING, Final, TypeAlias, cast
 
 import httptools
 
-from shared.proxy.contract import Connector, TagT
+from shared.proxy.contract import Connector, Pool, TagT, Upstream
 from shared.proxy.http1 import LAST_CHUNK, chunk
 from shared.proxy.lifecycle import End, Next, UpstreamState, decide
 
@@ -45,7 +45,7 @@ class _HeadResponseDone(Exception):
     """Raised from the parser callback: a HEAD response has no body, whatever it declares."""
 
 
-class UpstreamConnection(asyncio.Protocol, Generic[TagT]):
+class UpstreamConnection(asyncio.Protocol, Upstream[TagT]):
     """One connection to the upstream; implements ``shared.proxy.contract.Upstream``."""
 
     __slots__ = (
@@ -259,7 +259,7 @@ class UpstreamConnection(asyncio.Protocol, Generic[TagT]):
                 self.transport.resume_reading()
 
 
-class UpstreamPool(Generic[TagT]):
+class UpstreamPool(Pool[TagT]):
     """Kept-alive connections to one ``host:port``; implements ``contract.Pool``.
 
     ``connect`` opens a connection (``loop.create_connection`` unless given: the in-memory
