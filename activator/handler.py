@@ -28,7 +28,7 @@ httputil.ReverseProxy). Here it is one pass over the request headers and a few b
 
 from __future__ import annotations
 
-import time
+from time import monotonic
 from typing import TYPE_CHECKING, Final
 
 from activator.revisions import ActivatorRequest, ActiveRevision, RevisionTable
@@ -127,12 +127,11 @@ class ActivatorHandler:
 
     # -- RequestHandler ---------------------------------------------------------------------
     def handle(self, ex: Exchange[ActivatorRequest | None]) -> None:
-        now = time.monotonic()
+        now = monotonic()
         ex.started_at = now
         ex.last_write = now
         spellings = _KINDS.spellings
         out = [request_line(ex)]
-        append = out.append
         name = namespace = host = original_host = probe = xff = None
         traceparent = tracestate = network_hash = None
         kubelet = False
@@ -142,7 +141,7 @@ class ActivatorHandler:
             if kind is None:
                 kind = _KINDS.learn(hname)
             if kind == PASS:
-                append(b"%b: %b\r\n" % (hname, value))
+                out.append(b"%b: %b\r\n" % (hname, value))
             elif kind == _REVISION:
                 name = value
             elif kind == _NAMESPACE:
@@ -154,7 +153,7 @@ class ActivatorHandler:
             elif kind == _USER_AGENT:
                 if value.startswith(_KUBE_PROBE_AGENT):
                     kubelet = True
-                append(b"%b: %b\r\n" % (hname, value))
+                out.append(b"%b: %b\r\n" % (hname, value))
             elif kind == _ORIGINAL_HOST:
                 original_host = value
             elif kind == _NETWORK_PROBE:
@@ -171,7 +170,7 @@ class ActivatorHandler:
                 tracestate = value
             elif kind == _NETWORK_HASH:
                 network_hash = value
-                append(b"%b: %b\r\n" % (hname, value))
+                out.append(b"%b: %b\r\n" % (hname, value))
 
         if kubelet:
             self._health(ex)
@@ -189,11 +188,11 @@ class ActivatorHandler:
 
         if drop:
             drop_listed(out, drop)
-        append(_PROXY_LINE)
+        out.append(_PROXY_LINE)
         if original_host is None:
             original_host = host
         if original_host is not None:
-            append(b"K-Original-Host: %b\r\n" % original_host)
+            out.append(b"K-Original-Host: %b\r\n" % original_host)
         # Not terminated: the pod's Host line and the blank line follow per pod.
         head = finish_head(
             out, ex, xff, traceparent, tracestate, self.tracing, "kn.activator.proxy", False
@@ -215,7 +214,7 @@ class ActivatorHandler:
         rec = ex.tag
         if rec is None:  # answered here (probe, 404): not a request of a revision
             return
-        now = time.monotonic()
+        now = monotonic()
         rev = rec.rev
         tracker = rec.tracker
         if tracker is not None:

@@ -69,10 +69,10 @@ import contextlib
 import json
 import logging
 import random
-import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from time import monotonic
 from typing import Final
 
 from shared.gosyntax import parse_seconds
@@ -538,7 +538,7 @@ class Ingress:
             ex.respond(simple_response(404, body), status=404)
             return
         key = route.pick(self._draw())
-        now = time.monotonic()
+        now = monotonic()
         ex.started_at = now
         cold = not self.table.pods.get(key) and key not in self._cold
         if cold:
@@ -712,7 +712,6 @@ def _scan(ex: _Ex, trusted: bool) -> tuple[bytes, list[bytes], bytes | None]:
     """
     spellings = _KINDS.spellings
     lines = [request_line(ex)]
-    append = lines.append
     host = b""
     xff = None
     xfp = xfh = False
@@ -722,14 +721,14 @@ def _scan(ex: _Ex, trusted: bool) -> tuple[bytes, list[bytes], bytes | None]:
         if kind is None:
             kind = _KINDS.learn(name)
         if kind == PASS:
-            append(b"%b: %b\r\n" % (name, value))
+            lines.append(b"%b: %b\r\n" % (name, value))
         elif kind == _HOST:
             host = value
-            append(b"%b: %b\r\n" % (name, value))
+            lines.append(b"%b: %b\r\n" % (name, value))
         elif kind == _USER_AGENT:
             if value.startswith(_PROBE_AGENTS):
                 value = b"external (%b)" % value
-            append(b"%b: %b\r\n" % (name, value))
+            lines.append(b"%b: %b\r\n" % (name, value))
         elif kind == DROP:
             pass
         elif not trusted:
@@ -739,20 +738,20 @@ def _scan(ex: _Ex, trusted: bool) -> tuple[bytes, list[bytes], bytes | None]:
             xff = value if xff is None else xff + b", " + value
         elif kind == _XFP:
             xfp = True
-            append(b"%b: %b\r\n" % (name, value))
+            lines.append(b"%b: %b\r\n" % (name, value))
         elif kind == _XFH:
             xfh = True
-            append(b"%b: %b\r\n" % (name, value))
+            lines.append(b"%b: %b\r\n" % (name, value))
         elif kind == _FORWARDING:
-            append(b"%b: %b\r\n" % (name, value))
+            lines.append(b"%b: %b\r\n" % (name, value))
         elif kind == _CONNECTION:
             drop.extend(connection_tokens(value))
     if drop:
         drop_listed(lines, drop)
     if not xfp:
-        append(_XFP_HTTP)
+        lines.append(_XFP_HTTP)
     if not xfh and host:
-        append(b"X-Forwarded-Host: %b\r\n" % host)
+        lines.append(b"X-Forwarded-Host: %b\r\n" % host)
     return host, lines, xff
 
 

@@ -21,7 +21,7 @@ headers and a few branches, because every function call on this path costs throu
 from __future__ import annotations
 
 import asyncio
-import time
+from time import monotonic
 from typing import TYPE_CHECKING, Final
 
 from queueproxy.drain import Drainer
@@ -143,12 +143,11 @@ class QueueHandler:
 
     # -- RequestHandler ---------------------------------------------------------------------
     def handle(self, ex: Exchange[int]) -> None:
-        now = time.monotonic()
+        now = monotonic()
         ex.started_at = now
         ex.last_write = now
         spellings = _KINDS.spellings
         out = [request_line(ex)]
-        append = out.append
         host = original_host = probe = xff = xfp = xfh = None
         traceparent = tracestate = network_hash = None
         health = forwarded = False
@@ -159,7 +158,7 @@ class QueueHandler:
             if kind is None:
                 kind = _KINDS.learn(name)
             if kind == PASS:
-                append(b"%b: %b\r\n" % (name, value))
+                out.append(b"%b: %b\r\n" % (name, value))
             elif kind == _HOST:
                 host = value
             elif kind == DROP:
@@ -167,11 +166,11 @@ class QueueHandler:
             elif kind == _USER_AGENT:
                 if value.startswith(_PROBE_AGENTS):
                     health = True
-                append(b"%b: %b\r\n" % (name, value))
+                out.append(b"%b: %b\r\n" % (name, value))
             elif kind == _PROXY_REQUEST:
                 if value == b"activator":
                     tag = _PROXIED
-                append(b"%b: %b\r\n" % (name, value))
+                out.append(b"%b: %b\r\n" % (name, value))
             elif kind == _ORIGINAL_HOST:
                 original_host = value
             elif kind == _NETWORK_PROBE:
@@ -182,13 +181,13 @@ class QueueHandler:
                 xff = value if xff is None else xff + b", " + value
             elif kind == _XFP:
                 xfp = value
-                append(b"%b: %b\r\n" % (name, value))
+                out.append(b"%b: %b\r\n" % (name, value))
             elif kind == _XFH:
                 xfh = value
-                append(b"%b: %b\r\n" % (name, value))
+                out.append(b"%b: %b\r\n" % (name, value))
             elif kind == _FORWARDED:
                 forwarded = True
-                append(b"%b: %b\r\n" % (name, value))
+                out.append(b"%b: %b\r\n" % (name, value))
             elif kind == _CONNECTION:
                 drop.extend(connection_tokens(value))
             elif kind == _TRACEPARENT:
@@ -197,7 +196,7 @@ class QueueHandler:
                 tracestate = value
             elif kind == _NETWORK_HASH:
                 network_hash = value
-                append(b"%b: %b\r\n" % (name, value))
+                out.append(b"%b: %b\r\n" % (name, value))
 
         if health or probe is not None:
             self._health(ex, probe, network_hash, health)
@@ -217,9 +216,9 @@ class QueueHandler:
         if original_host is not None:
             host = original_host
         if host is not None:
-            append(b"Host: %b\r\n" % host)
+            out.append(b"Host: %b\r\n" % host)
         if not forwarded and (xff or xfp or xfh):
-            append(b"Forwarded: %b\r\n" % generate_forwarded(xff, xfp, xfh))
+            out.append(b"Forwarded: %b\r\n" % generate_forwarded(xff, xfp, xfh))
         ex.head = finish_head(
             out, ex, xff, traceparent, tracestate, self.tracing, "kn.queueproxy.proxy"
         )
@@ -242,7 +241,7 @@ class QueueHandler:
 
     def finished(self, ex: Exchange[int]) -> None:
         tag = ex.tag
-        now = time.monotonic()
+        now = monotonic()
         if tag & _PROBE:
             if self.log_probes and self.request_log is not None:
                 self._log(ex, now)

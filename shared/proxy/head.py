@@ -97,24 +97,23 @@ def finish_head(
     stores it in ``ex.span``; the upstream gets that span as its parent. Without
     ``terminate`` the blank line is left off, for a caller that adds per-upstream lines later.
     """
-    append = out.append
     remote = ex.conn.remote.encode()
-    append(b"X-Forwarded-For: %b\r\n" % (xff + b", " + remote if xff else remote))
+    out.append(b"X-Forwarded-For: %b\r\n" % (xff + b", " + remote if xff else remote))
     if ex.chunked:
-        append(b"Transfer-Encoding: chunked\r\n")
+        out.append(b"Transfer-Encoding: chunked\r\n")
     if ex.upgrade:
-        append(b"Connection: Upgrade\r\nUpgrade: %b\r\n" % (ex.header(b"upgrade") or b""))
+        out.append(b"Connection: Upgrade\r\nUpgrade: %b\r\n" % (ex.header(b"upgrade") or b""))
     if tracing is not None:
         span = tracing.start_remote_child(span_name, traceparent, tracestate)
         ex.span = span
         for name, value in tracing.headers(span):
-            append(b"%b: %b\r\n" % (name, value))
+            out.append(b"%b: %b\r\n" % (name, value))
     elif traceparent is not None:
-        append(b"traceparent: %b\r\n" % traceparent)
+        out.append(b"traceparent: %b\r\n" % traceparent)
         if tracestate is not None:
-            append(b"tracestate: %b\r\n" % tracestate)
+            out.append(b"tracestate: %b\r\n" % tracestate)
     if terminate:
-        append(b"\r\n")
+        out.append(b"\r\n")
     return b"".join(out)
 
 

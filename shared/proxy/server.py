@@ -34,9 +34,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import resource
-import time
 from collections import deque
 from dataclasses import dataclass
+from time import monotonic
 from typing import Any, Final, Generic, cast
 
 import httptools
@@ -179,7 +179,7 @@ class ProxyServer(Generic[TagT]):
         self.accepting = 0
         self.shedding: dict[_Shed, float] = {}  # shed connections lingering, since when
         self.shed_count = 0
-        self.now = time.monotonic()
+        self.now = monotonic()
         self._ticks = 0
         self._ticker: asyncio.TimerHandle | None = None
 
@@ -208,7 +208,7 @@ class ProxyServer(Generic[TagT]):
             self._ticker = None
 
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
-        now = time.monotonic()
+        now = monotonic()
         self.sweep(now)
         self.accepting = 0
         self._ticks += 1
@@ -218,7 +218,7 @@ class ProxyServer(Generic[TagT]):
         self._ticker = loop.call_later(TICK_S, self._tick, loop)
 
     def sweep(self, now: float) -> None:
-        """Time out the exchanges past a deadline at ``now`` (time.monotonic() clock).
+        """Time out the exchanges past a deadline at ``now`` (monotonic() clock).
 
         Knative's three timeouts: the whole request (``deadline``), the first response byte
         (``start_deadline``) and the gap between writes (``idle_timeout``). A tunnel has none.
@@ -266,8 +266,8 @@ class ProxyServer(Generic[TagT]):
     async def drain(self, timeout_s: float, check_s: float = 0.05) -> None:
         """After the listener closed: close connections as they become idle while exchanges
         are in flight, for at most ``timeout_s``; then stop the sweep and cut what is left."""
-        deadline = time.monotonic() + timeout_s
-        while self.live and time.monotonic() < deadline:
+        deadline = monotonic() + timeout_s
+        while self.live and monotonic() < deadline:
             self.close_idle()
             await asyncio.sleep(check_s)
         self.stop()
@@ -575,7 +575,7 @@ class ServerConnection(asyncio.Protocol, Downstream[TagT]):
 
     def write(self, ex: Exchange[TagT], data: bytes) -> None:
         if not ex.first_byte_at:
-            ex.first_byte_at = time.monotonic()
+            ex.first_byte_at = monotonic()
         ex.response_bytes += len(data)
         ex.last_write = self.server.now
         self.transport.write(data)
