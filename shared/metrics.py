@@ -3,8 +3,8 @@
 Theory of operation: prometheus_client's Counter and Histogram take a lock on every
 increment, which costs more than the rest of a proxied request's bookkeeping. Here a
 metric's value is a plain attribute on a ``__slots__`` object: an increment is one
-attribute update, a histogram observation is one ``bisect`` over bounds computed once
-plus two updates. Nothing is allocated per request: a labelled child is created the
+attribute update, a histogram observation is a scan of bounds computed once plus two
+updates. Nothing is allocated per request: a labelled child is created the
 first time its label values are seen and cached in a dict keyed by the label tuple;
 callers on the hot path keep a reference to the child and skip even that lookup.
 
@@ -20,7 +20,6 @@ histogram's sum and buckets from different moments.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import pairwise
 from typing import Generic, TypeVar
@@ -105,8 +104,15 @@ class HistogramValue:
         self.sum = 0.0
 
     def observe(self, value: float) -> None:
-        # Prometheus buckets are "le" (inclusive upper bounds), so the first bound >= value.
-        self.counts[bisect_left(self._bounds, value)] += 1
+        # Prometheus buckets are "le" (inclusive upper bounds), so the first bound >= value,
+        # scanned from the smallest, where most latencies fall; compiled, a step compares two C
+        # doubles (bisect compares Python floats, ~4 times the instructions here).
+        i = 0
+        for bound in self._bounds:
+            if value <= bound:
+                break
+            i += 1
+        self.counts[i] += 1
         self.sum += value
 
     @property
@@ -191,7 +197,7 @@ class FastGauge(_Family[GaugeValue]):
 
 
 class FastHistogram(_Family[HistogramValue]):
-    """A histogram with fixed bounds; ``observe`` is a bisect and two attribute updates."""
+    """A histogram with fixed bounds; ``observe`` is a scan and two attribute updates."""
 
     __slots__ = ("_le", "bounds")
 

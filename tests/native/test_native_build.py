@@ -29,6 +29,7 @@ finally:
 SUITES = [
     "tests/shared/proxy",
     "tests/shared/test_breaker.py",
+    "tests/shared/test_metrics.py",
     "tests/shared/test_request_stats.py",
     "tests/queueproxy/test_handler.py",
     "tests/queueproxy/test_metrics.py",
@@ -39,6 +40,8 @@ SUITES = [
     "tests/activator/test_lb_policy.py",
     "tests/activator/test_revisions.py",
     "tests/activator/test_reporter.py",
+    "tests/controlplane/test_ingress.py",
+    "tests/controlplane/test_ingress_edge.py",
     # Real queue-proxy processes from the tree (qpharness.CODE_ROOT); tests/images runs every
     # component's image, whose wheel is this build, under traffic too.
     "tests/queueproxy/integration/test_proxy.py",
