@@ -36,6 +36,7 @@ class MemoryTransport(asyncio.Transport):
         self.high_water = high_water
         self.buffer = bytearray()  # written by the proxy, not taken by the test yet
         self.reading = True
+        self.reading_calls = 0  # pause_reading and resume_reading calls (each re-arms a poll)
         self.writing_paused = False
         self.closing = False
         self.aborted = False
@@ -93,9 +94,11 @@ class MemoryTransport(asyncio.Transport):
 
     def pause_reading(self) -> None:
         self.reading = False
+        self.reading_calls += 1
 
     def resume_reading(self) -> None:
         self.reading = True
+        self.reading_calls += 1
 
     def is_reading(self) -> bool:
         return self.reading

@@ -341,6 +341,7 @@ class ServerConnection(asyncio.Protocol, Downstream[TagT]):
     __slots__ = (
         "active",
         "budgeted",
+        "feeding",
         "handler",
         "head_budget",
         "head_bytes",
@@ -359,6 +360,7 @@ class ServerConnection(asyncio.Protocol, Downstream[TagT]):
         "since",
         "state",
         "transport",
+        "transport_paused",
         "tunnel",
         "write_paused",
     )
@@ -375,6 +377,10 @@ class ServerConnection(asyncio.Protocol, Downstream[TagT]):
         self.active: Exchange[TagT] | None = None
         self.pipeline: deque[Exchange[TagT]] = deque()
         self.paused = 0
+        # The transport's own state, which follows ``paused`` at the end of each read (see
+        # _sync_reading), and whether a read is being parsed.
+        self.transport_paused = False
+        self.feeding = False
         self.write_paused = False
         self.in_head = False
         self.head_bytes = 0
@@ -435,6 +441,7 @@ class ServerConnection(asyncio.Protocol, Downstream[TagT]):
         # The head being read when this read came, if any (see _head_continues).
         growing = self.parsing if self.in_head else None
         self.read_fits = len(data) <= self.server.max_head_bytes
+        self.feeding = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -453,6 +460,9 @@ class ServerConnection(asyncio.Protocol, Downstream[TagT]):
         else:
             if self.in_head:
                 self._head_continues(growing, len(data))
+        # (A callback's own bug propagates past this; the loop then closes the transport.)
+        self.feeding = False
+        self._sync_reading()
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -739,12 +749,27 @@ class ServerConnection(asyncio.Protocol, Downstream[TagT]):
         self.close()
 
     def _pause(self, reason: int) -> None:
-        if not self.paused and not self.transport.is_closing():
-            self.transport.pause_reading()
         self.paused |= reason
+        if not self.feeding:
+            self._sync_reading()
 
     def _resume(self, reason: int) -> None:
         if self.paused & reason:
             self.paused &= ~reason
-            if not self.paused and not self.transport.is_closing():
+            if not self.feeding:
+                self._sync_reading()
+
+    def _sync_reading(self) -> None:
+        """Pause or resume the transport as ``paused`` says.
+
+        Deferred to the end of a read while it is parsed: a request queued and then read
+        whole in the same read is paused and resumed there, and libuv would still re-arm the
+        socket's polling for it (an epoll_ctl per request with containerConcurrency set).
+        """
+        paused = bool(self.paused)
+        if paused != self.transport_paused and not self.transport.is_closing():
+            self.transport_paused = paused
+            if paused:
+                self.transport.pause_reading()
+            else:
                 self.transport.resume_reading()

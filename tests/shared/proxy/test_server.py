@@ -252,8 +252,9 @@ async def test_a_queued_request_read_whole_is_read_on_and_ends_when_its_client_l
     client = rig.client()
     client.feed(get())  # queued in on_headers_complete, before on_message_complete
     ex = rig.handler.handled[0]
-    # The GET's body is done: nothing to hold back, so the connection is read on...
-    assert ex.body_done and client.reading
+    # The GET's body is done: nothing to hold back, so the connection is read on, and the
+    # pause of the wait and its resume within the read never reached the transport...
+    assert ex.body_done and client.reading and client.reading_calls == 0
     ex.wait()  # (a wait after the body's end does not pause either)
     assert client.reading
     # ...and the client's leaving ends the waiting exchange at once.
