@@ -1,4 +1,5 @@
-"""Suite-wide set-up: each pytest-xdist worker takes its free ports from a range of its own.
+"""Suite-wide set-up: each pytest-xdist worker takes its free ports from a range of its own,
+and one worker runs every image build, first.
 
 ``shared.ports.free_port`` probes a port and releases it for a child to bind; two workers
 probing the kernel's ephemeral range could both get the same port in between (a CI run lost a
@@ -9,6 +10,9 @@ the workers, and every process they start (which inherits the variable), apart.
 from __future__ import annotations
 
 import os
+from typing import Any
+
+import pytest
 
 from shared.ports import PORT_RANGE_ENV
 
@@ -30,3 +34,29 @@ def _worker_range() -> str:
 
 if not os.environ.get(PORT_RANGE_ENV):
     os.environ[PORT_RANGE_ENV] = _worker_range()
+
+
+# The image builds (tests/images, and `knpy func build --offline` on the same base) share one
+# cache behind a lock and take minutes on a cold machine. As one xdist scope at the head of the
+# queue (scripts/test.sh passes --no-loadscope-reorder) they run on one worker from the start
+# while the other runs the rest; scheduled as separate files by test count (xdist's default),
+# they came last, and the worker that lost the lock waited for the other's build.
+_IMAGE_BUILDS = ("tests/images/", "tests/functions/test_build.py")
+
+
+def _image_build(nodeid: str) -> bool:
+    return nodeid.startswith(_IMAGE_BUILDS)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not _image_build(item.nodeid))  # stable: the rest keep order
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadFileScheduling
+
+    class _ImageBuildsTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "image builds" if _image_build(nodeid) else super()._split_scope(nodeid)
+
+    return _ImageBuildsTogether(config, log)
