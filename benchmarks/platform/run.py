@@ -31,6 +31,10 @@ spawns its own processes), so the figures are the whole machine's.
        serve mode  ingress -> queue-proxy (target-burst-capacity 0: the activator only at zero)
        proxy mode  ingress -> activator -> queue-proxy (target-burst-capacity -1, Knative's
                    way to keep the activator in the path)
+       nginx       nginx (one worker, benchmarks/harness.py's configuration) in the ingress's
+                   place, in front of the same queue-proxy: what a well-known proxy reaches as
+                   that extra hop on the same machine, the reference for the ingress's ratios
+                   (on two cores every hop shares them with wrk, the app and the queue-proxy)
 
    The revision's mode is read from the API before and after each run and must be the one
    measured.
@@ -322,7 +326,52 @@ def measure_throughput(p: Platform, duration_s: float, connections: int) -> Json
             raise RuntimeError(f"{label}: {rev} was in {after} mode after the run, not {mode}")
         results[label] = figures
         print(f"  {label}: {figures['rps']:.0f} req/s", file=sys.stderr)
+    nginx = start_nginx(p.log.parent, pod["port"])
+    if nginx is not None:
+        proc, port = nginx
+        try:
+            argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s:g}s", "--latency"]
+            out = subprocess.run([*argv, f"http://127.0.0.1:{port}/"], capture_output=True,
+                                 text=True, timeout=duration_s + 60)  # fmt: skip
+            if out.returncode != 0:
+                raise RuntimeError(f"wrk exited {out.returncode}: {out.stderr}")
+            figures = dict(harness.parse_wrk(out.stdout))
+            results[NGINX_ROW] = figures
+            print(f"  {NGINX_ROW}: {figures['rps']:.0f} req/s", file=sys.stderr)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
     return results
+
+
+NGINX_ROW: Final = "nginx in the ingress's place"
+
+
+def start_nginx(workdir: Path, upstream_port: int) -> tuple[subprocess.Popen[bytes], int] | None:
+    """nginx as a reverse proxy to ``upstream_port``, or None where nginx is not installed."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(nginx).exists():
+        print("  (nginx not installed: no reference row)", file=sys.stderr)
+        return None
+    port = free_port()
+    ndir = workdir / "nginx"
+    ndir.mkdir()
+    user = "user root;\n" if os.geteuid() == 0 else ""  # as in harness.start_nginx
+    conf = ndir / "nginx.conf"
+    conf.write_text(
+        harness.NGINX_CONF.format(user=user, dir=ndir, app_port=upstream_port, port=port)
+    )
+    argv = [nginx, "-e", str(ndir / "error.log"), "-c", str(conf), "-p", str(ndir),
+            "-g", "daemon off;"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    until(functools.partial(_listening, port), "nginx listening")
+    return proc, port
+
+
+def _listening(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+        return True
+    return False
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -362,6 +411,17 @@ def report(result: Json) -> str:
                 f"| {label} | {f['rps']:,.0f} | {f['p50_ms']:.2f} | {f['p99_ms']:.2f} "
                 f"| {f['non_2xx']} | {f['socket_errors'] or 0} |"
             )
+        direct = tput.get("direct to the queue-proxy")
+        if direct:
+            lines.append("")
+            for label, f in tput.items():
+                if f is not direct:
+                    lines.append(f"{label} / direct: {f['rps'] / direct['rps']:.2f}x")
+        nginx = tput.get(NGINX_ROW)
+        if nginx:
+            for label in ("ingress, serve mode", "ingress, proxy mode (activator)"):
+                if label in tput:
+                    lines.append(f"{label} / nginx: {tput[label]['rps'] / nginx['rps']:.2f}x")
     return "\n".join(lines)
 
 
