@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import resource
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from time import monotonic
 from typing import Any, Final, Generic, cast
@@ -341,13 +342,16 @@ class ServerConnection(asyncio.Protocol, Downstream[TagT]):
     __slots__ = (
         "active",
         "budgeted",
+        "feed",
         "feeding",
+        "get_method",
         "handler",
         "head_budget",
         "head_bytes",
         "hosts",
         "in_head",
         "initial_tag",
+        "keeps_alive",
         "kept",
         "named_connection",
         "parser",
@@ -356,6 +360,7 @@ class ServerConnection(asyncio.Protocol, Downstream[TagT]):
         "pipeline",
         "read_fits",
         "remote",
+        "send",
         "server",
         "since",
         "state",
@@ -372,7 +377,11 @@ class ServerConnection(asyncio.Protocol, Downstream[TagT]):
         self.handler = server.handler
         self.initial_tag = server.initial_tag
         self.state = _IDLE
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser = parser = httptools.HttpRequestParser(self)
+        # Bound once: the native build calls these per request without a lookup by name.
+        self.feed: Callable[[bytes], None] = parser.feed_data
+        self.get_method: Callable[[], bytes] = parser.get_method
+        self.keeps_alive: Callable[[], bool] = parser.should_keep_alive
         self.parsing: Exchange[TagT] | None = None
         self.active: Exchange[TagT] | None = None
         self.pipeline: deque[Exchange[TagT]] = deque()
@@ -408,6 +417,7 @@ class ServerConnection(asyncio.Protocol, Downstream[TagT]):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
         self.transport = cast("asyncio.Transport", transport)
+        self.send: Callable[[bytes], None] = self.transport.write
         peer = transport.get_extra_info("peername")
         self.remote = peer[0] if peer else ""
         server = self.server
@@ -443,7 +453,7 @@ class ServerConnection(asyncio.Protocol, Downstream[TagT]):
         self.read_fits = len(data) <= self.server.max_head_bytes
         self.feeding = True
         try:
-            self.parser.feed_data(data)
+            self.feed(data)
         except httptools.HttpParserUpgrade as upgrade:
             ex = self.active if self.active is not None else self.parsing
             rest = data[upgrade.args[0] :]
@@ -523,8 +533,8 @@ class ServerConnection(asyncio.Protocol, Downstream[TagT]):
             return
         parser = self.parser
         self.in_head = False
-        ex.method = parser.get_method()
-        ex.keep_alive = keep_alive = parser.should_keep_alive()
+        ex.method = self.get_method()
+        ex.keep_alive = keep_alive = self.keeps_alive()
         # llhttp keeps a request alive unasked only from HTTP/1.1 on (the one such version it
         # accepts) and upgrades only what a Connection header asks for, or a CONNECT; so a
         # plain request skips both questions (the version costs a str.format each time).
@@ -588,7 +598,7 @@ class ServerConnection(asyncio.Protocol, Downstream[TagT]):
             ex.first_byte_at = monotonic()
         ex.response_bytes += len(data)
         ex.last_write = self.server.now
-        self.transport.write(data)
+        self.send(data)
 
     def waiting_for_upstream(self, ex: Exchange[TagT]) -> None:
         if not ex.body_done:
