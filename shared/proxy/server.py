@@ -82,9 +82,10 @@ _ACTIVE: Final = ServerState.ACTIVE
 _TUNNEL: Final = ServerState.TUNNEL
 _CLOSED: Final = ServerState.CLOSED
 _COMPLETE: Final = End.COMPLETE
+_CUT: Final = End.CUT
+
 # The headers llhttp reads keep-alive and upgrade from (see on_headers_complete).
 _CONNECTION_NAMES: Final = frozenset({b"connection", b"proxy-connection"})
-_CUT: Final = End.CUT
 
 
 class _BadHead(Exception):
@@ -219,7 +220,7 @@ class ProxyServer(Generic[TagT]):
         self._ticker = loop.call_later(TICK_S, self._tick, loop)
 
     def sweep(self, now: float) -> None:
-        """Time out the exchanges past a deadline at ``now`` (monotonic() clock).
+        """Time out the exchanges past a deadline at ``now`` (the ``time.monotonic`` clock).
 
         Knative's three timeouts: the whole request (``deadline``), the first response byte
         (``start_deadline``) and the gap between writes (``idle_timeout``). A tunnel has none.
