@@ -40,7 +40,8 @@ if not os.environ.get(PORT_RANGE_ENV):
 # cache behind a lock and take minutes on a cold machine. As one xdist scope at the head of the
 # queue (scripts/test.sh passes --no-loadscope-reorder) they run on one worker from the start
 # while the other runs the rest; scheduled as separate files by test count (xdist's default),
-# they came last, and the worker that lost the lock waited for the other's build.
+# they came last, and the worker that lost the lock waited for the other's build. In this
+# order: tests/images makes the base, then the function's build finds it.
 _IMAGE_BUILDS = ("tests/images/", "tests/functions/test_build.py")
 
 
@@ -48,8 +49,13 @@ def _image_build(nodeid: str) -> bool:
     return nodeid.startswith(_IMAGE_BUILDS)
 
 
+def _rank(item: pytest.Item) -> int:
+    ranks = (i for i, prefix in enumerate(_IMAGE_BUILDS) if item.nodeid.startswith(prefix))
+    return next(ranks, len(_IMAGE_BUILDS))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: not _image_build(item.nodeid))  # stable: the rest keep order
+    items.sort(key=_rank)  # stable: the rest keep their order
 
 
 @pytest.hookimpl(optionalhook=True)  # a run with -p no:xdist has no such hook

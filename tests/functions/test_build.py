@@ -105,6 +105,9 @@ def offline_base() -> None:
             remove_image(f"localhost/knpy/queue-proxy:{tag}")
 
 
+# On a machine without the base, the fixture builds it (debootstrap, knpy's native wheel, an
+# image: minutes), as tests/images does under the same bound.
+@pytest.mark.timeout(900)
 def test_build_offline_and_run_the_image(offline_base: None, tmp_path: Path) -> None:
     name = f"build-{os.getpid()}"
     image = f"localhost/knpy-func/{name}:test"
