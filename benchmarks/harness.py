@@ -488,19 +488,29 @@ http {{
 """
 
 
-def start_nginx(h: Harness, app_port: int) -> tuple[int, int]:
+def nginx_argv(workdir: Path, app_port: int, port: int) -> list[str]:
+    """nginx in the foreground on ``port``, proxying to ``app_port`` (NGINX_CONF, written
+    with its temp dirs under ``workdir/nginx``).
+
+    Raises:
+        Unavailable: nginx is not installed.
+    """
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(nginx).exists():
         raise Unavailable("nginx not installed")
-    port = free_port()
-    ndir = h.workdir / "nginx"
+    ndir = workdir / "nginx"
     ndir.mkdir()
     # As root the worker would switch to `nobody`, who cannot enter our 0700 temp dir.
     user = "user root;\n" if os.geteuid() == 0 else ""
     conf = ndir / "nginx.conf"
     conf.write_text(NGINX_CONF.format(user=user, dir=ndir, app_port=app_port, port=port))
-    argv = [nginx, "-e", str(ndir / "error.log"), "-c", str(conf), "-p", str(ndir),
+    return [nginx, "-e", str(ndir / "error.log"), "-c", str(conf), "-p", str(ndir),
             "-g", "daemon off;"]  # fmt: skip
+
+
+def start_nginx(h: Harness, app_port: int) -> tuple[int, int]:
+    port = free_port()
+    argv = nginx_argv(h.workdir, app_port, port)
     proc = h.children.spawn("nginx", argv, core=h.test_core)
     wait_ready(proc, h.children, port, body=APP_BODY)
     return port, proc.pid

@@ -45,17 +45,14 @@ if not os.environ.get(PORT_RANGE_ENV):
 _IMAGE_BUILDS = ("tests/images/", "tests/functions/test_build.py")
 
 
-def _image_build(nodeid: str) -> bool:
-    return nodeid.startswith(_IMAGE_BUILDS)
-
-
-def _rank(item: pytest.Item) -> int:
-    ranks = (i for i, prefix in enumerate(_IMAGE_BUILDS) if item.nodeid.startswith(prefix))
+def _rank(nodeid: str) -> int:
+    """The position of ``nodeid``'s image build in _IMAGE_BUILDS; their count for any other."""
+    ranks = (i for i, prefix in enumerate(_IMAGE_BUILDS) if nodeid.startswith(prefix))
     return next(ranks, len(_IMAGE_BUILDS))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=_rank)  # stable: the rest keep their order
+    items.sort(key=lambda item: _rank(item.nodeid))  # stable: the rest keep their order
 
 
 @pytest.hookimpl(optionalhook=True)  # a run with -p no:xdist has no such hook
@@ -64,6 +61,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
     class _ImageBuildsTogether(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return "image builds" if _image_build(nodeid) else super()._split_scope(nodeid)
+            if _rank(nodeid) < len(_IMAGE_BUILDS):
+                return "image builds"
+            return super()._split_scope(nodeid)
 
     return _ImageBuildsTogether(config, log)

@@ -314,58 +314,40 @@ def measure_throughput(p: Platform, duration_s: float, connections: int) -> Json
     results: Json = {}
     for label, (url, service, mode) in targets.items():
         rev = f"{service}-00001"
-        host = f"{service}.{NAMESPACE}.localhost"
-        argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s:g}s", "--latency"]
-        argv += ["-H", f"Host: {host}", url]
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 60)
-        if out.returncode != 0:
-            raise RuntimeError(f"wrk exited {out.returncode}: {out.stderr}")
-        figures = dict(harness.parse_wrk(out.stdout))
+        figures = wrk(url, f"{service}.{NAMESPACE}.localhost", duration_s, connections)
         after = p.revision(rev)["mode"]
         if mode is not None and after != mode:
             raise RuntimeError(f"{label}: {rev} was in {after} mode after the run, not {mode}")
         results[label] = figures
         print(f"  {label}: {figures['rps']:.0f} req/s", file=sys.stderr)
-    nginx = start_nginx(p.log.parent, pod["port"])
-    if nginx is not None:
-        proc, port = nginx
-        try:
-            argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s:g}s", "--latency"]
-            out = subprocess.run([*argv, f"http://127.0.0.1:{port}/"], capture_output=True,
-                                 text=True, timeout=duration_s + 60)  # fmt: skip
-            if out.returncode != 0:
-                raise RuntimeError(f"wrk exited {out.returncode}: {out.stderr}")
-            figures = dict(harness.parse_wrk(out.stdout))
-            results[NGINX_ROW] = figures
-            print(f"  {NGINX_ROW}: {figures['rps']:.0f} req/s", file=sys.stderr)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+    port = free_port()
+    try:
+        argv = harness.nginx_argv(p.log.parent, pod["port"], port)
+    except harness.Unavailable as err:
+        print(f"  ({err}: no reference row)", file=sys.stderr)
+        return results
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        until(functools.partial(_listening, port), "nginx listening")
+        figures = wrk(f"http://127.0.0.1:{port}/", "bench", duration_s, connections)
+        results[NGINX_ROW] = figures
+        print(f"  {NGINX_ROW}: {figures['rps']:.0f} req/s", file=sys.stderr)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
     return results
 
 
 NGINX_ROW: Final = "nginx in the ingress's place"
 
 
-def start_nginx(workdir: Path, upstream_port: int) -> tuple[subprocess.Popen[bytes], int] | None:
-    """nginx as a reverse proxy to ``upstream_port``, or None where nginx is not installed."""
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not Path(nginx).exists():
-        print("  (nginx not installed: no reference row)", file=sys.stderr)
-        return None
-    port = free_port()
-    ndir = workdir / "nginx"
-    ndir.mkdir()
-    user = "user root;\n" if os.geteuid() == 0 else ""  # as in harness.start_nginx
-    conf = ndir / "nginx.conf"
-    conf.write_text(
-        harness.NGINX_CONF.format(user=user, dir=ndir, app_port=upstream_port, port=port)
-    )
-    argv = [nginx, "-e", str(ndir / "error.log"), "-c", str(conf), "-p", str(ndir),
-            "-g", "daemon off;"]  # fmt: skip
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    until(functools.partial(_listening, port), "nginx listening")
-    return proc, port
+def wrk(url: str, host: str, duration_s: float, connections: int) -> Json:
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s:g}s", "--latency"]
+    argv += ["-H", f"Host: {host}", url]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 60)
+    if out.returncode != 0:
+        raise RuntimeError(f"wrk exited {out.returncode}: {out.stderr}")
+    return dict(harness.parse_wrk(out.stdout))
 
 
 def _listening(port: int) -> bool:
